@@ -1,0 +1,23 @@
+"""tabsynth: differentially private synthetic tables from a DP-GAN, with honest privacy accounting."""
+
+from tabsynth.encoding import DomainError, Encoder, Span
+from tabsynth.geo import BoundingBox, PointSetRegion, PolygonRegion, Region
+from tabsynth.schema import (
+    BooleanColumn,
+    CategoricalColumn,
+    Column,
+    ContinuousColumn,
+    DatetimeColumn,
+    GeoPointColumn,
+    IntegerColumn,
+    Schema,
+    SchemaError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BooleanColumn", "BoundingBox", "CategoricalColumn", "Column", "ContinuousColumn", "DatetimeColumn",
+    "DomainError", "Encoder", "GeoPointColumn", "IntegerColumn", "PointSetRegion", "PolygonRegion",
+    "Region", "Schema", "SchemaError", "Span",
+]

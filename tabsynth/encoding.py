@@ -1,0 +1,471 @@
+"""Schema-driven map between a DataFrame and the GAN's vector space, and back.
+
+The encoder is fitted by the schema alone: it never learns anything from the table it encodes. Its
+``layout`` records, per column, which slice of the vector the column owns and which output
+activation the generator needs there (CTGAN's "output info", made explicit).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+
+from tabsynth.schema import (
+    BooleanColumn,
+    CategoricalColumn,
+    Column,
+    ContinuousColumn,
+    DatetimeColumn,
+    GeoPointColumn,
+    IntegerColumn,
+    Schema,
+    SchemaError,
+    check_columns,
+    check_frame,
+)
+
+Activation = Literal["tanh", "sigmoid", "softmax"]
+InvalidPolicy = Literal["raise", "clip"]
+
+
+class DomainError(SchemaError):
+    """A value lies outside the schema's domain and the encoder was told to raise."""
+
+
+@dataclass(frozen=True)
+class Span:
+    """A slice [start, end) of the encoded vector owned by one column, with its output activation.
+
+    ``role`` is "missing" for the one-dimensional missing-value indicator, else "value".
+    """
+
+    column: str
+    start: int
+    end: int
+    activation: Activation
+    role: Literal["value", "missing"] = "value"
+
+    @property
+    def width(self) -> int:
+        return self.end - self.start
+
+
+class PiecewiseLinear:
+    """Monotone map of [lower, upper] onto [-1, 1] through quantile knots.
+
+    Knot i lands at -1 + 2i/m, so each inter-knot segment gets an equal share of [-1, 1]. A value
+    repeated across several knots (a point mass such as Adult's capital_gain = 0) owns the whole
+    flat interval between its first and last knot: every vector in it decodes to exactly that value.
+    """
+
+    def __init__(self, knots: np.ndarray) -> None:
+        self.knots = np.asarray(knots, dtype=np.float64)
+        self.positions = np.linspace(-1.0, 1.0, len(self.knots))
+        unique, first = np.unique(self.knots, return_index=True)
+        last = len(self.knots) - 1 - np.unique(self.knots[::-1], return_index=True)[1]
+        self.unique = unique
+        self.low = self.positions[first]
+        self.high = self.positions[last]
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        if len(self.unique) == 1:
+            return np.zeros_like(x)
+        idx = np.clip(np.searchsorted(self.unique, x, side="right") - 1, 0, len(self.unique) - 2)
+        left, right = self.unique[idx], self.unique[idx + 1]
+        start, stop = self.high[idx], self.low[idx + 1]
+        y = start + (x - left) / (right - left) * (stop - start)
+        exact = np.searchsorted(self.unique, x)
+        exact = np.clip(exact, 0, len(self.unique) - 1)
+        on_knot = self.unique[exact] == x
+        return np.where(on_knot, (self.low[exact] + self.high[exact]) / 2, y)
+
+    def inverse(self, y: np.ndarray) -> np.ndarray:
+        return np.interp(y, self.positions, self.knots)
+
+
+def _scaler(lower: float, upper: float, knots: tuple[float, ...] | None) -> PiecewiseLinear:
+    return PiecewiseLinear(np.asarray(knots if knots is not None else (lower, upper), dtype=np.float64))
+
+
+class Encoder:
+    """Encode a DataFrame into a float32 tensor and decode any tensor back into a valid DataFrame.
+
+    ``on_invalid`` decides what happens to values outside the declared domain at encode time:
+    "raise" (default) or "clip" (numbers clamp to their bounds, unknown categories go to the
+    catch-all, geo points move into their region). NaN in a non-nullable column always raises.
+    """
+
+    def __init__(self, schema: Schema, on_invalid: InvalidPolicy = "raise") -> None:
+        if not isinstance(schema, Schema):
+            raise TypeError(f"schema must be a tabsynth.Schema, got {type(schema).__name__}")
+        if on_invalid not in ("raise", "clip"):
+            raise ValueError(f"on_invalid must be 'raise' or 'clip', got {on_invalid!r}")
+        self.schema = schema
+        self.on_invalid = on_invalid
+        self._codecs = [_codec_for(column) for column in schema.columns]
+        spans: list[Span] = []
+        offset = 0
+        for codec in self._codecs:
+            codec.offset = offset
+            if codec.column.nullable:
+                spans.append(Span(codec.column.name, offset, offset + 1, "sigmoid", "missing"))
+                offset += 1
+            spans.append(Span(codec.column.name, offset, offset + codec.width, codec.activation))
+            offset += codec.width
+        self.layout: tuple[Span, ...] = tuple(spans)
+        self.dim = offset
+
+    def encode(self, frame: pd.DataFrame) -> torch.Tensor:
+        """One float32 row per record; column order in ``frame`` does not matter."""
+        check_frame(frame, "table")
+        check_columns(self.schema, frame)
+        return torch.from_numpy(self.encode_numpy(frame))
+
+    def encode_numpy(self, frame: pd.DataFrame) -> np.ndarray:
+        out = np.zeros((len(frame), self.dim), dtype=np.float32)
+        for codec in self._codecs:
+            missing = codec.missing_mask(frame)
+            if missing.any() and not codec.column.nullable:
+                raise SchemaError(f"column {codec.column.name!r} holds {int(missing.sum())} missing values "
+                                  f"(NaN/None) but the schema does not declare it nullable")
+            start = codec.offset
+            if codec.column.nullable:
+                out[:, start] = missing
+                start += 1
+            present = ~missing
+            block = codec.encode(frame, present, self.on_invalid)
+            out[present, start:start + codec.width] = block
+        return out
+
+    def decode(self, vectors: torch.Tensor | np.ndarray) -> pd.DataFrame:
+        """A DataFrame in the schema's column order and dtypes; every value inside the domain."""
+        array = vectors.detach().cpu().numpy() if isinstance(vectors, torch.Tensor) else np.asarray(vectors)
+        if array.ndim != 2 or array.shape[1] != self.dim:
+            raise ValueError(f"vectors must have shape (n, {self.dim}), got {array.shape}")
+        array = np.nan_to_num(array.astype(np.float64, copy=False), nan=0.0, posinf=1.0, neginf=-1.0)
+        columns: dict[str, pd.Series] = {}
+        for codec in self._codecs:
+            start = codec.offset
+            if codec.column.nullable:
+                missing = array[:, start] > 0.5
+                start += 1
+            else:
+                missing = np.zeros(len(array), dtype=bool)
+            columns.update(codec.decode(array[:, start:start + codec.width], missing))
+        return pd.DataFrame({name: columns[name] for name in self.schema.column_order})
+
+
+# --- per-kind codecs ------------------------------------------------------------------------
+
+
+class _Codec:
+    """Encodes the present (non-missing) values of one schema column into ``width`` dimensions."""
+
+    activation: Activation = "tanh"
+    width = 1
+    offset = 0
+
+    def __init__(self, column: Column) -> None:
+        self.column = column
+
+    def missing_mask(self, frame: pd.DataFrame) -> np.ndarray:
+        return frame[self.column.name].isna().to_numpy()
+
+    def encode(self, frame: pd.DataFrame, present: np.ndarray, policy: InvalidPolicy) -> np.ndarray:
+        raise NotImplementedError
+
+    def decode(self, block: np.ndarray, missing: np.ndarray) -> dict[str, pd.Series]:
+        raise NotImplementedError
+
+
+def _numbers(frame: pd.DataFrame, name: str, present: np.ndarray) -> np.ndarray:
+    series = frame[name][present]
+    try:
+        return pd.to_numeric(series).to_numpy(dtype=np.float64, copy=True)
+    except (ValueError, TypeError) as exc:
+        raise SchemaError(f"column {name!r} must be numeric: {exc}") from exc
+
+
+def _enforce_range(name: str, values: np.ndarray, lower: float, upper: float,
+                   policy: InvalidPolicy) -> np.ndarray:
+    outside = ~((values >= lower) & (values <= upper))
+    if outside.any():
+        if policy == "raise":
+            example = values[outside][0]
+            raise DomainError(f"column {name!r} has {int(outside.sum())} values outside its bounds "
+                              f"[{lower}, {upper}] (e.g. {example}); pass on_invalid='clip' to clamp them")
+        values = np.clip(values, lower, upper)
+    return values
+
+
+class _NumberCodec(_Codec):
+    """Continuous numbers, wide integers and datetimes: one tanh dimension through the knots."""
+
+    def __init__(self, column: Column, lower: float, upper: float, knots: tuple[float, ...] | None,
+                 integral: bool) -> None:
+        super().__init__(column)
+        self.lower, self.upper, self.integral = lower, upper, integral
+        self.scaler = _scaler(lower, upper, knots)
+
+    def values(self, frame: pd.DataFrame, present: np.ndarray) -> np.ndarray:
+        return _numbers(frame, self.column.name, present)
+
+    def encode(self, frame: pd.DataFrame, present: np.ndarray, policy: InvalidPolicy) -> np.ndarray:
+        values = self.values(frame, present)
+        if self.integral:
+            fractional = np.isfinite(values) & (values != np.round(values))
+            if fractional.any():
+                raise SchemaError(f"column {self.column.name!r} is declared integer but holds "
+                                  f"fractional values (e.g. {values[fractional][0]})")
+        values = _enforce_range(self.column.name, values, self.lower, self.upper, policy)
+        return self.scaler.forward(values)[:, None]
+
+    def numbers(self, block: np.ndarray) -> np.ndarray:
+        values = np.clip(self.scaler.inverse(np.clip(block[:, 0], -1.0, 1.0)), self.lower, self.upper)
+        return np.round(values) if self.integral else values
+
+    def decode(self, block: np.ndarray, missing: np.ndarray) -> dict[str, pd.Series]:
+        kind = "int" if self.integral else "float"
+        return {self.column.name: _restore(self.numbers(block), missing, self.column.dtype, kind)}
+
+
+class _DatetimeCodec(_NumberCodec):
+    column: DatetimeColumn
+
+    def __init__(self, column: DatetimeColumn) -> None:
+        super().__init__(column, column.lower_ticks, column.upper_ticks, column.knots, integral=True)
+
+    def values(self, frame: pd.DataFrame, present: np.ndarray) -> np.ndarray:
+        series = frame[self.column.name][present]
+        try:
+            stamps = pd.to_datetime(series)
+        except (ValueError, TypeError) as exc:
+            raise SchemaError(f"column {self.column.name!r} must hold timestamps: {exc}") from exc
+        if getattr(stamps.dt, "tz", None) is not None:
+            stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
+        raw = stamps.to_numpy().astype(f"datetime64[{self.column.resolution}]")
+        exact = raw.astype(stamps.to_numpy().dtype) == stamps.to_numpy()
+        if not exact.all():
+            raise SchemaError(f"column {self.column.name!r} has timestamps finer than its resolution "
+                              f"{self.column.resolution!r}")
+        return raw.astype(np.int64).astype(np.float64)
+
+    def decode(self, block: np.ndarray, missing: np.ndarray) -> dict[str, pd.Series]:
+        ticks = self.numbers(block).astype(np.int64)
+        stamps = pd.Series(ticks.astype(f"datetime64[{self.column.resolution}]"))
+        stamps = stamps.astype("datetime64[ns]") if self.column.resolution in ("D", "h", "m") else stamps
+        stamps[missing] = pd.NaT
+        dtype = self.column.dtype
+        if dtype and "," in dtype:  # timezone-aware, e.g. "datetime64[ns, UTC]"
+            stamps = stamps.dt.tz_localize("UTC").astype(dtype)
+        elif dtype and dtype.startswith("datetime64"):
+            stamps = stamps.astype(dtype)
+        return {self.column.name: stamps}
+
+
+class _BinaryCodeCodec(_Codec):
+    """An integer range of at most 16 values as ceil(log2(range)) sigmoid bits of (value - lower)."""
+
+    activation: Activation = "sigmoid"
+    column: IntegerColumn
+
+    def __init__(self, column: IntegerColumn) -> None:
+        super().__init__(column)
+        self.width = max(1, int(np.ceil(np.log2(column.n_values))))
+        self.weights = 1 << np.arange(self.width)
+
+    def encode(self, frame: pd.DataFrame, present: np.ndarray, policy: InvalidPolicy) -> np.ndarray:
+        values = _numbers(frame, self.column.name, present)
+        fractional = np.isfinite(values) & (values != np.round(values))
+        if fractional.any():
+            raise SchemaError(f"column {self.column.name!r} is declared integer but holds fractional "
+                              f"values (e.g. {values[fractional][0]})")
+        values = _enforce_range(self.column.name, values, self.column.lower, self.column.upper, policy)
+        offsets = (values - self.column.lower).astype(np.int64)
+        return ((offsets[:, None] & self.weights) > 0).astype(np.float32)
+
+    def decode(self, block: np.ndarray, missing: np.ndarray) -> dict[str, pd.Series]:
+        offsets = (block > 0.5).astype(np.int64) @ self.weights
+        # A code past the range maps to the nearest allowed value, the upper bound.
+        values = self.column.lower + np.minimum(offsets, self.column.n_values - 1)
+        return {self.column.name: _restore(values.astype(np.float64), missing, self.column.dtype, "int")}
+
+
+class _BooleanCodec(_Codec):
+    activation: Activation = "sigmoid"
+
+    def encode(self, frame: pd.DataFrame, present: np.ndarray, policy: InvalidPolicy) -> np.ndarray:
+        series = frame[self.column.name][present]
+        valid = series.isin([True, False]).to_numpy()
+        if not valid.all():
+            raise SchemaError(f"column {self.column.name!r} is boolean but holds "
+                              f"{series[~valid].iloc[0]!r}")
+        return series.to_numpy(dtype=np.float32)[:, None]
+
+    def decode(self, block: np.ndarray, missing: np.ndarray) -> dict[str, pd.Series]:
+        return {self.column.name: _restore(block[:, 0] > 0.5, missing, self.column.dtype, "bool")}
+
+
+class _CategoricalCodec(_Codec):
+    """One-hot over the categories (and catch-all); the generator emits Gumbel-softmax here."""
+
+    activation: Activation = "softmax"
+    column: CategoricalColumn
+
+    def __init__(self, column: CategoricalColumn) -> None:
+        super().__init__(column)
+        self.levels = list(column.levels)
+        self.width = len(self.levels)
+        self.index = pd.Index(self.levels, dtype=object)
+        self.level_array = np.empty(len(self.levels), dtype=object)
+        self.level_array[:] = self.levels
+
+    def codes(self, series: pd.Series, policy: InvalidPolicy) -> np.ndarray:
+        values = series.astype(object) if isinstance(series.dtype, pd.CategoricalDtype) else series
+        codes = self.index.get_indexer(values).astype(np.int64)
+        unknown = codes < 0
+        if unknown.any():
+            examples = list(pd.unique(series[unknown]))[:5]
+            if policy == "raise" or self.column.catch_all is None:
+                hint = ("; pass on_invalid='clip' to map them to the catch-all"
+                        if self.column.catch_all is not None else "; declare a catch_all category to absorb them")
+                raise DomainError(f"column {self.column.name!r} holds {int(unknown.sum())} values outside "
+                                  f"its categories, e.g. {examples}{hint}")
+            codes[unknown] = len(self.levels) - 1
+        return codes
+
+    def encode(self, frame: pd.DataFrame, present: np.ndarray, policy: InvalidPolicy) -> np.ndarray:
+        codes = self.codes(frame[self.column.name][present], policy)
+        one_hot = np.zeros((len(codes), self.width), dtype=np.float32)
+        one_hot[np.arange(len(codes)), codes] = 1.0
+        return one_hot
+
+    def decode(self, block: np.ndarray, missing: np.ndarray) -> dict[str, pd.Series]:
+        values = self.level_array[block.argmax(axis=1)]
+        return {self.column.name: _restore_categories(values, missing, self.column)}
+
+
+class _GeoCodec(_Codec):
+    """A latitude/longitude pair scaled to [-1, 1] by the region's bounding box; decoding projects into the region."""
+
+    column: GeoPointColumn
+    width = 2
+
+    def __init__(self, column: GeoPointColumn) -> None:
+        super().__init__(column)
+        self.min_lat, self.max_lat, self.min_lon, self.max_lon = column.region.bounds()
+
+    def missing_mask(self, frame: pd.DataFrame) -> np.ndarray:
+        lat_missing = frame[self.column.lat].isna().to_numpy()
+        lon_missing = frame[self.column.lon].isna().to_numpy()
+        half = lat_missing != lon_missing
+        if half.any():
+            raise SchemaError(f"geo column {self.column.name!r}: {int(half.sum())} rows have only one of "
+                              f"{self.column.lat!r} and {self.column.lon!r} missing")
+        return lat_missing
+
+    def encode(self, frame: pd.DataFrame, present: np.ndarray, policy: InvalidPolicy) -> np.ndarray:
+        lat = _numbers(frame, self.column.lat, present)
+        lon = _numbers(frame, self.column.lon, present)
+        finite = np.isfinite(lat) & np.isfinite(lon)
+        inside = finite & self.column.region.contains(np.nan_to_num(lat), np.nan_to_num(lon))
+        if not inside.all():
+            if policy == "raise" or not finite.all():
+                raise DomainError(f"geo column {self.column.name!r} has {int((~inside).sum())} points outside "
+                                  f"its region (e.g. lat={lat[~inside][0]}, lon={lon[~inside][0]}); "
+                                  f"pass on_invalid='clip' to move them inside")
+            lat[~inside], lon[~inside] = self.column.region.project(lat[~inside], lon[~inside])
+        return np.column_stack([_to_unit(lat, self.min_lat, self.max_lat),
+                                _to_unit(lon, self.min_lon, self.max_lon)])
+
+    def decode(self, block: np.ndarray, missing: np.ndarray) -> dict[str, pd.Series]:
+        unit = np.clip(block, -1.0, 1.0)
+        lat = _from_unit(unit[:, 0], self.min_lat, self.max_lat)
+        lon = _from_unit(unit[:, 1], self.min_lon, self.max_lon)
+        outside = ~self.column.region.contains(lat, lon)
+        if outside.any():
+            lat[outside], lon[outside] = self.column.region.project(lat[outside], lon[outside])
+        return {self.column.lat: _restore(lat, missing, self.column.lat_dtype, "float"),
+                self.column.lon: _restore(lon, missing, self.column.lon_dtype, "float")}
+
+
+def _to_unit(values: np.ndarray, lower: float, upper: float) -> np.ndarray:
+    return np.zeros_like(values) if upper == lower else 2.0 * (values - lower) / (upper - lower) - 1.0
+
+
+def _from_unit(values: np.ndarray, lower: float, upper: float) -> np.ndarray:
+    return lower + (values + 1.0) / 2.0 * (upper - lower)
+
+
+def _codec_for(column: Column) -> _Codec:
+    if isinstance(column, IntegerColumn):
+        if column.uses_binary_code:
+            return _BinaryCodeCodec(column)
+        return _NumberCodec(column, column.lower, column.upper, column.knots, integral=True)
+    if isinstance(column, ContinuousColumn):
+        return _NumberCodec(column, column.lower, column.upper, column.knots, integral=False)
+    if isinstance(column, DatetimeColumn):
+        return _DatetimeCodec(column)
+    if isinstance(column, BooleanColumn):
+        return _BooleanCodec(column)
+    if isinstance(column, CategoricalColumn):
+        return _CategoricalCodec(column)
+    if isinstance(column, GeoPointColumn):
+        return _GeoCodec(column)
+    raise SchemaError(f"column {column.name!r}: no encoding for kind {column.kind!r}")
+
+
+# --- dtype restoration ----------------------------------------------------------------------
+
+_NULLABLE_OF = {"int": "Int64", "float": "float64", "bool": "boolean"}
+
+
+def _restore(values: np.ndarray, missing: np.ndarray, dtype: str | None, kind: str) -> pd.Series:
+    """Values with nulls where ``missing``, in ``dtype`` when it can hold them, else its nullable kin."""
+    if kind == "int":
+        series = pd.Series(pd.array(values.astype(np.int64), dtype="Int64"))
+    elif kind == "bool":
+        series = pd.Series(pd.array(values.astype(bool), dtype="boolean"))
+    else:
+        series = pd.Series(values.astype(np.float64))
+    if missing.any():
+        series[missing] = None
+    target = dtype or (_NULLABLE_OF[kind] if missing.any() else {"int": "int64", "bool": "bool",
+                                                                  "float": "float64"}[kind])
+    return _cast(series, target, _NULLABLE_OF[kind])
+
+
+def _restore_categories(values: np.ndarray, missing: np.ndarray, column: CategoricalColumn) -> pd.Series:
+    values = values.copy()
+    values[missing] = None
+    series = pd.Series(values, dtype=object)
+    dtype = column.dtype
+    if dtype == "category":
+        return series.astype(pd.CategoricalDtype(list(column.levels)))
+    if dtype is None or dtype == "object":
+        return series
+    fallback = "Int64" if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                              for v in column.levels) else "object"
+    return _cast(series, dtype, fallback)
+
+
+def _cast(series: pd.Series, dtype: str, fallback: str) -> pd.Series:
+    """Cast to the recorded dtype; one that cannot hold the generated nulls falls back to a nullable one."""
+    try:
+        target = pd.api.types.pandas_dtype(dtype)
+    except TypeError:
+        return series.astype(fallback)
+    if series.isna().any() and (getattr(target, "kind", "O") in "iub" and not isinstance(
+            target, pd.api.extensions.ExtensionDtype)):
+        return series.astype(fallback)
+    try:
+        return series.astype(target)
+    except (TypeError, ValueError):
+        return series.astype(fallback)
+
+
+__all__ = ["DomainError", "Encoder", "PiecewiseLinear", "Span"]

@@ -1,0 +1,575 @@
+"""The explicit domain of a table: one frozen spec per column, JSON round-trip, inference from public data.
+
+A schema is the only thing the encoder learns from. It is written by hand, inferred from a table the
+user declares public, or discovered under differential privacy (see ``tabsynth.privacy.discovery``);
+never read off the private table.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, ClassVar, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from tabsynth.geo import BoundingBox, Region
+
+SCHEMA_FORMAT = "tabsynth.schema"
+SCHEMA_VERSION = 1
+MAX_BINARY_CODE_VALUES = 16
+MAX_KNOTS = 257
+RESOLUTIONS = ("D", "h", "m", "s", "ms", "us", "ns")
+
+
+class SchemaError(ValueError):
+    """A schema, or a table checked against one, is malformed; the message names the column."""
+
+
+@dataclass(frozen=True)
+class Column:
+    """Common fields: the DataFrame column name, whether it may be missing, the pandas dtype to restore."""
+
+    name: str
+    nullable: bool = False
+    dtype: str | None = None
+    kind: ClassVar[str] = ""
+
+    @property
+    def source_columns(self) -> tuple[str, ...]:
+        """The DataFrame columns this spec owns (two for a geo point)."""
+        return (self.name,)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **{f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}}
+
+    def _check(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise SchemaError(f"column name must be a non-empty string, got {self.name!r}")
+
+
+def _check_bounds(column: Column, lower: float, upper: float) -> None:
+    if not (np.isfinite(lower) and np.isfinite(upper)):
+        raise SchemaError(f"column {column.name!r}: bounds must be finite, got [{lower}, {upper}]")
+    if lower > upper:
+        raise SchemaError(f"column {column.name!r}: lower bound {lower} exceeds upper bound {upper}")
+
+
+def _check_knots(column: Column, knots: tuple[float, ...] | None, lower: float, upper: float) -> None:
+    if knots is None:
+        return
+    array = np.asarray(knots, dtype=np.float64)
+    if len(array) < 2 or not np.isfinite(array).all() or np.any(np.diff(array) < 0):
+        raise SchemaError(f"column {column.name!r}: knots must be >= 2 finite non-decreasing numbers")
+    if array[0] != lower or array[-1] != upper:
+        raise SchemaError(f"column {column.name!r}: the first and last knots must equal the bounds "
+                          f"[{lower}, {upper}], got [{array[0]}, {array[-1]}]")
+
+
+@dataclass(frozen=True)
+class ContinuousColumn(Column):
+    """A real number in [lower, upper]; optional quantile knots make skewed or zero-inflated columns learnable."""
+
+    lower: float = 0.0
+    upper: float = 1.0
+    knots: tuple[float, ...] | None = None
+    kind: ClassVar[str] = "continuous"
+
+    def _check(self) -> None:
+        super()._check()
+        _check_bounds(self, self.lower, self.upper)
+        _check_knots(self, self.knots, self.lower, self.upper)
+
+
+@dataclass(frozen=True)
+class IntegerColumn(Column):
+    """An integer in [lower, upper]: a short binary code for at most 16 values, else continuous then rounded."""
+
+    lower: int = 0
+    upper: int = 1
+    knots: tuple[float, ...] | None = None
+    kind: ClassVar[str] = "integer"
+
+    @property
+    def n_values(self) -> int:
+        return self.upper - self.lower + 1
+
+    @property
+    def uses_binary_code(self) -> bool:
+        return self.n_values <= MAX_BINARY_CODE_VALUES
+
+    def _check(self) -> None:
+        super()._check()
+        _check_bounds(self, self.lower, self.upper)
+        if int(self.lower) != self.lower or int(self.upper) != self.upper:
+            raise SchemaError(f"column {self.name!r}: integer bounds must be whole numbers")
+        _check_knots(self, self.knots, self.lower, self.upper)
+
+
+@dataclass(frozen=True)
+class BooleanColumn(Column):
+    """True or False."""
+
+    kind: ClassVar[str] = "boolean"
+
+
+@dataclass(frozen=True)
+class CategoricalColumn(Column):
+    """One of an ordered list of categories; values outside it may map to a catch-all category."""
+
+    categories: tuple[Any, ...] = ()
+    catch_all: Any = None
+    kind: ClassVar[str] = "categorical"
+
+    @property
+    def levels(self) -> tuple[Any, ...]:
+        """Every value the encoder can emit: the categories, then the catch-all if any."""
+        return self.categories + (() if self.catch_all is None else (self.catch_all,))
+
+    def _check(self) -> None:
+        super()._check()
+        if not self.levels:
+            raise SchemaError(f"column {self.name!r}: a categorical column needs at least one category")
+        if len(set(self.levels)) != len(self.levels):
+            raise SchemaError(f"column {self.name!r}: categories (and the catch-all) must be distinct")
+        if any(_is_missing(c) for c in self.levels):
+            raise SchemaError(f"column {self.name!r}: a category cannot be null; use nullable=True instead")
+
+
+@dataclass(frozen=True)
+class DatetimeColumn(Column):
+    """A timestamp in [lower, upper] (ISO strings) at a resolution such as 'D' or 's'; timezone-aware dtypes kept."""
+
+    lower: str = "1970-01-01"
+    upper: str = "1970-01-02"
+    resolution: str = "s"
+    knots: tuple[float, ...] | None = None
+    kind: ClassVar[str] = "datetime"
+
+    def ticks(self, value: Any) -> int:
+        """A timestamp as a whole number of resolution units since the epoch (UTC)."""
+        stamp = pd.Timestamp(value)
+        if stamp.tzinfo is not None:
+            stamp = stamp.tz_convert("UTC").tz_localize(None)
+        return int(np.datetime64(stamp.to_datetime64(), self.resolution).astype(np.int64))
+
+    @property
+    def lower_ticks(self) -> int:
+        return self.ticks(self.lower)
+
+    @property
+    def upper_ticks(self) -> int:
+        return self.ticks(self.upper)
+
+    def _check(self) -> None:
+        super()._check()
+        if self.resolution not in RESOLUTIONS:
+            raise SchemaError(f"column {self.name!r}: resolution must be one of {RESOLUTIONS}, "
+                              f"got {self.resolution!r}")
+        try:
+            lower, upper = self.lower_ticks, self.upper_ticks
+        except (ValueError, TypeError) as exc:
+            raise SchemaError(f"column {self.name!r}: bounds must be ISO timestamps: {exc}") from exc
+        _check_bounds(self, lower, upper)
+        _check_knots(self, self.knots, lower, upper)
+
+
+@dataclass(frozen=True)
+class GeoPointColumn(Column):
+    """A latitude/longitude column pair that must lie in ``region``; ``name`` labels the pair."""
+
+    lat: str = "lat"
+    lon: str = "lon"
+    region: Region = field(default_factory=lambda: BoundingBox(-90, 90, -180, 180))
+    lat_dtype: str | None = None
+    lon_dtype: str | None = None
+    kind: ClassVar[str] = "geo"
+
+    @property
+    def source_columns(self) -> tuple[str, ...]:
+        return (self.lat, self.lon)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        data["region"] = self.region.to_dict()
+        return data
+
+    def _check(self) -> None:
+        super()._check()
+        if self.lat == self.lon:
+            raise SchemaError(f"geo column {self.name!r}: latitude and longitude must be different columns")
+        if not isinstance(self.region, Region):
+            raise SchemaError(f"geo column {self.name!r}: region must be a tabsynth.geo.Region")
+
+
+COLUMN_KINDS: dict[str, type[Column]] = {
+    cls.kind: cls for cls in (ContinuousColumn, IntegerColumn, BooleanColumn, CategoricalColumn,
+                              DatetimeColumn, GeoPointColumn)
+}
+
+
+@dataclass(frozen=True)
+class Schema:
+    """Every column of a table, in the table's column order; immutable and JSON round-trippable."""
+
+    columns: tuple[Column, ...]
+    column_order: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        columns = tuple(self.columns)
+        object.__setattr__(self, "columns", columns)
+        if not columns:
+            raise SchemaError("a schema needs at least one column")
+        owned: list[str] = []
+        for column in columns:
+            if not isinstance(column, Column):
+                raise SchemaError(f"schema columns must be Column specs, got {type(column).__name__}")
+            column._check()
+            owned.extend(column.source_columns)
+        duplicates = sorted({n for n in owned if owned.count(n) > 1})
+        if duplicates:
+            raise SchemaError(f"columns {duplicates} are described more than once in the schema")
+        specs = [c.name for c in columns]
+        if len(set(specs)) != len(specs):
+            raise SchemaError("schema column names must be distinct")
+        order = tuple(self.column_order) or tuple(owned)
+        if sorted(order) != sorted(owned):
+            raise SchemaError(f"column_order {list(order)} must list exactly the columns {owned}")
+        object.__setattr__(self, "column_order", order)
+
+    def __getitem__(self, name: str) -> Column:
+        for column in self.columns:
+            if column.name == name or name in column.source_columns:
+                return column
+        raise KeyError(f"no column {name!r} in the schema; columns: {list(self.column_order)}")
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.column_order or any(c.name == name for c in self.columns)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The DataFrame column names, in order."""
+        return self.column_order
+
+    def replace_column(self, column: Column) -> "Schema":
+        """A copy with the spec of the same name swapped for ``column``."""
+        if column.name not in {c.name for c in self.columns}:
+            raise KeyError(f"no column {column.name!r} in the schema")
+        return replace(self, columns=tuple(column if c.name == column.name else c for c in self.columns))
+
+    def with_dtypes(self, frame: pd.DataFrame) -> "Schema":
+        """A copy restoring ``frame``'s pandas dtypes and column order (storage metadata, not data)."""
+        check_columns(self, frame)
+        updated = []
+        for column in self.columns:
+            if isinstance(column, GeoPointColumn):
+                column = replace(column, lat_dtype=str(frame[column.lat].dtype),
+                                 lon_dtype=str(frame[column.lon].dtype))
+            else:
+                column = replace(column, dtype=str(frame[column.name].dtype))
+            updated.append(column)
+        return Schema(tuple(updated), tuple(frame.columns))
+
+    # --- JSON -------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": SCHEMA_FORMAT, "version": SCHEMA_VERSION,
+                "column_order": list(self.column_order), "columns": [c.to_dict() for c in self.columns]}
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """The schema as JSON text (no private data: it is built from declarations or public data)."""
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Schema":
+        if not isinstance(data, Mapping) or data.get("format") != SCHEMA_FORMAT:
+            raise SchemaError(f"not a tabsynth schema: expected 'format': {SCHEMA_FORMAT!r}")
+        if data.get("version") != SCHEMA_VERSION:
+            raise SchemaError(f"unsupported schema version {data.get('version')!r}; "
+                              f"this tabsynth reads version {SCHEMA_VERSION}")
+        raw_columns = data.get("columns")
+        if not isinstance(raw_columns, list):
+            raise SchemaError("schema 'columns' must be a list")
+        return cls(tuple(_column_from_dict(raw) for raw in raw_columns), tuple(data.get("column_order", ())))
+
+    @classmethod
+    def from_json(cls, text: str) -> "Schema":
+        """Parse ``to_json`` output; a malformed document raises SchemaError naming what is wrong."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SchemaError(f"schema is not valid JSON: {exc}") from exc
+        return cls.from_dict(data)
+
+    # --- inference from public data ---------------------------------------------------------
+
+    @classmethod
+    def infer(
+        cls,
+        public: pd.DataFrame,
+        *,
+        overrides: Mapping[str, Column | str] | None = None,
+        geo: Mapping[str, tuple[str, str]] | None = None,
+        detect_geo: bool = True,
+        max_categories: int = 256,
+        n_knots: int = 33,
+        catch_all: Any = None,
+    ) -> "Schema":
+        """Describe a table the user declares PUBLIC; every choice can be overridden per column.
+
+        ``overrides`` maps a column name to a full Column spec or to a kind name ("categorical",
+        "integer", ...) to infer with; ``geo`` maps a pair name to (lat, lon) columns. Numeric columns
+        get ``n_knots`` quantile knots; strings with more than ``max_categories`` levels keep the most
+        frequent and fold the rest into ``catch_all`` (default "<other>" then).
+        """
+        check_frame(public, "public")
+        overrides = dict(overrides or {})
+        unknown = sorted(set(overrides) - set(public.columns) - set((geo or {}).keys()))
+        if unknown:
+            raise SchemaError(f"overrides name columns {unknown} that are not in the public table")
+        pairs = dict(geo or {})
+        if detect_geo and not geo:
+            pairs.update(_detect_geo_pairs(public, exclude=overrides))
+        paired = {c for pair in pairs.values() for c in pair}
+        columns: list[Column] = []
+        for name, (lat, lon) in pairs.items():
+            for c in (lat, lon):
+                if c not in public.columns:
+                    raise SchemaError(f"geo pair {name!r} names column {c!r}, which is not in the table")
+            columns.append(_infer_geo(public, name, lat, lon))
+        for name in public.columns:
+            if name in paired:
+                continue
+            override = overrides.get(name)
+            if isinstance(override, Column):
+                columns.append(override)
+            else:
+                columns.append(_infer_column(public[name], override, max_categories, n_knots, catch_all))
+        return cls(tuple(columns), tuple(public.columns))
+
+
+# --- table checks shared by the encoder and the synthesizer ---------------------------------
+
+
+def check_frame(frame: Any, argument: str) -> None:
+    """Reject what no schema can describe: not a DataFrame, no rows, no columns, duplicate names."""
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(f"{argument} must be a pandas DataFrame, got {type(frame).__name__}")
+    if frame.shape[1] == 0:
+        raise SchemaError(f"{argument} has no columns")
+    if len(frame) == 0:
+        raise SchemaError(f"{argument} is empty (0 rows)")
+    names = list(frame.columns)
+    duplicates = sorted({str(n) for n in names if names.count(n) > 1})
+    if duplicates:
+        raise SchemaError(f"{argument} has duplicate column names: {duplicates}")
+    non_strings = [n for n in names if not isinstance(n, str)]
+    if non_strings:
+        raise SchemaError(f"{argument} column names must be strings, got {non_strings[:5]}")
+
+
+def check_columns(schema: Schema, frame: pd.DataFrame, argument: str = "table") -> None:
+    """The frame must hold exactly the schema's columns (any order)."""
+    missing = [c for c in schema.column_order if c not in frame.columns]
+    if missing:
+        raise SchemaError(f"{argument} lacks columns {missing} that the schema describes")
+    extra = [c for c in frame.columns if c not in schema.column_order]
+    if extra:
+        raise SchemaError(f"{argument} has columns {extra} that the schema does not describe")
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _is_missing(value: Any) -> bool:
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Region):
+        return value.to_dict()
+    if isinstance(value, tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SchemaError(f"schema values must be finite, got {value}")
+    return value
+
+
+def _column_from_dict(raw: Any) -> Column:
+    if not isinstance(raw, Mapping):
+        raise SchemaError(f"each schema column must be an object, got {raw!r}")
+    name = raw.get("name", "<unnamed>")
+    kind = raw.get("kind")
+    cls = COLUMN_KINDS.get(kind)  # type: ignore[arg-type]
+    if cls is None:
+        raise SchemaError(f"column {name!r}: unknown kind {kind!r}; expected one of {sorted(COLUMN_KINDS)}")
+    allowed = {f.name for f in fields(cls)}
+    unexpected = sorted(set(raw) - allowed - {"kind"})
+    if unexpected:
+        raise SchemaError(f"column {name!r}: unexpected fields {unexpected} for kind {kind!r}")
+    values = {k: v for k, v in raw.items() if k != "kind"}
+    try:
+        for key in ("categories", "knots"):
+            if values.get(key) is not None:
+                values[key] = tuple(values[key])
+        if "region" in values:
+            values["region"] = Region.from_dict(values["region"])
+        return cls(**values)
+    except (TypeError, KeyError, ValueError) as exc:
+        if isinstance(exc, SchemaError):
+            raise
+        raise SchemaError(f"column {name!r}: malformed {kind} spec: {exc}") from exc
+
+
+_LAT = re.compile(r"(^|_)(lat|latitude)($|_)", re.IGNORECASE)
+_LON = re.compile(r"(^|_)(lon|lng|long|longitude)($|_)", re.IGNORECASE)
+
+
+def _detect_geo_pairs(frame: pd.DataFrame, exclude: Iterable[str]) -> dict[str, tuple[str, str]]:
+    """Find one latitude/longitude pair by column name and value range."""
+    candidates = [c for c in frame.columns if c not in set(exclude) and pd.api.types.is_float_dtype(frame[c])]
+    lats = [c for c in candidates if _LAT.search(c) and _within(frame[c], -90, 90)]
+    lons = [c for c in candidates if _LON.search(c) and _within(frame[c], -180, 360)]
+    if len(lats) == 1 and len(lons) == 1:
+        prefix = _LAT.sub("", lats[0]).strip("_")
+        return {prefix or "location": (lats[0], lons[0])}
+    return {}
+
+
+def _within(series: pd.Series, lower: float, upper: float) -> bool:
+    values = series.dropna()
+    return len(values) > 0 and bool(values.min() >= lower and values.max() <= upper)
+
+
+def _infer_geo(frame: pd.DataFrame, name: str, lat: str, lon: str) -> GeoPointColumn:
+    lats, lons = frame[lat].astype("float64"), frame[lon].astype("float64")
+    nullable = bool(lats.isna().any() or lons.isna().any())
+    region = BoundingBox(float(lats.min()), float(lats.max()), float(lons.min()), float(lons.max()))
+    return GeoPointColumn(name, nullable=nullable, lat=lat, lon=lon, region=region,
+                          lat_dtype=str(frame[lat].dtype), lon_dtype=str(frame[lon].dtype))
+
+
+def quantile_knots(quantiles: np.ndarray, integral: bool = False) -> tuple[float, ...] | None:
+    """Knots for the encoder's piecewise-linear map from sorted quantiles whose ends are the bounds.
+
+    For integers, segments too wide for float32 to carry every whole number are split (equal steps)
+    so that encode/decode round-trips exactly.
+    """
+    knots = np.maximum.accumulate(np.asarray(quantiles, dtype=np.float64))
+    if len(knots) < 2 or knots[0] == knots[-1]:
+        return None
+    if integral:
+        # Each segment gets 2/m of [-1, 1]; float32 resolves whole numbers while width * m < 2**22.
+        # Past a range of 2**22 no map is exact, so segments are only kept from stretching > 2x linear.
+        span = knots[-1] - knots[0]
+        limit = 2.0**22 if 1.5 * span < 2.0**22 else 2.0 * span
+        while len(knots) < MAX_KNOTS:
+            widths = np.diff(knots)
+            i = int(np.argmax(widths))
+            if widths[i] * (len(knots) - 1) < limit:
+                break
+            pieces = min(int(np.ceil(widths[i] * (len(knots) - 1) / limit)) + 1, MAX_KNOTS - len(knots) + 1)
+            inner = np.round(np.linspace(knots[i], knots[i + 1], pieces + 1)[1:-1])
+            knots = np.concatenate([knots[: i + 1], inner, knots[i + 1:]])
+    return tuple(float(k) for k in knots)
+
+
+def _quantile_knots(values: np.ndarray, lower: float, upper: float, n_knots: int,
+                    integral: bool = False) -> tuple[float, ...] | None:
+    if n_knots < 2 or lower == upper:
+        return None
+    knots = np.quantile(values, np.linspace(0, 1, n_knots))
+    knots[0], knots[-1] = lower, upper
+    return quantile_knots(knots, integral)
+
+
+def _infer_column(series: pd.Series, kind: str | None, max_categories: int, n_knots: int,
+                  catch_all: Any) -> Column:
+    name, dtype = str(series.name), str(series.dtype)
+    values = series.dropna()
+    nullable = len(values) < len(series)
+    if kind is not None and kind not in COLUMN_KINDS:
+        raise SchemaError(f"column {name!r}: unknown kind {kind!r}; expected one of {sorted(COLUMN_KINDS)}")
+    if len(values) == 0:
+        raise SchemaError(f"column {name!r} holds only missing values in the public table; declare it")
+    if kind is None:
+        kind = _guess_kind(series, values, max_categories)
+    common = {"name": name, "nullable": nullable, "dtype": dtype}
+    if kind == "boolean":
+        return BooleanColumn(**common)
+    if kind == "datetime":
+        stamps = pd.to_datetime(values)
+        midnight = bool((stamps == stamps.dt.normalize()).all())
+        resolution = "D" if midnight else "s"
+        column = DatetimeColumn(**common, lower=stamps.min().isoformat(), upper=stamps.max().isoformat(),
+                                resolution=resolution)
+        ticks = np.array([column.ticks(v) for v in (stamps.min(), stamps.max())])
+        all_ticks = _datetime_ticks(stamps, resolution)
+        return replace(column, knots=_quantile_knots(all_ticks, ticks[0], ticks[1], n_knots, True))
+    if kind == "categorical":
+        counts = values.value_counts(sort=True)
+        levels = list(counts.index)
+        if len(levels) > max_categories:
+            levels, catch_all = levels[:max_categories], "<other>" if catch_all is None else catch_all
+        levels = sorted(levels, key=_sort_key)
+        return CategoricalColumn(**common, categories=tuple(_python_scalar(v) for v in levels),
+                                 catch_all=catch_all)
+    numbers = pd.to_numeric(values).to_numpy(dtype=np.float64)
+    if not np.isfinite(numbers).all():
+        raise SchemaError(f"column {name!r} holds inf in the public table; remove it or declare the column")
+    lower, upper = float(numbers.min()), float(numbers.max())
+    if kind == "integer":
+        if not np.all(numbers == np.round(numbers)):
+            raise SchemaError(f"column {name!r} was declared integer but holds fractions")
+        column = IntegerColumn(**common, lower=int(lower), upper=int(upper))
+        knots = None if column.uses_binary_code else _quantile_knots(numbers, lower, upper, n_knots, True)
+        return replace(column, knots=knots)
+    return ContinuousColumn(**common, lower=lower, upper=upper,
+                            knots=_quantile_knots(numbers, lower, upper, n_knots))
+
+
+def _guess_kind(series: pd.Series, values: pd.Series, max_categories: int) -> str:
+    if pd.api.types.is_bool_dtype(series.dtype):
+        return "boolean"
+    if pd.api.types.is_datetime64_any_dtype(series.dtype):
+        return "datetime"
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        return "categorical"
+    if pd.api.types.is_numeric_dtype(series.dtype):
+        numbers = values.to_numpy(dtype=np.float64)
+        if not np.all(np.isfinite(numbers)) or not np.all(numbers == np.round(numbers)):
+            return "continuous"
+        return "integer"
+    distinct = set(values.unique())
+    if distinct <= {True, False}:
+        return "boolean"
+    return "categorical"
+
+
+def _datetime_ticks(stamps: pd.Series, resolution: str) -> np.ndarray:
+    if getattr(stamps.dt, "tz", None) is not None:
+        stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
+    return stamps.to_numpy().astype(f"datetime64[{resolution}]").astype(np.int64).astype(np.float64)
+
+
+def _python_scalar(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _sort_key(value: Any) -> tuple[str, Any]:
+    return (type(value).__name__, value)
+
+
+__all__ = [
+    "BooleanColumn", "CategoricalColumn", "Column", "ContinuousColumn", "DatetimeColumn",
+    "GeoPointColumn", "IntegerColumn", "Schema", "SchemaError", "check_columns", "check_frame",
+]
+_ = (asdict, Sequence)

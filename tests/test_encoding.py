@@ -1,0 +1,254 @@
+"""Encoder: exact round trips on real tables, valid tables from any vector, clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import SHARED_DATASETS, shared_table
+from tabsynth import (
+    BooleanColumn,
+    CategoricalColumn,
+    ContinuousColumn,
+    DatetimeColumn,
+    DomainError,
+    Encoder,
+    GeoPointColumn,
+    IntegerColumn,
+    PointSetRegion,
+    PolygonRegion,
+    Schema,
+    SchemaError,
+)
+from tabsynth.datasets import load_demo
+
+L_SHAPE = {"type": "Polygon", "coordinates": [[[0, 0], [10, 0], [10, 2], [2, 2], [2, 10], [0, 10], [0, 0]]]}
+
+
+def assert_round_trip(frame: pd.DataFrame, schema: Schema) -> None:
+    decoded = Encoder(schema).decode(Encoder(schema).encode(frame))
+    assert list(decoded.columns) == list(frame.columns)
+    for name in frame.columns:
+        original, restored = frame[name], decoded[name]
+        assert restored.dtype == original.dtype, name
+        if pd.api.types.is_float_dtype(original.dtype):
+            scale = float(np.nanmax(np.abs(original.to_numpy(dtype=float)))) or 1.0
+            np.testing.assert_allclose(restored.to_numpy(dtype=float), original.to_numpy(dtype=float),
+                                       rtol=0, atol=1e-6 * scale, err_msg=name)
+        else:
+            pd.testing.assert_series_equal(restored, original, check_names=False, obj=name)
+
+
+def test_round_trip_is_exact_on_uci_adult(adult_train: pd.DataFrame) -> None:
+    assert_round_trip(adult_train, Schema.infer(adult_train))
+
+
+def test_round_trip_is_exact_on_both_cps_years_with_the_prior_years_schema() -> None:
+    public, private = load_demo("cps_1992"), load_demo("cps_2004")
+    schema = Schema.infer(pd.concat([public, private]))
+    assert_round_trip(public, schema)
+    assert_round_trip(private, schema)
+
+
+def test_round_trip_is_exact_on_acs_with_not_applicable_nulls() -> None:
+    frame = shared_table("acs/national2019.parquet")
+    assert_round_trip(frame, Schema.infer(frame))
+
+
+def test_round_trip_keeps_geo_points_of_california_housing_inside_the_state() -> None:
+    frame = shared_table("geo/california_housing.parquet")
+    boundary = json.loads((SHARED_DATASETS / "geo" / "california_boundary_5m.geojson").read_text())
+    schema = Schema.infer(frame)
+    geo = GeoPointColumn("location", lat="latitude", lon="longitude",
+                         region=PolygonRegion(boundary, tolerance=0.1), lat_dtype="float64", lon_dtype="float64")
+    schema = schema.replace_column(geo)
+    assert_round_trip(frame, schema)
+
+
+def test_layout_names_each_columns_slice_and_activation() -> None:
+    schema = Schema((
+        ContinuousColumn("x", nullable=True, lower=0, upper=1),
+        IntegerColumn("small", lower=0, upper=5),
+        CategoricalColumn("c", categories=("a", "b", "c")),
+        BooleanColumn("b"),
+    ))
+    layout = [(s.column, s.start, s.end, s.activation, s.role) for s in Encoder(schema).layout]
+    assert layout == [("x", 0, 1, "sigmoid", "missing"), ("x", 1, 2, "tanh", "value"),
+                      ("small", 2, 5, "sigmoid", "value"), ("c", 5, 8, "softmax", "value"),
+                      ("b", 8, 9, "sigmoid", "value")]
+
+
+# --- any vector decodes to a valid table -------------------------------------------------------
+
+def every_kind_schema() -> Schema:
+    return Schema((
+        ContinuousColumn("income", nullable=True, lower=0.0, upper=1e6, knots=(0.0, 0.0, 0.0, 100.0, 1e6),
+                         dtype="float64"),
+        IntegerColumn("age", lower=18, upper=99, dtype="int64"),
+        IntegerColumn("children", nullable=True, lower=0, upper=9, dtype="Int64"),
+        BooleanColumn("owner", nullable=True, dtype="boolean"),
+        CategoricalColumn("colour", categories=("red", "green"), catch_all="other", dtype="str"),
+        CategoricalColumn("code", nullable=True, categories=(11, 42, 977), dtype="Int64"),
+        DatetimeColumn("visit", lower="2020-01-01", upper="2020-12-31", resolution="D", dtype="datetime64[s]"),
+        GeoPointColumn("home", lat="home_lat", lon="home_lon", region=PolygonRegion(L_SHAPE),
+                       lat_dtype="float64", lon_dtype="float64"),
+        GeoPointColumn("shop", nullable=True, lat="shop_lat", lon="shop_lon",
+                       region=PointSetRegion(np.array([[1.0, 2.0], [3.0, 4.0]])),
+                       lat_dtype="float64", lon_dtype="float64"),
+    ))
+
+
+def assert_valid(frame: pd.DataFrame, schema: Schema) -> None:
+    income = frame["income"].dropna()
+    assert income.between(0, 1e6).all()
+    assert frame["age"].between(18, 99).all() and frame["age"].dtype == "int64"
+    assert frame["children"].dropna().between(0, 9).all()
+    assert set(frame["colour"]) <= {"red", "green", "other"}
+    assert set(frame["code"].dropna()) <= {11, 42, 977}
+    assert frame["visit"].between(pd.Timestamp("2020-01-01"), pd.Timestamp("2020-12-31")).all()
+    assert frame["visit"].notna().all() and frame["age"].notna().all()
+    region = schema["home"].region
+    assert region.contains(frame["home_lat"].to_numpy(), frame["home_lon"].to_numpy()).all()
+    shops = frame[["shop_lat", "shop_lon"]].dropna().to_numpy()
+    assert all((tuple(p) in {(1.0, 2.0), (3.0, 4.0)}) for p in shops)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), scale=st.sampled_from([0.5, 1.0, 10.0, 1e6]))
+def test_decoding_arbitrary_vectors_yields_a_valid_table(seed: int, scale: float) -> None:
+    schema = every_kind_schema()
+    encoder = Encoder(schema)
+    vectors = np.random.default_rng(seed).normal(0.0, scale, size=(200, encoder.dim))
+    assert_valid(encoder.decode(vectors), schema)
+
+
+def test_decoding_nan_and_inf_vectors_yields_a_valid_table() -> None:
+    schema = every_kind_schema()
+    encoder = Encoder(schema)
+    vectors = np.full((3, encoder.dim), np.nan)
+    vectors[1], vectors[2] = np.inf, -np.inf
+    assert_valid(encoder.decode(vectors), schema)
+
+
+def test_out_of_range_binary_codes_map_to_the_nearest_allowed_value() -> None:
+    schema = Schema((IntegerColumn("k", lower=1, upper=5, dtype="int64"),))  # 3 bits, codes 5..7 invalid
+    decoded = Encoder(schema).decode(np.ones((1, 3)))
+    assert decoded["k"].tolist() == [5]
+
+
+def test_points_outside_a_polygon_move_to_its_nearest_point() -> None:
+    schema = Schema((GeoPointColumn("p", lat="lat", lon="lon", region=PolygonRegion(L_SHAPE)),))
+    # (lat 8, lon 3) lies in the notch of the L; the nearest valid point is (8, 2) on its inner edge
+    unit = np.array([[0.6, -0.4]])
+    decoded = Encoder(schema).decode(unit)
+    assert (decoded["lat"].item(), decoded["lon"].item()) == pytest.approx((8.0, 2.0))
+
+
+# --- hypothesis-generated tables round-trip --------------------------------------------------
+
+@st.composite
+def tables(draw: st.DrawFn) -> tuple[pd.DataFrame, Schema]:
+    n = draw(st.integers(1, 30))
+    ints = draw(st.lists(st.integers(-1000, 10**6), min_size=n, max_size=n))
+    small = draw(st.lists(st.one_of(st.none(), st.integers(3, 14)), min_size=n, max_size=n))
+    floats = draw(st.lists(st.floats(-1e3, 1e3, allow_nan=False), min_size=n, max_size=n))
+    cats = draw(st.lists(st.sampled_from(["x", "y", "zed", None]), min_size=n, max_size=n))
+    flags = draw(st.lists(st.booleans(), min_size=n, max_size=n))
+    days = draw(st.lists(st.integers(0, 3650), min_size=n, max_size=n))
+    frame = pd.DataFrame({
+        "wide": pd.Series(ints, dtype="int64"),
+        "small": pd.Series(small, dtype="Int64"),
+        "real": pd.Series(floats, dtype="float64"),
+        "cat": pd.Series(cats, dtype="str"),
+        "flag": pd.Series(flags, dtype="bool"),
+        "day": pd.Series(pd.to_datetime("2000-01-01") + pd.to_timedelta(days, unit="D")),
+    })
+    schema = Schema((
+        IntegerColumn("wide", lower=-1000, upper=10**6, knots=(-1000.0, 0.0, 5e5, 1e6), dtype="int64"),
+        IntegerColumn("small", nullable=True, lower=3, upper=14, dtype="Int64"),
+        ContinuousColumn("real", lower=-1e3, upper=1e3, dtype="float64"),
+        CategoricalColumn("cat", nullable=True, categories=("x", "y", "zed"), dtype="str"),
+        BooleanColumn("flag", dtype="bool"),
+        DatetimeColumn("day", lower="2000-01-01", upper="2010-01-01", resolution="D", dtype=str(frame["day"].dtype)),
+    ))
+    return frame, schema
+
+
+@settings(max_examples=60, deadline=None)
+@given(tables())
+def test_hypothesis_tables_of_every_kind_round_trip(case: tuple[pd.DataFrame, Schema]) -> None:
+    frame, schema = case
+    assert_round_trip(frame, schema)
+
+
+# --- errors --------------------------------------------------------------------------------
+
+def simple_schema() -> Schema:
+    return Schema((IntegerColumn("age", lower=0, upper=120), CategoricalColumn("c", categories=("a", "b"))))
+
+
+def test_value_outside_bounds_raises_naming_the_column() -> None:
+    with pytest.raises(DomainError, match="column 'age' has 1 values outside its bounds"):
+        Encoder(simple_schema()).encode(pd.DataFrame({"age": [30, 130], "c": ["a", "b"]}))
+
+
+def test_value_outside_bounds_is_clamped_on_request() -> None:
+    encoder = Encoder(simple_schema(), on_invalid="clip")
+    decoded = encoder.decode(encoder.encode(pd.DataFrame({"age": [30, 130], "c": ["a", "b"]})))
+    assert decoded["age"].tolist() == [30, 120]
+
+
+def test_unknown_category_raises_without_a_catch_all() -> None:
+    with pytest.raises(DomainError, match=r"column 'c' holds 1 values outside its categories, e\.g\. \['q'\]"):
+        Encoder(simple_schema(), on_invalid="clip").encode(pd.DataFrame({"age": [1], "c": ["q"]}))
+
+
+def test_unknown_category_maps_to_the_catch_all_on_request() -> None:
+    schema = Schema((CategoricalColumn("c", categories=("a",), catch_all="other"),))
+    encoder = Encoder(schema, on_invalid="clip")
+    assert encoder.decode(encoder.encode(pd.DataFrame({"c": ["a", "q"]})))["c"].tolist() == ["a", "other"]
+
+
+@pytest.mark.parametrize("value", [np.nan, None])
+def test_missing_value_in_a_non_nullable_column_raises(value: object) -> None:
+    with pytest.raises(SchemaError, match="column 'age' holds 1 missing values"):
+        Encoder(simple_schema()).encode(pd.DataFrame({"age": [1.0, value], "c": ["a", "b"]}))
+
+
+def test_infinity_is_out_of_bounds() -> None:
+    with pytest.raises(DomainError, match="column 'age'"):
+        Encoder(simple_schema()).encode(pd.DataFrame({"age": [np.inf], "c": ["a"]}))
+
+
+def test_missing_and_unknown_columns_are_named() -> None:
+    with pytest.raises(SchemaError, match=r"lacks columns \['c'\]"):
+        Encoder(simple_schema()).encode(pd.DataFrame({"age": [1]}))
+    with pytest.raises(SchemaError, match=r"has columns \['extra'\] that the schema does not describe"):
+        Encoder(simple_schema()).encode(pd.DataFrame({"age": [1], "c": ["a"], "extra": [0]}))
+
+
+def test_empty_frame_and_duplicate_columns_are_refused() -> None:
+    with pytest.raises(SchemaError, match="is empty"):
+        Encoder(simple_schema()).encode(pd.DataFrame({"age": pd.Series([], dtype="int64"), "c": []}))
+    with pytest.raises(SchemaError, match="duplicate column names"):
+        Encoder(simple_schema()).encode(pd.DataFrame([[1, "a", 2]], columns=["age", "c", "age"]))
+
+
+def test_text_in_a_numeric_column_is_refused() -> None:
+    with pytest.raises(SchemaError, match="column 'age' must be numeric"):
+        Encoder(simple_schema()).encode(pd.DataFrame({"age": ["old"], "c": ["a"]}))
+
+
+def test_geo_point_outside_its_region_raises_or_moves_inside() -> None:
+    schema = Schema((GeoPointColumn("p", lat="lat", lon="lon", region=PolygonRegion(L_SHAPE)),))
+    frame = pd.DataFrame({"lat": [1.0, 8.0], "lon": [1.0, 8.0]})
+    with pytest.raises(DomainError, match="geo column 'p' has 1 points outside its region"):
+        Encoder(schema).encode(frame)
+    encoder = Encoder(schema, on_invalid="clip")
+    decoded = encoder.decode(encoder.encode(frame))
+    assert schema["p"].region.contains(decoded["lat"].to_numpy(), decoded["lon"].to_numpy()).all()

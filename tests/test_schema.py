@@ -1,0 +1,176 @@
+"""Schema: explicit column specs, JSON round-trip, inference from a public table, clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tabsynth import (
+    BooleanColumn,
+    BoundingBox,
+    CategoricalColumn,
+    ContinuousColumn,
+    DatetimeColumn,
+    GeoPointColumn,
+    IntegerColumn,
+    PointSetRegion,
+    PolygonRegion,
+    Schema,
+    SchemaError,
+)
+from tabsynth.datasets import load_demo
+
+SQUARE = {"type": "Polygon", "coordinates": [[[0, 0], [10, 0], [10, 10], [0, 10], [0, 0]]]}
+
+
+def every_kind_schema() -> Schema:
+    return Schema((
+        ContinuousColumn("income", nullable=True, lower=0.0, upper=1e6, knots=(0.0, 0.0, 100.0, 1e6)),
+        IntegerColumn("age", lower=0, upper=99),
+        IntegerColumn("children", lower=0, upper=9),
+        BooleanColumn("owner", nullable=True),
+        CategoricalColumn("colour", categories=("red", "green"), catch_all="other"),
+        DatetimeColumn("visit", lower="2020-01-01", upper="2020-12-31", resolution="D"),
+        GeoPointColumn("home", lat="home_lat", lon="home_lon", region=PolygonRegion(SQUARE)),
+        GeoPointColumn("shop", lat="shop_lat", lon="shop_lon",
+                       region=PointSetRegion(np.array([[1.0, 2.0], [3.0, 4.0]]))),
+    ))
+
+
+def test_json_round_trip_preserves_every_kind() -> None:
+    schema = every_kind_schema()
+    assert Schema.from_json(schema.to_json()) == schema
+
+
+def test_json_is_plain_data() -> None:
+    document = json.loads(every_kind_schema().to_json())
+    assert document["format"] == "tabsynth.schema"
+    assert [c["kind"] for c in document["columns"]][:3] == ["continuous", "integer", "integer"]
+
+
+def test_column_order_defaults_to_the_columns_owned_in_sequence() -> None:
+    schema = every_kind_schema()
+    assert schema.names[-4:] == ("home_lat", "home_lon", "shop_lat", "shop_lon")
+
+
+def test_integer_ranges_of_sixteen_values_or_fewer_use_a_binary_code() -> None:
+    assert IntegerColumn("a", lower=1, upper=16).uses_binary_code
+    assert not IntegerColumn("a", lower=1, upper=17).uses_binary_code
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("not json", "not valid JSON"),
+    ('{"format": "other"}', "not a tabsynth schema"),
+    ('{"format": "tabsynth.schema", "version": 99, "columns": []}', "unsupported schema version"),
+    ('{"format": "tabsynth.schema", "version": 1, "columns": [{"kind": "weird", "name": "x"}]}',
+     "column 'x': unknown kind"),
+    ('{"format": "tabsynth.schema", "version": 1, "columns": '
+     '[{"kind": "integer", "name": "x", "lower": 5, "upper": 1}]}', "column 'x': lower bound 5 exceeds"),
+    ('{"format": "tabsynth.schema", "version": 1, "columns": '
+     '[{"kind": "categorical", "name": "c", "categories": ["a"], "colour": 1}]}',
+     "column 'c': unexpected fields ['colour']"),
+    ('{"format": "tabsynth.schema", "version": 1, "columns": '
+     '[{"kind": "geo", "name": "g", "region": {"type": "blob"}}]}', "column 'g'"),
+])
+def test_malformed_schema_json_names_the_problem(text: str, fragment: str) -> None:
+    with pytest.raises(SchemaError, match=fragment.replace("[", r"\[").replace("]", r"\]")):
+        Schema.from_json(text)
+
+
+def test_duplicate_categories_are_refused() -> None:
+    with pytest.raises(SchemaError, match="column 'c'.*distinct"):
+        CategoricalColumn("c", categories=("a", "a"))._check()
+
+
+def test_knots_must_span_the_bounds() -> None:
+    with pytest.raises(SchemaError, match="column 'x': the first and last knots"):
+        Schema((ContinuousColumn("x", lower=0, upper=10, knots=(1.0, 10.0)),))
+
+
+def test_a_column_described_twice_is_refused() -> None:
+    with pytest.raises(SchemaError, match=r"\['lat'\] are described more than once"):
+        Schema((ContinuousColumn("lat", lower=0, upper=1),
+                GeoPointColumn("p", lat="lat", lon="lon", region=BoundingBox(0, 1, 0, 1))))
+
+
+def test_infer_recognises_each_kind() -> None:
+    frame = pd.DataFrame({
+        "score": [0.5, 1.5, 2.25, 3.0],
+        "count": pd.array([1, 2, None, 4], dtype="Int64"),
+        "flag": [True, False, True, True],
+        "city": ["a", "b", "a", None],
+        "when": pd.to_datetime(["2021-01-01", "2021-02-01", "2021-03-01", "2021-04-01"]),
+        "latitude": [51.5, 48.8, 40.4, 52.5],
+        "longitude": [-0.1, 2.3, -3.7, 13.4],
+    })
+    schema = Schema.infer(frame)
+    assert isinstance(schema["score"], ContinuousColumn)
+    assert isinstance(schema["count"], IntegerColumn) and schema["count"].nullable
+    assert isinstance(schema["flag"], BooleanColumn)
+    assert schema["city"] == CategoricalColumn("city", nullable=True, dtype="str", categories=("a", "b"))
+    assert isinstance(schema["when"], DatetimeColumn) and schema["when"].resolution == "D"
+    geo = schema["latitude"]
+    assert isinstance(geo, GeoPointColumn) and (geo.lat, geo.lon) == ("latitude", "longitude")
+    assert geo.region == BoundingBox(40.4, 52.5, -3.7, 13.4)
+
+
+def test_infer_finds_the_geo_pair_of_the_quakes_demo_in_0_to_360_longitudes() -> None:
+    schema = Schema.infer(load_demo("quakes"))
+    geo = schema["lat"]
+    assert isinstance(geo, GeoPointColumn) and geo.lon == "lon"
+    assert geo.region.bounds()[3] > 180
+
+
+def test_infer_overrides_a_kind_or_a_whole_spec() -> None:
+    frame = pd.DataFrame({"code": [101, 205, 101, 930], "score": [1.0, 2.0, 3.0, 4.0]})
+    spec = ContinuousColumn("score", lower=0.0, upper=10.0)
+    schema = Schema.infer(frame, overrides={"code": "categorical", "score": spec})
+    assert schema["code"] == CategoricalColumn("code", dtype="int64", categories=(101, 205, 930))
+    assert schema["score"] is spec
+
+
+def test_infer_refuses_overrides_for_unknown_columns() -> None:
+    with pytest.raises(SchemaError, match=r"\['nope'\]"):
+        Schema.infer(pd.DataFrame({"a": [1, 2]}), overrides={"nope": "integer"})
+
+
+def test_infer_folds_rare_levels_into_a_catch_all_beyond_max_categories() -> None:
+    frame = pd.DataFrame({"c": ["a"] * 5 + ["b"] * 3 + ["c", "d"]})
+    column = Schema.infer(frame, max_categories=2)["c"]
+    assert column.categories == ("a", "b") and column.catch_all == "<other>"
+
+
+def test_infer_gives_zero_inflated_columns_repeated_knots() -> None:
+    frame = pd.DataFrame({"gain": [0] * 90 + list(range(1000, 11000, 1000))})
+    knots = Schema.infer(frame)["gain"].knots
+    assert knots[0] == 0 and knots.count(0.0) > len(knots) // 2 and knots[-1] == 10000
+
+
+def test_infer_splits_integer_knot_segments_too_wide_for_float32() -> None:
+    frame = pd.DataFrame({"big": list(range(100)) + [2_000_000]})
+    knots = np.array(Schema.infer(frame)["big"].knots)
+    assert np.max(np.diff(knots)) * (len(knots) - 1) < 2**22
+
+
+def test_infer_keeps_knots_bounded_when_no_float32_map_can_be_exact() -> None:
+    frame = pd.DataFrame({"huge": list(range(100)) + [10**12]})
+    knots = np.array(Schema.infer(frame)["huge"].knots)
+    assert len(knots) <= 257 and knots[-1] == 10**12
+
+
+@pytest.mark.parametrize("frame, fragment", [
+    (pd.DataFrame(), "has no columns"),
+    (pd.DataFrame({"a": pd.Series([], dtype="float64")}), "is empty"),
+    (pd.DataFrame([[1, 2]], columns=["a", "a"]), r"duplicate column names: \['a'\]"),
+])
+def test_infer_rejects_tables_no_schema_can_describe(frame: pd.DataFrame, fragment: str) -> None:
+    with pytest.raises(SchemaError, match=fragment):
+        Schema.infer(frame)
+
+
+def test_infer_rejects_a_column_of_only_nulls() -> None:
+    with pytest.raises(SchemaError, match="column 'empty' holds only missing values"):
+        Schema.infer(pd.DataFrame({"empty": [None, None], "a": [1, 2]}))
