@@ -1,0 +1,37 @@
+"""Differential-privacy accounting, budget ledger and small DP mechanisms for tabsynth."""
+
+from tabsynth.privacy.accounting import (
+    ACCOUNTANTS,
+    RDP_ORDERS,
+    allocate_group_noise,
+    calibrate_noise_multiplier,
+    compute_epsilon,
+    effective_noise_multiplier,
+    max_steps,
+)
+from tabsynth.privacy.ledger import BudgetExceededError, LedgerEntry, PrivacyLedger
+from tabsynth.privacy.mechanisms import (
+    default_numeric_candidates,
+    dp_histogram_threshold,
+    dp_quantiles,
+    histogram_threshold,
+    laplace_count,
+)
+
+__all__ = [
+    "ACCOUNTANTS",
+    "RDP_ORDERS",
+    "BudgetExceededError",
+    "LedgerEntry",
+    "PrivacyLedger",
+    "allocate_group_noise",
+    "calibrate_noise_multiplier",
+    "compute_epsilon",
+    "default_numeric_candidates",
+    "dp_histogram_threshold",
+    "dp_quantiles",
+    "effective_noise_multiplier",
+    "histogram_threshold",
+    "laplace_count",
+    "max_steps",
+]

@@ -1,0 +1,148 @@
+"""Small DP primitives on numpy arrays (add/remove-one-row adjacency throughout).
+
+Every function takes an explicit ``numpy.random.Generator``; none touches global RNG state.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "default_numeric_candidates",
+    "dp_histogram_threshold",
+    "dp_quantiles",
+    "histogram_threshold",
+    "laplace_count",
+]
+
+
+def _check_epsilon(epsilon: float) -> float:
+    epsilon = float(epsilon)
+    if not math.isfinite(epsilon) or epsilon <= 0:
+        raise ValueError(f"epsilon must be a positive finite number, got {epsilon!r}")
+    return epsilon
+
+
+def _check_rng(rng: np.random.Generator) -> np.random.Generator:
+    if not isinstance(rng, np.random.Generator):
+        raise ValueError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    return rng
+
+
+def laplace_count(true_count: int, epsilon: float, rng: np.random.Generator) -> float:
+    """epsilon-DP count: true_count + Laplace(1/epsilon).
+
+    Sensitivity 1: adding or removing one row changes a count by at most 1.
+    """
+    if isinstance(true_count, bool) or not isinstance(true_count, (int, np.integer)) or true_count < 0:
+        raise ValueError(f"true_count must be a non-negative integer, got {true_count!r}")
+    epsilon = _check_epsilon(epsilon)
+    return float(true_count) + float(_check_rng(rng).laplace(0.0, 1.0 / epsilon))
+
+
+def histogram_threshold(epsilon: float, delta: float) -> float:
+    """Release threshold tau = 1 + ln(1/(2*delta))/epsilon of dp_histogram_threshold.
+
+    A value held by the single differing row has count 1 and survives with P[1 + Lap(1/eps) >= tau]
+    = exp(-eps*(tau - 1))/2 = delta.
+    """
+    epsilon = _check_epsilon(epsilon)
+    delta = float(delta)
+    if not (0.0 < delta < 1.0):
+        raise ValueError(f"delta must be in (0, 1), got {delta!r}")
+    return 1.0 + math.log(1.0 / (2.0 * delta)) / epsilon
+
+
+def _as_python(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def dp_histogram_threshold(
+    values: np.ndarray,
+    epsilon: float,
+    delta: float,
+    rng: np.random.Generator,
+    min_count: float | None = None,
+) -> dict[Any, float]:
+    """(epsilon, delta)-DP set of categories from an unknown domain, with noisy counts, most frequent first.
+
+    Stability-based histogram (Korolova et al. 2009; Wilson et al. 2020, "Differentially Private SQL with
+    Bounded User Contribution", threshold with C_u = 1): each row adds 1 to exactly one value's count (L1
+    sensitivity 1), so Laplace(1/epsilon) noise makes the counts of values present in both neighbours
+    epsilon-DP; a value present only because of the differing row (count 1) is released only if
+    1 + Lap(1/epsilon) >= tau = 1 + ln(1/(2*delta))/epsilon, which has probability exactly delta.
+    ``min_count`` can only raise tau (a higher threshold keeps the guarantee).  Nulls (None, NaN, NaT,
+    pd.NA) are excluded; they are the missing indicator's business.
+    """
+    arr = np.asarray(values, dtype=object) if not isinstance(values, np.ndarray) else values
+    if arr.ndim != 1:
+        raise ValueError(f"values must be 1-D, got shape {arr.shape}")
+    epsilon = _check_epsilon(epsilon)
+    tau = histogram_threshold(epsilon, delta)
+    if min_count is not None:
+        min_count = float(min_count)
+        if not math.isfinite(min_count):
+            raise ValueError(f"min_count must be finite, got {min_count!r}")
+        tau = max(tau, min_count)
+    rng = _check_rng(rng)
+    codes, uniques = pd.factorize(arr, use_na_sentinel=True)  # order of first appearance: reproducible
+    counts = np.bincount(codes[codes >= 0], minlength=len(uniques))
+    noisy = counts + rng.laplace(0.0, 1.0 / epsilon, size=counts.size)
+    keep = np.flatnonzero(noisy >= tau)
+    keep = keep[np.argsort(-noisy[keep], kind="stable")]
+    return {_as_python(uniques[i]): float(noisy[i]) for i in keep}
+
+
+def dp_quantiles(
+    values: np.ndarray,
+    quantiles: Sequence[float],
+    epsilon: float,
+    candidates: np.ndarray,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """epsilon-DP quantiles chosen by the exponential mechanism from a data-independent sorted grid.
+
+    Utility of candidate c for quantile q (Smith 2011): u(c) = -|#{x < c} - q*n| = -|(1-q)*#{x < c} -
+    q*#{x >= c}|.  Adding/removing a row changes the inner sum by exactly (1-q) or q, so the sensitivity is
+    max(q, 1-q) <= 1 even though n is private; sampling uses exp(eps_q*u/(2*max(q, 1-q))) with
+    eps_q = epsilon/len(quantiles) (basic composition).  Outputs are made monotone in q (post-processing).
+    """
+    x = np.asarray(values, dtype=float)
+    if x.ndim != 1:
+        raise ValueError(f"values must be 1-D, got shape {x.shape}")
+    if np.isnan(x).any():
+        raise ValueError("values must not contain NaN (drop missing values first)")
+    q = np.asarray(quantiles, dtype=float)
+    if q.ndim != 1 or q.size == 0 or np.any(~((q >= 0) & (q <= 1))):
+        raise ValueError(f"quantiles must be a non-empty 1-D sequence of numbers in [0, 1], got {quantiles!r}")
+    epsilon = _check_epsilon(epsilon)
+    cand = np.asarray(candidates, dtype=float)
+    if cand.ndim != 1 or cand.size == 0 or not np.all(np.isfinite(cand)) or np.any(np.diff(cand) < 0):
+        raise ValueError("candidates must be a non-empty 1-D array of finite numbers sorted ascending")
+    rng = _check_rng(rng)
+
+    below = np.searchsorted(np.sort(x), cand, side="left").astype(float)  # #{x < c} per candidate
+    sensitivity = np.maximum(q, 1.0 - q)  # (k,)
+    utility = -np.abs(below[None, :] - q[:, None] * x.size)  # (k, m)
+    logits = (epsilon / q.size) * utility / (2.0 * sensitivity[:, None])
+    choice = np.argmax(logits + rng.gumbel(size=logits.shape), axis=1)  # Gumbel-max = exponential mechanism
+    out = cand[choice]
+    order = np.argsort(q, kind="stable")
+    out[order] = np.maximum.accumulate(out[order])
+    return out
+
+
+def default_numeric_candidates(integer: bool) -> np.ndarray:
+    """Data-independent sorted grid for dp_quantiles: 0 and +-10^(k/64) for magnitudes 1e-3..1e12.
+
+    With ``integer`` the grid is rounded and every integer in [-1000, 1000] is added.
+    """
+    magnitudes = 10.0 ** (np.arange(-3 * 64, 12 * 64 + 1) / 64.0)
+    grid = np.concatenate([-magnitudes[::-1], [0.0], magnitudes])
+    if integer:
+        grid = np.union1d(np.round(grid), np.arange(-1000.0, 1001.0))
+    return grid

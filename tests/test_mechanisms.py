@@ -1,0 +1,153 @@
+"""Specifications for tabsynth.privacy.mechanisms."""
+
+import math
+
+import numpy as np
+import pytest
+
+from tabsynth.privacy import (
+    default_numeric_candidates,
+    dp_histogram_threshold,
+    dp_quantiles,
+    histogram_threshold,
+    laplace_count,
+)
+
+
+def test_laplace_count_has_scale_one_over_epsilon():
+    rng = np.random.default_rng(0)
+    noise = np.array([laplace_count(100, 0.5, rng) for _ in range(20_000)]) - 100
+    assert abs(noise.mean()) < 0.1
+    assert np.mean(np.abs(noise)) == pytest.approx(2.0, rel=0.05)  # E|Lap(b)| = b
+
+
+def test_laplace_count_validates_arguments():
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="true_count"):
+        laplace_count(-1, 1.0, rng)
+    with pytest.raises(ValueError, match="epsilon"):
+        laplace_count(3, 0.0, rng)
+    with pytest.raises(ValueError, match="rng"):
+        laplace_count(3, 1.0, np.random.RandomState(0))
+
+
+def test_histogram_threshold_formula():
+    assert histogram_threshold(1.0, 1e-6) == pytest.approx(1 + math.log(1 / 2e-6))
+    # the differing row's singleton value survives with probability exactly delta
+    eps, delta = 0.5, 1e-3
+    assert 0.5 * math.exp(-eps * (histogram_threshold(eps, delta) - 1)) == pytest.approx(delta)
+
+
+def _data():
+    return np.array(["common"] * 500 + ["rare"] + ["mid"] * 40 + [None] * 30, dtype=object)
+
+
+def test_histogram_releases_popular_values_but_not_a_singleton():
+    values = _data()
+    released_rare = released_common = 0
+    for seed in range(200):
+        out = dp_histogram_threshold(values, 1.0, 1e-6, np.random.default_rng(seed))
+        released_rare += "rare" in out
+        released_common += "common" in out
+    assert released_rare == 0
+    assert released_common == 200
+
+
+def test_histogram_singleton_release_rate_matches_delta():
+    # delta = 0.05 makes the (otherwise invisible) failure probability measurable: P = delta exactly.
+    values = np.array(["x"] * 100 + ["rare"], dtype=object)
+    rng = np.random.default_rng(1)
+    hits = sum("rare" in dp_histogram_threshold(values, 1.0, 0.05, rng) for _ in range(4000))
+    assert hits / 4000 == pytest.approx(0.05, abs=0.012)
+
+
+def test_histogram_excludes_nulls_and_sorts_by_noisy_count():
+    values = np.array(["a"] * 300 + ["b"] * 200 + [None] * 400 + [float("nan")] * 400, dtype=object)
+    out = dp_histogram_threshold(values, 1.0, 1e-6, np.random.default_rng(0))
+    assert list(out) == ["a", "b"]
+    assert out["a"] == pytest.approx(300, abs=20) and out["b"] == pytest.approx(200, abs=20)
+
+
+def test_histogram_min_count_only_raises_the_threshold():
+    values = np.array([1] * 50 + [2] * 500)
+    out = dp_histogram_threshold(values, 1.0, 1e-6, np.random.default_rng(0), min_count=100)
+    assert out.keys() == {2} and type(next(iter(out))) is int
+    low = dp_histogram_threshold(values, 1.0, 1e-6, np.random.default_rng(0), min_count=-5)
+    assert low.keys() == {1, 2}
+
+
+def test_histogram_is_reproducible_with_a_seed():
+    a = dp_histogram_threshold(_data(), 0.3, 1e-5, np.random.default_rng(7))
+    b = dp_histogram_threshold(_data(), 0.3, 1e-5, np.random.default_rng(7))
+    assert a == b
+
+
+def test_histogram_validates_delta():
+    with pytest.raises(ValueError, match="delta"):
+        dp_histogram_threshold(_data(), 1.0, 0.0, np.random.default_rng(0))
+
+
+def test_quartiles_of_a_normal_sample_are_accurate():
+    rng = np.random.default_rng(0)
+    x = rng.normal(50, 10, size=5000)
+    cand = default_numeric_candidates(integer=False)
+    got = dp_quantiles(x, [0.25, 0.5, 0.75], 1.0, cand, np.random.default_rng(1))
+    np.testing.assert_allclose(got, np.quantile(x, [0.25, 0.5, 0.75]), atol=2.5)
+
+
+def test_an_extreme_outlier_does_not_drag_the_top_quantile():
+    rng = np.random.default_rng(0)
+    x = np.append(rng.normal(50, 10, size=5000), 1e9)
+    got = dp_quantiles(x, [0.99], 1.0, default_numeric_candidates(False), np.random.default_rng(2))
+    assert got[0] < 100
+
+
+def test_quantiles_are_monotone_and_in_input_order():
+    x = np.random.default_rng(0).exponential(3.0, size=300)
+    q = [0.9, 0.1, 0.5, 0.5, 0.2]
+    got = dp_quantiles(x, q, 0.2, default_numeric_candidates(False), np.random.default_rng(3))
+    order = np.argsort(q, kind="stable")
+    assert np.all(np.diff(got[order]) >= 0)
+
+
+def test_quantiles_are_reproducible_with_a_seed():
+    x = np.random.default_rng(0).normal(size=1000)
+    cand = default_numeric_candidates(False)
+    a = dp_quantiles(x, [0.1, 0.9], 0.5, cand, np.random.default_rng(5))
+    b = dp_quantiles(x, [0.1, 0.9], 0.5, cand, np.random.default_rng(5))
+    np.testing.assert_array_equal(a, b)
+
+
+def test_quantile_sampling_follows_the_exponential_mechanism():
+    # 3 candidates, data [0, 0, 5]: #{x < c} = 0, 2, 3 for c = -1, 1, 10; median utility -|below - 1.5|.
+    x, cand = np.array([0.0, 0.0, 5.0]), np.array([-1.0, 1.0, 10.0])
+    rng = np.random.default_rng(0)
+    draws = np.array([dp_quantiles(x, [0.5], 2.0, cand, rng)[0] for _ in range(20_000)])
+    weights = np.exp(2.0 * np.array([-1.5, -0.5, -1.5]) / (2 * 0.5))
+    freq = [np.mean(draws == c) for c in cand]
+    np.testing.assert_allclose(freq, weights / weights.sum(), atol=0.015)
+
+
+def test_quantiles_reject_nan_and_unsorted_candidates():
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="NaN"):
+        dp_quantiles(np.array([1.0, np.nan]), [0.5], 1.0, np.arange(5.0), rng)
+    with pytest.raises(ValueError, match="candidates"):
+        dp_quantiles(np.array([1.0]), [0.5], 1.0, np.array([3.0, 1.0]), rng)
+    with pytest.raises(ValueError, match="quantiles"):
+        dp_quantiles(np.array([1.0]), [1.5], 1.0, np.arange(5.0), rng)
+
+
+def test_default_candidates_span_both_signs_and_many_magnitudes():
+    grid = default_numeric_candidates(integer=False)
+    assert np.all(np.diff(grid) > 0) and 0.0 in grid
+    assert grid[0] <= -1e12 and grid[-1] >= 1e12
+    assert np.min(np.abs(grid[grid != 0])) <= 1e-3
+    assert np.max(np.diff(np.log10(grid[grid > 0]))) <= 1 / 32
+
+
+def test_integer_candidates_are_integers_including_all_small_ones():
+    grid = default_numeric_candidates(integer=True)
+    assert np.all(grid == np.round(grid)) and np.all(np.diff(grid) > 0)
+    assert set(range(-1000, 1001)) <= set(grid.astype(int).tolist())
+    assert grid[-1] >= 1e12
