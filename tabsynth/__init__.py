@@ -2,6 +2,7 @@
 
 from tabsynth.encoding import DomainError, Encoder, Span
 from tabsynth.geo import BoundingBox, PointSetRegion, PolygonRegion, Region
+from tabsynth.synthesizer import ModelFileError, Synthesizer
 from tabsynth.schema import (
     BooleanColumn,
     CategoricalColumn,
@@ -19,5 +20,5 @@ __version__ = "0.1.0"
 __all__ = [
     "BooleanColumn", "BoundingBox", "CategoricalColumn", "Column", "ContinuousColumn", "DatetimeColumn",
     "DomainError", "Encoder", "GeoPointColumn", "IntegerColumn", "PointSetRegion", "PolygonRegion",
-    "Region", "Schema", "SchemaError", "Span",
+    "ModelFileError", "Region", "Schema", "SchemaError", "Span", "Synthesizer",
 ]

@@ -9,6 +9,7 @@ from tabsynth.privacy.accounting import (
     effective_noise_multiplier,
     max_steps,
 )
+from tabsynth.privacy.discovery import discover_schema
 from tabsynth.privacy.ledger import BudgetExceededError, LedgerEntry, PrivacyLedger
 from tabsynth.privacy.mechanisms import (
     default_numeric_candidates,
@@ -28,6 +29,7 @@ __all__ = [
     "calibrate_noise_multiplier",
     "compute_epsilon",
     "default_numeric_candidates",
+    "discover_schema",
     "dp_histogram_threshold",
     "dp_quantiles",
     "effective_noise_multiplier",

@@ -1,0 +1,100 @@
+"""The GAN's two networks. The generator's heads follow the encoder layout; the discriminator has no
+cross-example coupling (no batch norm), so per-example gradients are well defined for DP-SGD."""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from tabsynth.encoding import Span
+
+
+def init_linear(module: nn.Module, generator: torch.Generator) -> None:
+    """PyTorch's default Linear initialisation, drawn from ``generator`` instead of the global RNG."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            bound = 1.0 / math.sqrt(layer.in_features)
+            with torch.no_grad():
+                layer.weight.uniform_(-bound, bound, generator=generator)
+                if layer.bias is not None:
+                    layer.bias.uniform_(-bound, bound, generator=generator)
+
+
+def _mlp(sizes: Sequence[int], activation: Callable[[], nn.Module], norm: bool) -> list[nn.Module]:
+    layers: list[nn.Module] = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers.append(nn.Linear(a, b))
+        if norm:
+            layers.append(nn.BatchNorm1d(b))
+        layers.append(activation())
+    return layers
+
+
+class OutputHeads(nn.Module):
+    """Turns raw generator outputs into the encoded space, span by span.
+
+    Training: tanh values, relaxed Bernoulli bits and Gumbel-softmax categories at ``temperature``
+    (near-discrete, so the discriminator cannot tell fakes by softness). Sampling (``hard=True``):
+    bits and categories are drawn exactly (logistic / Gumbel noise, then threshold / argmax).
+    """
+
+    def __init__(self, layout: Sequence[Span], temperature: float = 0.2) -> None:
+        super().__init__()
+        self.temperature = temperature
+        tanh = [i for s in layout if s.activation == "tanh" for i in range(s.start, s.end)]
+        bits = [i for s in layout if s.activation == "sigmoid" for i in range(s.start, s.end)]
+        self.register_buffer("tanh_index", torch.tensor(tanh, dtype=torch.long), persistent=False)
+        self.register_buffer("bit_index", torch.tensor(bits, dtype=torch.long), persistent=False)
+        self.softmax_spans = [(s.start, s.end) for s in layout if s.activation == "softmax"]
+
+    def forward(self, raw: torch.Tensor, generator: torch.Generator | None, hard: bool = False) -> torch.Tensor:
+        out = torch.empty_like(raw)
+        if len(self.tanh_index):
+            out[:, self.tanh_index] = torch.tanh(raw[:, self.tanh_index])
+        if len(self.bit_index):
+            logits = raw[:, self.bit_index]
+            u = torch.rand(logits.shape, generator=generator, device=raw.device).clamp(1e-6, 1 - 1e-6)
+            noisy = logits + torch.log(u) - torch.log1p(-u)
+            out[:, self.bit_index] = (noisy > 0).to(raw.dtype) if hard else torch.sigmoid(noisy / self.temperature)
+        for start, end in self.softmax_spans:
+            logits = raw[:, start:end]
+            u = torch.rand(logits.shape, generator=generator, device=raw.device).clamp(1e-10, 1.0)
+            noisy = logits - torch.log(-torch.log(u))
+            if hard:
+                out[:, start:end] = nn.functional.one_hot(noisy.argmax(1), end - start).to(raw.dtype)
+            else:
+                out[:, start:end] = torch.softmax(noisy / self.temperature, dim=1)
+        return out
+
+
+class Generator(nn.Module):
+    """Noise -> encoded row. Batch statistics are fine here: the generator never sees private data."""
+
+    def __init__(self, noise_dim: int, layout: Sequence[Span], data_dim: int, hidden: Sequence[int],
+                 temperature: float = 0.2) -> None:
+        super().__init__()
+        self.noise_dim = noise_dim
+        self.body = nn.Sequential(*_mlp([noise_dim, *hidden], nn.ReLU, norm=True), nn.Linear(hidden[-1], data_dim))
+        self.heads = OutputHeads(layout, temperature)
+
+    def forward(self, noise: torch.Tensor, generator: torch.Generator | None = None,
+                hard: bool = False) -> torch.Tensor:
+        return self.heads(self.body(noise), generator, hard=hard)
+
+
+class Discriminator(nn.Module):
+    """Encoded row -> score; LeakyReLU MLP with no normalisation across examples."""
+
+    def __init__(self, data_dim: int, hidden: Sequence[int]) -> None:
+        super().__init__()
+        self.net = nn.Sequential(*_mlp([data_dim, *hidden], lambda: nn.LeakyReLU(0.2), norm=False),
+                                 nn.Linear(hidden[-1], 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(-1)
+
+
+__all__ = ["Discriminator", "Generator", "OutputHeads", "init_linear"]

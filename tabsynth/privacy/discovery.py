@@ -1,0 +1,440 @@
+"""Learn the domain of a PRIVATE table under differential privacy, for when no schema or public data exists.
+
+Only column kinds, nullability and dtypes are read from storage metadata (the pandas dtypes); every
+bound, knot and category comes out of an accounted DP mechanism, recorded as one ledger entry.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from tabsynth.geo import BoundingBox
+from tabsynth.privacy.ledger import PrivacyLedger
+from tabsynth.privacy.mechanisms import (
+    default_numeric_candidates,
+    dp_histogram_threshold,
+    dp_quantiles,
+)
+from tabsynth.schema import (
+    _LAT,
+    _LON,
+    MAX_KNOTS,
+    BooleanColumn,
+    CategoricalColumn,
+    Column,
+    ContinuousColumn,
+    DatetimeColumn,
+    GeoPointColumn,
+    IntegerColumn,
+    Schema,
+    SchemaError,
+    quantile_knots,
+)
+
+__all__ = ["discover_schema"]
+
+PURPOSE = "domain discovery"
+RANGE_MECHANISM = "laplace_histogram_range"
+QUANTILE_MECHANISM = "dp_quantiles"
+HISTOGRAM_MECHANISM = "dp_histogram_threshold"
+RANGE_SHARE = 0.5  # of a numeric column's epsilon spent on its range; the rest buys the inner knots
+RANGE_FAILURE = 1e-3  # chance that some empty bin or bin group of a range histogram clears its threshold
+RANGE_LEVELS = (1, 2, 4, 8, 16)  # bins summed per group when looking for sparse tails
+KNOT_GRID = 257  # evenly spaced knot candidates added inside the released range
+GEO_STEP = 0.1  # degrees per bin of the latitude/longitude range histograms
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What one source column of the private table costs and which mechanisms it runs (from dtypes only)."""
+
+    name: str
+    kind: str  # boolean, integer, continuous, datetime, categorical, lat, lon
+    mechanisms: tuple[str, ...]
+
+    @property
+    def needs_budget(self) -> bool:
+        """Whether the column runs a mechanism and so takes a share of epsilon."""
+        return bool(self.mechanisms)
+
+
+def discover_schema(
+    frame: pd.DataFrame,
+    ledger: PrivacyLedger,
+    epsilon: float,
+    delta: float,
+    rng: np.random.Generator,
+    *,
+    columns: Sequence[str] | None = None,
+    n_knots: int = 17,
+    catch_all: str = "<other>",
+) -> Schema:
+    """A Schema for the private ``frame`` learnt under (epsilon, delta)-DP and charged to ``ledger`` as one entry.
+
+    Privacy argument (add/remove-one-row adjacency): column kinds, nullability, dtypes and the datetime
+    resolution (the dtype's unit) come from the pandas dtypes alone, never from values, so neither the row
+    count, the presence of nulls nor any value leaks through them; booleans cost nothing. Every other
+    source column gets epsilon/k, k being the number of such columns (lat and lon count separately), by
+    basic composition, since one row touches every column. A numeric or datetime column spends half of
+    its share on a Laplace histogram over fixed data-independent bins (each row falls in one bin: L1
+    sensitivity 1, so epsilon-DP); the bounds are the outermost bins or bin groups whose noisy count clears
+    a threshold that empty regions almost never clear (post-processing, so a lone extreme record cannot
+    set a bound). The other half buys the inner knots from ONE ``dp_quantiles`` call over a grid fixed by
+    the released bounds (exponential mechanism, utility sensitivity <= 1). A geo coordinate spends its
+    whole share on such a histogram. A categorical column runs ``dp_histogram_threshold`` (Laplace counts,
+    sensitivity 1, and a threshold that a value held only by the differing row clears with probability
+    delta/h), delta being split evenly over the h categorical columns; categories are sorted by a
+    data-independent key and a catch-all absorbs every value that was not released. The whole
+    (epsilon, delta) is spent before any mechanism runs, as one entry whose details name the mechanisms
+    and per-column budgets, never a value.
+    """
+    _check_arguments(frame, ledger, rng, n_knots, catch_all)
+    targets = _targets(frame, columns)
+    kinds = {name: _kind_of(name, frame[name].dtype) for name in targets}
+    pair = _geo_pair(targets, kinds)
+    if pair is not None:
+        kinds[pair[0]], kinds[pair[1]] = "lat", "lon"
+    plans = [_Plan(name, kinds[name], _mechanisms(kinds[name], n_knots)) for name in targets]
+    budgeted = [p for p in plans if p.needs_budget]
+    histograms = [p for p in plans if p.kind == "categorical"]
+    epsilon_each, delta_each = _split_budget(epsilon, delta, len(budgeted), len(histograms))
+    if budgeted:
+        _spend(ledger, plans, float(epsilon), float(delta) if histograms else 0.0, epsilon_each, delta_each,
+               n_knots)
+
+    specs: dict[str, Column] = {}
+    geo_bounds: dict[str, tuple[float, float]] = {}
+    for plan in plans:
+        series = frame[plan.name]
+        if plan.kind == "boolean":
+            specs[plan.name] = BooleanColumn(plan.name, nullable=_nullable(series.dtype), dtype=str(series.dtype))
+        elif plan.kind == "categorical":
+            specs[plan.name] = _discover_categorical(series, epsilon_each, delta_each, rng, catch_all)
+        elif plan.kind in ("integer", "continuous"):
+            specs[plan.name] = _discover_number(series, plan.kind == "integer", epsilon_each, n_knots, rng)
+        elif plan.kind == "datetime":
+            specs[plan.name] = _discover_datetime(series, epsilon_each, n_knots, rng)
+        else:
+            geo_bounds[plan.kind] = _dp_coordinate_range(series, plan.kind, epsilon_each, rng)
+    if pair is not None:
+        lat, lon = pair
+        name = _geo_name(lat, set(specs))
+        region = BoundingBox(*geo_bounds["lat"], *geo_bounds["lon"])
+        specs[lat] = GeoPointColumn(name, nullable=True, lat=lat, lon=lon, region=region,
+                                    lat_dtype=str(frame[lat].dtype), lon_dtype=str(frame[lon].dtype))
+    ordered = [specs[name] for name in targets if name in specs]
+    return Schema(tuple(ordered), tuple(targets))
+
+
+# --- planning (dtypes only) -----------------------------------------------------------------------
+
+
+def _check_arguments(frame: Any, ledger: Any, rng: Any, n_knots: Any, catch_all: Any) -> None:
+    """Reject bad arguments up front; the row count is never checked, since it is private."""
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(f"frame must be a pandas DataFrame, got {type(frame).__name__}")
+    if not isinstance(ledger, PrivacyLedger):
+        raise TypeError(f"ledger must be a tabsynth PrivacyLedger, got {type(ledger).__name__}")
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    if isinstance(n_knots, bool) or not isinstance(n_knots, (int, np.integer)) or not 2 <= n_knots <= MAX_KNOTS:
+        raise ValueError(f"n_knots must be an integer in [2, {MAX_KNOTS}], got {n_knots!r}")
+    if catch_all is None or _is_null(catch_all):
+        raise ValueError("catch_all must be a non-null value (it labels categories that were not released)")
+    names = list(frame.columns)
+    non_strings = [n for n in names if not isinstance(n, str)]
+    if non_strings:
+        raise SchemaError(f"frame column names must be strings, got {non_strings[:5]}")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise SchemaError(f"frame has duplicate column names: {duplicates}")
+
+
+def _targets(frame: pd.DataFrame, columns: Sequence[str] | None) -> list[str]:
+    """The columns to discover, in the frame's order."""
+    if columns is None:
+        targets = list(frame.columns)
+    else:
+        if isinstance(columns, str):
+            raise TypeError("columns must be a sequence of column names, not a single string")
+        wanted = list(columns)
+        unknown = [c for c in wanted if c not in frame.columns]
+        if unknown:
+            raise SchemaError(f"columns {unknown} are not in the frame; it has {list(frame.columns)}")
+        targets = [c for c in frame.columns if c in set(wanted)]
+    if not targets:
+        raise SchemaError("no columns to discover: the frame (or the columns subset) is empty")
+    return targets
+
+
+def _kind_of(name: str, dtype: Any) -> str:
+    """The column kind implied by a pandas dtype (storage metadata, not data)."""
+    if isinstance(dtype, pd.CategoricalDtype):
+        return "categorical"
+    if pd.api.types.is_bool_dtype(dtype):
+        return "boolean"
+    if pd.api.types.is_datetime64_any_dtype(dtype):
+        return "datetime"
+    if pd.api.types.is_integer_dtype(dtype):
+        return "integer"
+    if pd.api.types.is_float_dtype(dtype):
+        return "continuous"
+    if pd.api.types.is_string_dtype(dtype):
+        return "categorical"
+    raise SchemaError(f"column {name!r}: dtype {dtype} has no discoverable kind; describe it in a schema "
+                      f"or convert it (bool, integer, float, datetime64, string/object or category)")
+
+
+def _nullable(dtype: Any) -> bool:
+    """Whether the dtype can hold a missing value: every dtype except numpy integers and bool."""
+    return not (isinstance(dtype, np.dtype) and dtype.kind in "iub")
+
+
+def _geo_pair(targets: Sequence[str], kinds: dict[str, str]) -> tuple[str, str] | None:
+    """One (lat, lon) pair of float columns found by NAME alone (a range check would read private data)."""
+    floats = [c for c in targets if kinds[c] == "continuous"]
+    lats = [c for c in floats if _LAT.search(c)]
+    lons = [c for c in floats if _LON.search(c) and c not in lats]
+    return (lats[0], lons[0]) if len(lats) == 1 and len(lons) == 1 else None
+
+
+def _geo_name(lat: str, taken: set[str]) -> str:
+    """The pair's spec name: the latitude column's prefix, kept distinct from the other specs."""
+    name = _LAT.sub("", lat).strip("_") or "location"
+    while name in taken:
+        name += "_point"
+    return name
+
+
+def _mechanisms(kind: str, n_knots: int) -> tuple[str, ...]:
+    """The mechanisms a column of ``kind`` runs (none for booleans: both values are known from the dtype)."""
+    if kind == "boolean":
+        return ()
+    if kind == "categorical":
+        return (HISTOGRAM_MECHANISM,)
+    if kind in ("lat", "lon") or n_knots <= 2:
+        return (RANGE_MECHANISM,)
+    return (RANGE_MECHANISM, QUANTILE_MECHANISM)
+
+
+def _split_budget(epsilon: float, delta: float, n_budgeted: int, n_histograms: int) -> tuple[float, float]:
+    """Even per-column epsilon (basic composition over columns) and per-histogram delta."""
+    if n_budgeted == 0:
+        return 0.0, 0.0
+    epsilon = float(epsilon)
+    if not math.isfinite(epsilon) or epsilon <= 0:
+        raise ValueError(f"epsilon must be a positive finite number to discover {n_budgeted} column(s), "
+                         f"got {epsilon!r}")
+    if n_histograms == 0:
+        return epsilon / n_budgeted, 0.0
+    delta = float(delta)
+    if not 0.0 < delta < 1.0:
+        raise ValueError(f"delta must be in (0, 1) to discover {n_histograms} categorical column(s) "
+                         f"(an unknown domain needs delta > 0), got {delta!r}")
+    return epsilon / n_budgeted, delta / n_histograms
+
+
+def _spend(ledger: PrivacyLedger, plans: Sequence[_Plan], epsilon: float, delta: float, epsilon_each: float,
+           delta_each: float, n_knots: int) -> None:
+    """Record the whole discovery as ONE ledger entry, before any mechanism touches the data."""
+    per_column: dict[str, dict[str, Any]] = {}
+    used: set[str] = set()
+    for plan in plans:
+        if not plan.needs_budget:
+            continue
+        used.update(plan.mechanisms)
+        if plan.kind == "categorical":
+            split = {HISTOGRAM_MECHANISM: {"epsilon": epsilon_each, "delta": delta_each}}
+        elif len(plan.mechanisms) == 2:
+            split = {RANGE_MECHANISM: {"epsilon": epsilon_each * RANGE_SHARE, "delta": 0.0},
+                     QUANTILE_MECHANISM: {"epsilon": epsilon_each * (1 - RANGE_SHARE), "delta": 0.0,
+                                          "quantiles": n_knots - 2}}
+        else:
+            split = {RANGE_MECHANISM: {"epsilon": epsilon_each, "delta": 0.0}}
+        per_column[plan.name] = {"kind": plan.kind, "epsilon": epsilon_each,
+                                 "delta": delta_each if plan.kind == "categorical" else 0.0,
+                                 "mechanisms": split}
+    ledger.spend(PURPOSE, "+".join(sorted(used)), epsilon, delta,
+                 composition="basic: epsilon split evenly over columns, delta over categorical columns",
+                 columns=per_column)
+
+
+# --- mechanisms per kind --------------------------------------------------------------------------
+
+
+def _dp_range(values: np.ndarray, edges: np.ndarray, epsilon: float, rng: np.random.Generator,
+              anchor: int = 0) -> tuple[float, float]:
+    """DP (lower, upper): outermost edges of the bins or bin groups whose Laplace-noised count clears a threshold.
+
+    Bins [edges[i], edges[i+1]) are fixed in advance and values beyond the ends fall in the end bins, so
+    one row changes one count by one (L1 sensitivity 1) and the noisy histogram is epsilon-DP; the rest
+    is post-processing. Sparse tails are caught by summing runs of 2..16 bins (aligned at ``anchor``), each
+    level with a threshold that an all-empty group clears with probability <= beta/(levels*groups), so
+    with probability >= 1 - beta no empty region, e.g. one holding a lone outlier, widens the range.
+    The finest level that clears sets the range; coarser groups lying wholly outside it extend it.
+    """
+    n_bins = len(edges) - 1
+    index = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, n_bins - 1)
+    noisy = np.bincount(index, minlength=n_bins) + rng.laplace(0.0, 1.0 / epsilon, size=n_bins)
+    levels = [g for g in RANGE_LEVELS if g <= n_bins]
+    lower = upper = None
+    for size in levels:
+        _, first = np.unique((np.arange(n_bins) - anchor) // size, return_index=True)
+        sums = np.add.reduceat(noisy, first)
+        low_edges, high_edges = edges[first], edges[np.append(first[1:], n_bins)]
+        kept = np.flatnonzero(sums >= _group_threshold(size, len(first) * len(levels), epsilon))
+        if kept.size == 0:
+            continue
+        if lower is None:
+            lower, upper = low_edges[kept[0]], high_edges[kept[-1]]
+            continue
+        if high_edges[kept[0]] <= lower:
+            lower = low_edges[kept[0]]
+        if low_edges[kept[-1]] >= upper:
+            upper = high_edges[kept[-1]]
+    if lower is None:  # nothing cleared: fall back on the noisy mode of the coarsest level
+        _, first = np.unique((np.arange(n_bins) - anchor) // levels[-1], return_index=True)
+        mode = int(np.argmax(np.add.reduceat(noisy, first)))
+        lower, upper = edges[first[mode]], edges[first[mode + 1] if mode + 1 < len(first) else n_bins]
+    return float(lower), float(upper)
+
+
+def _group_threshold(size: int, n_tests: int, epsilon: float) -> float:
+    """Threshold a sum of ``size`` Laplace(1/epsilon) noises exceeds with probability <= RANGE_FAILURE/n_tests.
+
+    One noise: the exact tail exp(-epsilon*t)/2. Several: the Chernoff bound (1 - x^2)^-size * exp(-x*epsilon*t)
+    minimised over x = lambda/epsilon in (0, 1). Depends on parameters only, never on the data.
+    """
+    log_inverse = math.log(n_tests / RANGE_FAILURE)
+    if size == 1:
+        return (log_inverse - math.log(2.0)) / epsilon
+    x = np.linspace(0.01, 0.99, 99)
+    return float(np.min((log_inverse - size * np.log1p(-x * x)) / x)) / epsilon
+
+
+def _dp_knots(values: np.ndarray, lower: float, upper: float, grid: np.ndarray, epsilon: float, n_knots: int,
+              integral: bool, rng: np.random.Generator) -> tuple[float, ...] | None:
+    """Knots [lower, DP inner quantiles..., upper] from ONE dp_quantiles call over a grid inside the bounds."""
+    levels = np.linspace(0.0, 1.0, n_knots)[1:-1]
+    candidates = np.concatenate([grid[(grid >= lower) & (grid <= upper)], np.linspace(lower, upper, KNOT_GRID)])
+    candidates = np.unique(np.round(candidates) if integral else candidates)
+    inner = dp_quantiles(np.clip(values, lower, upper), levels, epsilon, candidates, rng)
+    return quantile_knots(np.concatenate([[lower], inner, [upper]]), integral=integral)
+
+
+def _numeric_edges(integer: bool) -> np.ndarray:
+    """Fixed bin edges 0 and +-2^(k/4) for magnitudes 2^-10..2^40 (rounded and deduplicated for integers)."""
+    magnitudes = 2.0 ** (np.arange(-40, 161) / 4.0)
+    edges = np.concatenate([-magnitudes[::-1], [0.0], magnitudes])
+    return np.unique(np.round(edges) + 0.0) if integer else edges
+
+
+def _discover_number(series: pd.Series, integer: bool, epsilon: float, n_knots: int,
+                     rng: np.random.Generator) -> Column:
+    """Integer or continuous spec: bounds from the DP range histogram, knots from DP inner quantiles."""
+    name = str(series.name)
+    values = series.dropna().to_numpy(dtype=np.float64)
+    edges = _numeric_edges(integer)
+    range_epsilon = epsilon * RANGE_SHARE if n_knots > 2 else epsilon
+    lower, upper = _dp_range(values, edges, range_epsilon, rng, anchor=int(np.searchsorted(edges, 0.0)))
+    common = {"name": name, "nullable": _nullable(series.dtype), "dtype": str(series.dtype)}
+    if integer:
+        lower_int, upper_int = int(lower), max(int(upper) - 1, int(lower) + 1)  # bins are [a, b): b - 1 is in
+        column = IntegerColumn(**common, lower=lower_int, upper=upper_int)
+        if column.uses_binary_code or n_knots <= 2:
+            return column
+        knots = _dp_knots(values, lower_int, upper_int, default_numeric_candidates(integer=True),
+                          epsilon - range_epsilon, n_knots, True, rng)
+        return IntegerColumn(**common, lower=lower_int, upper=upper_int, knots=knots)
+    if n_knots <= 2:
+        return ContinuousColumn(**common, lower=lower, upper=upper)
+    knots = _dp_knots(values, lower, upper, default_numeric_candidates(integer=False), epsilon - range_epsilon,
+                      n_knots, False, rng)
+    return ContinuousColumn(**common, lower=lower, upper=upper, knots=knots)
+
+
+def _datetime_unit(dtype: Any) -> str:
+    """The dtype's storage unit, used as resolution so that every stored timestamp encodes exactly."""
+    unit = getattr(dtype, "unit", None) or np.datetime_data(dtype)[0]
+    return unit if unit in ("s", "ms", "us", "ns") else "s"
+
+
+def _discover_datetime(series: pd.Series, epsilon: float, n_knots: int, rng: np.random.Generator) -> Column:
+    """Datetime spec: bounds from a DP histogram over month bins 1900-2100, knots from DP quantiles on day ticks."""
+    unit = _datetime_unit(series.dtype)
+    stamps = series.dropna()
+    if getattr(stamps.dt, "tz", None) is not None:
+        stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
+    values = stamps.to_numpy().astype(f"datetime64[{unit}]").astype(np.int64).astype(np.float64)
+    months = pd.date_range("1900-01-01", "2100-01-01", freq="MS").to_numpy()
+    edges = months.astype(f"datetime64[{unit}]").astype(np.int64).astype(np.float64)
+    range_epsilon = epsilon * RANGE_SHARE if n_knots > 2 else epsilon
+    lower, upper = _dp_range(values, edges, range_epsilon, rng)
+    column = DatetimeColumn(str(series.name), nullable=True, dtype=str(series.dtype), lower=_iso(lower, unit),
+                            upper=_iso(upper, unit), resolution=unit)
+    if n_knots <= 2:
+        return column
+    day = float(np.timedelta64(1, "D").astype(f"timedelta64[{unit}]").astype(np.int64))
+    days = np.arange(lower, upper + day, day)
+    knots = _dp_knots(values, lower, upper, days, epsilon - range_epsilon, n_knots, True, rng)
+    return DatetimeColumn(column.name, nullable=True, dtype=column.dtype, lower=column.lower, upper=column.upper,
+                          resolution=unit, knots=knots)
+
+
+def _iso(ticks: float, unit: str) -> str:
+    """A whole number of ``unit`` ticks since the epoch as an ISO timestamp string."""
+    return pd.Timestamp(np.datetime64(int(ticks), unit)).isoformat()
+
+
+def _dp_coordinate_range(series: pd.Series, axis: str, epsilon: float,
+                         rng: np.random.Generator) -> tuple[float, float]:
+    """DP (min, max) of a latitude or longitude from a Laplace histogram of fixed 0.1-degree bins."""
+    low_end, high_end = (-90.0, 90.0) if axis == "lat" else (-180.0, 360.0)
+    n_bins = int(round((high_end - low_end) / GEO_STEP))
+    edges = np.round(np.linspace(low_end, high_end, n_bins + 1), 6)
+    values = series.dropna().to_numpy(dtype=np.float64)
+    return _dp_range(np.clip(values, low_end, high_end), edges, epsilon, rng)
+
+
+def _discover_categorical(series: pd.Series, epsilon: float, delta: float, rng: np.random.Generator,
+                          catch_all: Any) -> Column:
+    """Categorical spec: the values released by the thresholded DP histogram, in a data-independent order."""
+    name = str(series.name)
+    present = series.dropna()
+    values = present.astype(object).to_numpy() if isinstance(series.dtype, pd.CategoricalDtype) \
+        else present.to_numpy(dtype=object)
+    try:
+        released = dp_histogram_threshold(values, epsilon, delta, rng)
+    except TypeError as exc:
+        raise SchemaError(f"column {name!r}: values must be hashable to be discovered as categories") from exc
+    # A released value equal to the catch-all is kept as the catch-all itself: it still decodes to itself.
+    categories = [v for v in released if not _same(v, catch_all)]
+    return CategoricalColumn(name, nullable=_nullable(series.dtype), dtype=str(series.dtype),
+                             categories=tuple(_sorted(categories)), catch_all=catch_all)
+
+
+def _same(value: Any, other: Any) -> bool:
+    try:
+        return bool(value == other)
+    except (TypeError, ValueError):
+        return False
+
+
+def _sorted(values: list[Any]) -> list[Any]:
+    """Sort by (type name, value) so the order reveals nothing about the counts; repr if not comparable."""
+    try:
+        return sorted(values, key=lambda v: (type(v).__name__, v))
+    except TypeError:
+        return sorted(values, key=lambda v: (type(v).__name__, repr(v)))
+
+
+def _is_null(value: Any) -> bool:
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False

@@ -1,0 +1,336 @@
+"""``Synthesizer``: the facade that wires schema, encoder, DP machinery, GAN and persistence together.
+
+Unit of privacy: one row of the private table (add/remove adjacency). If one person spans several
+rows, the guarantee per person is weaker (group privacy: k rows cost about k times epsilon);
+aggregate to one row per person first.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from tabsynth.encoding import Encoder
+from tabsynth.models import Discriminator, Generator, init_linear
+from tabsynth.privacy.accounting import ACCOUNTANTS, calibrate_noise_multiplier, compute_epsilon
+from tabsynth.privacy.discovery import discover_schema
+from tabsynth.privacy.dp_sgd import ClippingGroups
+from tabsynth.privacy.ledger import BudgetExceededError, PrivacyLedger
+from tabsynth.privacy.mechanisms import laplace_count
+from tabsynth.schema import Schema, SchemaError, check_frame
+from tabsynth.training import DPGANTrainer, TrainingPlan
+
+MODEL_FORMAT = "tabsynth.model"
+MODEL_VERSION = 1
+UNIT_OF_PRIVACY = ("one row of the private table (add/remove adjacency); a person spanning k rows "
+                   "is protected at roughly k times epsilon")
+
+
+class ModelFileError(ValueError):
+    """A model file is missing, corrupt, or from an unsupported format version."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Training settings; see ``Synthesizer`` for their meaning."""
+
+    generator_hidden: tuple[int, ...] = (256, 256)
+    discriminator_hidden: tuple[int, ...] = (128, 128)
+    noise_dim: int = 64
+    batch_size: int = 1024
+    epochs: float = 10.0
+    steps: int | None = None
+    generator_steps: int = 2
+    generator_lr: float = 2e-3
+    discriminator_lr: float = 2e-3
+    objective: Literal["wgan-gp", "gan"] = "gan"
+    gp_weight: float = 10.0
+    clip_bound: float = 1.0
+    split_biases: bool = False
+    temperature: float = 0.2
+    accountant: str = "rdp"
+    count_fraction: float = 0.01
+    discovery_fraction: float = 0.1
+    on_invalid: Literal["raise", "clip"] = "clip"
+    device: str = "auto"
+    seed: int | None = None
+    verbose: bool = False
+
+    def validate(self) -> None:
+        positive_ints = {"noise_dim": self.noise_dim, "batch_size": self.batch_size}
+        for name, value in positive_ints.items():
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("generator_hidden", "discriminator_hidden"):
+            value = getattr(self, name)
+            if not value or any(not isinstance(v, int) or v < 1 for v in value):
+                raise ValueError(f"{name} must be a non-empty sequence of positive integers, got {value!r}")
+        if self.steps is not None and (not isinstance(self.steps, int) or self.steps < 1):
+            raise ValueError(f"steps must be a positive integer or None, got {self.steps!r}")
+        if not (math.isfinite(self.epochs) and self.epochs > 0):
+            raise ValueError(f"epochs must be positive, got {self.epochs!r}")
+        if not isinstance(self.generator_steps, int) or self.generator_steps < 0:
+            raise ValueError(f"generator_steps must be a non-negative integer, got {self.generator_steps!r}")
+        for name in ("generator_lr", "discriminator_lr", "clip_bound", "temperature"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        if self.objective not in ("wgan-gp", "gan"):
+            raise ValueError(f"objective must be 'wgan-gp' or 'gan', got {self.objective!r}")
+        if self.accountant not in ACCOUNTANTS:
+            raise ValueError(f"accountant must be one of {ACCOUNTANTS}, got {self.accountant!r}")
+        for name in ("count_fraction", "discovery_fraction"):
+            value = getattr(self, name)
+            if not 0 < value < 0.5:
+                raise ValueError(f"{name} must lie in (0, 0.5), got {value!r}")
+        if self.on_invalid not in ("raise", "clip"):
+            raise ValueError(f"on_invalid must be 'raise' or 'clip', got {self.on_invalid!r}")
+        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+
+
+class Synthesizer:
+    """Differentially private synthetic data from a GAN whose discriminator is trained by DP-SGD.
+
+    Settings (keyword-only): network widths ``generator_hidden`` / ``discriminator_hidden``,
+    ``noise_dim``; ``batch_size`` (expected Poisson batch), ``epochs`` or ``steps`` (discriminator
+    steps, each one accounted); ``generator_steps`` per discriminator step (free: no private data);
+    learning rates; ``objective`` "gan" or "wgan-gp" (``gp_weight``); ``clip_bound`` and
+    ``split_biases`` (weights and biases clipped as separate groups); ``accountant`` "rdp" or
+    "prv"; the budget fractions for the private row count and for domain discovery;
+    ``on_invalid`` for values outside a declared domain; ``device``; ``seed``; ``verbose``.
+    """
+
+    def __init__(self, **settings: Any) -> None:
+        unknown = sorted(set(settings) - {f for f in Settings.__dataclass_fields__})
+        if unknown:
+            raise TypeError(f"unknown Synthesizer settings: {unknown}")
+        for key in ("generator_hidden", "discriminator_hidden"):
+            if key in settings and not isinstance(settings[key], tuple):
+                settings[key] = tuple(settings[key])
+        self.settings = Settings(**settings)
+        self.settings.validate()
+
+    # --- fitting --------------------------------------------------------------------------
+
+    def fit(self, df: pd.DataFrame, epsilon: float = 1.0, delta: float | None = None,
+            schema: Schema | None = None, public: pd.DataFrame | None = None) -> "Synthesizer":
+        """Train under (epsilon, delta)-DP on ``df``; the domain comes from ``schema``, ``public`` or DP discovery."""
+        s = self.settings
+        check_frame(df, "df")
+        if not (isinstance(epsilon, (int, float)) and math.isfinite(epsilon) and epsilon > 0):
+            raise ValueError(f"epsilon must be a positive finite number, got {epsilon!r}")
+        if delta is not None and not (isinstance(delta, (int, float)) and 0 < delta < 1):
+            raise ValueError(f"delta must lie in (0, 1), got {delta!r}")
+        if delta is not None and delta >= 1.0 / len(df):
+            raise ValueError(f"delta={delta} is not below 1/n for this table; such a delta permits "
+                             f"releasing whole records. Use delta <= 1e-5 and well below 1/n")
+        rng = np.random.default_rng(s.seed)
+        torch_generator_seed = int(rng.integers(2**63 - 1))
+        device = _resolve_device(s.device)
+
+        # Row count: a DP estimate, so that q, T and the default delta depend on the data only through it.
+        count_epsilon = s.count_fraction * epsilon
+        dp_rows = max(1.0, laplace_count(len(df), count_epsilon, rng))
+        if delta is None:
+            delta = _default_delta(dp_rows)
+        ledger = PrivacyLedger(epsilon, delta)
+        ledger.spend("row count", "laplace", count_epsilon, 0.0,
+                     note="sets the sampling rate, the step count and the default delta")
+
+        schema = self._resolve_schema(df, schema, public, ledger, epsilon, delta, rng)
+        encoder = Encoder(schema, on_invalid=s.on_invalid)
+        data = encoder.encode(df).to(device)
+
+        expected_batch = min(float(s.batch_size), dp_rows)
+        sample_rate = min(1.0, expected_batch / dp_rows)
+        steps = s.steps or max(1, math.ceil(s.epochs * dp_rows / expected_batch))
+        train_epsilon, train_delta = ledger.remaining_epsilon, ledger.remaining_delta
+        if train_epsilon <= 0 or train_delta <= 0:
+            raise BudgetExceededError("no budget is left for training after domain discovery")
+        sigma = calibrate_noise_multiplier(train_epsilon, train_delta, sample_rate, steps, s.accountant)
+        plan = TrainingPlan(steps, sample_rate, expected_batch, sigma, train_delta, s.accountant)
+
+        gen = torch.Generator(device="cpu").manual_seed(torch_generator_seed)
+        generator = Generator(s.noise_dim, encoder.layout, encoder.dim, s.generator_hidden, s.temperature)
+        discriminator = Discriminator(encoder.dim, s.discriminator_hidden)
+        init_linear(generator, gen)
+        init_linear(discriminator, gen)
+        generator.to(device)
+        discriminator.to(device)
+        groups = ClippingGroups.build(discriminator, sigma, s.clip_bound, split_biases=s.split_biases)
+        device_gen = gen if device.type == "cpu" else torch.Generator(device=device).manual_seed(torch_generator_seed)
+        trainer = DPGANTrainer(generator, discriminator, groups, plan, objective=s.objective,
+                               gp_weight=s.gp_weight, generator_steps=s.generator_steps,
+                               generator_lr=s.generator_lr, discriminator_lr=s.discriminator_lr,
+                               torch_generator=device_gen, rng=rng)
+        with tqdm(total=steps, desc="DP-GAN training", unit="step", disable=not s.verbose) as bar:
+            def progress(step: int, loss: float) -> None:
+                bar.update(1)
+                if step % 25 == 0 or step == steps:
+                    bar.set_postfix(epsilon=f"{trainer.epsilon_spent():.3f}", g_loss=f"{loss:.3f}")
+            trainer.run(data, progress)
+
+        spent = compute_epsilon(sigma, sample_rate, trainer.steps_done, train_delta, s.accountant)
+        ledger.spend("training", "Poisson-subsampled Gaussian (DP-SGD on the discriminator)", spent,
+                     train_delta, steps=trainer.steps_done, noise_multiplier=sigma, sample_rate=sample_rate,
+                     accountant=s.accountant)
+        self.schema_ = schema
+        self.encoder_ = encoder
+        self.generator_ = generator.to("cpu").eval()
+        self.report_ = {
+            "epsilon": ledger.spent_epsilon, "delta": ledger.spent_delta,
+            "epsilon_budget": epsilon, "delta_budget": delta,
+            "accountant": {"rdp": "Renyi DP (Opacus), converted to (epsilon, delta)",
+                           "prv": "privacy random variables (Opacus PRV)"}[s.accountant],
+            "noise_multiplier": sigma, "sample_rate": sample_rate, "sampling": "poisson",
+            "expected_batch_size": expected_batch, "steps": trainer.steps_done,
+            "clipping": {"groups": [list(g) for g in groups.names], "bounds": list(groups.clip_bounds),
+                         "noise_stds": list(groups.noise_stds),
+                         "effective_noise_multiplier": groups.noise_multiplier},
+            "unit_of_privacy": UNIT_OF_PRIVACY,
+            "ledger": ledger.to_dict(),
+        }
+        self._sample_generator_seed = int(rng.integers(2**63 - 1))
+        return self
+
+    def _resolve_schema(self, df: pd.DataFrame, schema: Schema | None, public: pd.DataFrame | None,
+                        ledger: PrivacyLedger, epsilon: float, delta: float,
+                        rng: np.random.Generator) -> Schema:
+        """The declared schema, one inferred from public data, or one discovered under DP (charged)."""
+        if schema is not None and not isinstance(schema, Schema):
+            raise TypeError(f"schema must be a tabsynth.Schema, got {type(schema).__name__}")
+        if schema is None and public is not None:
+            check_frame(public, "public")
+            missing = [c for c in df.columns if c not in public.columns]
+            if missing:
+                raise SchemaError(f"the public table lacks columns {missing} of the private table")
+            extra = [c for c in public.columns if c not in df.columns]
+            if extra:
+                raise SchemaError(f"the public table has columns {extra} that the private table lacks")
+            schema = Schema.infer(public[list(df.columns)])
+        if schema is None:
+            schema = discover_schema(df, ledger, self.settings.discovery_fraction * epsilon,
+                                     self.settings.discovery_fraction * delta, rng)
+        return schema.with_dtypes(df)
+
+    # --- sampling -------------------------------------------------------------------------
+
+    def sample(self, n: int, seed: int | None = None) -> pd.DataFrame:
+        """``n`` synthetic rows with the training table's columns, order and dtypes."""
+        self._check_fitted()
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"n must be a positive integer, got {n!r}")
+        if seed is None:
+            seed = self._sample_generator_seed
+            self._sample_generator_seed = int(np.random.default_rng(seed).integers(2**63 - 1))
+        gen = torch.Generator(device="cpu").manual_seed(int(seed))
+        chunks = []
+        with torch.inference_mode():
+            for start in range(0, int(n), 262_144):
+                size = min(262_144, int(n) - start)
+                noise = torch.randn((size, self.generator_.noise_dim), generator=gen)
+                chunks.append(self.generator_(noise, gen, hard=True).numpy())
+        return self.encoder_.decode(np.concatenate(chunks))
+
+    def privacy_report(self) -> dict[str, Any]:
+        """JSON-serialisable account of the guarantee: epsilon, delta, accountant, mechanism details, ledger."""
+        self._check_fitted()
+        return json.loads(json.dumps(self.report_))
+
+    # --- persistence ----------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Weights (safetensors) and JSON metadata in one file; written atomically."""
+        self._check_fitted()
+        path = Path(path)
+        settings = asdict(self.settings)
+        metadata = {"format": MODEL_FORMAT, "version": MODEL_VERSION, "settings": settings,
+                    "schema": self.schema_.to_dict(), "report": self.report_,
+                    "sample_seed": self._sample_generator_seed}
+        tensors = {k: v.detach().contiguous() for k, v in self.generator_.state_dict().items()}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            save_file(tensors, tmp, metadata={"tabsynth": json.dumps(metadata)})
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> "Synthesizer":
+        """Rebuild a fitted synthesizer; reads only tensors and JSON, never executes code."""
+        path = Path(path)
+        if not path.is_file():
+            raise ModelFileError(f"no model file at {path}")
+        try:
+            from safetensors import safe_open
+            with safe_open(str(path), framework="pt") as handle:
+                raw = (handle.metadata() or {}).get("tabsynth")
+            tensors = load_file(str(path))
+        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+            raise ModelFileError(f"{path} is not a readable tabsynth model file: {exc}") from exc
+        if raw is None:
+            raise ModelFileError(f"{path} is a safetensors file but not a tabsynth model (no metadata)")
+        try:
+            metadata = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ModelFileError(f"{path}: model metadata is not valid JSON: {exc}") from exc
+        if metadata.get("format") != MODEL_FORMAT:
+            raise ModelFileError(f"{path} is not a tabsynth model file")
+        if metadata.get("version") != MODEL_VERSION:
+            raise ModelFileError(f"{path}: model format version {metadata.get('version')!r} is not supported "
+                                 f"(this tabsynth reads version {MODEL_VERSION})")
+        settings = dict(metadata["settings"])
+        self = cls(**settings)
+        try:
+            self.schema_ = Schema.from_dict(metadata["schema"])
+            self.encoder_ = Encoder(self.schema_, on_invalid=self.settings.on_invalid)
+            s = self.settings
+            self.generator_ = Generator(s.noise_dim, self.encoder_.layout, self.encoder_.dim,
+                                        s.generator_hidden, s.temperature)
+            self.generator_.load_state_dict(tensors)
+        except (SchemaError, KeyError, RuntimeError) as exc:
+            raise ModelFileError(f"{path}: model file is inconsistent: {exc}") from exc
+        self.generator_.eval()
+        self.report_ = metadata["report"]
+        self._sample_generator_seed = int(metadata["sample_seed"])
+        return self
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "generator_"):
+            raise RuntimeError("this Synthesizer is not fitted yet: call fit(df, epsilon=...) or Synthesizer.load(path)")
+
+
+def _default_delta(dp_rows: float) -> float:
+    """1e-5, or the next power of ten below 1/(10 n~) for large tables (n~ is the DP row count)."""
+    delta = 1e-5
+    while delta >= 1.0 / (10.0 * dp_rows):
+        delta /= 10.0
+    return delta
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} was requested but CUDA is not available")
+    return torch.device(device)
+
+
+__all__ = ["ModelFileError", "Settings", "Synthesizer"]
+_ = field

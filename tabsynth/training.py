@@ -1,0 +1,117 @@
+"""The DP-GAN training loop: DP-SGD discriminator steps on Poisson batches, free generator steps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+import numpy as np
+import torch
+from torch.func import grad
+
+from tabsynth.models import Discriminator, Generator
+from tabsynth.privacy.accounting import compute_epsilon
+from tabsynth.privacy.dp_sgd import ClippingGroups, per_example_gradients, poisson_sample, privatize
+
+Objective = Literal["wgan-gp", "gan"]
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """Everything the accountant needs, fixed before the first step: q, T, sigma, delta."""
+
+    steps: int
+    sample_rate: float
+    expected_batch_size: float
+    noise_multiplier: float
+    delta: float
+    accountant: str
+
+
+def wgan_gp_loss(gp_weight: float) -> Callable[..., torch.Tensor]:
+    """Per-example WGAN-GP critic loss: D(fake) - D(real) + gp_weight * (|grad D(interpolate)| - 1)^2."""
+
+    def loss(model_fn: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor,
+             alpha: torch.Tensor) -> torch.Tensor:
+        interpolate = alpha * real + (1 - alpha) * fake
+        slope = grad(model_fn)(interpolate)
+        norm = torch.sqrt((slope**2).sum() + 1e-12)
+        return model_fn(fake) - model_fn(real) + gp_weight * (norm - 1.0) ** 2
+
+    return loss
+
+
+def gan_loss(model_fn: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor,
+             alpha: torch.Tensor) -> torch.Tensor:
+    """Per-example standard GAN discriminator loss (logistic)."""
+    return torch.nn.functional.softplus(-model_fn(real)) + torch.nn.functional.softplus(model_fn(fake))
+
+
+class DPGANTrainer:
+    """Runs the plan: every discriminator step is one accounted subsampled Gaussian mechanism."""
+
+    def __init__(self, generator: Generator, discriminator: Discriminator, groups: ClippingGroups,
+                 plan: TrainingPlan, *, objective: Objective, gp_weight: float, generator_steps: int,
+                 generator_lr: float, discriminator_lr: float, torch_generator: torch.Generator,
+                 rng: np.random.Generator) -> None:
+        self.generator, self.discriminator = generator, discriminator
+        self.groups, self.plan = groups, plan
+        self.objective = objective
+        self.loss = wgan_gp_loss(gp_weight) if objective == "wgan-gp" else gan_loss
+        self.generator_steps = generator_steps
+        self.torch_generator, self.rng = torch_generator, rng
+        betas = (0.5, 0.9)
+        self.g_optimizer = torch.optim.Adam(generator.parameters(), lr=generator_lr, betas=betas)
+        self.d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=discriminator_lr, betas=betas)
+        self.steps_done = 0
+
+    def noise(self, n: int, device: torch.device) -> torch.Tensor:
+        return torch.randn((n, self.generator.noise_dim), generator=self.torch_generator, device=device)
+
+    def discriminator_step(self, data: torch.Tensor) -> None:
+        """One DP-SGD step on a Poisson batch of the private rows."""
+        index = torch.from_numpy(poisson_sample(len(data), self.plan.sample_rate, self.rng)).to(data.device)
+        real = data[index]
+        with torch.no_grad():
+            fake = self.generator(self.noise(len(real), data.device), self.torch_generator)
+        alpha = torch.rand((len(real), 1), generator=self.torch_generator, device=data.device).squeeze(1)
+        if len(real):
+            per_example = per_example_gradients(self.discriminator, self.loss, real, fake, alpha[:, None])
+        else:
+            per_example = {n: torch.zeros((0, *p.shape), device=p.device)
+                           for n, p in self.discriminator.named_parameters()}
+        gradients = privatize(per_example, self.groups, self.plan.expected_batch_size, self.torch_generator)
+        for name, parameter in self.discriminator.named_parameters():
+            parameter.grad = gradients[name]
+        self.d_optimizer.step()
+        self.steps_done += 1
+
+    def generator_step(self, batch_size: int, device: torch.device) -> float:
+        """Post-processing: the generator learns from the (already private) discriminator only."""
+        self.g_optimizer.zero_grad(set_to_none=True)
+        scores = self.discriminator(self.generator(self.noise(batch_size, device), self.torch_generator))
+        loss = -scores.mean() if self.objective == "wgan-gp" else torch.nn.functional.softplus(-scores).mean()
+        loss.backward()
+        self.g_optimizer.step()
+        for parameter in self.discriminator.parameters():
+            parameter.grad = None
+        return float(loss.detach())
+
+    def epsilon_spent(self) -> float:
+        return compute_epsilon(self.plan.noise_multiplier, self.plan.sample_rate, self.steps_done,
+                               self.plan.delta, self.plan.accountant)
+
+    def run(self, data: torch.Tensor, progress: Callable[[int, float], None] | None = None) -> None:
+        """All planned steps; the plan was calibrated for exactly this many, so the budget holds."""
+        batch = max(1, int(round(self.plan.expected_batch_size)))
+        self.generator.train()
+        for step in range(self.plan.steps):
+            self.discriminator_step(data)
+            for _ in range(self.generator_steps):
+                loss = self.generator_step(batch, data.device)
+            if progress is not None:
+                progress(step + 1, loss)
+        self.generator.eval()
+
+
+__all__ = ["DPGANTrainer", "TrainingPlan", "gan_loss", "wgan_gp_loss"]

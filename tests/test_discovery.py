@@ -1,0 +1,172 @@
+"""discover_schema: DP domain discovery keeps the bulk, drops rare values and outliers, leaks nothing to the ledger."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tabsynth import (
+    BooleanColumn,
+    CategoricalColumn,
+    ContinuousColumn,
+    DatetimeColumn,
+    Encoder,
+    GeoPointColumn,
+    IntegerColumn,
+    Schema,
+)
+from tabsynth.privacy import PrivacyLedger, discover_schema
+
+EPS_PER_COLUMN = 0.1
+DELTA = 1e-6
+RARE = "Zanzibar-unique-city"
+EXTREME = 1e12
+
+
+def people(n: int = 5000, seed: int = 0) -> pd.DataFrame:
+    """A private table: incomes around 50,000 with one absurd outlier, cities with one unique value."""
+    rng = np.random.default_rng(seed)
+    income = rng.normal(50_000, 10_000, size=n).clip(1_000)
+    income[0] = EXTREME
+    city = rng.choice(np.array(["Lyon", "Paris"]), size=n, p=[0.4, 0.6]).astype(object)
+    city[1] = RARE
+    return pd.DataFrame({"income": income, "city": pd.Series(city, dtype="str")})
+
+
+def discover(frame: pd.DataFrame, seed: int = 0, **kwargs) -> tuple[Schema, PrivacyLedger]:
+    """Discover every column at EPS_PER_COLUMN each (booleans are free), on a fresh roomy ledger."""
+    paid = sum(not pd.api.types.is_bool_dtype(frame[c].dtype) for c in kwargs.get("columns", frame.columns))
+    ledger = PrivacyLedger(100.0, 1e-3)
+    schema = discover_schema(frame, ledger, EPS_PER_COLUMN * paid, DELTA, np.random.default_rng(seed), **kwargs)
+    return schema, ledger
+
+
+def test_category_held_by_one_record_is_dropped_common_one_kept() -> None:
+    schema, _ = discover(people())
+    city = schema["city"]
+    assert isinstance(city, CategoricalColumn)
+    assert RARE not in city.categories
+    assert {"Lyon", "Paris"} <= set(city.categories)
+    assert city.catch_all == "<other>"
+
+
+def test_extreme_value_does_not_set_the_upper_bound() -> None:
+    frame = people()
+    schema, _ = discover(frame)
+    income = schema["income"]
+    true_p995 = float(np.quantile(frame["income"].iloc[1:], 0.995))
+    assert isinstance(income, ContinuousColumn)
+    assert 50_000 < income.upper <= 2 * true_p995
+    assert income.lower < 50_000
+
+
+def test_ledger_holds_one_entry_for_the_given_epsilon_without_table_values() -> None:
+    frame = people()
+    ledger = PrivacyLedger(1.0, 1e-5)
+    discover_schema(frame, ledger, 0.2, DELTA, np.random.default_rng(1))
+    (entry,) = ledger.entries
+    assert entry.purpose == "domain discovery"
+    assert entry.epsilon == 0.2 and entry.delta == DELTA
+    assert set(entry.details["columns"]) == {"income", "city"}
+    text = json.dumps(ledger.to_dict())
+    assert RARE not in text and "Paris" not in text
+    assert "1000000000000" not in text and "1e+12" not in text
+
+
+def test_nullability_comes_from_the_dtype_only() -> None:
+    frame = pd.DataFrame({
+        "count": np.arange(300, dtype=np.int64) % 40,  # no nulls and a dtype that cannot hold them
+        "weight": np.linspace(1.0, 2.0, 300),  # no nulls, but float64 can hold NaN
+        "flag": np.arange(300) % 2 == 0,
+        "maybe": pd.array([True, False, None] * 100, dtype="boolean"),
+    })
+    schema, _ = discover(frame)
+    assert isinstance(schema["count"], IntegerColumn) and not schema["count"].nullable
+    assert isinstance(schema["weight"], ContinuousColumn) and schema["weight"].nullable
+    assert isinstance(schema["flag"], BooleanColumn) and not schema["flag"].nullable
+    assert isinstance(schema["maybe"], BooleanColumn) and schema["maybe"].nullable
+
+
+def test_schema_encodes_the_private_frame_and_decodes_to_its_dtypes() -> None:
+    rng = np.random.default_rng(3)
+    n = 3000
+    frame = people(n)
+    frame["age"] = rng.integers(18, 80, size=n)
+    frame["children"] = pd.array(np.where(rng.random(n) < 0.1, None, rng.integers(0, 4, size=n)), dtype="Int64")
+    frame["score"] = np.where(rng.random(n) < 0.2, np.nan, rng.normal(size=n))
+    frame["member"] = rng.random(n) < 0.5
+    frame["joined"] = pd.to_datetime("2015-01-01") + pd.to_timedelta(rng.integers(0, 3000, n), unit="D")
+    frame.loc[5, "city"] = None
+    schema, _ = discover(frame)
+    assert schema.column_order == tuple(frame.columns)
+    assert isinstance(schema["joined"], DatetimeColumn)
+    encoder = Encoder(schema, on_invalid="clip")
+    decoded = encoder.decode(encoder.encode(frame))
+    assert list(decoded.columns) == list(frame.columns)
+    assert dict(decoded.dtypes) == dict(frame.dtypes)
+
+
+def test_adult_keeps_the_main_levels_and_plausible_age_bounds(adult_train: pd.DataFrame) -> None:
+    schema, ledger = discover(adult_train)
+    assert ledger.entries[0].epsilon == pytest.approx(EPS_PER_COLUMN * adult_train.shape[1])
+    assert set(schema["income"].categories) == {"<=50K", ">50K"}
+    assert set(schema["sex"].categories) == {"Female", "Male"}
+    assert set(schema["race"].categories) == set(adult_train["race"].dropna().unique())
+    assert len(schema["race"].categories) == 5
+    age = schema["age"]
+    assert 15 <= age.lower < age.upper <= 95
+
+
+def test_discovery_is_reproducible_for_a_fixed_seed() -> None:
+    frame = people()
+    (first, ledger_a), (second, ledger_b) = discover(frame, seed=11), discover(frame, seed=11)
+    assert first.to_dict() == second.to_dict()
+    assert ledger_a.to_dict() == ledger_b.to_dict()
+
+
+def test_geo_pair_found_by_name_gets_a_box_around_the_bulk() -> None:
+    rng = np.random.default_rng(5)
+    n = 4000
+    frame = pd.DataFrame({"pickup_lat": rng.normal(40.75, 0.05, n), "pickup_lon": rng.normal(-73.98, 0.05, n),
+                          "fare": rng.gamma(2.0, 8.0, n)})
+    schema, _ = discover(frame)
+    geo = schema["pickup"]
+    assert isinstance(geo, GeoPointColumn) and (geo.lat, geo.lon) == ("pickup_lat", "pickup_lon")
+    inside = geo.region.contains(frame["pickup_lat"].to_numpy(), frame["pickup_lon"].to_numpy())
+    assert inside.mean() >= 0.95
+    assert schema.column_order == ("pickup_lat", "pickup_lon", "fare")
+
+
+def test_columns_subset_discovers_only_those_in_frame_order() -> None:
+    frame = people().assign(age=np.arange(5000) % 60 + 20)
+    schema, ledger = discover(frame, columns=["age", "income"])
+    assert schema.column_order == ("income", "age")
+    assert set(ledger.entries[0].details["columns"]) == {"income", "age"}
+
+
+def test_no_surviving_category_leaves_only_the_catch_all() -> None:
+    frame = pd.DataFrame({"id": pd.Series([f"user-{i}" for i in range(500)], dtype="str")})
+    schema, _ = discover(frame)
+    assert schema["id"].categories == () and schema["id"].levels == ("<other>",)
+
+
+def test_only_free_columns_spend_nothing() -> None:
+    ledger = PrivacyLedger(1.0, 1e-5)
+    schema = discover_schema(pd.DataFrame({"flag": [True, False]}), ledger, 0.0, 0.0, np.random.default_rng(0))
+    assert isinstance(schema["flag"], BooleanColumn) and ledger.entries == ()
+
+
+def test_non_positive_epsilon_is_rejected_when_a_column_needs_budget() -> None:
+    ledger = PrivacyLedger(1.0, 1e-5)
+    with pytest.raises(ValueError, match="epsilon"):
+        discover_schema(people(100), ledger, 0.0, DELTA, np.random.default_rng(0))
+    assert ledger.entries == ()
+
+
+def test_unsupported_dtype_is_named() -> None:
+    frame = pd.DataFrame({"wait": pd.to_timedelta([1, 2, 3], unit="s")})
+    with pytest.raises(ValueError, match="'wait'"):
+        discover_schema(frame, PrivacyLedger(1.0, 1e-5), 0.1, DELTA, np.random.default_rng(0))

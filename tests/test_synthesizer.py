@@ -1,0 +1,171 @@
+"""Synthesizer: fit/sample end to end, the budget holds, nothing private leaks, save/load."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tabsynth import Schema, Synthesizer
+from tabsynth.datasets import load_demo
+from tabsynth.privacy.accounting import compute_epsilon
+from tabsynth.synthesizer import ModelFileError
+
+FAST = dict(steps=3, batch_size=64, generator_hidden=(16,), discriminator_hidden=(16,), noise_dim=8, seed=0)
+
+
+@pytest.fixture(scope="module")
+def cps() -> pd.DataFrame:
+    return load_demo("cps_2004").head(1500)
+
+
+@pytest.fixture(scope="module")
+def fitted(cps: pd.DataFrame) -> Synthesizer:
+    return Synthesizer(**FAST).fit(cps, epsilon=1.0, public=load_demo("cps_1992"))
+
+
+def test_samples_have_the_training_tables_columns_order_and_dtypes(fitted: Synthesizer, cps: pd.DataFrame) -> None:
+    sample = fitted.sample(300)
+    assert len(sample) == 300
+    assert list(sample.columns) == list(cps.columns)
+    assert list(sample.dtypes) == list(cps.dtypes)
+
+
+def test_privacy_report_names_epsilon_delta_accountant_and_mechanism(fitted: Synthesizer) -> None:
+    report = fitted.privacy_report()
+    json.dumps(report)
+    for key in ("epsilon", "delta", "accountant", "noise_multiplier", "sample_rate", "sampling", "steps",
+                "clipping", "ledger"):
+        assert key in report
+    assert report["sampling"] == "poisson" and report["steps"] == 3
+    assert 0 < report["epsilon"] <= 1.0 and 0 < report["delta"] <= 1e-5
+
+
+def test_ledger_splits_the_budget_by_purpose(fitted: Synthesizer) -> None:
+    purposes = [e["purpose"] for e in fitted.privacy_report()["ledger"]["entries"]]
+    assert purposes == ["row count", "training"]  # public data: no domain discovery
+
+
+def test_training_epsilon_recomputes_from_the_reported_mechanism(fitted: Synthesizer) -> None:
+    report = fitted.privacy_report()
+    training = report["ledger"]["entries"][-1]
+    recomputed = compute_epsilon(report["noise_multiplier"], report["sample_rate"], report["steps"],
+                                 training["delta"])
+    assert training["epsilon"] == pytest.approx(recomputed)
+
+
+@pytest.mark.parametrize("epsilon", [0.3, 1.0, 3.0])
+@pytest.mark.parametrize("settings", [dict(steps=2, batch_size=32), dict(steps=6, batch_size=256),
+                                      dict(epochs=0.5, batch_size=100, split_biases=True)])
+def test_total_epsilon_never_exceeds_the_budget(epsilon: float, settings: dict, cps: pd.DataFrame) -> None:
+    synth = Synthesizer(**{**FAST, **settings}).fit(cps, epsilon=epsilon, public=load_demo("cps_1992"))
+    report = synth.privacy_report()
+    assert 0 < report["epsilon"] <= epsilon
+    assert report["epsilon"] > 0.9 * epsilon  # the budget is used, not wasted
+    assert report["delta"] <= report["delta_budget"]
+
+
+def test_fit_without_schema_or_public_data_discovers_the_domain_under_dp(cps: pd.DataFrame) -> None:
+    synth = Synthesizer(**FAST).fit(cps, epsilon=1.0)
+    entries = synth.privacy_report()["ledger"]["entries"]
+    assert [e["purpose"] for e in entries] == ["row count", "domain discovery", "training"]
+    assert sum(e["epsilon"] for e in entries) <= 1.0
+    sample = synth.sample(200)
+    assert set(sample["gender"].dropna()) <= {"male", "female", "<other>"}  # str dtype: nullable
+
+
+def test_a_rare_category_and_an_extreme_value_never_reach_the_model_or_samples(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({
+        "city": rng.choice(["north", "south", "east"], size=3000).astype(object),
+        "income": rng.normal(50_000, 8_000, size=3000).round(),
+    })
+    frame.loc[17, "city"] = "Tinytown-unique"
+    frame.loc[42, "income"] = 987_654_321.0
+    frame["city"] = frame["city"].astype("str")
+    synth = Synthesizer(**FAST).fit(frame, epsilon=1.0)
+    path = tmp_path / "model.safetensors"
+    synth.save(path)
+    blob = path.read_bytes()
+    assert b"Tinytown-unique" not in blob and b"987654321" not in blob
+    sample = synth.sample(5000, seed=1)
+    assert "Tinytown-unique" not in set(sample["city"])
+    assert sample["income"].max() < 200_000
+    report_text = json.dumps(synth.privacy_report())
+    assert "Tinytown" not in report_text and "3000" not in report_text
+
+
+def test_the_exact_row_count_is_not_in_the_report(cps: pd.DataFrame, fitted: Synthesizer) -> None:
+    assert str(len(cps)) not in json.dumps(fitted.privacy_report())
+
+
+def test_save_and_load_reproduce_samples_for_a_fixed_seed(fitted: Synthesizer, tmp_path: Path) -> None:
+    path = tmp_path / "cps.tabsynth"
+    fitted.save(path)
+    loaded = Synthesizer.load(path)
+    pd.testing.assert_frame_equal(loaded.sample(500, seed=7), fitted.sample(500, seed=7))
+    assert loaded.privacy_report() == fitted.privacy_report()
+    assert [p.name for p in tmp_path.iterdir()] == ["cps.tabsynth"]  # no temporary file left behind
+
+
+def test_the_same_seed_gives_the_same_samples_and_different_seeds_differ(fitted: Synthesizer) -> None:
+    pd.testing.assert_frame_equal(fitted.sample(200, seed=3), fitted.sample(200, seed=3))
+    assert not fitted.sample(200, seed=3).equals(fitted.sample(200, seed=4))
+
+
+def test_a_corrupt_model_file_gives_a_clear_error(fitted: Synthesizer, tmp_path: Path) -> None:
+    path = tmp_path / "model.tabsynth"
+    fitted.save(path)
+    data = bytearray(path.read_bytes())
+    path.write_bytes(bytes(data[: len(data) // 2]))
+    with pytest.raises(ModelFileError, match="not a readable tabsynth model file"):
+        Synthesizer.load(path)
+
+
+def test_a_file_that_is_not_a_model_gives_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "junk.bin"
+    path.write_bytes(b"\x00" * 100)
+    with pytest.raises(ModelFileError, match="junk.bin"):
+        Synthesizer.load(path)
+    with pytest.raises(ModelFileError, match="no model file"):
+        Synthesizer.load(tmp_path / "absent")
+
+
+def test_settings_are_keyword_only_and_validated() -> None:
+    with pytest.raises(TypeError, match="unknown Synthesizer settings: \\['epoch'\\]"):
+        Synthesizer(epoch=3)
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        Synthesizer(batch_size=0)
+    with pytest.raises(ValueError, match="objective must be"):
+        Synthesizer(objective="vae")
+
+
+@pytest.mark.parametrize("epsilon", [0, -1, float("nan"), float("inf")])
+def test_fit_refuses_a_bad_epsilon(epsilon: float, cps: pd.DataFrame) -> None:
+    with pytest.raises(ValueError, match="epsilon must be a positive finite number"):
+        Synthesizer(**FAST).fit(cps, epsilon=epsilon)
+
+
+def test_fit_refuses_a_delta_that_is_not_below_one_over_n(cps: pd.DataFrame) -> None:
+    with pytest.raises(ValueError, match="delta=0.001 is not below 1/n"):
+        Synthesizer(**FAST).fit(cps, epsilon=1.0, delta=1e-3)
+
+
+def test_fit_refuses_a_public_table_with_different_columns(cps: pd.DataFrame) -> None:
+    with pytest.raises(ValueError, match=r"public table lacks columns \['earnings'\]"):
+        Synthesizer(**FAST).fit(cps, epsilon=1.0, public=load_demo("cps_1992").drop(columns="earnings"))
+
+
+def test_sample_before_fit_says_so() -> None:
+    with pytest.raises(RuntimeError, match="not fitted"):
+        Synthesizer().sample(3)
+
+
+def test_fit_with_a_declared_schema_keeps_its_domain(cps: pd.DataFrame) -> None:
+    schema = Schema.infer(load_demo("cps_1992"))
+    sample = Synthesizer(**FAST).fit(cps, epsilon=1.0, schema=schema).sample(500)
+    assert sample["age"].between(25, 34).all()
+    assert set(sample["degree"]) <= {"bachelor", "highschool"}
