@@ -69,6 +69,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", help="Synthesizer device (default auto)")
     p.add_argument("--large-n", type=int, default=None,
                    help="rows for the large sampling-speed run (default 200000; --quick: 20000)")
+    p.add_argument("--domains", nargs="+", choices=("declared", "discover"), default=["declared", "discover"],
+                   help="where the domain comes from: 'declared' = schema from Adult's public documentation "
+                        "(benchmarks/adult_schema.py), 'discover' = DP domain discovery (costs budget)")
+    p.add_argument("--domain", choices=("declared", "discover"), default="declared", help=argparse.SUPPRESS)
     p.add_argument("--no-baseline", action="store_true", help="skip the 'real train' baseline row")
     p.add_argument("--quick", action="store_true",
                    help="tiny smoke-test setting: 1 epoch on 5,000 training rows, epsilon 1, "
@@ -202,11 +206,16 @@ def run_single(args: argparse.Namespace) -> dict[str, Any]:
     else:
         factory = load_factory(args.synthesizer_factory)
         kwargs = synthesizer_kwargs(args)
-        row.update(setting="DP-GAN", epsilon=args.epsilon, delta=args.delta,
+        row.update(setting=f"DP-GAN, {args.domain} domain", epsilon=args.epsilon, delta=args.delta,
                    synthesizer=args.synthesizer_factory, synthesizer_kwargs=kwargs)
         synth = factory(**kwargs)
+        schema = None
+        if args.domain == "declared":
+            sys.path.insert(0, str(Path(__file__).resolve().parent))
+            from adult_schema import declared_schema
+            schema = declared_schema()
         t0 = time.perf_counter()
-        synth.fit(train, epsilon=args.epsilon, delta=args.delta)
+        synth.fit(train, epsilon=args.epsilon, delta=args.delta, schema=schema)
         row["fit_seconds"] = time.perf_counter() - t0
         row["peak_rss_mb_after_fit"] = peak_rss_mb()
         report = dict(synth.privacy_report())
@@ -267,9 +276,10 @@ def single_main(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------ parent
 
 
-def child_command(args: argparse.Namespace, epsilon: float | None, result_file: Path) -> list[str]:
+def child_command(args: argparse.Namespace, epsilon: float | None, result_file: Path,
+                  domain: str = "declared") -> list[str]:
     """Re-invoke this script in --single mode with the same settings for one row."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--single",
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--single", "--domain", domain,
            "--result-file", str(result_file), "--data-dir", str(args.data_dir),
            "--seed", str(args.seed), "--delta", repr(args.delta), "--device", args.device,
            "--synthesizer-factory", args.synthesizer_factory]
@@ -284,12 +294,13 @@ def child_command(args: argparse.Namespace, epsilon: float | None, result_file: 
     return cmd
 
 
-def run_child(args: argparse.Namespace, epsilon: float | None, tmp: Path) -> dict[str, Any]:
+def run_child(args: argparse.Namespace, epsilon: float | None, tmp: Path,
+              domain: str = "declared") -> dict[str, Any]:
     """Run one row in a fresh interpreter so its peak RSS is its own."""
-    label = "real train baseline" if epsilon is None else f"epsilon={epsilon:g}"
+    label = "real train baseline" if epsilon is None else f"epsilon={epsilon:g}, {domain} domain"
     print(f"== {label}", flush=True)
-    result_file = tmp / f"row-{'baseline' if epsilon is None else epsilon}.json"
-    proc = subprocess.run(child_command(args, epsilon, result_file), check=False)
+    result_file = tmp / f"row-{'baseline' if epsilon is None else f'{epsilon}-{domain}'}.json"
+    proc = subprocess.run(child_command(args, epsilon, result_file, domain), check=False)
     if result_file.exists():
         row = json.loads(result_file.read_text())
     else:  # killed (e.g. out of memory) before it could write anything
@@ -387,8 +398,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="tabsynth-bench-") as tmp:
         if not args.no_baseline:
             rows.append(run_child(args, None, Path(tmp)))
-        for eps in epsilons_of(args):
-            rows.append(run_child(args, eps, Path(tmp)))
+        for domain in args.domains:
+            for eps in epsilons_of(args):
+                rows.append(run_child(args, eps, Path(tmp), domain))
 
     ok = [r for r in rows if r.get("status") == "ok"]
     result = {
@@ -399,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         "devices": [r["device"] for r in ok if r.get("device")],
         "settings": {
             "epsilons": epsilons_of(args),
+            "domains": args.domains,
             "delta": args.delta,
             "seed": args.seed,
             "quick": args.quick,

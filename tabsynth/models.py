@@ -33,12 +33,18 @@ def _mlp(sizes: Sequence[int], activation: Callable[[], nn.Module], norm: bool) 
     return layers
 
 
+def _straight_through(hard: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
+    """``hard`` in the forward pass, the gradient of ``soft`` in the backward pass."""
+    return hard + soft - soft.detach()
+
+
 class OutputHeads(nn.Module):
     """Turns raw generator outputs into the encoded space, span by span.
 
-    Training: tanh values, relaxed Bernoulli bits and Gumbel-softmax categories at ``temperature``
-    (near-discrete, so the discriminator cannot tell fakes by softness). Sampling (``hard=True``):
-    bits and categories are drawn exactly (logistic / Gumbel noise, then threshold / argmax).
+    Bits and categories are drawn with logistic / Gumbel noise. In training the draw is exactly
+    discrete in the forward pass (so the discriminator cannot tell fakes by softness) and passes the
+    relaxed gradient at ``temperature`` backwards (straight-through Gumbel-softmax); ``hard=True``
+    (sampling) skips the relaxation.
     """
 
     def __init__(self, layout: Sequence[Span], temperature: float = 0.2) -> None:
@@ -58,15 +64,14 @@ class OutputHeads(nn.Module):
             logits = raw[:, self.bit_index]
             u = torch.rand(logits.shape, generator=generator, device=raw.device).clamp(1e-6, 1 - 1e-6)
             noisy = logits + torch.log(u) - torch.log1p(-u)
-            out[:, self.bit_index] = (noisy > 0).to(raw.dtype) if hard else torch.sigmoid(noisy / self.temperature)
+            drawn = (noisy > 0).to(raw.dtype)
+            out[:, self.bit_index] = drawn if hard else _straight_through(drawn, torch.sigmoid(noisy / self.temperature))
         for start, end in self.softmax_spans:
             logits = raw[:, start:end]
             u = torch.rand(logits.shape, generator=generator, device=raw.device).clamp(1e-10, 1.0)
             noisy = logits - torch.log(-torch.log(u))
-            if hard:
-                out[:, start:end] = nn.functional.one_hot(noisy.argmax(1), end - start).to(raw.dtype)
-            else:
-                out[:, start:end] = torch.softmax(noisy / self.temperature, dim=1)
+            drawn = nn.functional.one_hot(noisy.argmax(1), end - start).to(raw.dtype)
+            out[:, start:end] = drawn if hard else _straight_through(drawn, torch.softmax(noisy / self.temperature, 1))
         return out
 
 

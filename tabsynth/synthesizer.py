@@ -53,8 +53,8 @@ class Settings:
     epochs: float = 10.0
     steps: int | None = None
     generator_steps: int = 2
-    generator_lr: float = 2e-3
-    discriminator_lr: float = 2e-3
+    generator_lr: float = 2e-4
+    discriminator_lr: float = 2e-4
     objective: Literal["wgan-gp", "gan"] = "gan"
     gp_weight: float = 10.0
     clip_bound: float = 1.0
@@ -81,8 +81,8 @@ class Settings:
             raise ValueError(f"steps must be a positive integer or None, got {self.steps!r}")
         if not (math.isfinite(self.epochs) and self.epochs > 0):
             raise ValueError(f"epochs must be positive, got {self.epochs!r}")
-        if not isinstance(self.generator_steps, int) or self.generator_steps < 0:
-            raise ValueError(f"generator_steps must be a non-negative integer, got {self.generator_steps!r}")
+        if not isinstance(self.generator_steps, int) or self.generator_steps < 1:
+            raise ValueError(f"generator_steps must be a positive integer, got {self.generator_steps!r}")
         for name in ("generator_lr", "discriminator_lr", "clip_bound", "temperature"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
@@ -180,7 +180,8 @@ class Synthesizer:
             def progress(step: int, loss: float) -> None:
                 bar.update(1)
                 if step % 25 == 0 or step == steps:
-                    bar.set_postfix(epsilon=f"{trainer.epsilon_spent():.3f}", g_loss=f"{loss:.3f}")
+                    total = ledger.spent_epsilon + trainer.epsilon_spent()
+                    bar.set_postfix(epsilon=f"{total:.3f}", g_loss=f"{loss:.3f}")
             trainer.run(data, progress)
 
         spent = compute_epsilon(sigma, sample_rate, trainer.steps_done, train_delta, s.accountant)
@@ -203,7 +204,6 @@ class Synthesizer:
             "unit_of_privacy": UNIT_OF_PRIVACY,
             "ledger": ledger.to_dict(),
         }
-        self._sample_generator_seed = int(rng.integers(2**63 - 1))
         return self
 
     def _resolve_schema(self, df: pd.DataFrame, schema: Schema | None, public: pd.DataFrame | None,
@@ -233,9 +233,8 @@ class Synthesizer:
         self._check_fitted()
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"n must be a positive integer, got {n!r}")
-        if seed is None:
-            seed = self._sample_generator_seed
-            self._sample_generator_seed = int(np.random.default_rng(seed).integers(2**63 - 1))
+        if seed is None:  # fresh entropy: unseeded calls never repeat, also after load()
+            seed = int(np.random.default_rng().integers(2**63 - 1))
         gen = torch.Generator(device="cpu").manual_seed(int(seed))
         chunks = []
         with torch.inference_mode():
@@ -258,8 +257,7 @@ class Synthesizer:
         path = Path(path)
         settings = asdict(self.settings)
         metadata = {"format": MODEL_FORMAT, "version": MODEL_VERSION, "settings": settings,
-                    "schema": self.schema_.to_dict(), "report": self.report_,
-                    "sample_seed": self._sample_generator_seed}
+                    "schema": self.schema_.to_dict(), "report": self.report_}
         tensors = {k: v.detach().contiguous() for k, v in self.generator_.state_dict().items()}
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -308,7 +306,6 @@ class Synthesizer:
             raise ModelFileError(f"{path}: model file is inconsistent: {exc}") from exc
         self.generator_.eval()
         self.report_ = metadata["report"]
-        self._sample_generator_seed = int(metadata["sample_seed"])
         return self
 
     def _check_fitted(self) -> None:

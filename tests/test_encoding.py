@@ -37,9 +37,11 @@ def assert_round_trip(frame: pd.DataFrame, schema: Schema) -> None:
         original, restored = frame[name], decoded[name]
         assert restored.dtype == original.dtype, name
         if pd.api.types.is_float_dtype(original.dtype):
-            scale = float(np.nanmax(np.abs(original.to_numpy(dtype=float)))) or 1.0
+            column = schema[name]  # float32 resolves about 1e-7 of the declared range
+            lower, upper = column.region.bounds()[:2] if name == getattr(column, "lat", None) else (
+                column.region.bounds()[2:] if name == getattr(column, "lon", None) else (column.lower, column.upper))
             np.testing.assert_allclose(restored.to_numpy(dtype=float), original.to_numpy(dtype=float),
-                                       rtol=0, atol=1e-6 * scale, err_msg=name)
+                                       rtol=0, atol=1e-6 * max(upper - lower, 1.0), err_msg=name)
         else:
             pd.testing.assert_series_equal(restored, original, check_names=False, obj=name)
 

@@ -1,0 +1,219 @@
+"""The ``tabsynth`` command line, run in-process through ``main([...])`` with tiny training settings."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tabsynth import Schema, Synthesizer
+from tabsynth.cli import EXIT_BUDGET, EXIT_DATA, EXIT_MODEL, EXIT_OK, EXIT_USAGE, main
+from tabsynth.datasets import load_demo
+
+FAST = ["--steps", "2", "--threads", "1", "--seed", "0", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def cps(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The shipped CPS years written as Parquet inputs, plus a model fitted on them by the CLI."""
+    root = tmp_path_factory.mktemp("cps")
+    paths = {"public": root / "public.parquet", "private": root / "private.parquet", "model": root / "model.tabsynth"}
+    load_demo("cps_1992").to_parquet(paths["public"], index=False)
+    load_demo("cps_2004").to_parquet(paths["private"], index=False)
+    code = main(["fit", str(paths["private"]), "--public", str(paths["public"]), "--epsilon", "1",
+                 "-o", str(paths["model"]), *FAST])
+    assert code == EXIT_OK
+    return paths
+
+
+def _error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    """The single stderr line of a failed command."""
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("tabsynth: error: ")
+    return err[0]
+
+
+def test_schema_infer_writes_loadable_schema(cps: dict[str, Path], tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "schema.json"
+    assert main(["schema", "infer", str(cps["public"]), "-o", str(out)]) == EXIT_OK
+    schema = Schema.from_json(out.read_text())
+    assert schema.names == ("age", "gender", "degree", "earnings")
+    assert {c.name: c.kind for c in schema.columns} == {"age": "integer", "gender": "categorical",
+                                                        "degree": "categorical", "earnings": "continuous"}
+    assert "earnings" in capsys.readouterr().out
+
+    # A directory of Parquet files and a CSV give the same schema.
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    public = pd.read_parquet(cps["public"])
+    public.iloc[:3000].to_parquet(parts / "a.parquet", index=False)
+    public.iloc[3000:].to_parquet(parts / "b.parquet", index=False)
+    public.to_csv(tmp_path / "public.csv", index=False)
+    for source, name in ((parts, "dir.json"), (tmp_path / "public.csv", "csv.json")):
+        assert main(["schema", "infer", str(source), "-o", str(tmp_path / name)]) == EXIT_OK
+        assert Schema.from_json((tmp_path / name).read_text()).columns == schema.columns
+
+
+def test_schema_infer_max_categories(cps: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "schema.json"
+    assert main(["schema", "infer", str(cps["public"]), "-o", str(out), "--max-categories", "1"]) == EXIT_OK
+    assert Schema.from_json(out.read_text())["gender"].catch_all == "<other>"
+
+
+def test_fit_sample_report_round_trip(cps: dict[str, Path], tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    schema_path, model = tmp_path / "schema.json", tmp_path / "model.tabsynth"
+    assert main(["schema", "infer", str(cps["public"]), "-o", str(schema_path)]) == EXIT_OK
+    capsys.readouterr()
+    assert main(["fit", str(cps["private"]), "--schema", str(schema_path), "--epsilon", "2",
+                 "--delta", "1e-6", "--batch-size", "256", "-o", str(model), *FAST]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "differential privacy" in out and "accountant" in out and "2 discriminator steps" in out
+    assert Synthesizer.load(model).privacy_report()["steps"] == 2
+
+    synthetic = tmp_path / "synthetic.parquet"
+    assert main(["sample", str(model), "-n", "123", "-o", str(synthetic), "--seed", "4"]) == EXIT_OK
+    frame = pd.read_parquet(synthetic)
+    assert frame.shape == (123, 4) and list(frame.columns) == ["age", "gender", "degree", "earnings"]
+    assert set(frame["gender"]) <= {"female", "male"}
+    again = tmp_path / "again.csv"
+    assert main(["sample", str(model), "-n", "123", "-o", str(again), "--seed", "4"]) == EXIT_OK
+    pd.testing.assert_frame_equal(pd.read_csv(again), frame, check_dtype=False, check_exact=False)
+
+    capsys.readouterr()
+    assert main(["report", str(model)]) == EXIT_OK
+    report = json.loads(capsys.readouterr().out)
+    assert report["epsilon"] <= 2.0 and report["delta"] <= 1e-6 and report["steps"] == 2
+    assert report["epsilon_budget"] == 2.0
+    assert [e["purpose"] for e in report["ledger"]["entries"]] == ["row count", "training"]
+
+
+def test_sample_refuses_to_overwrite(cps: dict[str, Path], tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "synthetic.parquet"
+    out.write_bytes(b"keep me")
+    assert main(["sample", str(cps["model"]), "-n", "10", "-o", str(out)]) == EXIT_USAGE
+    line = _error_line(capsys)
+    assert str(out) in line and "already exists" in line and "--overwrite" in line
+    assert out.read_bytes() == b"keep me"
+    assert main(["sample", str(cps["model"]), "-n", "10", "-o", str(out), "--overwrite"]) == EXIT_OK
+    assert len(pd.read_parquet(out)) == 10
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["synthetic.parquet"]  # no temp files left
+
+
+def test_output_equal_to_input_is_refused(cps: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    before = cps["model"].read_bytes()
+    assert main(["sample", str(cps["model"]), "-n", "5", "-o", str(cps["model"]), "--overwrite"]) == EXIT_USAGE
+    assert "also an input" in _error_line(capsys)
+    assert cps["model"].read_bytes() == before
+
+
+def test_missing_input_exits_3_naming_the_path(cps: dict[str, Path], tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nowhere" / "private.parquet"
+    model = tmp_path / "model.tabsynth"
+    assert main(["fit", str(missing), "--epsilon", "1", "-o", str(model), *FAST]) == EXIT_DATA
+    assert str(missing) in _error_line(capsys)
+    assert not model.exists()
+    assert main(["sample", str(tmp_path / "no.tabsynth"), "-n", "5", "-o", str(tmp_path / "s.parquet")]) == EXIT_DATA
+    assert "no.tabsynth" in _error_line(capsys)
+    assert main(["evaluate", str(cps["private"]), str(tmp_path / "syn.parquet")]) == EXIT_DATA
+    assert "syn.parquet" in _error_line(capsys)
+
+
+def test_bad_data_exits_3_and_leaves_no_output(cps: dict[str, Path], tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    private = tmp_path / "private.parquet"
+    pd.read_parquet(cps["private"]).rename(columns={"age": "years"}).to_parquet(private)
+    model = tmp_path / "model.tabsynth"
+    assert main(["fit", str(private), "--public", str(cps["public"]), "--epsilon", "1",
+                 "-o", str(model), *FAST]) == EXIT_DATA
+    assert "years" in _error_line(capsys)
+    garbage = tmp_path / "garbage.parquet"
+    garbage.write_text("not parquet")
+    assert main(["schema", "infer", str(garbage), "-o", str(tmp_path / "s.json")]) == EXIT_DATA
+    assert "garbage.parquet" in _error_line(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["garbage.parquet", "private.parquet"]
+
+
+def test_corrupt_model_exits_5(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = tmp_path / "model.tabsynth"
+    model.write_bytes(b"\x00garbage, not a safetensors file")
+    assert main(["report", str(model)]) == EXIT_MODEL
+    assert str(model) in _error_line(capsys)
+    assert main(["sample", str(model), "-n", "5", "-o", str(tmp_path / "s.parquet")]) == EXIT_MODEL
+    _error_line(capsys)
+    assert not (tmp_path / "s.parquet").exists()
+
+
+@pytest.mark.parametrize("budget", [["--epsilon", "0"], ["--epsilon", "-1"], ["--epsilon", "inf"],
+                                    ["--epsilon", "1", "--delta", "0"], ["--epsilon", "1", "--delta", "0.5"]])
+def test_bad_budget_exits_4(cps: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                            budget: list[str]) -> None:
+    model = tmp_path / "model.tabsynth"
+    assert main(["fit", str(cps["private"]), "--public", str(cps["public"]), *budget,
+                 "-o", str(model), *FAST]) == EXIT_BUDGET
+    line = _error_line(capsys)
+    assert "epsilon" in line or "delta" in line
+    assert not model.exists()
+
+
+def test_demo_rejects_epsilon_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--epsilon", "0", "--quiet"]) == EXIT_BUDGET
+    assert "--epsilon" in _error_line(capsys)
+
+
+def test_evaluate_prints_json(cps: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    synthetic = tmp_path / "synthetic.parquet"
+    assert main(["sample", str(cps["model"]), "-n", "300", "-o", str(synthetic), "--seed", "1"]) == EXIT_OK
+    capsys.readouterr()
+    assert main(["evaluate", str(cps["private"]), str(synthetic)]) == EXIT_OK
+    result = json.loads(capsys.readouterr().out)
+    for key in ("tvd_1way_mean", "tvd_1way_max", "tvd_2way_mean", "tvd_2way_max"):
+        assert 0.0 <= result["fidelity"][key] <= 1.0
+    assert "tstr" not in result
+
+    assert main(["evaluate", str(cps["private"]), str(synthetic), "--target", "degree",
+                 "--test", str(cps["public"])]) == EXIT_OK
+    result = json.loads(capsys.readouterr().out)
+    assert result["tstr"]["target"] == "degree" and result["tstr"]["n_test"] == 7602
+    assert 0.0 <= result["tstr"]["hgb"]["accuracy"] <= 1.0
+
+
+def test_usage_errors_exit_2(cps: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == EXIT_USAGE
+    assert main(["fit", str(cps["private"]), "-o", str(tmp_path / "m")]) == EXIT_USAGE  # no --epsilon
+    assert main(["sample", str(cps["model"]), "-n", "0", "-o", str(tmp_path / "s.parquet")]) == EXIT_USAGE
+    assert main(["sample", str(cps["model"]), "-n", "5", "-o", str(tmp_path / "s.txt")]) == EXIT_USAGE
+    assert main(["evaluate", "a.parquet", "b.parquet", "--test", "c.parquet"]) == EXIT_USAGE
+    assert main(["--help"]) == EXIT_OK
+    assert "exit codes" in capsys.readouterr().out
+
+
+def test_demo_writes_its_three_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "demo"
+    assert main(["demo", "--steps", "2", "--rows", "50", "--seed", "0", "--quiet", "--out", str(out)]) == EXIT_OK
+    printed = capsys.readouterr().out
+    assert "cps_1992" in printed and "1-way" in printed and "2-way" in printed and "epsilon" in printed
+    assert sorted(p.name for p in out.iterdir()) == ["model.tabsynth", "privacy_report.json", "synthetic.parquet"]
+    assert len(pd.read_parquet(out / "synthetic.parquet")) == 50
+    report = json.loads((out / "privacy_report.json").read_text())
+    assert report["steps"] == 2 and report["epsilon"] <= 1.0
+    assert Synthesizer.load(out / "model.tabsynth").privacy_report() == report
+    # A second run refuses to replace them.
+    assert main(["demo", "--steps", "2", "--quiet", "--out", str(out)]) == EXIT_USAGE
+    assert "--overwrite" in _error_line(capsys)
+
+
+def test_python_dash_m_entry_point() -> None:
+    result = subprocess.run([sys.executable, "-m", "tabsynth", "report", "/nonexistent/model.tabsynth"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == EXIT_DATA
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == "tabsynth: error: model file not found: /nonexistent/model.tabsynth"
