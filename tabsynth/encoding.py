@@ -125,21 +125,54 @@ class Encoder:
         check_columns(self.schema, frame)
         return torch.from_numpy(self.encode_numpy(frame))
 
-    def encode_numpy(self, frame: pd.DataFrame) -> np.ndarray:
+    def encode_numpy(self, frame: pd.DataFrame, redact: bool = False) -> np.ndarray:
+        """``encode`` as a numpy array. ``redact=True`` (for private tables) keeps counts and values
+        out of error messages: they name the column only."""
         out = np.zeros((len(frame), self.dim), dtype=np.float32)
         for codec in self._codecs:
-            missing = codec.missing_mask(frame)
-            if missing.any() and not codec.column.nullable:
-                raise SchemaError(f"column {codec.column.name!r} holds {int(missing.sum())} missing values "
-                                  f"(NaN/None) but the schema does not declare it nullable")
-            start = codec.offset
-            if codec.column.nullable:
-                out[:, start] = missing
-                start += 1
-            present = ~missing
-            block = codec.encode(frame, present, self.on_invalid)
-            out[present, start:start + codec.width] = block
+            try:
+                self._encode_column(codec, frame, out)
+            except SchemaError as exc:
+                if not redact:
+                    raise
+                kind = "its domain" if isinstance(exc, DomainError) else "the schema"
+                raise type(exc)(f"column {codec.column.name!r} of the private table violates {kind}; details "
+                                f"are withheld because they would reveal private values (check the table "
+                                f"locally with tabsynth.Encoder(schema).encode(df))") from None
         return out
+
+    def _encode_column(self, codec: "_Codec", frame: pd.DataFrame, out: np.ndarray) -> None:
+        missing = codec.missing_mask(frame)
+        if missing.any() and not codec.column.nullable:
+            raise SchemaError(f"column {codec.column.name!r} holds {int(missing.sum())} missing values "
+                              f"(NaN/None) but the schema does not declare it nullable")
+        start = codec.offset
+        if codec.column.nullable:
+            out[:, start] = missing
+            start += 1
+        present = ~missing
+        out[present, start:start + codec.width] = codec.encode(frame, present, self.on_invalid)
+
+    def marginal_codes(self, vectors: np.ndarray) -> tuple[np.ndarray, list[int], list[str]]:
+        """Each row's cell in every one-way marginal, read off the encoded space; the cells come from
+        the schema alone (categories, binary codes, knot segments), missing values get the last cell.
+
+        Returns (codes of shape (n, k), number of cells per marginal, marginal names).
+        """
+        array = np.asarray(vectors)
+        codes, sizes, names = [], [], []
+        for codec in self._codecs:
+            start = codec.offset
+            missing = array[:, start] > 0.5 if codec.column.nullable else None
+            start += int(codec.column.nullable)
+            for name, (cells, n_cells) in codec.cells(array[:, start:start + codec.width]).items():
+                if missing is not None:
+                    cells = np.where(missing, n_cells, cells)
+                    n_cells += 1
+                codes.append(cells)
+                sizes.append(n_cells)
+                names.append(name)
+        return np.column_stack(codes).astype(np.int64), sizes, names
 
     def decode(self, vectors: torch.Tensor | np.ndarray) -> pd.DataFrame:
         """A DataFrame in the schema's column order and dtypes; every value inside the domain."""
@@ -180,6 +213,18 @@ class _Codec:
 
     def decode(self, block: np.ndarray, missing: np.ndarray) -> dict[str, pd.Series]:
         raise NotImplementedError
+
+    def cells(self, block: np.ndarray) -> dict[str, tuple[np.ndarray, int]]:
+        """One-way marginal cells of the encoded values: name -> (cell per row, number of cells)."""
+        raise NotImplementedError
+
+
+def _unit_cells(values: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, int]:
+    """Cells of values in [-1, 1] between sorted edges (the outer edges being -1 and 1)."""
+    return np.searchsorted(edges[1:-1], np.clip(values, -1.0, 1.0), side="right"), len(edges) - 1
+
+
+UNIFORM_EDGES = np.linspace(-1.0, 1.0, 21)
 
 
 def _numbers(frame: pd.DataFrame, name: str, present: np.ndarray) -> np.ndarray:
@@ -223,6 +268,11 @@ class _NumberCodec(_Codec):
                                   f"fractional values (e.g. {values[fractional][0]})")
         values = _enforce_range(self.column.name, values, self.lower, self.upper, policy)
         return self.scaler.forward(values)[:, None]
+
+    def cells(self, block: np.ndarray) -> dict[str, tuple[np.ndarray, int]]:
+        # A point mass (a value repeated across knots) is one cell, however many knots it spans.
+        edges = np.unique(np.concatenate([self.scaler.low, self.scaler.high]))
+        return {self.column.name: _unit_cells(block[:, 0], edges if len(edges) > 2 else UNIFORM_EDGES)}
 
     def numbers(self, block: np.ndarray) -> np.ndarray:
         values = np.clip(self.scaler.inverse(np.clip(block[:, 0], -1.0, 1.0)), self.lower, self.upper)
@@ -288,6 +338,10 @@ class _BinaryCodeCodec(_Codec):
         offsets = (values - self.column.lower).astype(np.int64)
         return ((offsets[:, None] & self.weights) > 0).astype(np.float32)
 
+    def cells(self, block: np.ndarray) -> dict[str, tuple[np.ndarray, int]]:
+        offsets = np.minimum((block > 0.5).astype(np.int64) @ self.weights, self.column.n_values - 1)
+        return {self.column.name: (offsets, self.column.n_values)}
+
     def decode(self, block: np.ndarray, missing: np.ndarray) -> dict[str, pd.Series]:
         offsets = (block > 0.5).astype(np.int64) @ self.weights
         # A code past the range maps to the nearest allowed value, the upper bound.
@@ -305,6 +359,9 @@ class _BooleanCodec(_Codec):
             raise SchemaError(f"column {self.column.name!r} is boolean but holds "
                               f"{series[~valid].iloc[0]!r}")
         return series.to_numpy(dtype=np.float32)[:, None]
+
+    def cells(self, block: np.ndarray) -> dict[str, tuple[np.ndarray, int]]:
+        return {self.column.name: ((block[:, 0] > 0.5).astype(np.int64), 2)}
 
     def decode(self, block: np.ndarray, missing: np.ndarray) -> dict[str, pd.Series]:
         return {self.column.name: _restore(block[:, 0] > 0.5, missing, self.column.dtype, "bool")}
@@ -344,6 +401,9 @@ class _CategoricalCodec(_Codec):
         one_hot[np.arange(len(codes)), codes] = 1.0
         return one_hot
 
+    def cells(self, block: np.ndarray) -> dict[str, tuple[np.ndarray, int]]:
+        return {self.column.name: (block.argmax(axis=1), self.width)}
+
     def decode(self, block: np.ndarray, missing: np.ndarray) -> dict[str, pd.Series]:
         values = self.level_array[block.argmax(axis=1)]
         return {self.column.name: _restore_categories(values, missing, self.column)}
@@ -381,6 +441,10 @@ class _GeoCodec(_Codec):
             lat[~inside], lon[~inside] = self.column.region.project(lat[~inside], lon[~inside])
         return np.column_stack([_to_unit(lat, self.min_lat, self.max_lat),
                                 _to_unit(lon, self.min_lon, self.max_lon)])
+
+    def cells(self, block: np.ndarray) -> dict[str, tuple[np.ndarray, int]]:
+        return {self.column.lat: _unit_cells(block[:, 0], UNIFORM_EDGES),
+                self.column.lon: _unit_cells(block[:, 1], UNIFORM_EDGES)}
 
     def decode(self, block: np.ndarray, missing: np.ndarray) -> dict[str, pd.Series]:
         unit = np.clip(block, -1.0, 1.0)

@@ -261,14 +261,18 @@ class Schema:
         return replace(self, columns=tuple(column if c.name == column.name else c for c in self.columns))
 
     def with_dtypes(self, frame: pd.DataFrame) -> "Schema":
-        """A copy restoring ``frame``'s pandas dtypes and column order (storage metadata, not data)."""
+        """A copy taking ``frame``'s column order, and its pandas dtypes where the schema records none.
+
+        Dtypes are storage metadata, but a CSV reader infers them from values (a blank turns an int
+        column into float64), so a declared or public dtype always wins over the frame's.
+        """
         check_columns(self, frame)
         updated = []
         for column in self.columns:
             if isinstance(column, GeoPointColumn):
-                column = replace(column, lat_dtype=str(frame[column.lat].dtype),
-                                 lon_dtype=str(frame[column.lon].dtype))
-            else:
+                column = replace(column, lat_dtype=column.lat_dtype or str(frame[column.lat].dtype),
+                                 lon_dtype=column.lon_dtype or str(frame[column.lon].dtype))
+            elif column.dtype is None:
                 column = replace(column, dtype=str(frame[column.name].dtype))
             updated.append(column)
         return Schema(tuple(updated), tuple(frame.columns))

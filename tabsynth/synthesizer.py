@@ -11,15 +11,15 @@ import json
 import math
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from tabsynth.encoding import Encoder
@@ -28,12 +28,15 @@ from tabsynth.privacy.accounting import ACCOUNTANTS, calibrate_noise_multiplier,
 from tabsynth.privacy.discovery import discover_schema
 from tabsynth.privacy.dp_sgd import ClippingGroups
 from tabsynth.privacy.ledger import BudgetExceededError, PrivacyLedger
+from tabsynth.privacy.marginals import gaussian_marginals
 from tabsynth.privacy.mechanisms import laplace_count
+from tabsynth.sampling import rake, systematic_resample, target_distributions
 from tabsynth.schema import Schema, SchemaError, check_frame
 from tabsynth.training import DPGANTrainer, TrainingPlan
 
 MODEL_FORMAT = "tabsynth.model"
 MODEL_VERSION = 1
+SAMPLE_CHUNK = 262_144
 UNIT_OF_PRIVACY = ("one row of the private table (add/remove adjacency); a person spanning k rows "
                    "is protected at roughly k times epsilon")
 
@@ -63,6 +66,8 @@ class Settings:
     accountant: str = "rdp"
     count_fraction: float = 0.01
     discovery_fraction: float = 0.1
+    calibration_fraction: float = 0.2
+    oversample: float = 2.0
     on_invalid: Literal["raise", "clip"] = "clip"
     device: str = "auto"
     seed: int | None = None
@@ -95,6 +100,13 @@ class Settings:
             value = getattr(self, name)
             if not 0 < value < 0.5:
                 raise ValueError(f"{name} must lie in (0, 0.5), got {value!r}")
+        if self.count_fraction + self.discovery_fraction + self.calibration_fraction >= 0.9:
+            raise ValueError("count_fraction + discovery_fraction + calibration_fraction must stay below 0.9 "
+                             "so that training keeps a useful share of the budget")
+        if not 0 <= self.calibration_fraction < 0.5:
+            raise ValueError(f"calibration_fraction must lie in [0, 0.5), got {self.calibration_fraction!r}")
+        if not (math.isfinite(self.oversample) and self.oversample >= 1):
+            raise ValueError(f"oversample must be a number >= 1, got {self.oversample!r}")
         if self.on_invalid not in ("raise", "clip"):
             raise ValueError(f"on_invalid must be 'raise' or 'clip', got {self.on_invalid!r}")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
@@ -134,25 +146,30 @@ class Synthesizer:
             raise ValueError(f"epsilon must be a positive finite number, got {epsilon!r}")
         if delta is not None and not (isinstance(delta, (int, float)) and 0 < delta < 1):
             raise ValueError(f"delta must lie in (0, 1), got {delta!r}")
-        if delta is not None and delta >= 1.0 / len(df):
-            raise ValueError(f"delta={delta} is not below 1/n for this table; such a delta permits "
-                             f"releasing whole records. Use delta <= 1e-5 and well below 1/n")
+        device = _resolve_device(s.device)
+        # ``seed`` fixes model randomness only. Every draw that protects privacy (Laplace, Gaussian,
+        # Poisson sampling, discovery) comes from OS entropy: a known seed must not replay the noise.
         rng = np.random.default_rng(s.seed)
         torch_generator_seed = int(rng.integers(2**63 - 1))
-        device = _resolve_device(s.device)
+        privacy_rng = np.random.default_rng()
 
-        # Row count: a DP estimate, so that q, T and the default delta depend on the data only through it.
+        # Row count: a DP estimate, so that q, T and delta's checks depend on the data only through it.
         count_epsilon = s.count_fraction * epsilon
-        dp_rows = max(1.0, laplace_count(len(df), count_epsilon, rng))
+        dp_rows = max(1.0, laplace_count(len(df), count_epsilon, privacy_rng))
         if delta is None:
             delta = _default_delta(dp_rows)
+        elif delta >= 1.0 / dp_rows:
+            raise ValueError(f"delta={delta} is not below 1/n for this table; such a delta permits "
+                             f"releasing whole records. Use delta <= 1e-5 and well below 1/n")
         ledger = PrivacyLedger(epsilon, delta)
         ledger.spend("row count", "laplace", count_epsilon, 0.0,
                      note="sets the sampling rate, the step count and the default delta")
 
-        schema = self._resolve_schema(df, schema, public, ledger, epsilon, delta, rng)
+        schema = self._resolve_schema(df, schema, public, ledger, epsilon, delta, privacy_rng)
         encoder = Encoder(schema, on_invalid=s.on_invalid)
-        data = encoder.encode(df).to(device)
+        encoded = encoder.encode_numpy(df, redact=True)
+        marginal_targets = self._measure_marginals(encoder, encoded, ledger, epsilon, delta, privacy_rng)
+        data = torch.from_numpy(encoded).to(device)
 
         expected_batch = min(float(s.batch_size), dp_rows)
         sample_rate = min(1.0, expected_batch / dp_rows)
@@ -171,11 +188,15 @@ class Synthesizer:
         generator.to(device)
         discriminator.to(device)
         groups = ClippingGroups.build(discriminator, sigma, s.clip_bound, split_biases=s.split_biases)
+        if not math.isclose(groups.noise_multiplier, sigma, rel_tol=1e-9):
+            raise AssertionError("clipping groups do not realise the calibrated noise multiplier")
         device_gen = gen if device.type == "cpu" else torch.Generator(device=device).manual_seed(torch_generator_seed)
+        privacy_gen = torch.Generator(device=device).manual_seed(int(privacy_rng.integers(2**63 - 1)))
         trainer = DPGANTrainer(generator, discriminator, groups, plan, objective=s.objective,
                                gp_weight=s.gp_weight, generator_steps=s.generator_steps,
                                generator_lr=s.generator_lr, discriminator_lr=s.discriminator_lr,
-                               torch_generator=device_gen, rng=rng)
+                               torch_generator=device_gen, privacy_rng=privacy_rng,
+                               privacy_generator=privacy_gen)
         with tqdm(total=steps, desc="DP-GAN training", unit="step", disable=not s.verbose) as bar:
             def progress(step: int, loss: float) -> None:
                 bar.update(1)
@@ -188,8 +209,10 @@ class Synthesizer:
         ledger.spend("training", "Poisson-subsampled Gaussian (DP-SGD on the discriminator)", spent,
                      train_delta, steps=trainer.steps_done, noise_multiplier=sigma, sample_rate=sample_rate,
                      accountant=s.accountant)
+        # Fitted state is assigned only now, all together: a failed fit leaves the object as it was.
         self.schema_ = schema
         self.encoder_ = encoder
+        self.marginal_targets_ = marginal_targets
         self.generator_ = generator.to("cpu").eval()
         self.report_ = {
             "epsilon": ledger.spent_epsilon, "delta": ledger.spent_delta,
@@ -226,6 +249,19 @@ class Synthesizer:
                                      self.settings.discovery_fraction * delta, rng)
         return schema.with_dtypes(df)
 
+    def _measure_marginals(self, encoder: Encoder, encoded: np.ndarray, ledger: PrivacyLedger,
+                           epsilon: float, delta: float, rng: np.random.Generator) -> list[np.ndarray]:
+        """DP one-way marginals that sampling calibrates towards (charged); none when disabled."""
+        fraction = self.settings.calibration_fraction
+        if fraction == 0:
+            return []
+        codes, sizes, names = encoder.marginal_codes(encoded)
+        noisy, std = gaussian_marginals(codes, sizes, fraction * epsilon, fraction * delta, rng)
+        ledger.spend("marginal calibration", "Gaussian mechanism on all one-way marginals",
+                     fraction * epsilon, fraction * delta, marginals=len(sizes), noise_std=std,
+                     note="sampling reweights generator rows towards these marginals (post-processing)")
+        return target_distributions(noisy)
+
     # --- sampling -------------------------------------------------------------------------
 
     def sample(self, n: int, seed: int | None = None) -> pd.DataFrame:
@@ -233,16 +269,26 @@ class Synthesizer:
         self._check_fitted()
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"n must be a positive integer, got {n!r}")
-        if seed is None:  # fresh entropy: unseeded calls never repeat, also after load()
-            seed = int(np.random.default_rng().integers(2**63 - 1))
-        gen = torch.Generator(device="cpu").manual_seed(int(seed))
+        rng = np.random.default_rng(seed)  # seed None: fresh entropy, also after load()
+        gen = torch.Generator(device="cpu").manual_seed(int(rng.integers(2**63 - 1)))
         chunks = []
         with torch.inference_mode():
-            for start in range(0, int(n), 262_144):
-                size = min(262_144, int(n) - start)
-                noise = torch.randn((size, self.generator_.noise_dim), generator=gen)
-                chunks.append(self.generator_(noise, gen, hard=True).numpy())
+            for start in range(0, int(n), SAMPLE_CHUNK):
+                size = min(SAMPLE_CHUNK, int(n) - start)
+                chunks.append(self._sample_encoded(size, gen, rng))
         return self.encoder_.decode(np.concatenate(chunks))
+
+    def _sample_encoded(self, n: int, gen: torch.Generator, rng: np.random.Generator) -> np.ndarray:
+        """``n`` encoded rows; with calibration, resampled from an oversample towards the DP marginals."""
+        if not self.marginal_targets_:
+            noise = torch.randn((n, self.generator_.noise_dim), generator=gen)
+            return self.generator_(noise, gen, hard=True).numpy()
+        pool_size = math.ceil(self.settings.oversample * n)
+        noise = torch.randn((pool_size, self.generator_.noise_dim), generator=gen)
+        pool = self.generator_(noise, gen, hard=True).numpy()
+        codes, _, _ = self.encoder_.marginal_codes(pool)
+        weights = rake(codes, self.marginal_targets_)
+        return pool[systematic_resample(weights, n, rng)]
 
     def privacy_report(self) -> dict[str, Any]:
         """JSON-serialisable account of the guarantee: epsilon, delta, accountant, mechanism details, ledger."""
@@ -256,9 +302,12 @@ class Synthesizer:
         self._check_fitted()
         path = Path(path)
         settings = asdict(self.settings)
+        settings.pop("seed")  # the seed stays with the user; it never travels with a release
         metadata = {"format": MODEL_FORMAT, "version": MODEL_VERSION, "settings": settings,
                     "schema": self.schema_.to_dict(), "report": self.report_}
-        tensors = {k: v.detach().contiguous() for k, v in self.generator_.state_dict().items()}
+        tensors = {f"generator.{k}": v.detach().contiguous() for k, v in self.generator_.state_dict().items()}
+        tensors.update({f"marginal.{j}": torch.from_numpy(np.asarray(t, dtype=np.float64))
+                        for j, t in enumerate(self.marginal_targets_)})
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
@@ -276,10 +325,9 @@ class Synthesizer:
         if not path.is_file():
             raise ModelFileError(f"no model file at {path}")
         try:
-            from safetensors import safe_open
             with safe_open(str(path), framework="pt") as handle:
                 raw = (handle.metadata() or {}).get("tabsynth")
-            tensors = load_file(str(path))
+                tensors = {key: handle.get_tensor(key) for key in handle.keys()}
         except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
             raise ModelFileError(f"{path} is not a readable tabsynth model file: {exc}") from exc
         if raw is None:
@@ -288,24 +336,29 @@ class Synthesizer:
             metadata = json.loads(raw)
         except json.JSONDecodeError as exc:
             raise ModelFileError(f"{path}: model metadata is not valid JSON: {exc}") from exc
-        if metadata.get("format") != MODEL_FORMAT:
+        if not isinstance(metadata, dict) or metadata.get("format") != MODEL_FORMAT:
             raise ModelFileError(f"{path} is not a tabsynth model file")
         if metadata.get("version") != MODEL_VERSION:
             raise ModelFileError(f"{path}: model format version {metadata.get('version')!r} is not supported "
                                  f"(this tabsynth reads version {MODEL_VERSION})")
-        settings = dict(metadata["settings"])
-        self = cls(**settings)
         try:
+            self = cls(**dict(metadata["settings"]))
             self.schema_ = Schema.from_dict(metadata["schema"])
             self.encoder_ = Encoder(self.schema_, on_invalid=self.settings.on_invalid)
             s = self.settings
             self.generator_ = Generator(s.noise_dim, self.encoder_.layout, self.encoder_.dim,
                                         s.generator_hidden, s.temperature)
-            self.generator_.load_state_dict(tensors)
-        except (SchemaError, KeyError, RuntimeError) as exc:
+            self.generator_.load_state_dict({k.removeprefix("generator."): v for k, v in tensors.items()
+                                             if k.startswith("generator.")})
+            self.marginal_targets_ = [tensors[f"marginal.{j}"].numpy()
+                                      for j in range(sum(k.startswith("marginal.") for k in tensors))]
+            sizes = self.encoder_.marginal_codes(np.zeros((1, self.encoder_.dim), np.float32))[1]
+            if self.marginal_targets_ and [len(t) for t in self.marginal_targets_] != sizes:
+                raise ValueError("calibration marginals do not match the schema")
+            self.report_ = dict(metadata["report"])
+        except (SchemaError, KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise ModelFileError(f"{path}: model file is inconsistent: {exc}") from exc
         self.generator_.eval()
-        self.report_ = metadata["report"]
         return self
 
     def _check_fitted(self) -> None:
@@ -330,4 +383,3 @@ def _resolve_device(device: str) -> torch.device:
 
 
 __all__ = ["ModelFileError", "Settings", "Synthesizer"]
-_ = field

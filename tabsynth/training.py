@@ -53,13 +53,16 @@ class DPGANTrainer:
     def __init__(self, generator: Generator, discriminator: Discriminator, groups: ClippingGroups,
                  plan: TrainingPlan, *, objective: Objective, gp_weight: float, generator_steps: int,
                  generator_lr: float, discriminator_lr: float, torch_generator: torch.Generator,
-                 rng: np.random.Generator) -> None:
+                 privacy_rng: np.random.Generator, privacy_generator: torch.Generator) -> None:
         self.generator, self.discriminator = generator, discriminator
         self.groups, self.plan = groups, plan
         self.objective = objective
         self.loss = wgan_gp_loss(gp_weight) if objective == "wgan-gp" else gan_loss
         self.generator_steps = generator_steps
-        self.torch_generator, self.rng = torch_generator, rng
+        # Model randomness may be seeded; the privacy randomness (Poisson sampling, Gaussian noise)
+        # comes from OS entropy, so a known seed cannot be used to replay the noise.
+        self.torch_generator = torch_generator
+        self.privacy_rng, self.privacy_generator = privacy_rng, privacy_generator
         betas = (0.5, 0.9)
         self.g_optimizer = torch.optim.Adam(generator.parameters(), lr=generator_lr, betas=betas)
         self.d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=discriminator_lr, betas=betas)
@@ -70,17 +73,17 @@ class DPGANTrainer:
 
     def discriminator_step(self, data: torch.Tensor) -> None:
         """One DP-SGD step on a Poisson batch of the private rows."""
-        index = torch.from_numpy(poisson_sample(len(data), self.plan.sample_rate, self.rng)).to(data.device)
-        real = data[index]
+        index = torch.from_numpy(poisson_sample(len(data), self.plan.sample_rate, self.privacy_rng))
+        real = data[index.to(data.device)]
+        # Each real row is paired with its own fake, drawn in eval mode: no fake (and no stored
+        # batch-norm statistic) depends on the realised, data-dependent batch size.
+        self.generator.eval()
         with torch.no_grad():
             fake = self.generator(self.noise(len(real), data.device), self.torch_generator)
-        alpha = torch.rand((len(real), 1), generator=self.torch_generator, device=data.device).squeeze(1)
-        if len(real):
-            per_example = per_example_gradients(self.discriminator, self.loss, real, fake, alpha[:, None])
-        else:
-            per_example = {n: torch.zeros((0, *p.shape), device=p.device)
-                           for n, p in self.discriminator.named_parameters()}
-        gradients = privatize(per_example, self.groups, self.plan.expected_batch_size, self.torch_generator)
+        self.generator.train()
+        alpha = torch.rand((len(real), 1), generator=self.torch_generator, device=data.device)
+        per_example = per_example_gradients(self.discriminator, self.loss, real, fake, alpha)
+        gradients = privatize(per_example, self.groups, self.plan.expected_batch_size, self.privacy_generator)
         for name, parameter in self.discriminator.named_parameters():
             parameter.grad = gradients[name]
         self.d_optimizer.step()
@@ -89,21 +92,22 @@ class DPGANTrainer:
     def generator_step(self, batch_size: int, device: torch.device) -> float:
         """Post-processing: the generator learns from the (already private) discriminator only."""
         self.g_optimizer.zero_grad(set_to_none=True)
+        self.discriminator.requires_grad_(False)
         scores = self.discriminator(self.generator(self.noise(batch_size, device), self.torch_generator))
         loss = -scores.mean() if self.objective == "wgan-gp" else torch.nn.functional.softplus(-scores).mean()
         loss.backward()
         self.g_optimizer.step()
-        for parameter in self.discriminator.parameters():
-            parameter.grad = None
+        self.discriminator.requires_grad_(True)
         return float(loss.detach())
 
     def epsilon_spent(self) -> float:
+        """Training epsilon after the steps done so far (the same accountant the plan was calibrated with)."""
         return compute_epsilon(self.plan.noise_multiplier, self.plan.sample_rate, self.steps_done,
                                self.plan.delta, self.plan.accountant)
 
     def run(self, data: torch.Tensor, progress: Callable[[int, float], None] | None = None) -> None:
         """All planned steps; the plan was calibrated for exactly this many, so the budget holds."""
-        batch = max(1, int(round(self.plan.expected_batch_size)))
+        batch = max(2, int(round(self.plan.expected_batch_size)))  # batch norm needs two rows
         self.generator.train()
         for step in range(self.plan.steps):
             self.discriminator_step(data)

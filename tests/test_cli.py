@@ -91,7 +91,7 @@ def test_fit_sample_report_round_trip(cps: dict[str, Path], tmp_path: Path,
     report = json.loads(capsys.readouterr().out)
     assert report["epsilon"] <= 2.0 and report["delta"] <= 1e-6 and report["steps"] == 2
     assert report["epsilon_budget"] == 2.0
-    assert [e["purpose"] for e in report["ledger"]["entries"]] == ["row count", "training"]
+    assert [e["purpose"] for e in report["ledger"]["entries"]] == ["row count", "marginal calibration", "training"]
 
 
 def test_sample_refuses_to_overwrite(cps: dict[str, Path], tmp_path: Path,

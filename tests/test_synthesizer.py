@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+from safetensors import safe_open
 
-from tabsynth import Schema, Synthesizer
+from tabsynth import Schema, SchemaError, Synthesizer
 from tabsynth.datasets import load_demo
 from tabsynth.privacy.accounting import compute_epsilon
 from tabsynth.synthesizer import ModelFileError
@@ -46,7 +48,7 @@ def test_privacy_report_names_epsilon_delta_accountant_and_mechanism(fitted: Syn
 
 def test_ledger_splits_the_budget_by_purpose(fitted: Synthesizer) -> None:
     purposes = [e["purpose"] for e in fitted.privacy_report()["ledger"]["entries"]]
-    assert purposes == ["row count", "training"]  # public data: no domain discovery
+    assert purposes == ["row count", "marginal calibration", "training"]  # public data: no discovery
 
 
 def test_training_epsilon_recomputes_from_the_reported_mechanism(fitted: Synthesizer) -> None:
@@ -71,7 +73,8 @@ def test_total_epsilon_never_exceeds_the_budget(epsilon: float, settings: dict, 
 def test_fit_without_schema_or_public_data_discovers_the_domain_under_dp(cps: pd.DataFrame) -> None:
     synth = Synthesizer(**FAST).fit(cps, epsilon=1.0)
     entries = synth.privacy_report()["ledger"]["entries"]
-    assert [e["purpose"] for e in entries] == ["row count", "domain discovery", "training"]
+    assert [e["purpose"] for e in entries] == ["row count", "domain discovery", "marginal calibration",
+                                               "training"]
     assert sum(e["epsilon"] for e in entries) <= 1.0
     sample = synth.sample(200)
     assert set(sample["gender"].dropna()) <= {"male", "female", "<other>"}  # str dtype: nullable
@@ -169,3 +172,30 @@ def test_fit_with_a_declared_schema_keeps_its_domain(cps: pd.DataFrame) -> None:
     sample = Synthesizer(**FAST).fit(cps, epsilon=1.0, schema=schema).sample(500)
     assert sample["age"].between(25, 34).all()
     assert set(sample["degree"]) <= {"bachelor", "highschool"}
+
+
+def test_the_seed_fixes_model_randomness_but_never_the_privacy_noise(cps: pd.DataFrame, tmp_path: Path) -> None:
+    public = load_demo("cps_1992")
+    first = Synthesizer(**FAST).fit(cps, epsilon=1.0, public=public)
+    second = Synthesizer(**FAST).fit(cps, epsilon=1.0, public=public)
+    weights = [dict(s.generator_.named_parameters())["body.0.weight"] for s in (first, second)]
+    assert not torch.equal(*weights)  # same seed, different DP noise
+    first.save(tmp_path / "m.tabsynth")
+    with safe_open(str(tmp_path / "m.tabsynth"), framework="pt") as handle:
+        assert "seed" not in json.loads(handle.metadata()["tabsynth"])["settings"]
+
+
+def test_schema_violations_in_the_private_table_name_the_column_but_no_values(cps: pd.DataFrame) -> None:
+    schema = Schema.infer(load_demo("cps_1992"))
+    broken = cps.copy()
+    broken.loc[5, "degree"] = "Secret-degree-XYZ"
+    with pytest.raises(SchemaError, match="column 'degree' of the private table") as error:
+        Synthesizer(**FAST, on_invalid="raise").fit(broken, epsilon=1.0, schema=schema)
+    assert "Secret" not in str(error.value)
+
+
+def test_a_failed_refit_leaves_the_fitted_synthesizer_unchanged(fitted: Synthesizer, cps: pd.DataFrame) -> None:
+    before = fitted.privacy_report()
+    with pytest.raises(ValueError):
+        fitted.fit(cps.drop(columns="age"), epsilon=1.0, public=load_demo("cps_1992"))
+    assert fitted.privacy_report() == before

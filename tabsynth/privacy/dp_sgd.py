@@ -38,7 +38,7 @@ class ClippingGroups:
 
     @classmethod
     def build(cls, model: nn.Module, noise_multiplier: float, clip_bound: float = 1.0,
-              split_biases: bool = False, strategy: str = "proportional") -> "ClippingGroups":
+              split_biases: bool = False, strategy: str = "min_variance") -> "ClippingGroups":
         """One group (all parameters) or two (weights, biases), sharing ``clip_bound`` equally by norm.
 
         With k groups each bound is clip_bound / sqrt(k), so the whole vector's norm is at most
@@ -65,6 +65,9 @@ def per_example_gradients(model: nn.Module, loss: PerExampleLoss, *batch: torch.
     ``loss`` receives a function ``model_fn(x)`` evaluating the model with the parameters being
     differentiated, and one example's tensors (no batch axis); it may itself take gradients (WGAN-GP).
     """
+    if len(batch[0]) == 0:  # an empty Poisson batch: no example, zero gradient
+        return {name: torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
+                for name, p in model.named_parameters()}
     params = {name: p.detach() for name, p in model.named_parameters()}
     buffers = {name: b.detach() for name, b in model.named_buffers()}
 
@@ -87,12 +90,11 @@ def privatize(per_example: dict[str, torch.Tensor], groups: ClippingGroups, expe
         raise ValueError(f"expected_batch_size must be positive, got {expected_batch_size}")
     out: dict[str, torch.Tensor] = {}
     for names, bound, std in zip(groups.names, groups.clip_bounds, groups.noise_stds):
-        flat = [per_example[n].flatten(start_dim=1) for n in names]
-        norms = torch.cat(flat, dim=1).norm(dim=1) if flat[0].shape[0] else torch.zeros(0)
+        norms = torch.cat([per_example[n].flatten(start_dim=1) for n in names], dim=1).norm(dim=1)
         factors = (bound / (norms + 1e-12)).clamp(max=1.0)
         for name in names:
             g = per_example[name]
-            summed = torch.einsum("b,b...->...", factors.to(g.dtype), g) if g.shape[0] else torch.zeros_like(g[0:1].sum(0))
+            summed = torch.einsum("b,b...->...", factors.to(g.dtype), g)  # zeros for an empty batch
             if std > 0:
                 summed = summed + std * torch.randn(summed.shape, generator=generator, device=summed.device,
                                                     dtype=summed.dtype)

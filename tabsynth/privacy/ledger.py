@@ -12,7 +12,14 @@ import numpy as np
 __all__ = ["BudgetExceededError", "LedgerEntry", "PrivacyLedger"]
 
 COMPOSITION = "basic (sequential) composition across entries"
-_SLACK = 1e-9  # float slack when comparing totals with the budget
+
+
+def _remaining(budget: float, spent: list[float]) -> float:
+    """The largest amount whose addition to ``spent`` still sums (in floating point) to at most ``budget``."""
+    left = max(0.0, budget - math.fsum(spent))
+    while left > 0 and math.fsum([*spent, left]) > budget:
+        left = math.nextafter(left, 0.0)
+    return left
 
 
 class BudgetExceededError(ValueError):
@@ -77,13 +84,13 @@ class PrivacyLedger:
 
     @property
     def remaining_epsilon(self) -> float:
-        """Epsilon still available (never negative)."""
-        return max(0.0, self.epsilon - self.spent_epsilon)
+        """Epsilon still available: spending it keeps the total within the budget, rounding included."""
+        return _remaining(self.epsilon, [e.epsilon for e in self._entries])
 
     @property
     def remaining_delta(self) -> float:
-        """Delta still available (never negative)."""
-        return max(0.0, self.delta - self.spent_delta)
+        """Delta still available: spending it keeps the total within the budget, rounding included."""
+        return _remaining(self.delta, [e.delta for e in self._entries])
 
     def spend(self, purpose: str, mechanism: str, epsilon: float, delta: float, **details: Any) -> LedgerEntry:
         """Record the cost of a mechanism that has run; raises BudgetExceededError if over budget."""
@@ -99,7 +106,7 @@ class PrivacyLedger:
         if len(open_) != 1:
             raise ValueError(f"purpose {purpose!r} has {len(open_)} open reservations; settle needs exactly one")
         res = self._entries[open_[0]]
-        if float(epsilon) > res.epsilon + _SLACK or float(delta) > res.delta + _SLACK:
+        if float(epsilon) > res.epsilon or float(delta) > res.delta:
             raise BudgetExceededError(
                 f"settling {purpose!r} at (epsilon={epsilon}, delta={delta}) exceeds its reservation "
                 f"(epsilon={res.epsilon}, delta={res.delta})"
@@ -131,7 +138,7 @@ class PrivacyLedger:
         others = [e for i, e in enumerate(self._entries) if i != replacing]
         total_eps = math.fsum([*(e.epsilon for e in others), epsilon])
         total_delta = math.fsum([*(e.delta for e in others), delta])
-        if total_eps > self.epsilon + _SLACK or total_delta > self.delta + _SLACK:
+        if total_eps > self.epsilon or total_delta > self.delta:
             raise BudgetExceededError(
                 f"{'reserving' if reserved else 'spending'} (epsilon={epsilon:.6g}, delta={delta:.3g}) for "
                 f"{purpose!r} would exceed the budget (epsilon={self.epsilon:.6g}, delta={self.delta:.3g}): "
