@@ -52,8 +52,8 @@ class Settings:
     generator_hidden: tuple[int, ...] = (256, 256)
     discriminator_hidden: tuple[int, ...] = (128, 128)
     noise_dim: int = 64
-    batch_size: int = 2048
-    epochs: float = 20.0
+    batch_size: int = 1024
+    epochs: float = 10.0
     steps: int | None = None
     generator_steps: int = 2
     generator_lr: float = 2e-4
