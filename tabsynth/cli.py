@@ -397,9 +397,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     out = _check_output(args.output, [args.model], args.overwrite)
     fmt = _table_output_format(out)
     synthesizer = _load_model(args.model)
-    # Without --seed every run draws fresh rows; the model's stored seed would repeat the same rows.
-    seed = args.seed if args.seed is not None else int(np.random.default_rng().integers(2**63 - 1))
-    frame = synthesizer.sample(args.n, seed=seed)
+    frame = synthesizer.sample(args.n, seed=args.seed)  # no seed: fresh rows on every run
     with _atomic_output(out) as tmp:
         _write_table(frame, tmp, fmt)
     _print(f"Wrote {len(frame):,} synthetic rows ({frame.shape[1]} columns) to {out}")
@@ -521,7 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="number of synthetic rows to sample (default 1000)")
     demo.add_argument("--steps", type=_positive_int, default=None,
                       help=f"discriminator steps (default: {DEMO_EPOCHS:g} epochs' worth)")
-    demo.add_argument("--seed", type=_non_negative_int, default=None, help="seed for a reproducible run")
+    demo.add_argument("--seed", type=_non_negative_int, default=None, help="seed for the model's own randomness (initialisation, generator noise); the privacy noise is never seeded")
     demo.add_argument("--out", metavar="DIR", default=None,
                       help=f"also write {', '.join(DEMO_FILES)} into DIR (created if needed)")
     demo.add_argument("--threads", type=_positive_int, default=DEMO_THREADS,
@@ -577,7 +575,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"passes over the data (default {Settings.epochs:g})")
     fit.add_argument("--batch-size", type=_positive_int, default=None,
                      help=f"expected batch size (default {Settings.batch_size})")
-    fit.add_argument("--seed", type=_non_negative_int, default=None, help="seed for a reproducible run")
+    fit.add_argument("--seed", type=_non_negative_int, default=None, help="seed for the model's own randomness (initialisation, generator noise); the privacy noise is never seeded")
     fit.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
                      help="where to train (default auto: a GPU if there is one)")
     fit.add_argument("--threads", type=_positive_int, default=None,

@@ -122,7 +122,8 @@ class Synthesizer:
     learning rates; ``objective`` "gan" or "wgan-gp" (``gp_weight``); ``clip_bound`` and
     ``split_biases`` (weights and biases clipped as separate groups); ``accountant`` "rdp" or
     "prv"; the budget fractions for the private row count and for domain discovery;
-    ``on_invalid`` for values outside a declared domain; ``device``; ``seed``; ``verbose``.
+    ``on_invalid`` for values outside a declared domain; ``device``; ``seed`` (model randomness
+    only: the privacy noise always comes from OS entropy and the seed is never saved); ``verbose``.
     """
 
     def __init__(self, **settings: Any) -> None:
