@@ -68,6 +68,7 @@ class Settings:
     discovery_fraction: float = 0.1
     calibration_fraction: float = 0.2
     oversample: float = 2.0
+    warm_start_epochs: float = 5.0
     on_invalid: Literal["raise", "clip"] = "clip"
     device: str = "auto"
     seed: int | None = None
@@ -105,6 +106,8 @@ class Settings:
                              "so that training keeps a useful share of the budget")
         if not 0 <= self.calibration_fraction < 0.5:
             raise ValueError(f"calibration_fraction must lie in [0, 0.5), got {self.calibration_fraction!r}")
+        if not (math.isfinite(self.warm_start_epochs) and self.warm_start_epochs >= 0):
+            raise ValueError(f"warm_start_epochs must be a number >= 0, got {self.warm_start_epochs!r}")
         if not (math.isfinite(self.oversample) and self.oversample >= 1):
             raise ValueError(f"oversample must be a number >= 1, got {self.oversample!r}")
         if self.on_invalid not in ("raise", "clip"):
@@ -198,13 +201,18 @@ class Synthesizer:
                                generator_lr=s.generator_lr, discriminator_lr=s.discriminator_lr,
                                torch_generator=device_gen, privacy_rng=privacy_rng,
                                privacy_generator=privacy_gen)
+        public_data, warm_start_steps = None, 0
+        if public is not None and s.warm_start_epochs > 0:  # public rows are free: no clipping, no noise
+            public_data = torch.from_numpy(Encoder(schema, on_invalid="clip").encode_numpy(public[list(df.columns)]))
+            public_data = public_data.to(device)
+            warm_start_steps = max(1, math.ceil(s.warm_start_epochs * len(public) / max(2.0, expected_batch)))
         with tqdm(total=steps, desc="DP-GAN training", unit="step", disable=not s.verbose) as bar:
             def progress(step: int, loss: float) -> None:
                 bar.update(1)
                 if step % 25 == 0 or step == steps:
                     total = ledger.spent_epsilon + trainer.epsilon_spent()
                     bar.set_postfix(epsilon=f"{total:.3f}", g_loss=f"{loss:.3f}")
-            trainer.run(data, progress)
+            trainer.run(data, progress, public=public_data, warm_start_steps=warm_start_steps)
 
         spent = compute_epsilon(sigma, sample_rate, trainer.steps_done, train_delta, s.accountant)
         ledger.spend("training", "Poisson-subsampled Gaussian (DP-SGD on the discriminator)", spent,
@@ -225,6 +233,7 @@ class Synthesizer:
             "clipping": {"groups": [list(g) for g in groups.names], "bounds": list(groups.clip_bounds),
                          "noise_stds": list(groups.noise_stds),
                          "effective_noise_multiplier": groups.noise_multiplier},
+            "warm_start": {"public_rows": len(public), "steps": warm_start_steps} if public_data is not None else None,
             "unit_of_privacy": UNIT_OF_PRIVACY,
             "ledger": ledger.to_dict(),
         }

@@ -89,6 +89,20 @@ class DPGANTrainer:
         self.d_optimizer.step()
         self.steps_done += 1
 
+    def public_discriminator_step(self, public: torch.Tensor, batch_size: int) -> None:
+        """An ordinary (non-private) discriminator step on public rows: no clipping, no noise, no budget."""
+        index = torch.randint(len(public), (batch_size,), generator=self.torch_generator, device=public.device)
+        real = public[index]
+        self.generator.eval()
+        with torch.no_grad():
+            fake = self.generator(self.noise(batch_size, public.device), self.torch_generator)
+        self.generator.train()
+        alpha = torch.rand((batch_size, 1), generator=self.torch_generator, device=public.device)
+        per_example = per_example_gradients(self.discriminator, self.loss, real, fake, alpha)
+        for name, parameter in self.discriminator.named_parameters():
+            parameter.grad = per_example[name].mean(0)
+        self.d_optimizer.step()
+
     def generator_step(self, batch_size: int, device: torch.device) -> float:
         """Post-processing: the generator learns from the (already private) discriminator only."""
         self.g_optimizer.zero_grad(set_to_none=True)
@@ -105,10 +119,15 @@ class DPGANTrainer:
         return compute_epsilon(self.plan.noise_multiplier, self.plan.sample_rate, self.steps_done,
                                self.plan.delta, self.plan.accountant)
 
-    def run(self, data: torch.Tensor, progress: Callable[[int, float], None] | None = None) -> None:
-        """All planned steps; the plan was calibrated for exactly this many, so the budget holds."""
+    def run(self, data: torch.Tensor, progress: Callable[[int, float], None] | None = None,
+            public: torch.Tensor | None = None, warm_start_steps: int = 0) -> None:
+        """Optional warm start on public rows, then all planned DP steps (calibrated for exactly this many)."""
         batch = max(2, int(round(self.plan.expected_batch_size)))  # batch norm needs two rows
         self.generator.train()
+        for _ in range(warm_start_steps if public is not None else 0):
+            self.public_discriminator_step(public, batch)
+            for _ in range(self.generator_steps):
+                self.generator_step(batch, data.device)
         for step in range(self.plan.steps):
             self.discriminator_step(data)
             for _ in range(self.generator_steps):

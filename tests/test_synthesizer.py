@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,8 @@ from tabsynth.datasets import load_demo
 from tabsynth.privacy.accounting import compute_epsilon
 from tabsynth.synthesizer import ModelFileError
 
-FAST = dict(steps=3, batch_size=64, generator_hidden=(16,), discriminator_hidden=(16,), noise_dim=8, seed=0)
+FAST = dict(steps=3, batch_size=64, generator_hidden=(16,), discriminator_hidden=(16,), noise_dim=8, seed=0,
+            warm_start_epochs=0.02)
 
 
 @pytest.fixture(scope="module")
@@ -199,3 +201,15 @@ def test_a_failed_refit_leaves_the_fitted_synthesizer_unchanged(fitted: Synthesi
     with pytest.raises(ValueError):
         fitted.fit(cps.drop(columns="age"), epsilon=1.0, public=load_demo("cps_1992"))
     assert fitted.privacy_report() == before
+
+
+def test_public_data_warm_starts_training_without_spending_budget(cps: pd.DataFrame) -> None:
+    synth = Synthesizer(**{**FAST, "warm_start_epochs": 0.1}).fit(cps, epsilon=1.0, public=load_demo("cps_1992"))
+    report = synth.privacy_report()
+    assert report["warm_start"] == {"public_rows": 7602, "steps": math.ceil(0.1 * 7602 / 64)}
+    assert [e["purpose"] for e in report["ledger"]["entries"]] == ["row count", "marginal calibration", "training"]
+
+
+def test_without_public_data_there_is_no_warm_start(cps: pd.DataFrame) -> None:
+    schema = Schema.infer(load_demo("cps_1992"))
+    assert Synthesizer(**FAST).fit(cps, epsilon=1.0, schema=schema).privacy_report()["warm_start"] is None
