@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, ClassVar, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, ClassVar, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -576,4 +576,3 @@ __all__ = [
     "BooleanColumn", "CategoricalColumn", "Column", "ContinuousColumn", "DatetimeColumn",
     "GeoPointColumn", "IntegerColumn", "Schema", "SchemaError", "check_columns", "check_frame",
 ]
-_ = (asdict, Sequence)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from tabsynth import CategoricalColumn, ContinuousColumn, Encoder, IntegerColumn, Schema
 from tabsynth.privacy.accounting import compute_epsilon
