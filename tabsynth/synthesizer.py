@@ -184,17 +184,11 @@ class Synthesizer:
         sigma = calibrate_noise_multiplier(train_epsilon, train_delta, sample_rate, steps, s.accountant)
         plan = TrainingPlan(steps, sample_rate, expected_batch, sigma, train_delta, s.accountant)
 
-        gen = torch.Generator(device="cpu").manual_seed(torch_generator_seed)
-        generator = Generator(s.noise_dim, encoder.layout, encoder.dim, s.generator_hidden, s.temperature)
-        discriminator = Discriminator(encoder.dim, s.discriminator_hidden)
-        init_linear(generator, gen)
-        init_linear(discriminator, gen)
-        generator.to(device)
-        discriminator.to(device)
+        generator, discriminator = self._networks(encoder, torch_generator_seed, device)
         groups = ClippingGroups.build(discriminator, sigma, s.clip_bound, split_biases=s.split_biases)
         if not math.isclose(groups.noise_multiplier, sigma, rel_tol=1e-9):
             raise AssertionError("clipping groups do not realise the calibrated noise multiplier")
-        device_gen = gen if device.type == "cpu" else torch.Generator(device=device).manual_seed(torch_generator_seed)
+        device_gen = torch.Generator(device=device).manual_seed(torch_generator_seed + 1)
         privacy_gen = torch.Generator(device=device).manual_seed(int(privacy_rng.integers(2**63 - 1)))
         trainer = DPGANTrainer(generator, discriminator, groups, plan, objective=s.objective,
                                gp_weight=s.gp_weight, generator_steps=s.generator_steps,
@@ -223,21 +217,19 @@ class Synthesizer:
         self.encoder_ = encoder
         self.marginal_targets_ = marginal_targets
         self.generator_ = generator.to("cpu").eval()
-        self.report_ = {
-            "epsilon": ledger.spent_epsilon, "delta": ledger.spent_delta,
-            "epsilon_budget": epsilon, "delta_budget": delta,
-            "accountant": {"rdp": "Renyi DP (Opacus), converted to (epsilon, delta)",
-                           "prv": "privacy random variables (Opacus PRV)"}[s.accountant],
-            "noise_multiplier": sigma, "sample_rate": sample_rate, "sampling": "poisson",
-            "expected_batch_size": expected_batch, "steps": trainer.steps_done,
-            "clipping": {"groups": [list(g) for g in groups.names], "bounds": list(groups.clip_bounds),
-                         "noise_stds": list(groups.noise_stds),
-                         "effective_noise_multiplier": groups.noise_multiplier},
-            "warm_start": {"public_rows": len(public), "steps": warm_start_steps} if public_data is not None else None,
-            "unit_of_privacy": UNIT_OF_PRIVACY,
-            "ledger": ledger.to_dict(),
-        }
+        warm_start = {"public_rows": len(public), "steps": warm_start_steps} if public_data is not None else None
+        self.report_ = _privacy_report(ledger, plan, groups, trainer.steps_done, warm_start)
         return self
+
+    def _networks(self, encoder: Encoder, seed: int, device: torch.device) -> tuple[Generator, Discriminator]:
+        """Fresh generator and discriminator shaped by the encoder layout, initialised from ``seed``."""
+        s = self.settings
+        init = torch.Generator(device="cpu").manual_seed(seed)
+        generator = Generator(s.noise_dim, encoder.layout, encoder.dim, s.generator_hidden, s.temperature)
+        discriminator = Discriminator(encoder.dim, s.discriminator_hidden)
+        init_linear(generator, init)
+        init_linear(discriminator, init)
+        return generator.to(device), discriminator.to(device)
 
     def _resolve_schema(self, df: pd.DataFrame, schema: Schema | None, public: pd.DataFrame | None,
                         ledger: PrivacyLedger, epsilon: float, delta: float,
@@ -374,6 +366,28 @@ class Synthesizer:
     def _check_fitted(self) -> None:
         if not hasattr(self, "generator_"):
             raise RuntimeError("this Synthesizer is not fitted yet: call fit(df, epsilon=...) or Synthesizer.load(path)")
+
+
+ACCOUNTANT_NAMES = {"rdp": "Renyi DP (Opacus), converted to (epsilon, delta)",
+                    "prv": "privacy random variables (Opacus PRV)"}
+
+
+def _privacy_report(ledger: PrivacyLedger, plan: TrainingPlan, groups: ClippingGroups, steps: int,
+                    warm_start: dict[str, int] | None) -> dict[str, Any]:
+    """The JSON-able report: totals with the accountant, the DP-SGD mechanism, clipping and the ledger."""
+    return {
+        "epsilon": ledger.spent_epsilon, "delta": ledger.spent_delta,
+        "epsilon_budget": ledger.epsilon, "delta_budget": ledger.delta,
+        "accountant": ACCOUNTANT_NAMES[plan.accountant],
+        "noise_multiplier": plan.noise_multiplier, "sample_rate": plan.sample_rate, "sampling": "poisson",
+        "expected_batch_size": plan.expected_batch_size, "steps": steps,
+        "clipping": {"groups": [list(g) for g in groups.names], "bounds": list(groups.clip_bounds),
+                     "noise_stds": list(groups.noise_stds),
+                     "effective_noise_multiplier": groups.noise_multiplier},
+        "warm_start": warm_start,
+        "unit_of_privacy": UNIT_OF_PRIVACY,
+        "ledger": ledger.to_dict(),
+    }
 
 
 def _default_delta(dp_rows: float) -> float:
