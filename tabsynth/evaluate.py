@@ -406,6 +406,18 @@ def tstr(
         if len(frame) == 0:
             raise ValueError(f"{name} has no rows with a non-null target {target!r}")
 
+    # Synthetic labels the real test set never shows (a catch-all, say) cannot be scored, and a class
+    # with a single synthetic row breaks stratified early stopping: such training rows are dropped.
+    train_labels = train[target].astype(object)
+    counts = train_labels.map(train_labels.value_counts()).to_numpy(dtype=np.int64)
+    keep = train_labels.isin(set(test[target].astype(object))).to_numpy() & (counts >= 2)
+    if not keep.all():
+        notes.append(f"dropped {int((~keep).sum())} synthetic rows whose target class is absent from "
+                     f"real_test or held by a single row")
+        train = train[keep]
+        if len(train) == 0:
+            raise ValueError(f"synthetic has no rows with a target class that real_test shows ({target!r})")
+
     labels = _sorted_labels(pd.Index(pd.unique(pd.concat([train[target], test[target]]))))
     label_index = pd.Index(labels, dtype=object)
     y_train = label_index.get_indexer(train[target].astype(object))

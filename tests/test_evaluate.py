@@ -239,3 +239,13 @@ def test_out_of_domain_detects_planted_values(mixed: pd.DataFrame) -> None:
 
 def test_peak_rss_is_positive() -> None:
     assert peak_rss_mb() > 10.0
+
+
+def test_tstr_drops_synthetic_classes_the_real_test_never_shows() -> None:
+    rng = np.random.default_rng(0)
+    real = pd.DataFrame({"x": rng.normal(size=400), "y": np.where(rng.random(400) < 0.5, "a", "b")})
+    synthetic = real.copy()
+    synthetic.loc[0, "y"] = "<other>"
+    result = tstr(synthetic, real, "y", models=("hgb",))
+    assert result["classes"] == ["a", "b"]
+    assert any("dropped 1 synthetic rows" in note for note in result["notes"])
