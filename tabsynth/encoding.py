@@ -235,6 +235,14 @@ def _numbers(frame: pd.DataFrame, name: str, present: np.ndarray) -> np.ndarray:
         raise SchemaError(f"column {name!r} must be numeric: {exc}") from exc
 
 
+def _check_whole(name: str, values: np.ndarray) -> None:
+    """Integer columns (and datetime ticks) must hold whole numbers."""
+    fractional = np.isfinite(values) & (values != np.round(values))
+    if fractional.any():
+        raise SchemaError(f"column {name!r} is declared integer but holds fractional values "
+                          f"(e.g. {values[fractional][0]})")
+
+
 def _enforce_range(name: str, values: np.ndarray, lower: float, upper: float,
                    policy: InvalidPolicy) -> np.ndarray:
     outside = ~((values >= lower) & (values <= upper))
@@ -262,10 +270,7 @@ class _NumberCodec(_Codec):
     def encode(self, frame: pd.DataFrame, present: np.ndarray, policy: InvalidPolicy) -> np.ndarray:
         values = self.values(frame, present)
         if self.integral:
-            fractional = np.isfinite(values) & (values != np.round(values))
-            if fractional.any():
-                raise SchemaError(f"column {self.column.name!r} is declared integer but holds "
-                                  f"fractional values (e.g. {values[fractional][0]})")
+            _check_whole(self.column.name, values)
         values = _enforce_range(self.column.name, values, self.lower, self.upper, policy)
         return self.scaler.forward(values)[:, None]
 
@@ -330,10 +335,7 @@ class _BinaryCodeCodec(_Codec):
 
     def encode(self, frame: pd.DataFrame, present: np.ndarray, policy: InvalidPolicy) -> np.ndarray:
         values = _numbers(frame, self.column.name, present)
-        fractional = np.isfinite(values) & (values != np.round(values))
-        if fractional.any():
-            raise SchemaError(f"column {self.column.name!r} is declared integer but holds fractional "
-                              f"values (e.g. {values[fractional][0]})")
+        _check_whole(self.column.name, values)
         values = _enforce_range(self.column.name, values, self.column.lower, self.column.upper, policy)
         offsets = (values - self.column.lower).astype(np.int64)
         return ((offsets[:, None] & self.weights) > 0).astype(np.float32)

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from tabsynth.encoding import Encoder
 from tabsynth.models import Discriminator, Generator, init_linear
-from tabsynth.privacy.accounting import ACCOUNTANTS, calibrate_noise_multiplier, compute_epsilon
+from tabsynth.privacy.accounting import ACCOUNTANTS, calibrate_noise_multiplier
 from tabsynth.privacy.discovery import discover_schema
 from tabsynth.privacy.dp_sgd import ClippingGroups
 from tabsynth.privacy.ledger import BudgetExceededError, PrivacyLedger
@@ -208,8 +208,7 @@ class Synthesizer:
                     bar.set_postfix(epsilon=f"{total:.3f}", g_loss=f"{loss:.3f}")
             trainer.run(data, progress, public=public_data, warm_start_steps=warm_start_steps)
 
-        spent = compute_epsilon(sigma, sample_rate, trainer.steps_done, train_delta, s.accountant)
-        ledger.spend("training", "Poisson-subsampled Gaussian (DP-SGD on the discriminator)", spent,
+        ledger.spend("training", "Poisson-subsampled Gaussian (DP-SGD on the discriminator)", trainer.epsilon_spent(),
                      train_delta, steps=trainer.steps_done, noise_multiplier=sigma, sample_rate=sample_rate,
                      accountant=s.accountant)
         # Fitted state is assigned only now, all together: a failed fit leaves the object as it was.
