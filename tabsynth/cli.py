@@ -24,11 +24,12 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
+from tqdm.auto import tqdm
 
 from tabsynth import __version__
 from tabsynth.datasets import load_demo
 from tabsynth.evaluate import fidelity_report, out_of_domain_fraction, tstr
+from tabsynth.io import PARQUET_SUFFIXES, is_csv, open_table, write_parquet
 from tabsynth.privacy.ledger import BudgetExceededError
 from tabsynth.schema import Schema, SchemaError
 from tabsynth.synthesizer import ModelFileError, Settings, Synthesizer
@@ -60,8 +61,6 @@ DEMO_PRIVATE = "cps_2004"
 DEMO_EPOCHS = 5.0  # ~40 steps: as good as 10 epochs at epsilon=1 here, and ~5 s on 2 CPU cores
 DEMO_THREADS = 1  # the demo's small networks gain ~10% from a 2nd thread but slow ~10x on a busy CPU
 DEMO_FILES = ("synthetic.parquet", "model.tabsynth", "privacy_report.json")
-CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.xz", ".csv.zip", ".csv.zst")
-PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
 _BUDGET_WORDS = re.compile(r"\b(epsilon|delta)\b", re.IGNORECASE)
 
 
@@ -162,11 +161,6 @@ def _make_synthesizer(**settings: Any) -> Synthesizer:
 # --- files ---------------------------------------------------------------------------------
 
 
-def _is_csv(path: Path) -> bool:
-    """True when the file name says CSV (optionally compressed)."""
-    return path.name.lower().endswith(CSV_SUFFIXES)
-
-
 def _require_input(path: str, what: str) -> Path:
     """The input path, or exit code 3 naming it when it does not exist."""
     p = Path(path)
@@ -177,18 +171,7 @@ def _require_input(path: str, what: str) -> Path:
 
 def _read_table(path: str, what: str) -> pd.DataFrame:
     """A Parquet file, a directory of Parquet files, or a CSV file (by extension) as a DataFrame."""
-    p = _require_input(path, what)
-    fmt = "CSV" if p.is_file() and _is_csv(p) else "Parquet"
-    try:
-        frame = pd.read_csv(p) if fmt == "CSV" else pd.read_parquet(p)
-    except (OSError, ValueError, pa.ArrowException) as exc:
-        hint = "" if fmt == "CSV" or p.is_dir() else " (name CSV files *.csv)"
-        raise CLIError(f"cannot read {what} {p} as {fmt}{hint}: {exc}", EXIT_DATA) from exc
-    if frame.shape[1] == 0 or len(frame) == 0:
-        found = "no columns" if frame.shape[1] == 0 else "no rows"
-        raise CLIError(f"{what} {p} has {found}" + (" (no Parquet files in it?)" if p.is_dir() else ""),
-                       EXIT_DATA)
-    return frame
+    return open_table(_require_input(path, what), what).read()
 
 
 def _read_schema(path: str) -> Schema:
@@ -211,7 +194,7 @@ def _load_model(path: str) -> Synthesizer:
 
 def _table_output_format(path: Path) -> str:
     """'csv' or 'parquet' from the output file name; anything else is a usage error."""
-    if _is_csv(path):
+    if is_csv(path):
         return "csv"
     if path.name.lower().endswith(PARQUET_SUFFIXES):
         return "parquet"
@@ -277,6 +260,21 @@ def _write_table(frame: pd.DataFrame, tmp: Path, fmt: str) -> None:
         frame.to_csv(tmp, index=False)
     else:
         frame.to_parquet(tmp, index=False)
+
+
+def _write_synthetic(synthesizer: Synthesizer, n: int, seed: int | None, out: Path, quiet: bool) -> None:
+    """Sample ``n`` rows into ``out``: Parquet row group by row group in the training input's Arrow
+    types (bounded memory), or CSV; atomically, with a progress bar."""
+    fmt = _table_output_format(out)
+    with _atomic_output(out) as tmp, tqdm(total=n, desc="Sampling", unit="row", unit_scale=True,
+                                          disable=quiet) as bar:
+        batches = synthesizer.sample_batches(n, seed=seed)
+        if fmt == "parquet":
+            write_parquet(batches, tmp, synthesizer.arrow_schema_, on_rows=bar.update)
+        else:  # CSV is for small outputs: one frame
+            frame = pd.concat(list(batches), ignore_index=True)
+            bar.update(len(frame))
+            _write_table(frame, tmp, fmt)
 
 
 def _write_text(text: str, tmp: Path) -> None:
@@ -372,18 +370,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     """tabsynth fit PRIVATE -o MODEL --epsilon E."""
     _check_budget(args.epsilon, args.delta)
     out = _check_output(args.output, [args.private, args.public, args.schema], args.overwrite)
-    synthesizer = _make_synthesizer(steps=args.steps, epochs=args.epochs, batch_size=args.batch_size,
-                                    seed=args.seed, device=args.device, verbose=not args.quiet)
-    private = _read_table(args.private, "private table")
-    public = _read_table(args.public, "public table") if args.public else None
-    schema = _read_schema(args.schema) if args.schema else None
-    if public is None and schema is None:
-        share = Settings.discovery_fraction
-        _note(f"no --schema or --public given: column domains are discovered from the private table "
-              f"under DP, which spends {share:.0%} of the budget")
-    started = time.perf_counter()
-    with _torch_threads(args.threads):
-        _fit(synthesizer, private, args.epsilon, args.delta, schema, public)
+    synthesizer, started = _fit_from_args(args)
     with _atomic_output(out) as tmp:
         synthesizer.save(tmp)
     if not args.quiet:
@@ -392,15 +379,56 @@ def cmd_fit(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _fit_from_args(args: argparse.Namespace) -> tuple[Synthesizer, float]:
+    """Fit on the private table named by ``args`` (streamed when it is Parquet); returns the start time."""
+    synthesizer = _make_synthesizer(steps=args.steps, epochs=args.epochs, batch_size=args.batch_size,
+                                    seed=args.seed, device=args.device, verbose=not args.quiet)
+    private = _require_input(args.private, "private table")
+    public = _require_input(args.public, "public table") if args.public else None
+    schema = _read_schema(args.schema) if args.schema else None
+    if public is None and schema is None:
+        share = Settings.discovery_fraction
+        _note(f"no --schema or --public given: column domains are discovered from the private table "
+              f"under DP, which spends {share:.0%} of the budget")
+    started = time.perf_counter()
+    with _torch_threads(args.threads):
+        _fit(synthesizer, private, args.epsilon, args.delta, schema, public)
+    return synthesizer, started
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    """tabsynth convert PRIVATE OUT --epsilon E: fit and sample in one step."""
+    _check_budget(args.epsilon, args.delta)
+    inputs = [args.private, args.public, args.schema]
+    out = _check_output(args.output, inputs, args.overwrite)
+    _table_output_format(out)
+    extras = [_check_output(path, inputs, args.overwrite) for path in (args.model, args.report) if path]
+    if len({p.resolve() for p in (out, *extras)}) < 1 + len(extras):
+        raise CLIError("OUT, --model and --report must be different files", EXIT_USAGE)
+    synthesizer, started = _fit_from_args(args)
+    rows = args.rows or synthesizer.row_count_
+    if not args.quiet and not args.rows:
+        _note(f"sampling {rows:,} rows, the DP estimate of the private row count (set --rows to choose)")
+    with contextlib.ExitStack() as stack:  # every output is renamed into place only if all were written
+        if args.model:
+            synthesizer.save(stack.enter_context(_atomic_output(Path(args.model))))
+        if args.report:
+            _write_text(_dumps(synthesizer.privacy_report()), stack.enter_context(_atomic_output(Path(args.report))))
+        _write_synthetic(synthesizer, rows, args.seed, out, args.quiet)
+    if not args.quiet:
+        _print(f"Wrote {rows:,} synthetic rows to {out} in {time.perf_counter() - started:.1f} s")
+    _print(_privacy_summary(synthesizer.privacy_report()))
+    return EXIT_OK
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     """tabsynth sample MODEL -n N -o OUT."""
     out = _check_output(args.output, [args.model], args.overwrite)
-    fmt = _table_output_format(out)
+    _table_output_format(out)
     synthesizer = _load_model(args.model)
-    frame = synthesizer.sample(args.n, seed=args.seed)  # no seed: fresh rows on every run
-    with _atomic_output(out) as tmp:
-        _write_table(frame, tmp, fmt)
-    _print(f"Wrote {len(frame):,} synthetic rows ({frame.shape[1]} columns) to {out}")
+    rows = args.n or synthesizer.row_count_
+    _write_synthetic(synthesizer, rows, args.seed, out, args.quiet)  # no seed: fresh rows on every run
+    _print(f"Wrote {rows:,} synthetic rows ({len(synthesizer.schema_.column_order)} columns) to {out}")
     return EXIT_OK
 
 
@@ -487,6 +515,33 @@ def _add_overwrite(parser: argparse.ArgumentParser) -> None:
                         help="replace existing output files (by default tabsynth refuses)")
 
 
+def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """Budget, domain source and training options shared by `fit` and `convert`."""
+    parser.add_argument("--epsilon", type=_number, required=True,
+                        help="privacy budget epsilon (smaller is more private)")
+    parser.add_argument("--delta", type=_number, default=None,
+                        help="privacy budget delta (default: 1e-5, or smaller for tables over 10,000 rows)")
+    domain = parser.add_mutually_exclusive_group()
+    domain.add_argument("--public", metavar="P", default=None,
+                        help="public table with the same columns (e.g. last year's release): the schema is "
+                             "inferred from it and training starts from it, at no privacy cost")
+    domain.add_argument("--schema", metavar="S", default=None, help="schema JSON file (see `tabsynth schema infer`)")
+    parser.add_argument("--steps", type=_positive_int, default=None, help="discriminator steps (overrides --epochs)")
+    parser.add_argument("--epochs", type=_positive_float, default=None,
+                        help=f"passes over the data (default {Settings.epochs:g})")
+    parser.add_argument("--batch-size", type=_positive_int, default=None,
+                        help=f"expected batch size (default {Settings.batch_size})")
+    parser.add_argument("--seed", type=_non_negative_int, default=None,
+                        help="seed for the model's own randomness (initialisation, generator noise, sampling); "
+                             "the privacy noise is never seeded")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
+                        help="where to train (default auto: a GPU if there is one)")
+    parser.add_argument("--threads", type=_positive_int, default=None,
+                        help="CPU threads for PyTorch (default: PyTorch's choice, one per core); 1 is often "
+                             "faster for small tables or on a busy machine")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser for all subcommands."""
     parser = argparse.ArgumentParser(
@@ -500,6 +555,8 @@ def build_parser() -> argparse.ArgumentParser:
                "  tabsynth report model.tabsynth\n"
                "  tabsynth sample model.tabsynth -n 10000 -o synthetic.parquet\n"
                "  tabsynth evaluate private.parquet synthetic.parquet\n"
+               "or in one step:\n"
+               "  tabsynth convert private.parquet synthetic.parquet --public public.parquet --epsilon 1\n"
                "first time? try:  tabsynth demo\n\n" + EXIT_CODES_HELP)
     parser.add_argument("--version", action="version", version=f"tabsynth {__version__}")
     parser.add_argument("--traceback", action="store_true",
@@ -564,24 +621,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("private", metavar="PRIVATE",
                      help="private table: a Parquet file, a directory of Parquet files, or a .csv file")
     fit.add_argument("-o", "--output", required=True, metavar="MODEL", help="model file to write")
-    fit.add_argument("--epsilon", type=_number, required=True, help="privacy budget epsilon (smaller is more private)")
-    fit.add_argument("--delta", type=_number, default=None,
-                     help="privacy budget delta (default: 1e-5, or smaller for tables over 10,000 rows)")
-    domain = fit.add_mutually_exclusive_group()
-    domain.add_argument("--public", metavar="P", default=None, help="public table to infer the schema from")
-    domain.add_argument("--schema", metavar="S", default=None, help="schema JSON file (see `tabsynth schema infer`)")
-    fit.add_argument("--steps", type=_positive_int, default=None, help="discriminator steps (overrides --epochs)")
-    fit.add_argument("--epochs", type=_positive_float, default=None,
-                     help=f"passes over the data (default {Settings.epochs:g})")
-    fit.add_argument("--batch-size", type=_positive_int, default=None,
-                     help=f"expected batch size (default {Settings.batch_size})")
-    fit.add_argument("--seed", type=_non_negative_int, default=None, help="seed for the model's own randomness (initialisation, generator noise); the privacy noise is never seeded")
-    fit.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
-                     help="where to train (default auto: a GPU if there is one)")
-    fit.add_argument("--threads", type=_positive_int, default=None,
-                     help="CPU threads for PyTorch (default: PyTorch's choice, one per core); 1 is often "
-                          "faster for small tables or on a busy machine")
-    fit.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_training_arguments(fit)
     _add_overwrite(fit)
     fit.set_defaults(handler=cmd_fit)
 
@@ -592,12 +632,37 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  tabsynth sample model.tabsynth -n 10000 -o synthetic.parquet\n"
                "  tabsynth sample model.tabsynth -n 500 -o synthetic.csv --seed 7\n\n" + EXIT_CODES_HELP)
     sample.add_argument("model", metavar="MODEL", help="model file written by `tabsynth fit`")
-    sample.add_argument("-n", type=_positive_int, required=True, metavar="N", help="number of rows")
+    sample.add_argument("-n", type=_positive_int, default=None, metavar="N",
+                        help="number of rows (default: the model's DP estimate of the private row count)")
     sample.add_argument("-o", "--output", required=True, metavar="OUT",
                         help="output table: *.parquet or *.csv (optionally .csv.gz etc.)")
     sample.add_argument("--seed", type=_non_negative_int, default=None, help="seed for reproducible rows")
+    sample.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_overwrite(sample)
     sample.set_defaults(handler=cmd_sample)
+
+    convert = commands.add_parser(
+        "convert", formatter_class=_Formatter, help="private table in, synthetic table out (fit + sample)",
+        description=_wrap("Train a DP model on PRIVATE and write a synthetic table to OUT in one step. A Parquet "
+                          "input (a file or a directory of files) is streamed: it may be larger than memory, "
+                          "and the Parquet output keeps its column types. OUT is written to a temporary file "
+                          "beside it and renamed at the end, so a failed or interrupted run leaves nothing. "
+                          "Without --rows, OUT gets as many rows as a DP estimate of the private row count "
+                          "(the exact count is itself private)."),
+        epilog="examples:\n"
+               "  tabsynth convert acs_2019.parquet synthetic_2019.parquet --public acs_2018.parquet --epsilon 1\n"
+               "  tabsynth convert private_parts/ synthetic.parquet --schema schema.json --epsilon 2 \\\n"
+               "      --rows 1000000 --model model.tabsynth --report privacy_report.json\n\n" + EXIT_CODES_HELP)
+    convert.add_argument("private", metavar="PRIVATE",
+                         help="private table: a Parquet file, a directory of Parquet files, or a .csv file")
+    convert.add_argument("output", metavar="OUT", help="synthetic table to write: *.parquet or *.csv")
+    _add_training_arguments(convert)
+    convert.add_argument("--rows", type=_positive_int, default=None,
+                         help="synthetic rows to write (default: the DP estimate of the private row count)")
+    convert.add_argument("--model", metavar="MODEL", default=None, help="also save the model file here")
+    convert.add_argument("--report", metavar="JSON", default=None, help="also write the privacy report here")
+    _add_overwrite(convert)
+    convert.set_defaults(handler=cmd_convert)
 
     report = commands.add_parser(
         "report", formatter_class=_Formatter, help="print a model's privacy report as JSON",
@@ -625,7 +690,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(handler=cmd_evaluate)
 
     parser.set_defaults(handler=None, parser=parser)
-    for sub in (demo, schema, infer, fit, sample, report, evaluate):
+    for sub in (demo, schema, infer, fit, sample, convert, report, evaluate):
         sub.set_defaults(parser=sub)
     return parser
 

@@ -3,12 +3,19 @@
 The encoder is fitted by the schema alone: it never learns anything from the table it encodes. Its
 ``layout`` records, per column, which slice of the vector the column owns and which output
 activation the generator needs there (CTGAN's "output info", made explicit).
+
+Two representations of a table exist. The *encoded* (dense) vector is what the networks see: a
+one-hot block per categorical, a bit per binary digit. The *compact* form keeps one float32 field
+per categorical (its code), per binary code (its integer offset), per boolean and missing flag, and
+per scaled number: it is what the training store holds and what sampling decodes, so the one-hot
+expansion only ever exists for a batch. ``CompactLayout`` maps between the two, in torch.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Sequence
 
 import numpy as np
 import pandas as pd
@@ -52,6 +59,89 @@ class Span:
     @property
     def width(self) -> int:
         return self.end - self.start
+
+    @property
+    def fields(self) -> int:
+        """Compact fields: one per scaled number, one for a whole bit group or one-hot block."""
+        return self.width if self.activation == "tanh" else 1
+
+
+class CompactLayout:
+    """Index maps between the encoded vector and the compact fields of a layout.
+
+    tanh spans copy their values; a sigmoid span (missing flag, boolean, binary code) is the integer
+    sum of its bits times 2^i; a softmax span is its category code (-1: none, an all-zero block).
+    """
+
+    def __init__(self, layout: Sequence[Span]) -> None:
+        tanh_dense, tanh_compact, bit_dense, bit_field, bit_shift, softmax = [], [], [], [], [], []
+        field = 0
+        for span in layout:
+            if span.activation == "tanh":
+                tanh_dense += range(span.start, span.end)
+                tanh_compact += range(field, field + span.width)
+            elif span.activation == "sigmoid":
+                bit_dense += range(span.start, span.end)
+                bit_field += [field] * span.width
+                bit_shift += range(span.width)
+            else:
+                softmax.append((span.start, span.end, field))
+            field += span.fields
+        self.dense_dim = max((s.end for s in layout), default=0)
+        self.dim = field
+        self.tanh_dense = torch.tensor(tanh_dense, dtype=torch.long)
+        self.tanh_compact = torch.tensor(tanh_compact, dtype=torch.long)
+        self.bit_dense = torch.tensor(bit_dense, dtype=torch.long)
+        self.bit_field = torch.tensor(bit_field, dtype=torch.long)
+        self.bit_shift = torch.tensor(bit_shift, dtype=torch.long)
+        # (bits, sigmoid spans) matrix of 2^i: the integers of all sigmoid spans are one matrix product.
+        self.bit_fields, column = torch.unique(self.bit_field, return_inverse=True)
+        self.bit_weights = torch.zeros((len(bit_dense), len(self.bit_fields)))
+        self.bit_weights[torch.arange(len(bit_dense)), column] = 2.0 ** self.bit_shift.float()
+        self.softmax = softmax
+        self.softmax_starts = torch.tensor([start for start, _, _ in softmax], dtype=torch.long)
+        self.softmax_widths = torch.tensor([end - start for start, end, _ in softmax], dtype=torch.long)
+        self.softmax_fields = torch.tensor([f for _, _, f in softmax], dtype=torch.long)
+
+    def to(self, device: torch.device | str) -> "CompactLayout":
+        """A copy whose index tensors live on ``device`` (no transfers per batch)."""
+        moved = copy.copy(self)
+        for name, value in vars(self).items():
+            if isinstance(value, torch.Tensor):
+                setattr(moved, name, value.to(device))
+        return moved
+
+    def expand(self, compact: torch.Tensor) -> torch.Tensor:
+        """Compact rows -> encoded rows, on the tensor's device."""
+        device = compact.device
+        out = torch.zeros((compact.shape[0], self.dense_dim), dtype=torch.float32, device=device)
+        if len(self.tanh_dense):
+            out[:, self.tanh_dense.to(device)] = compact[:, self.tanh_compact.to(device)]
+        if len(self.bit_dense):
+            integers = compact[:, self.bit_field.to(device)].round().long()
+            out[:, self.bit_dense.to(device)] = ((integers >> self.bit_shift.to(device)) & 1).float()
+        if self.softmax:
+            codes = compact[:, self.softmax_fields.to(device)].round().long()
+            valid = codes >= 0
+            codes = torch.minimum(codes.clamp(min=0), self.softmax_widths.to(device) - 1)
+            out.scatter_(1, self.softmax_starts.to(device) + codes, valid.float())
+        return out
+
+    def compress(self, dense: torch.Tensor) -> torch.Tensor:
+        """Encoded rows (any real values) -> compact rows: bits by > 0.5, categories by argmax."""
+        device = dense.device
+        out = torch.zeros((dense.shape[0], self.dim), dtype=torch.float32, device=device)
+        if len(self.tanh_dense):
+            out[:, self.tanh_compact.to(device)] = dense[:, self.tanh_dense.to(device)].float()
+        if len(self.bit_dense):
+            self.add_bits(out, dense[:, self.bit_dense.to(device)] > 0.5)
+        for start, end, field in self.softmax:
+            out[:, field] = dense[:, start:end].argmax(1).float()
+        return out
+
+    def add_bits(self, out: torch.Tensor, bits: torch.Tensor) -> None:
+        """Write the integers of sigmoid spans, given their bits (rows x all bit positions), into ``out``."""
+        out[:, self.bit_fields.to(out.device)] = bits.float() @ self.bit_weights.to(out.device)
 
 
 class PiecewiseLinear:
@@ -108,16 +198,23 @@ class Encoder:
         self.on_invalid = on_invalid
         self._codecs = [_codec_for(column) for column in schema.columns]
         spans: list[Span] = []
-        offset = 0
+        offset = field = 0
         for codec in self._codecs:
-            codec.offset = offset
+            codec.field = field
             if codec.column.nullable:
                 spans.append(Span(codec.column.name, offset, offset + 1, "sigmoid", "missing"))
                 offset += 1
             spans.append(Span(codec.column.name, offset, offset + codec.width, codec.activation))
             offset += codec.width
+            field += int(codec.column.nullable) + spans[-1].fields
         self.layout: tuple[Span, ...] = tuple(spans)
         self.dim = offset
+        self.compact = CompactLayout(self.layout)
+
+    @property
+    def compact_dim(self) -> int:
+        """Number of compact fields per row."""
+        return self.compact.dim
 
     def encode(self, frame: pd.DataFrame) -> torch.Tensor:
         """One float32 row per record; column order in ``frame`` does not matter."""
@@ -126,9 +223,13 @@ class Encoder:
         return torch.from_numpy(self.encode_numpy(frame))
 
     def encode_numpy(self, frame: pd.DataFrame, redact: bool = False) -> np.ndarray:
-        """``encode`` as a numpy array. ``redact=True`` (for private tables) keeps counts and values
-        out of error messages: they name the column only."""
-        out = np.zeros((len(frame), self.dim), dtype=np.float32)
+        """``encode`` as a numpy array (see ``encode_compact`` for ``redact``)."""
+        return self.expand(self.encode_compact(frame, redact=redact)).numpy()
+
+    def encode_compact(self, frame: pd.DataFrame, redact: bool = False) -> np.ndarray:
+        """Compact float32 rows (codes, offsets, flags, scaled numbers). ``redact=True`` (for private
+        tables) keeps counts and values out of error messages: they name the column only."""
+        out = np.zeros((len(frame), self.compact_dim), dtype=np.float32)
         for codec in self._codecs:
             try:
                 self._encode_column(codec, frame, out)
@@ -146,49 +247,67 @@ class Encoder:
         if missing.any() and not codec.column.nullable:
             raise SchemaError(f"column {codec.column.name!r} holds {int(missing.sum())} missing values "
                               f"(NaN/None) but the schema does not declare it nullable")
-        start = codec.offset
+        field = codec.field
         if codec.column.nullable:
-            out[:, start] = missing
-            start += 1
+            out[:, field] = missing
+            field += 1
         present = ~missing
-        out[present, start:start + codec.width] = codec.encode(frame, present, self.on_invalid)
+        block = out[:, field:field + codec.fields]
+        block[missing] = codec.absent
+        block[present] = codec.encode(frame, present, self.on_invalid)
 
-    def marginal_codes(self, vectors: np.ndarray) -> tuple[np.ndarray, list[int], list[str]]:
-        """Each row's cell in every one-way marginal, read off the encoded space; the cells come from
-        the schema alone (categories, binary codes, knot segments), missing values get the last cell.
+    def expand(self, compact: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Compact rows -> encoded (one-hot) rows, as a float32 tensor on the input's device."""
+        return self.compact.expand(torch.as_tensor(compact, dtype=torch.float32))
 
-        Returns (codes of shape (n, k), number of cells per marginal, marginal names).
+    def compress(self, vectors: torch.Tensor | np.ndarray) -> np.ndarray:
+        """Encoded rows (any real values, NaN and inf included) -> compact rows."""
+        array = vectors.detach().cpu() if isinstance(vectors, torch.Tensor) else torch.as_tensor(np.asarray(vectors))
+        if array.ndim != 2 or array.shape[1] != self.dim:
+            raise ValueError(f"vectors must have shape (n, {self.dim}), got {tuple(array.shape)}")
+        array = torch.nan_to_num(array.float(), nan=0.0, posinf=1.0, neginf=-1.0)
+        return self.compact.compress(array).numpy()
+
+    def marginal_cells(self, compact: np.ndarray) -> tuple[np.ndarray, list[int], list[str]]:
+        """Each row's cell in every one-way marginal, read off compact rows; the cells come from the
+        schema alone (categories, binary codes, knot segments), missing values get the last cell.
+
+        Returns (cells of shape (n, k), number of cells per marginal, marginal names).
         """
-        array = np.asarray(vectors)
-        codes, sizes, names = [], [], []
+        array = np.asarray(compact)
+        cells, sizes, names = [], [], []
         for codec in self._codecs:
-            start = codec.offset
-            missing = array[:, start] > 0.5 if codec.column.nullable else None
-            start += int(codec.column.nullable)
-            for name, (cells, n_cells) in codec.cells(array[:, start:start + codec.width]).items():
+            field = codec.field
+            missing = array[:, field] > 0.5 if codec.column.nullable else None
+            field += int(codec.column.nullable)
+            for name, (column_cells, n_cells) in codec.cells(array[:, field:field + codec.fields]).items():
                 if missing is not None:
-                    cells = np.where(missing, n_cells, cells)
+                    column_cells = np.where(missing, n_cells, column_cells)
                     n_cells += 1
-                codes.append(cells)
+                cells.append(column_cells)
                 sizes.append(n_cells)
                 names.append(name)
-        return np.column_stack(codes).astype(np.int64), sizes, names
+        return np.column_stack(cells).astype(np.int64), sizes, names
 
     def decode(self, vectors: torch.Tensor | np.ndarray) -> pd.DataFrame:
         """A DataFrame in the schema's column order and dtypes; every value inside the domain."""
-        array = vectors.detach().cpu().numpy() if isinstance(vectors, torch.Tensor) else np.asarray(vectors)
-        if array.ndim != 2 or array.shape[1] != self.dim:
-            raise ValueError(f"vectors must have shape (n, {self.dim}), got {array.shape}")
+        return self.decode_compact(self.compress(vectors))
+
+    def decode_compact(self, compact: np.ndarray) -> pd.DataFrame:
+        """``decode`` for compact rows."""
+        array = np.asarray(compact)
+        if array.ndim != 2 or array.shape[1] != self.compact_dim:
+            raise ValueError(f"compact rows must have shape (n, {self.compact_dim}), got {array.shape}")
         array = np.nan_to_num(array.astype(np.float64, copy=False), nan=0.0, posinf=1.0, neginf=-1.0)
         columns: dict[str, pd.Series] = {}
         for codec in self._codecs:
-            start = codec.offset
+            field = codec.field
             if codec.column.nullable:
-                missing = array[:, start] > 0.5
-                start += 1
+                missing = array[:, field] > 0.5
+                field += 1
             else:
                 missing = np.zeros(len(array), dtype=bool)
-            columns.update(codec.decode(array[:, start:start + codec.width], missing))
+            columns.update(codec.decode(array[:, field:field + codec.fields], missing))
         return pd.DataFrame({name: columns[name] for name in self.schema.column_order})
 
 
@@ -196,26 +315,34 @@ class Encoder:
 
 
 class _Codec:
-    """Encodes the present (non-missing) values of one schema column into ``width`` dimensions."""
+    """Encodes the present (non-missing) values of one schema column into its compact fields, which
+    the layout expands into ``width`` encoded dimensions."""
 
     activation: Activation = "tanh"
     width = 1
-    offset = 0
+    field = 0
+    absent = 0.0  # compact value of a missing row
 
     def __init__(self, column: Column) -> None:
         self.column = column
+
+    @property
+    def fields(self) -> int:
+        return self.width if self.activation == "tanh" else 1
 
     def missing_mask(self, frame: pd.DataFrame) -> np.ndarray:
         return frame[self.column.name].isna().to_numpy()
 
     def encode(self, frame: pd.DataFrame, present: np.ndarray, policy: InvalidPolicy) -> np.ndarray:
+        """Compact fields (rows x ``fields``) of the present values."""
         raise NotImplementedError
 
     def decode(self, block: np.ndarray, missing: np.ndarray) -> dict[str, pd.Series]:
+        """Columns from compact fields; ``missing`` rows become nulls."""
         raise NotImplementedError
 
     def cells(self, block: np.ndarray) -> dict[str, tuple[np.ndarray, int]]:
-        """One-way marginal cells of the encoded values: name -> (cell per row, number of cells)."""
+        """One-way marginal cells of compact fields: name -> (cell per row, number of cells)."""
         raise NotImplementedError
 
 
@@ -331,23 +458,22 @@ class _BinaryCodeCodec(_Codec):
     def __init__(self, column: IntegerColumn) -> None:
         super().__init__(column)
         self.width = max(1, int(np.ceil(np.log2(column.n_values))))
-        self.weights = 1 << np.arange(self.width)
 
     def encode(self, frame: pd.DataFrame, present: np.ndarray, policy: InvalidPolicy) -> np.ndarray:
         values = _numbers(frame, self.column.name, present)
         _check_whole(self.column.name, values)
         values = _enforce_range(self.column.name, values, self.column.lower, self.column.upper, policy)
-        offsets = (values - self.column.lower).astype(np.int64)
-        return ((offsets[:, None] & self.weights) > 0).astype(np.float32)
+        return (values - self.column.lower)[:, None]
+
+    def offsets(self, block: np.ndarray) -> np.ndarray:
+        # A code past the range maps to the nearest allowed value, the upper bound.
+        return np.clip(np.rint(block[:, 0]), 0, self.column.n_values - 1).astype(np.int64)
 
     def cells(self, block: np.ndarray) -> dict[str, tuple[np.ndarray, int]]:
-        offsets = np.minimum((block > 0.5).astype(np.int64) @ self.weights, self.column.n_values - 1)
-        return {self.column.name: (offsets, self.column.n_values)}
+        return {self.column.name: (self.offsets(block), self.column.n_values)}
 
     def decode(self, block: np.ndarray, missing: np.ndarray) -> dict[str, pd.Series]:
-        offsets = (block > 0.5).astype(np.int64) @ self.weights
-        # A code past the range maps to the nearest allowed value, the upper bound.
-        values = self.column.lower + np.minimum(offsets, self.column.n_values - 1)
+        values = self.column.lower + self.offsets(block)
         return {self.column.name: _restore(values.astype(np.float64), missing, self.column.dtype, "int")}
 
 
@@ -374,14 +500,13 @@ class _CategoricalCodec(_Codec):
 
     activation: Activation = "softmax"
     column: CategoricalColumn
+    absent = -1.0
 
     def __init__(self, column: CategoricalColumn) -> None:
         super().__init__(column)
         self.levels = list(column.levels)
         self.width = len(self.levels)
         self.index = pd.Index(self.levels, dtype=object)
-        self.level_array = np.empty(len(self.levels), dtype=object)
-        self.level_array[:] = self.levels
 
     def codes(self, series: pd.Series, policy: InvalidPolicy) -> np.ndarray:
         values = series.astype(object) if isinstance(series.dtype, pd.CategoricalDtype) else series
@@ -398,17 +523,16 @@ class _CategoricalCodec(_Codec):
         return codes
 
     def encode(self, frame: pd.DataFrame, present: np.ndarray, policy: InvalidPolicy) -> np.ndarray:
-        codes = self.codes(frame[self.column.name][present], policy)
-        one_hot = np.zeros((len(codes), self.width), dtype=np.float32)
-        one_hot[np.arange(len(codes)), codes] = 1.0
-        return one_hot
+        return self.codes(frame[self.column.name][present], policy)[:, None]
+
+    def category_codes(self, block: np.ndarray) -> np.ndarray:
+        return np.clip(np.rint(block[:, 0]), 0, self.width - 1).astype(np.int64)
 
     def cells(self, block: np.ndarray) -> dict[str, tuple[np.ndarray, int]]:
-        return {self.column.name: (block.argmax(axis=1), self.width)}
+        return {self.column.name: (self.category_codes(block), self.width)}
 
     def decode(self, block: np.ndarray, missing: np.ndarray) -> dict[str, pd.Series]:
-        values = self.level_array[block.argmax(axis=1)]
-        return {self.column.name: _restore_categories(values, missing, self.column)}
+        return {self.column.name: _restore_categories(self.category_codes(block), missing, self.column)}
 
 
 class _GeoCodec(_Codec):
@@ -505,18 +629,19 @@ def _restore(values: np.ndarray, missing: np.ndarray, dtype: str | None, kind: s
     return _cast(series, target, _NULLABLE_OF[kind])
 
 
-def _restore_categories(values: np.ndarray, missing: np.ndarray, column: CategoricalColumn) -> pd.Series:
-    values = values.copy()
-    values[missing] = None
-    series = pd.Series(values, dtype=object)
-    dtype = column.dtype
-    if dtype == "category":
-        return series.astype(pd.CategoricalDtype(list(column.levels)))
-    if dtype is None or dtype == "object":
-        return series
-    fallback = "Int64" if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-                              for v in column.levels) else "object"
-    return _cast(series, dtype, fallback)
+def _restore_categories(codes: np.ndarray, missing: np.ndarray, column: CategoricalColumn) -> pd.Series:
+    """Category codes (nulls where ``missing``) as a Series in the column's recorded dtype: the levels
+    are cast once and then taken by code."""
+    levels = list(column.levels)
+    if column.dtype == "category":
+        return pd.Series(pd.Categorical.from_codes(np.where(missing, -1, codes), dtype=pd.CategoricalDtype(levels)))
+    with_null = int(missing.any())
+    table = pd.Series(levels + [None] * with_null, dtype=object)  # a trailing null for missing rows
+    if column.dtype is not None and column.dtype != "object":
+        fallback = "Int64" if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                                  for v in levels) else "object"
+        table = _cast(table, column.dtype, fallback)
+    return pd.Series(table.array.take(np.where(missing, len(levels), codes)))
 
 
 def _cast(series: pd.Series, dtype: str, fallback: str) -> pd.Series:

@@ -23,25 +23,36 @@ def target_distributions(noisy_counts: Sequence[np.ndarray]) -> list[np.ndarray]
 
 
 def rake(codes: np.ndarray, targets: Sequence[np.ndarray], iterations: int = 10,
-         max_ratio: float = 100.0) -> np.ndarray:
+         max_ratio: float = 100.0, tolerance: float = 1e-3) -> np.ndarray:
     """Weights (mean 1) whose weighted one-way marginals approach ``targets``.
 
     Cells the oversample never hit cannot be reached and are ignored; each weight stays within
-    [1/max_ratio, max_ratio] so a few rows cannot dominate the resample.
+    [1/max_ratio, max_ratio] so a few rows cannot dominate the resample. Stops early once the worst
+    cell's distance from its target share is below ``tolerance`` or shrank by less than it in a sweep
+    (the rest is out of reach of the bounded weights).
     """
     n = len(codes)
+    columns = [np.ascontiguousarray(codes[:, j]) for j in range(codes.shape[1])]  # one pass each, not strided
     weights = np.ones(n)
+    previous = np.inf
     for _ in range(iterations):
-        for j, target in enumerate(targets):
-            current = np.bincount(codes[:, j], weights=weights, minlength=len(target)) / weights.sum()
+        worst = 0.0
+        for column, target in zip(columns, targets):
+            current = np.bincount(column, weights=weights, minlength=len(target)) / weights.sum()
             reachable = current > 0
-            scale = np.ones(len(target))
             mass = target[reachable].sum()
             if mass <= 0:
                 continue
-            scale[reachable] = (target[reachable] / mass) / current[reachable]
-            weights = np.clip(weights * scale[codes[:, j]], 1.0 / max_ratio, max_ratio)
+            wanted = target[reachable] / mass
+            worst = max(worst, float(np.abs(wanted - current[reachable]).max()))
+            scale = np.ones(len(target))
+            scale[reachable] = wanted / current[reachable]
+            weights *= scale[column]
+            np.clip(weights, 1.0 / max_ratio, max_ratio, out=weights)
         weights /= weights.mean()
+        if worst <= tolerance or previous - worst < tolerance:
+            break
+        previous = worst
     return weights
 
 

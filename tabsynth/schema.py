@@ -366,7 +366,11 @@ def check_frame(frame: Any, argument: str) -> None:
         raise SchemaError(f"{argument} has no columns")
     if len(frame) == 0:
         raise SchemaError(f"{argument} is empty (0 rows)")
-    names = list(frame.columns)
+    check_column_names(list(frame.columns), argument)
+
+
+def check_column_names(names: list[Any], argument: str) -> None:
+    """Column names must be unique strings."""
     duplicates = sorted({str(n) for n in names if names.count(n) > 1})
     if duplicates:
         raise SchemaError(f"{argument} has duplicate column names: {duplicates}")

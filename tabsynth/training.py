@@ -12,6 +12,7 @@ from torch.func import grad
 from tabsynth.models import Discriminator, Generator
 from tabsynth.privacy.accounting import compute_epsilon
 from tabsynth.privacy.dp_sgd import ClippingGroups, per_example_gradients, poisson_sample, privatize
+from tabsynth.store import CompactStore
 
 Objective = Literal["wgan-gp", "gan"]
 
@@ -59,6 +60,8 @@ class DPGANTrainer:
         self.objective = objective
         self.loss = wgan_gp_loss(gp_weight) if objective == "wgan-gp" else gan_loss
         self.generator_steps = generator_steps
+        self.device = next(discriminator.parameters()).device
+        self.layout = generator.heads.compact.to(self.device)  # what the discriminator sees: the generator's output space
         # Model randomness may be seeded; the privacy randomness (Poisson sampling, Gaussian noise)
         # comes from OS entropy, so a known seed cannot be used to replay the noise.
         self.torch_generator = torch_generator
@@ -71,17 +74,20 @@ class DPGANTrainer:
     def noise(self, n: int, device: torch.device) -> torch.Tensor:
         return torch.randn((n, self.generator.noise_dim), generator=self.torch_generator, device=device)
 
-    def discriminator_step(self, data: torch.Tensor) -> None:
+    def rows(self, store: CompactStore, index: np.ndarray) -> torch.Tensor:
+        """Encoded rows of ``store`` at ``index``, on the training device."""
+        return self.layout.expand(torch.from_numpy(store.take(index)).to(self.device))
+
+    def discriminator_step(self, data: CompactStore) -> None:
         """One DP-SGD step on a Poisson batch of the private rows."""
-        index = torch.from_numpy(poisson_sample(len(data), self.plan.sample_rate, self.privacy_rng))
-        real = data[index.to(data.device)]
+        real = self.rows(data, poisson_sample(len(data), self.plan.sample_rate, self.privacy_rng))
         # Each real row is paired with its own fake, drawn in eval mode: no fake (and no stored
         # batch-norm statistic) depends on the realised, data-dependent batch size.
         self.generator.eval()
         with torch.no_grad():
-            fake = self.generator(self.noise(len(real), data.device), self.torch_generator)
+            fake = self.generator(self.noise(len(real), self.device), self.torch_generator)
         self.generator.train()
-        alpha = torch.rand((len(real), 1), generator=self.torch_generator, device=data.device)
+        alpha = torch.rand((len(real), 1), generator=self.torch_generator, device=self.device)
         per_example = per_example_gradients(self.discriminator, self.loss, real, fake, alpha)
         gradients = privatize(per_example, self.groups, self.plan.expected_batch_size, self.privacy_generator)
         for name, parameter in self.discriminator.named_parameters():
@@ -89,15 +95,15 @@ class DPGANTrainer:
         self.d_optimizer.step()
         self.steps_done += 1
 
-    def public_discriminator_step(self, public: torch.Tensor, batch_size: int) -> None:
+    def public_discriminator_step(self, public: CompactStore, batch_size: int) -> None:
         """An ordinary (non-private) discriminator step on public rows: no clipping, no noise, no budget."""
-        index = torch.randint(len(public), (batch_size,), generator=self.torch_generator, device=public.device)
-        real = public[index]
+        index = torch.randint(len(public), (batch_size,), generator=self.torch_generator, device=self.device)
+        real = self.rows(public, index.cpu().numpy())
         self.generator.eval()
         with torch.no_grad():
-            fake = self.generator(self.noise(batch_size, public.device), self.torch_generator)
+            fake = self.generator(self.noise(batch_size, self.device), self.torch_generator)
         self.generator.train()
-        alpha = torch.rand((batch_size, 1), generator=self.torch_generator, device=public.device)
+        alpha = torch.rand((batch_size, 1), generator=self.torch_generator, device=self.device)
         per_example = per_example_gradients(self.discriminator, self.loss, real, fake, alpha)
         for name, parameter in self.discriminator.named_parameters():
             parameter.grad = per_example[name].mean(0)
@@ -119,19 +125,19 @@ class DPGANTrainer:
         return compute_epsilon(self.plan.noise_multiplier, self.plan.sample_rate, self.steps_done,
                                self.plan.delta, self.plan.accountant)
 
-    def run(self, data: torch.Tensor, progress: Callable[[int, float], None] | None = None,
-            public: torch.Tensor | None = None, warm_start_steps: int = 0) -> None:
+    def run(self, data: CompactStore, progress: Callable[[int, float], None] | None = None,
+            public: CompactStore | None = None, warm_start_steps: int = 0) -> None:
         """Optional warm start on public rows, then all planned DP steps (calibrated for exactly this many)."""
         batch = max(2, int(round(self.plan.expected_batch_size)))  # batch norm needs two rows
         self.generator.train()
         for _ in range(warm_start_steps if public is not None else 0):
             self.public_discriminator_step(public, batch)
             for _ in range(self.generator_steps):
-                self.generator_step(batch, data.device)
+                self.generator_step(batch, self.device)
         for step in range(self.plan.steps):
             self.discriminator_step(data)
             for _ in range(self.generator_steps):
-                loss = self.generator_step(batch, data.device)
+                loss = self.generator_step(batch, self.device)
             if progress is not None:
                 progress(step + 1, loss)
         self.generator.eval()

@@ -7,7 +7,7 @@ import pandas as pd
 
 from tabsynth import CategoricalColumn, ContinuousColumn, Encoder, IntegerColumn, Schema
 from tabsynth.privacy.accounting import compute_epsilon
-from tabsynth.privacy.marginals import gaussian_marginals
+from tabsynth.privacy.marginals import gaussian_marginals, histograms
 from tabsynth.sampling import rake, systematic_resample, target_distributions
 
 
@@ -22,15 +22,15 @@ def schema() -> Schema:
 def test_marginal_cells_come_from_the_schema_with_a_cell_for_missing() -> None:
     encoder = Encoder(schema())
     frame = pd.DataFrame({"c": ["a", None, "c"], "small": [0, 4, 2], "gain": [0.0, 10.0, 90.0]})
-    codes, sizes, names = encoder.marginal_codes(encoder.encode_numpy(frame))
+    codes, sizes, names = encoder.marginal_cells(encoder.encode_compact(frame))
     assert names == ["c", "small", "gain"]
     assert sizes == [4, 5, 3]  # 3 categories + missing; 5 integers; point mass at 0 + two segments
     assert codes.tolist() == [[0, 0, 0], [3, 4, 1], [2, 2, 2]]
 
 
 def test_gaussian_marginals_noise_scales_with_the_square_root_of_the_number_of_marginals() -> None:
-    codes = np.zeros((1000, 4), dtype=np.int64)
-    noisy, std = gaussian_marginals(codes, [3, 3, 3, 3], epsilon=1.0, delta=1e-6, rng=np.random.default_rng(0))
+    counts = histograms(np.zeros((1000, 4), dtype=np.int64), [3, 3, 3, 3])
+    noisy, std = gaussian_marginals(counts, epsilon=1.0, delta=1e-6, rng=np.random.default_rng(0))
     multiplier = std / 2.0
     assert compute_epsilon(multiplier, 1.0, 1, 1e-6) <= 1.0
     assert compute_epsilon(multiplier * 0.97, 1.0, 1, 1e-6) > 1.0

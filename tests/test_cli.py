@@ -7,11 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from typing import Iterator
+
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from tabsynth import Schema, Synthesizer
-from tabsynth.cli import EXIT_BUDGET, EXIT_DATA, EXIT_MODEL, EXIT_OK, EXIT_USAGE, main
+from tabsynth.cli import EXIT_BUDGET, EXIT_DATA, EXIT_INTERRUPTED, EXIT_MODEL, EXIT_OK, EXIT_USAGE, main
+from tabsynth.io import plain_schema
 from tabsynth.datasets import load_demo
 
 FAST = ["--steps", "2", "--threads", "1", "--seed", "0", "--quiet"]
@@ -217,3 +221,55 @@ def test_python_dash_m_entry_point() -> None:
     assert result.returncode == EXIT_DATA
     last = result.stderr.strip().splitlines()[-1]
     assert last == "tabsynth: error: model file not found: /nonexistent/model.tabsynth"
+
+
+def test_convert_writes_a_synthetic_parquet_with_the_inputs_arrow_types(cps: dict[str, Path], tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    out, model, report = tmp_path / "synthetic.parquet", tmp_path / "model.tabsynth", tmp_path / "report.json"
+    code = main(["convert", str(cps["private"]), str(out), "--public", str(cps["public"]), "--epsilon", "1",
+                 "--rows", "3000", "--model", str(model), "--report", str(report), *FAST])
+    assert code == EXIT_OK
+    assert "Privacy guarantee" in capsys.readouterr().out
+    assert pq.read_metadata(out).num_rows == 3000
+    assert plain_schema(pq.read_schema(out)).equals(plain_schema(pq.read_schema(cps["private"])))
+    assert json.loads(report.read_text()) == Synthesizer.load(model).privacy_report()
+
+
+def test_convert_defaults_to_the_dp_row_count(cps: dict[str, Path], tmp_path: Path) -> None:
+    out, report = tmp_path / "synthetic.parquet", tmp_path / "report.json"
+    assert main(["convert", str(cps["private"]), str(out), "--public", str(cps["public"]), "--epsilon", "1",
+                 "--report", str(report), *FAST]) == EXIT_OK
+    assert pq.read_metadata(out).num_rows == json.loads(report.read_text())["dp_row_count"]
+
+
+def test_convert_refuses_to_overwrite_its_input_or_an_existing_output(cps: dict[str, Path], tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["--epsilon", "1", *FAST]
+    assert main(["convert", str(cps["private"]), str(cps["private"]), *args, "--overwrite"]) == EXIT_USAGE
+    assert "also an input" in _error_line(capsys)
+    existing = tmp_path / "synthetic.parquet"
+    existing.write_bytes(b"keep me")
+    assert main(["convert", str(cps["private"]), str(existing), *args]) == EXIT_USAGE
+    assert "--overwrite" in _error_line(capsys)
+    assert existing.read_bytes() == b"keep me"
+
+
+def test_an_interrupted_convert_leaves_no_output_at_all(cps: dict[str, Path], tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    original = Synthesizer.sample_batches
+
+    def interrupted(self: Synthesizer, n: int, seed: int | None = None) -> Iterator[pd.DataFrame]:
+        yield next(original(self, 100, seed))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Synthesizer, "sample_batches", interrupted)
+    code = main(["convert", str(cps["private"]), str(tmp_path / "synthetic.parquet"), "--public", str(cps["public"]),
+                 "--epsilon", "1", "--model", str(tmp_path / "model.tabsynth"), *FAST])
+    assert code == EXIT_INTERRUPTED
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sample_streams_row_groups_and_defaults_to_the_dp_row_count(cps: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "synthetic.parquet"
+    assert main(["sample", str(cps["model"]), "-o", str(out), "--seed", "1", "--quiet"]) == EXIT_OK
+    assert pq.read_metadata(out).num_rows == Synthesizer.load(cps["model"]).privacy_report()["dp_row_count"]

@@ -103,10 +103,16 @@ def privatize(per_example: dict[str, torch.Tensor], groups: ClippingGroups, expe
 
 
 def poisson_sample(n_rows: int, sample_rate: float, rng: np.random.Generator) -> np.ndarray:
-    """Indices of the rows in one Poisson-subsampled batch: each row independently with probability q."""
+    """Sorted indices of the rows in one Poisson-subsampled batch: each row independently with probability q.
+
+    Drawn as a Binomial(n, q) size and then a uniform subset of that size, which gives every subset S
+    the probability q^|S| (1-q)^(n-|S|), exactly as independent coin flips do, in time proportional
+    to the batch rather than to the table.
+    """
     if not 0 < sample_rate <= 1:
         raise ValueError(f"sample_rate must lie in (0, 1], got {sample_rate}")
-    return np.flatnonzero(rng.random(n_rows) < sample_rate)
+    size = int(rng.binomial(n_rows, sample_rate))
+    return np.sort(rng.choice(n_rows, size=size, replace=False))
 
 
 __all__ = ["ClippingGroups", "per_example_gradients", "poisson_sample", "privatize"]

@@ -1,0 +1,230 @@
+"""Tables in and out: read a DataFrame, a Parquet file or directory, or a CSV file in batches, and
+write synthetic rows to Parquet row group by row group.
+
+A ``TableSource`` never holds more than one batch of a file in memory, so a private table larger
+than RAM can be scanned (pyarrow's dataset scanner), encoded batch by batch and row-sampled. CSV is
+read whole with pandas: its types are inferred from values, which a batch reader cannot keep
+consistent across batches; convert large tables to Parquet.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from tabsynth.schema import SchemaError, check_column_names, check_frame
+
+CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.xz", ".csv.zip", ".csv.zst")
+PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
+BATCH_ROWS = 65_536
+
+TableLike = pd.DataFrame | str | os.PathLike
+
+
+class TableReadError(SchemaError):
+    """A table file is missing, unreadable, empty, or not Parquet/CSV."""
+
+
+def is_csv(path: str | os.PathLike) -> bool:
+    """True when the file name says CSV (optionally compressed)."""
+    return Path(path).name.lower().endswith(CSV_SUFFIXES)
+
+
+class TableSource:
+    """A table read in batches of DataFrames; ``columns`` and ``dtypes`` are known without reading rows."""
+
+    in_memory: bool = True
+    columns: list[str]
+
+    def count_rows(self) -> int:
+        """The exact row count (private for a private table: use it only through a DP mechanism)."""
+        raise NotImplementedError
+
+    def batches(self, batch_rows: int = BATCH_ROWS) -> Iterator[pd.DataFrame]:
+        """The rows in order, as DataFrames of at most ``batch_rows`` rows with consistent dtypes."""
+        raise NotImplementedError
+
+    def empty(self) -> pd.DataFrame:
+        """Zero rows with the table's columns and pandas dtypes."""
+        raise NotImplementedError
+
+    @property
+    def arrow_schema(self) -> pa.Schema | None:
+        """Column names and Arrow types of a file (no metadata), or None for a DataFrame."""
+        return None
+
+    def sample(self, rate: float, rng: np.random.Generator) -> pd.DataFrame:
+        """Each row independently with probability ``rate`` (all rows at rate >= 1)."""
+        if rate >= 1.0:
+            return self.read()
+        return self._concat(batch[rng.random(len(batch)) < rate] for batch in self.batches())
+
+    def read(self) -> pd.DataFrame:
+        """The whole table in memory."""
+        return self._concat(self.batches())
+
+    def _concat(self, frames: Iterable[pd.DataFrame]) -> pd.DataFrame:
+        """Batches as one frame; categoricals whose batches differ in categories stay categorical."""
+        empty = self.empty()
+        frame = pd.concat([empty, *frames], ignore_index=True)
+        for name, dtype in empty.dtypes.items():
+            if isinstance(dtype, pd.CategoricalDtype) and frame[name].dtype != dtype:
+                frame[name] = frame[name].astype(pd.CategoricalDtype(ordered=dtype.ordered))
+        return frame
+
+
+class FrameSource(TableSource):
+    """An in-memory DataFrame, served in slices (no copies)."""
+
+    def __init__(self, frame: pd.DataFrame, argument: str) -> None:
+        check_frame(frame, argument)
+        self.frame = frame
+        self.columns = list(frame.columns)
+
+    def count_rows(self) -> int:
+        return len(self.frame)
+
+    def batches(self, batch_rows: int = BATCH_ROWS) -> Iterator[pd.DataFrame]:
+        for start in range(0, len(self.frame), batch_rows):
+            yield self.frame.iloc[start:start + batch_rows]
+
+    def empty(self) -> pd.DataFrame:
+        return self.frame.iloc[:0]
+
+    def read(self) -> pd.DataFrame:
+        return self.frame
+
+
+class ParquetSource(TableSource):
+    """A Parquet file or a directory of Parquet files (a partitioned dataset), scanned in batches."""
+
+    in_memory = False
+
+    def __init__(self, path: Path, argument: str) -> None:
+        self.path = path
+        try:
+            self.dataset = ds.dataset(str(path), format="parquet", partitioning="hive")
+            self._empty = self.dataset.schema.empty_table().to_pandas()
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            raise TableReadError(f"cannot read {argument} {path} as Parquet: {exc}") from exc
+        self.columns = list(self._empty.columns)
+        if not self.columns:
+            raise TableReadError(f"{argument} {path} has no columns"
+                                 + (" (no Parquet files in it?)" if path.is_dir() else ""))
+        check_column_names(self.columns, argument)
+        if self.count_rows() == 0:
+            raise TableReadError(f"{argument} {path} is empty (0 rows)")
+
+    def count_rows(self) -> int:
+        return self.dataset.count_rows()
+
+    def batches(self, batch_rows: int = BATCH_ROWS) -> Iterator[pd.DataFrame]:
+        try:
+            for batch in self.dataset.to_batches(batch_size=batch_rows):
+                if batch.num_rows:
+                    # Through a table so that the dataset's pandas metadata restores nullable ints, categories.
+                    yield pa.Table.from_batches([batch], schema=self.dataset.schema).to_pandas()
+        except (OSError, pa.ArrowException) as exc:
+            raise TableReadError(f"cannot read {self.path}: {exc}") from exc
+
+    def empty(self) -> pd.DataFrame:
+        return self._empty
+
+    @property
+    def arrow_schema(self) -> pa.Schema:
+        return plain_schema(self.dataset.schema)
+
+
+def open_table(data: TableLike, argument: str) -> TableSource:
+    """A source for a DataFrame, a Parquet file or directory, or a CSV file (read whole)."""
+    if isinstance(data, pd.DataFrame):
+        return FrameSource(data, argument)
+    if not isinstance(data, (str, os.PathLike)):
+        raise TypeError(f"{argument} must be a pandas DataFrame or the path of a Parquet/CSV table, "
+                        f"got {type(data).__name__}")
+    path = Path(data)
+    if not path.exists():
+        raise TableReadError(f"{argument} not found: {path}")
+    if path.is_file() and is_csv(path):
+        try:
+            frame = pd.read_csv(path)
+        except (OSError, ValueError) as exc:
+            raise TableReadError(f"cannot read {argument} {path} as CSV: {exc}") from exc
+        return FrameSource(frame, f"{argument} {path}")
+    if path.is_file() and not path.name.lower().endswith(PARQUET_SUFFIXES):
+        try:
+            pq.read_metadata(path)
+        except (OSError, pa.ArrowException) as exc:
+            raise TableReadError(f"cannot read {argument} {path}: name CSV files *.csv and Parquet files "
+                                 f"*.parquet ({exc})") from exc
+    return ParquetSource(path, argument)
+
+
+# --- Arrow schemas ------------------------------------------------------------------------------
+
+
+def plain_schema(schema: pa.Schema) -> pa.Schema:
+    """Names, types and nullability only. Schema metadata must go: pandas' records the row count."""
+    return pa.schema([pa.field(f.name, f.type, f.nullable) for f in schema])
+
+
+def schema_to_text(schema: pa.Schema) -> str:
+    """An Arrow schema as base64 IPC bytes, for JSON metadata."""
+    return base64.b64encode(plain_schema(schema).serialize().to_pybytes()).decode("ascii")
+
+
+def schema_from_text(text: str) -> pa.Schema:
+    """The inverse of ``schema_to_text``; reads flatbuffers only, never executes code."""
+    return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(text.encode("ascii"), validate=True)))
+
+
+def to_arrow(frame: pd.DataFrame, schema: pa.Schema | None) -> pa.Table:
+    """A synthetic DataFrame as an Arrow table, cast to ``schema`` (the input's types) when given."""
+    if schema is None:
+        return pa.Table.from_pandas(frame, preserve_index=False)
+    metadata = pa.Schema.from_pandas(frame.head(1), preserve_index=False).metadata
+    columns = [pa.array(frame[f.name], from_pandas=True).cast(f.type) if not pa.types.is_dictionary(f.type)
+               else _dictionary_array(frame[f.name], f.type) for f in schema]
+    # pandas metadata of the synthetic frame (dtypes only) lets pandas restore nullable ints and the like.
+    return pa.Table.from_arrays(columns, schema=plain_schema(schema).with_metadata(metadata))
+
+
+def _dictionary_array(series: pd.Series, type_: pa.DictionaryType) -> pa.Array:
+    """A dictionary column of the given index and value types."""
+    array = pa.array(series, from_pandas=True)
+    if not pa.types.is_dictionary(array.type):
+        array = array.dictionary_encode()
+    return array.cast(type_)
+
+
+def write_parquet(batches: Iterable[pd.DataFrame], path: Path, schema: pa.Schema | None,
+                  on_rows: Callable[[int], None] | None = None) -> int:
+    """Write DataFrames to one Parquet file, one row group each; returns the number of rows."""
+    writer: pq.ParquetWriter | None = None
+    rows = 0
+    try:
+        for frame in batches:
+            table = to_arrow(frame, schema)
+            if writer is None:
+                writer = pq.ParquetWriter(str(path), table.schema)
+            writer.write_table(table, row_group_size=len(table))
+            rows += len(table)
+            if on_rows is not None:
+                on_rows(len(table))
+    finally:
+        if writer is not None:
+            writer.close()
+    return rows
+
+
+__all__ = ["BATCH_ROWS", "CSV_SUFFIXES", "PARQUET_SUFFIXES", "FrameSource", "ParquetSource", "TableReadError",
+           "TableSource", "is_csv", "open_table", "plain_schema", "schema_from_text", "schema_to_text",
+           "to_arrow", "write_parquet"]

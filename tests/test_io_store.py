@@ -1,0 +1,128 @@
+"""Reading tables in batches, the compact training store, and Parquet output in the input's types."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from tabsynth import CategoricalColumn, ContinuousColumn, Encoder, IntegerColumn, Schema, SchemaError
+from tabsynth.datasets import load_demo
+from tabsynth.io import (FrameSource, ParquetSource, TableReadError, open_table, plain_schema, schema_from_text,
+                         schema_to_text, write_parquet)
+from tabsynth.store import CompactStore
+
+
+def typed_frame(n: int = 500) -> pd.DataFrame:
+    """Every Arrow type a release must keep: dictionary, nullable int, timestamp with zone, string, int32."""
+    rng = np.random.default_rng(0)
+    return pd.DataFrame({
+        "state": pd.Categorical(rng.choice(["CA", "NY", "TX"], n)),
+        "children": pd.array(np.where(rng.random(n) < 0.2, None, rng.integers(0, 5, n)), dtype="Int64"),
+        "visited": pd.to_datetime(rng.integers(1_500_000_000, 1_600_000_000, n), unit="s").tz_localize("UTC"),
+        "name": pd.Series(rng.choice(["ann", "bob", None], n), dtype="str"),
+        "score": rng.integers(0, 100, n).astype("int32"),
+        "income": rng.normal(50_000, 10_000, n),
+    })
+
+
+def test_a_parquet_directory_is_read_in_batches_with_the_files_dtypes(tmp_path: Path) -> None:
+    frame = typed_frame()
+    frame.iloc[:200].to_parquet(tmp_path / "a.parquet")
+    frame.iloc[200:].to_parquet(tmp_path / "b.parquet")
+    source = open_table(tmp_path, "private table")
+    assert isinstance(source, ParquetSource) and not source.in_memory
+    assert source.count_rows() == 500 and source.columns == list(frame.columns)
+    batches = list(source.batches(batch_rows=64))
+    assert max(len(b) for b in batches) <= 64
+    assert all(list(b.dtypes) == list(frame.dtypes) for b in batches)
+    pd.testing.assert_frame_equal(source.read(), frame)
+
+
+def test_the_stored_arrow_schema_carries_no_row_count(tmp_path: Path) -> None:
+    typed_frame().to_parquet(tmp_path / "t.parquet")
+    schema = open_table(tmp_path / "t.parquet", "t").arrow_schema
+    assert schema.metadata is None  # pandas' metadata records the RangeIndex stop, i.e. the row count
+    assert schema_from_text(schema_to_text(schema)).equals(schema)
+
+
+def test_missing_empty_and_misnamed_tables_get_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(TableReadError, match="private table not found"):
+        open_table(tmp_path / "nope.parquet", "private table")
+    typed_frame().iloc[:0].to_parquet(tmp_path / "empty.parquet")
+    with pytest.raises(TableReadError, match="empty"):
+        open_table(tmp_path / "empty.parquet", "private table")
+    (tmp_path / "data.txt").write_text("a,b\n1,2\n")
+    with pytest.raises(TableReadError, match=r"\*\.csv"):
+        open_table(tmp_path / "data.txt", "private table")
+    with pytest.raises(TypeError, match="DataFrame or the path"):
+        open_table(42, "df")
+
+
+def test_poisson_row_sample_keeps_each_row_at_the_rate() -> None:
+    frame = pd.DataFrame({"x": np.arange(20_000)})
+    sample = FrameSource(frame, "t").sample(0.1, np.random.default_rng(1))
+    assert abs(len(sample) - 2000) < 4 * np.sqrt(2000 * 0.9)
+    assert FrameSource(frame, "t").sample(1.5, np.random.default_rng(1)) is frame
+
+
+def test_written_parquet_has_the_inputs_arrow_types(tmp_path: Path) -> None:
+    frame = typed_frame()
+    frame.to_parquet(tmp_path / "in.parquet")
+    arrow = open_table(tmp_path / "in.parquet", "t").arrow_schema
+    synthetic = typed_frame(300).sample(frac=1.0, random_state=1)
+    for name in ("children", "score"):  # decoders may hand back wider integer dtypes
+        synthetic[name] = synthetic[name].astype("Int64")
+    rows = write_parquet([synthetic.iloc[:100], synthetic.iloc[100:]], tmp_path / "out.parquet", arrow)
+    assert rows == 300
+    assert pq.ParquetFile(tmp_path / "out.parquet").metadata.num_row_groups == 2
+    assert plain_schema(pq.read_schema(tmp_path / "out.parquet")).equals(arrow)
+    back = pd.read_parquet(tmp_path / "out.parquet")
+    assert back["children"].dtype == "Int64" and back["children"].isna().any()
+
+
+def schema() -> Schema:
+    return Schema((CategoricalColumn("c", nullable=True, categories=("a", "b", "c")),
+                   IntegerColumn("small", lower=0, upper=4),
+                   ContinuousColumn("x", lower=0.0, upper=1.0)))
+
+
+def test_compact_rows_expand_to_the_encoded_vectors_and_compress_back() -> None:
+    encoder = Encoder(schema())
+    frame = pd.DataFrame({"c": ["a", None, "c", "b"], "small": [0, 4, 2, 3], "x": [0.0, 0.5, 1.0, 0.25]})
+    compact = encoder.encode_compact(frame)
+    assert compact.shape == (4, encoder.compact_dim) == (4, 4)  # missing flag, code, offset, number
+    dense = encoder.expand(compact).numpy()
+    assert dense.shape == (4, encoder.dim)
+    assert dense[1, 1:4].sum() == 0  # a missing category has an all-zero block
+    np.testing.assert_array_equal(encoder.compress(dense)[[0, 2, 3]], compact[[0, 2, 3]])
+    pd.testing.assert_frame_equal(encoder.decode_compact(compact), encoder.decode(dense))
+
+
+def test_a_disk_store_serves_the_same_rows_as_memory_and_removes_its_scratch_file(tmp_path: Path) -> None:
+    frame = load_demo("cps_2004")
+    frame.to_parquet(tmp_path / "private.parquet")
+    encoder = Encoder(Schema.infer(frame))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    index = np.array([0, 5, 5, len(frame) - 1, 17])
+    with CompactStore.build(encoder, open_table(frame, "df")) as memory, \
+            CompactStore.build(encoder, open_table(tmp_path / "private.parquet", "df"), scratch_dir=scratch) as disk:
+        assert len(disk) == len(memory) == len(frame)
+        assert any(scratch.iterdir())
+        np.testing.assert_array_equal(disk.take(index), memory.take(index))
+        np.testing.assert_array_equal(np.concatenate(list(disk.chunks(1000))), memory.take(np.arange(len(frame))))
+    assert not any(scratch.iterdir())
+
+
+def test_a_store_that_fails_mid_table_leaves_no_scratch_file(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"c": ["a"] * 70_000 + ["zzz"], "small": 1, "x": 0.5})
+    frame.to_parquet(tmp_path / "private.parquet")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    with pytest.raises(SchemaError, match="'c'"):
+        CompactStore.build(Encoder(schema()), open_table(tmp_path / "private.parquet", "df"), scratch_dir=scratch)
+    assert not any(scratch.iterdir())

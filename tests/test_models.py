@@ -1,0 +1,69 @@
+"""The GAN networks: the discriminator has no cross-example coupling; the sampling fast path draws
+from the same distributions as the training forward pass."""
+
+from __future__ import annotations
+
+import torch
+
+from tabsynth import BooleanColumn, CategoricalColumn, ContinuousColumn, Encoder, IntegerColumn, Schema
+from tabsynth.models import Generator, OutputHeads, init_linear
+
+
+def encoder() -> Encoder:
+    return Encoder(Schema((CategoricalColumn("c", nullable=True, categories=("a", "b", "c")),
+                           IntegerColumn("small", lower=0, upper=5), BooleanColumn("flag"),
+                           ContinuousColumn("x", lower=0.0, upper=1.0))))
+
+
+def trained_like_generator(enc: Encoder) -> Generator:
+    """A generator whose batch-norm statistics are not the identity, as after training."""
+    generator = Generator(8, enc.layout, enc.dim, (32, 32))
+    init_linear(generator, torch.Generator().manual_seed(0))
+    generator.train()
+    with torch.no_grad():
+        for _ in range(5):
+            generator.body(3.0 * torch.randn(256, 8, generator=torch.Generator().manual_seed(1)) + 1.0)
+    return generator.eval()
+
+
+def test_folded_batch_norm_layers_compute_the_eval_mode_body() -> None:
+    generator = trained_like_generator(encoder())
+    noise = torch.randn(100, 8)
+    hidden = noise
+    layers = generator.folded_layers()
+    for weight, bias in layers[:-1]:
+        hidden = torch.relu(hidden @ weight + bias)
+    with torch.no_grad():
+        torch.testing.assert_close(hidden @ layers[-1][0] + layers[-1][1], generator.body(noise), rtol=1e-4, atol=1e-5)
+
+
+def test_compact_draws_follow_the_same_distribution_as_hard_one_hot_draws() -> None:
+    enc = encoder()
+    heads = OutputHeads(enc.layout)
+    logits = torch.randn(1, enc.dim, generator=torch.Generator().manual_seed(2)).repeat(40_000, 1)
+    gen = torch.Generator().manual_seed(3)
+    fast = enc.marginal_cells(heads.sample_compact(logits, gen).numpy())[0]
+    slow = enc.marginal_cells(enc.compress(heads(logits, gen, hard=True)))[0]
+    for j in range(fast.shape[1]):
+        size = int(max(fast[:, j].max(), slow[:, j].max())) + 1
+        shares_fast = torch.bincount(torch.from_numpy(fast[:, j]), minlength=size) / len(fast)
+        shares_slow = torch.bincount(torch.from_numpy(slow[:, j]), minlength=size) / len(slow)
+        assert (shares_fast - shares_slow).abs().max() < 0.015, j
+
+
+def test_bfloat16_hidden_layers_change_the_output_layer_only_slightly() -> None:
+    generator = trained_like_generator(encoder())
+    noise = torch.randn(2000, 8)
+    exact = generator.sample_compact(noise, torch.Generator().manual_seed(4))
+    fast = generator.sample_compact(noise, torch.Generator().manual_seed(4), hidden_dtype=torch.bfloat16)
+    numbers = encoder().compact.tanh_compact
+    assert (exact[:, numbers] - fast[:, numbers]).abs().mean() < 0.01
+
+
+def test_the_discriminator_scores_each_row_independently_of_its_batch() -> None:
+    from tabsynth.models import Discriminator
+
+    discriminator = Discriminator(10, (16, 16))
+    assert not any(isinstance(m, (torch.nn.BatchNorm1d, torch.nn.LayerNorm)) for m in discriminator.modules())
+    rows = torch.randn(50, 10)
+    torch.testing.assert_close(discriminator(rows)[:1], discriminator(rows[:1]))
