@@ -128,7 +128,10 @@ class ParquetSource(TableSource):
 
     def batches(self, batch_rows: int = BATCH_ROWS) -> Iterator[pd.DataFrame]:
         try:
-            for batch in self.dataset.to_batches(batch_size=batch_rows):
+            # pyarrow's default threaded read-ahead (16 batches of 4 files at once) runs ahead of the
+            # encoder and holds gigabytes of decoded batches; a single-threaded scan is bounded and as fast.
+            for batch in self.dataset.to_batches(batch_size=batch_rows, batch_readahead=1, fragment_readahead=1,
+                                                 use_threads=False):
                 if batch.num_rows:
                     # Through a table so that the dataset's pandas metadata restores nullable ints, categories.
                     yield pa.Table.from_batches([batch], schema=self.dataset.schema).to_pandas()

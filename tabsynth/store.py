@@ -50,7 +50,7 @@ class CompactStore:
         path = directory / "rows.f32"
         n_rows = 0
         try:
-            with open(path, "wb") as handle:
+            with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as handle:
                 for batch in source.batches(BATCH_ROWS):
                     compact = encoder.encode_compact(batch, redact=redact)
                     handle.write(np.ascontiguousarray(compact, dtype=np.float32).tobytes())
