@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -210,21 +211,33 @@ def _dictionary_array(series: pd.Series, type_: pa.DictionaryType) -> pa.Array:
 
 def write_parquet(batches: Iterable[pd.DataFrame], path: Path, schema: pa.Schema | None,
                   on_rows: Callable[[int], None] | None = None) -> int:
-    """Write DataFrames to one Parquet file, one row group each; returns the number of rows."""
+    """Write DataFrames to one Parquet file, one row group each; returns the number of rows.
+
+    A background thread writes (compresses) batch i while the caller produces batch i + 1: at most
+    two batches are in memory at once.
+    """
     writer: pq.ParquetWriter | None = None
+    pending: Future[None] | None = None
     rows = 0
-    try:
-        for frame in batches:
-            table = to_arrow(frame, schema)
-            if writer is None:
-                writer = pq.ParquetWriter(str(path), table.schema)
-            writer.write_table(table, row_group_size=len(table))
-            rows += len(table)
-            if on_rows is not None:
-                on_rows(len(table))
-    finally:
-        if writer is not None:
-            writer.close()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tabsynth-parquet") as executor:
+        try:
+            for frame in batches:
+                table = to_arrow(frame, schema)
+                if writer is None:
+                    writer = pq.ParquetWriter(str(path), table.schema)
+                if pending is not None:
+                    pending.result()
+                pending = executor.submit(writer.write_table, table, row_group_size=len(table))
+                rows += len(table)
+                if on_rows is not None:
+                    on_rows(len(table))
+            if pending is not None:
+                pending.result()
+        finally:
+            if pending is not None:
+                pending.exception()  # wait for the last write before closing, whatever happened
+            if writer is not None:
+                writer.close()
     return rows
 
 
