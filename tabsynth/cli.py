@@ -15,9 +15,11 @@ import math
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -54,7 +56,8 @@ exit codes:
   3  bad input data or schema: a missing input file, an unreadable table, a table that
      does not match the schema, a malformed schema
   4  privacy budget problem: epsilon/delta out of range or unreachable, budget exceeded
-  5  corrupt or unreadable model file"""
+  5  corrupt or unreadable model file
+  130  interrupted (Ctrl-C); no output was written"""
 
 DEMO_PUBLIC = "cps_1992"
 DEMO_PRIVATE = "cps_2004"
@@ -718,6 +721,23 @@ def _exit_code(exc: BaseException) -> int:
     return EXIT_UNEXPECTED
 
 
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM (a scheduler's kill) like Ctrl-C, so temporary outputs and scratch files are removed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line with ``argv`` (default: sys.argv[1:]) and return the exit code."""
     parser = build_parser()
@@ -733,7 +753,8 @@ def main(argv: list[str] | None = None) -> int:
         args.parser.print_usage(sys.stderr)
         return _error("--test needs --target (the label column for TSTR)", EXIT_USAGE)
     try:
-        return handler(args)
+        with _sigterm_as_interrupt():
+            return handler(args)
     except KeyboardInterrupt:
         return _error("interrupted; no output was written", EXIT_INTERRUPTED)
     except Exception as exc:  # noqa: BLE001 - every error becomes one line and an exit code

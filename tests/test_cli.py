@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -273,3 +275,20 @@ def test_sample_streams_row_groups_and_defaults_to_the_dp_row_count(cps: dict[st
     out = tmp_path / "synthetic.parquet"
     assert main(["sample", str(cps["model"]), "-o", str(out), "--seed", "1", "--quiet"]) == EXIT_OK
     assert pq.read_metadata(out).num_rows == Synthesizer.load(cps["model"]).privacy_report()["dp_row_count"]
+
+
+def test_a_terminated_convert_leaves_no_output_either(cps: dict[str, Path], tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    original = Synthesizer.sample_batches
+
+    def terminated(self: Synthesizer, n: int, seed: int | None = None) -> Iterator[pd.DataFrame]:
+        yield next(original(self, 100, seed))
+        os.kill(os.getpid(), signal.SIGTERM)  # as a batch scheduler would
+        yield next(original(self, 100, seed))
+
+    monkeypatch.setattr(Synthesizer, "sample_batches", terminated)
+    code = main(["convert", str(cps["private"]), str(tmp_path / "synthetic.parquet"), "--public", str(cps["public"]),
+                 "--epsilon", "1", *FAST])
+    assert code == EXIT_INTERRUPTED
+    assert list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
