@@ -3,13 +3,14 @@
 DP-SGD draws each step's batch by Poisson sampling over row indices, so the store must give rows by
 index. Rows stay compact (a code per categorical, an integer per binary code, float32 numbers; the
 one-hot expansion exists only per batch). A table read from a file goes to a scratch file that is
-memory-mapped for reads and unmapped after each one, so resident memory does not grow with the
-table; the file is deleted when the store closes. An in-memory DataFrame stays in memory.
+read with positional reads, never memory-mapped: a mapping would count every page it touches (and
+the kernel maps whole large folios around each one) towards resident memory, so a few hundred random
+batches would pull most of the file into it. The file is deleted when the store closes. An in-memory
+DataFrame stays in memory.
 """
 
 from __future__ import annotations
 
-import mmap
 import os
 import shutil
 import tempfile
@@ -29,14 +30,10 @@ class CompactStore:
                  n_fields: int = 0) -> None:
         self._rows = rows
         self._path = path
-        self._map: mmap.mmap | None = None
         self.n_fields = rows.shape[1] if rows is not None else n_fields
         self._n_rows = len(rows) if rows is not None else n_rows
-        if path is not None and n_rows:
-            with open(path, "rb") as handle:
-                self._map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
-            if hasattr(self._map, "madvise"):
-                self._map.madvise(mmap.MADV_RANDOM)
+        self._row_bytes = 4 * self.n_fields
+        self._file = open(path, "rb", buffering=0) if path is not None else None  # noqa: SIM115 - closed in close()
 
     @classmethod
     def build(cls, encoder: Encoder, source: TableSource, *, redact: bool = True,
@@ -67,30 +64,37 @@ class CompactStore:
 
     def take(self, index: np.ndarray) -> np.ndarray:
         """The rows at ``index`` (a copy, in the order given)."""
-        return self._read(index)
+        if self._rows is not None:
+            return self._rows[index]
+        size = self._row_bytes
+        data = b"".join([self._read_bytes(i * size, size) for i in np.asarray(index, dtype=np.int64).tolist()])
+        return np.frombuffer(data, dtype=np.float32).reshape(-1, self.n_fields).copy()
 
     def chunks(self, rows: int = BATCH_ROWS) -> Iterator[np.ndarray]:
         """All rows in order, ``rows`` at a time."""
         for start in range(0, self._n_rows, rows):
-            yield self._read(slice(start, start + rows))
+            if self._rows is not None:
+                yield self._rows[start:start + rows]
+            else:
+                count = min(rows, self._n_rows - start)
+                data = self._read_bytes(start * self._row_bytes, count * self._row_bytes)
+                yield np.frombuffer(data, dtype=np.float32).reshape(count, self.n_fields).copy()
 
-    def _read(self, select: np.ndarray | slice) -> np.ndarray:
-        if self._rows is not None:
-            return self._rows[select].copy() if isinstance(select, slice) else self._rows[select]
-        if self._map is None:
-            return np.zeros((0, self.n_fields), dtype=np.float32)
-        view = np.frombuffer(self._map, dtype=np.float32).reshape(self._n_rows, self.n_fields)
-        selected = view[select].copy() if isinstance(select, slice) else view[select]
-        del view
-        if hasattr(self._map, "madvise"):
-            self._map.madvise(mmap.MADV_DONTNEED)  # drop the touched pages from this process's memory
-        return selected
+    def _read_bytes(self, offset: int, size: int) -> bytes:
+        if hasattr(os, "pread"):
+            data = os.pread(self._file.fileno(), size, offset)
+        else:  # pragma: no cover - Windows
+            self._file.seek(offset)
+            data = self._file.read(size)
+        if len(data) != size:
+            raise OSError(f"scratch store {self._path} is truncated")
+        return data
 
     def close(self) -> None:
-        """Unmap and delete the scratch file, if any."""
-        if self._map is not None:
-            self._map.close()
-            self._map = None
+        """Delete the scratch file, if any."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
         if self._path is not None:
             shutil.rmtree(self._path.parent, ignore_errors=True)
             self._path = None
