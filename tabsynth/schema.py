@@ -11,7 +11,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, ClassVar, Iterable, Mapping
+from typing import Any, ClassVar, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -379,12 +379,16 @@ def check_column_names(names: list[Any], argument: str) -> None:
         raise SchemaError(f"{argument} column names must be strings, got {non_strings[:5]}")
 
 
+def column_differences(expected: Sequence[str], actual: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(names ``actual`` lacks, names ``actual`` has beyond ``expected``), each in its list's order."""
+    return [c for c in expected if c not in actual], [c for c in actual if c not in expected]
+
+
 def check_columns(schema: Schema, frame: pd.DataFrame, argument: str = "table") -> None:
     """The frame must hold exactly the schema's columns (any order)."""
-    missing = [c for c in schema.column_order if c not in frame.columns]
+    missing, extra = column_differences(schema.column_order, list(frame.columns))
     if missing:
         raise SchemaError(f"{argument} lacks columns {missing} that the schema describes")
-    extra = [c for c in frame.columns if c not in schema.column_order]
     if extra:
         raise SchemaError(f"{argument} has columns {extra} that the schema does not describe")
 

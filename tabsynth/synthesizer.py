@@ -34,7 +34,7 @@ from tabsynth.privacy.ledger import BudgetExceededError, PrivacyLedger
 from tabsynth.privacy.marginals import gaussian_marginals, histograms
 from tabsynth.privacy.mechanisms import laplace_count
 from tabsynth.sampling import rake, systematic_resample, target_distributions
-from tabsynth.schema import Schema, SchemaError
+from tabsynth.schema import Schema, SchemaError, column_differences
 from tabsynth.store import CompactStore
 from tabsynth.training import DPGANTrainer, TrainingPlan
 
@@ -435,10 +435,9 @@ def _privacy_report(ledger: PrivacyLedger, plan: TrainingPlan, groups: ClippingG
 
 def _check_same_columns(private: TableSource, public: TableSource) -> None:
     """Public and private tables must have the same columns (order may differ)."""
-    missing = [c for c in private.columns if c not in public.columns]
+    missing, extra = column_differences(private.columns, public.columns)
     if missing:
         raise SchemaError(f"the public table lacks columns {missing} of the private table")
-    extra = [c for c in public.columns if c not in private.columns]
     if extra:
         raise SchemaError(f"the public table has columns {extra} that the private table lacks")
 
