@@ -519,7 +519,9 @@ def _add_overwrite(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    """Budget, domain source and training options shared by `fit` and `convert`."""
+    """The PRIVATE input, budget, domain source and training options shared by `fit` and `convert`."""
+    parser.add_argument("private", metavar="PRIVATE",
+                        help="private table: a Parquet file, a directory of Parquet files, or a .csv file")
     parser.add_argument("--epsilon", type=_number, required=True,
                         help="privacy budget epsilon (smaller is more private)")
     parser.add_argument("--delta", type=_number, default=None,
@@ -621,10 +623,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  tabsynth fit private.parquet --public public.parquet --epsilon 1 -o model.tabsynth\n"
                "  tabsynth fit private.csv --schema schema.json --epsilon 3 --delta 1e-6 -o model.tabsynth\n\n"
                + EXIT_CODES_HELP)
-    fit.add_argument("private", metavar="PRIVATE",
-                     help="private table: a Parquet file, a directory of Parquet files, or a .csv file")
-    fit.add_argument("-o", "--output", required=True, metavar="MODEL", help="model file to write")
     _add_training_arguments(fit)
+    fit.add_argument("-o", "--output", required=True, metavar="MODEL", help="model file to write")
     _add_overwrite(fit)
     fit.set_defaults(handler=cmd_fit)
 
@@ -656,10 +656,8 @@ def build_parser() -> argparse.ArgumentParser:
                "  tabsynth convert acs_2019.parquet synthetic_2019.parquet --public acs_2018.parquet --epsilon 1\n"
                "  tabsynth convert private_parts/ synthetic.parquet --schema schema.json --epsilon 2 \\\n"
                "      --rows 1000000 --model model.tabsynth --report privacy_report.json\n\n" + EXIT_CODES_HELP)
-    convert.add_argument("private", metavar="PRIVATE",
-                         help="private table: a Parquet file, a directory of Parquet files, or a .csv file")
-    convert.add_argument("output", metavar="OUT", help="synthetic table to write: *.parquet or *.csv")
     _add_training_arguments(convert)
+    convert.add_argument("output", metavar="OUT", help="synthetic table to write: *.parquet or *.csv")
     convert.add_argument("--rows", type=_positive_int, default=None,
                          help="synthetic rows to write (default: the DP estimate of the private row count)")
     convert.add_argument("--model", metavar="MODEL", default=None, help="also save the model file here")

@@ -62,8 +62,12 @@ class Span:
 
     @property
     def fields(self) -> int:
-        """Compact fields: one per scaled number, one for a whole bit group or one-hot block."""
-        return self.width if self.activation == "tanh" else 1
+        return compact_fields(self.activation, self.width)
+
+
+def compact_fields(activation: Activation, width: int) -> int:
+    """Compact fields of a span: one per scaled number, one for a whole bit group or one-hot block."""
+    return width if activation == "tanh" else 1
 
 
 class CompactLayout:
@@ -206,7 +210,7 @@ class Encoder:
                 offset += 1
             spans.append(Span(codec.column.name, offset, offset + codec.width, codec.activation))
             offset += codec.width
-            field += int(codec.column.nullable) + spans[-1].fields
+            field += int(codec.column.nullable) + codec.fields
         self.layout: tuple[Span, ...] = tuple(spans)
         self.dim = offset
         self.compact = CompactLayout(self.layout)
@@ -328,7 +332,7 @@ class _Codec:
 
     @property
     def fields(self) -> int:
-        return self.width if self.activation == "tanh" else 1
+        return compact_fields(self.activation, self.width)
 
     def missing_mask(self, frame: pd.DataFrame) -> np.ndarray:
         return frame[self.column.name].isna().to_numpy()

@@ -121,11 +121,12 @@ class ParquetSource(TableSource):
             raise TableReadError(f"{argument} {path} has no columns"
                                  + (" (no Parquet files in it?)" if path.is_dir() else ""))
         check_column_names(self.columns, argument)
-        if self.count_rows() == 0:
+        self._rows = self.dataset.count_rows()  # from the files' metadata; read once
+        if self._rows == 0:
             raise TableReadError(f"{argument} {path} is empty (0 rows)")
 
     def count_rows(self) -> int:
-        return self.dataset.count_rows()
+        return self._rows
 
     def batches(self, batch_rows: int = BATCH_ROWS) -> Iterator[pd.DataFrame]:
         try:

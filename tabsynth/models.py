@@ -50,12 +50,11 @@ class OutputHeads(nn.Module):
     def __init__(self, layout: Sequence[Span], temperature: float = 0.2) -> None:
         super().__init__()
         self.temperature = temperature
-        tanh = [i for s in layout if s.activation == "tanh" for i in range(s.start, s.end)]
-        bits = [i for s in layout if s.activation == "sigmoid" for i in range(s.start, s.end)]
-        self.register_buffer("tanh_index", torch.tensor(tanh, dtype=torch.long), persistent=False)
-        self.register_buffer("bit_index", torch.tensor(bits, dtype=torch.long), persistent=False)
-        self.softmax_spans = [(s.start, s.end) for s in layout if s.activation == "softmax"]
         self.compact = CompactLayout(layout)
+        # Buffers so that the indices follow the module to the training device.
+        self.register_buffer("tanh_index", self.compact.tanh_dense.clone(), persistent=False)
+        self.register_buffer("bit_index", self.compact.bit_dense.clone(), persistent=False)
+        self.softmax_spans = [(start, end) for start, end, _ in self.compact.softmax]
 
     def forward(self, raw: torch.Tensor, generator: torch.Generator | None, hard: bool = False) -> torch.Tensor:
         out = torch.empty_like(raw)

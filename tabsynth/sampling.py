@@ -37,7 +37,7 @@ def rake(codes: np.ndarray, targets: Sequence[np.ndarray], iterations: int = 10,
     previous = np.inf
     for _ in range(iterations):
         worst = 0.0
-        for column, target in zip(columns, targets):
+        for column, target in zip(columns, targets, strict=True):
             current = np.bincount(column, weights=weights, minlength=len(target)) / weights.sum()
             reachable = current > 0
             mass = target[reachable].sum()

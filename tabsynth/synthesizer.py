@@ -245,9 +245,8 @@ class Synthesizer:
         self.marginal_targets_ = marginal_targets
         self.generator_ = generator.to("cpu").eval()
         self.arrow_schema_ = source.arrow_schema
-        self.row_count_ = round(dp_rows)
         warm_start = {"public_rows": len(public_data), "steps": warm_start_steps} if public_data is not None else None
-        self.report_ = _privacy_report(ledger, plan, groups, trainer.steps_done, warm_start, self.row_count_)
+        self.report_ = _privacy_report(ledger, plan, groups, trainer.steps_done, warm_start, round(dp_rows))
         return self
 
     def _networks(self, encoder: Encoder, seed: int, device: torch.device) -> tuple[Generator, Discriminator]:
@@ -327,6 +326,11 @@ class Synthesizer:
         weights = rake(cells, self.marginal_targets_)
         return pool[systematic_resample(weights, n, rng)]
 
+    @property
+    def row_count_(self) -> int:
+        """The DP estimate of the training table's row count (the default number of rows to sample)."""
+        return int(self.report_["dp_row_count"])
+
     def privacy_report(self) -> dict[str, Any]:
         """JSON-serialisable account of the guarantee: epsilon, delta, accountant, mechanism details, ledger."""
         self._check_fitted()
@@ -394,7 +398,6 @@ class Synthesizer:
             if self.marginal_targets_ and [len(t) for t in self.marginal_targets_] != sizes:
                 raise ValueError("calibration marginals do not match the schema")
             self.report_ = dict(metadata["report"])
-            self.row_count_ = int(self.report_["dp_row_count"])
             arrow = metadata["arrow_schema"]
             self.arrow_schema_ = None if arrow is None else schema_from_text(arrow)
             if self.row_count_ < 1 or (self.arrow_schema_ is not None
