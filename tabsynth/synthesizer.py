@@ -28,6 +28,7 @@ from tabsynth.encoding import Encoder
 from tabsynth.io import TableLike, TableSource, open_table, schema_from_text, schema_to_text
 from tabsynth.models import Discriminator, Generator, init_linear
 from tabsynth.privacy.accounting import ACCOUNTANTS, calibrate_noise_multiplier
+from tabsynth.privacy.clipping import ADAPTIVE_CLIPPING, GROUPINGS, MAX_COUNT_SHARE, ClippingSchedule
 from tabsynth.privacy.discovery import discover_schema
 from tabsynth.privacy.dp_sgd import ClippingGroups
 from tabsynth.privacy.ledger import BudgetExceededError, PrivacyLedger
@@ -39,10 +40,11 @@ from tabsynth.store import CompactStore
 from tabsynth.training import DPGANTrainer, TrainingPlan
 
 MODEL_FORMAT = "tabsynth.model"
-MODEL_VERSION = 2
+MODEL_VERSION = 3
 SAMPLE_CHUNK = 131_072  # rows per sampled batch (and per Parquet row group)
 GENERATOR_BATCH = 65_536  # rows per generator forward pass: bounds sampling memory
 DISCOVERY_ROWS = 1_000_000  # DP domain discovery reads a Poisson subsample of about this many rows
+CLUSTER_AFTER_FRACTION = 0.1  # share of DP steps that estimate per-tensor bounds before clustering (no public data)
 PUBLIC_ROWS = 1_000_000  # schema inference and warm start read a uniform sample of the public table
 UNIT_OF_PRIVACY = ("one row of the private table (add/remove adjacency); a person spanning k rows "
                    "is protected at roughly k times epsilon")
@@ -68,7 +70,10 @@ class Settings:
     objective: Literal["wgan-gp", "gan"] = "gan"
     gp_weight: float = 10.0
     clip_bound: float = 1.0
-    split_biases: bool = False
+    clip_grouping: Literal["flat", "weight_bias", "clustered"] = "flat"
+    clip_clusters: int = 3
+    adaptive_clipping: Literal["auto", "off", "public", "private"] = "off"
+    clip_quantile: float = 0.5
     temperature: float = 0.2
     accountant: str = "rdp"
     count_fraction: float = 0.01
@@ -101,6 +106,15 @@ class Settings:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
+        if self.clip_grouping not in GROUPINGS:
+            raise ValueError(f"clip_grouping must be one of {GROUPINGS}, got {self.clip_grouping!r}")
+        if not isinstance(self.clip_clusters, int) or self.clip_clusters < 1:
+            raise ValueError(f"clip_clusters must be a positive integer, got {self.clip_clusters!r}")
+        if self.adaptive_clipping not in ("auto", *ADAPTIVE_CLIPPING):
+            raise ValueError(f"adaptive_clipping must be one of {('auto', *ADAPTIVE_CLIPPING)}, "
+                             f"got {self.adaptive_clipping!r}")
+        if not 0 < self.clip_quantile < 1:
+            raise ValueError(f"clip_quantile must lie in (0, 1), got {self.clip_quantile!r}")
         if self.objective not in ("wgan-gp", "gan"):
             raise ValueError(f"objective must be 'wgan-gp' or 'gan', got {self.objective!r}")
         if self.accountant not in ACCOUNTANTS:
@@ -132,8 +146,13 @@ class Synthesizer:
     Settings (keyword-only): network widths ``generator_hidden`` / ``discriminator_hidden``,
     ``noise_dim``; ``batch_size`` (expected Poisson batch), ``epochs`` or ``steps`` (discriminator
     steps, each one accounted); ``generator_steps`` per discriminator step (free: no private data);
-    learning rates; ``objective`` "gan" or "wgan-gp" (``gp_weight``); ``clip_bound`` and
-    ``split_biases`` (weights and biases clipped as separate groups); ``accountant`` "rdp" or
+    learning rates; ``objective`` "gan" or "wgan-gp" (``gp_weight``); ``clip_bound`` (of the whole
+    per-example gradient, shared by the groups), ``clip_grouping`` ("flat"; "weight_bias": weights and
+    biases clipped apart; "clustered": one group per tensor, merged by weight clustering into
+    ``clip_clusters`` groups), ``adaptive_clipping`` ("off"; "public": bounds from mean gradient norms
+    on public rows, free; "private": bounds track the ``clip_quantile`` of the private norms through
+    noisy counts inside the DP-SGD mechanism; "auto": public with a public table, else private);
+    ``accountant`` "rdp" or
     "prv"; the budget fractions for the private row count and for domain discovery;
     ``on_invalid`` for values outside a declared domain; ``oversample`` (generator rows drawn per
     sampled row, for calibration) and ``sample_precision`` ("auto": the generator's hidden layers in
@@ -214,20 +233,20 @@ class Synthesizer:
             plan = TrainingPlan(steps, sample_rate, expected_batch, sigma, train_delta, s.accountant)
 
             generator, discriminator = self._networks(encoder, torch_generator_seed, device)
-            groups = ClippingGroups.build(discriminator, sigma, s.clip_bound, split_biases=s.split_biases)
-            if not math.isclose(groups.noise_multiplier, sigma, rel_tol=1e-9):
-                raise AssertionError("clipping groups do not realise the calibrated noise multiplier")
+            public_data = None
+            if public_frame is not None:  # public rows are free: no clipping, no noise
+                public_data = CompactStore(rows=Encoder(schema, on_invalid="clip").encode_compact(public_frame))
+            warm_start_steps = (max(1, math.ceil(s.warm_start_epochs * len(public_data) / max(2.0, expected_batch)))
+                                if public_data is not None and s.warm_start_epochs > 0 else 0)
+            groups = ClippingGroups.build(discriminator, sigma, s.clip_bound, grouping=s.clip_grouping)
             device_gen = torch.Generator(device=device).manual_seed(torch_generator_seed + 1)
             privacy_gen = torch.Generator(device=device).manual_seed(int(privacy_rng.integers(2**63 - 1)))
             trainer = DPGANTrainer(generator, discriminator, groups, plan, objective=s.objective,
                                    gp_weight=s.gp_weight, generator_steps=s.generator_steps,
                                    generator_lr=s.generator_lr, discriminator_lr=s.discriminator_lr,
                                    torch_generator=device_gen, privacy_rng=privacy_rng,
-                                   privacy_generator=privacy_gen)
-            public_data, warm_start_steps = None, 0
-            if public_frame is not None and s.warm_start_epochs > 0:  # public rows are free: no clipping, no noise
-                public_data = CompactStore(rows=Encoder(schema, on_invalid="clip").encode_compact(public_frame))
-                warm_start_steps = max(1, math.ceil(s.warm_start_epochs * len(public_data) / max(2.0, expected_batch)))
+                                   privacy_generator=privacy_gen,
+                                   schedule=self._clipping_schedule(public_data is not None, steps))
             with tqdm(total=steps, desc="DP-GAN training", unit="step", disable=not s.verbose) as bar:
                 def progress(step: int, loss: float) -> None:
                     bar.update(1)
@@ -238,16 +257,31 @@ class Synthesizer:
 
         ledger.spend("training", "Poisson-subsampled Gaussian (DP-SGD on the discriminator)", trainer.epsilon_spent(),
                      train_delta, steps=trainer.steps_done, noise_multiplier=sigma, sample_rate=sample_rate,
-                     accountant=s.accountant)
+                     accountant=s.accountant, **_clipping_note(trainer.schedule))
         # Fitted state is assigned only now, all together: a failed fit leaves the object as it was.
         self.schema_ = schema
         self.encoder_ = encoder
         self.marginal_targets_ = marginal_targets
         self.generator_ = generator.to("cpu").eval()
         self.arrow_schema_ = source.arrow_schema
-        warm_start = {"public_rows": len(public_data), "steps": warm_start_steps} if public_data is not None else None
-        self.report_ = _privacy_report(ledger, plan, groups, trainer.steps_done, warm_start, round(dp_rows))
+        warm_start = {"public_rows": len(public_data), "steps": warm_start_steps} if warm_start_steps else None
+        self.report_ = _privacy_report(ledger, plan, trainer.groups, trainer.schedule, trainer.steps_done,
+                                       warm_start, round(dp_rows))
         return self
+
+    def _clipping_schedule(self, has_public: bool, steps: int) -> ClippingSchedule:
+        """How the clipping bounds are set: from public data where there is some, else privately."""
+        s = self.settings
+        adaptive = s.adaptive_clipping
+        if adaptive == "auto":
+            adaptive = "public" if has_public else "private"
+        if adaptive == "public" and not has_public:
+            raise ValueError("adaptive_clipping='public' needs a public table: pass public=..., "
+                             "or use adaptive_clipping='private'")
+        clusters = s.clip_clusters if s.clip_grouping == "clustered" else None
+        # Without public data the per-tensor bounds are first estimated privately, over a tenth of the steps.
+        cluster_after = 0 if has_public or clusters is None else max(1, math.ceil(CLUSTER_AFTER_FRACTION * steps))
+        return ClippingSchedule(adaptive, clusters, min(cluster_after, steps), target_quantile=s.clip_quantile)
 
     def _networks(self, encoder: Encoder, seed: int, device: torch.device) -> tuple[Generator, Discriminator]:
         """Fresh generator and discriminator shaped by the encoder layout, initialised from ``seed``."""
@@ -417,8 +451,17 @@ ACCOUNTANT_NAMES = {"rdp": "Renyi DP (Opacus), converted to (epsilon, delta)",
                     "prv": "privacy random variables (Opacus PRV)"}
 
 
-def _privacy_report(ledger: PrivacyLedger, plan: TrainingPlan, groups: ClippingGroups, steps: int,
-                    warm_start: dict[str, int] | None, row_count: int) -> dict[str, Any]:
+def _clipping_note(schedule: ClippingSchedule) -> dict[str, str]:
+    """The ledger's word on adaptive clipping: where its bounds came from and what that cost."""
+    if not schedule.releases_counts:
+        return {}
+    return {"adaptive_clipping": "noisy counts of unclipped examples per group, released inside each DP-SGD "
+                                 f"step's Gaussian mechanism (at most {MAX_COUNT_SHARE:.0%} of its precision); "
+                                 "the noise multiplier above is that of gradient and counts together"}
+
+
+def _privacy_report(ledger: PrivacyLedger, plan: TrainingPlan, groups: ClippingGroups, schedule: ClippingSchedule,
+                    steps: int, warm_start: dict[str, int] | None, row_count: int) -> dict[str, Any]:
     """The JSON-able report: totals with the accountant, the DP-SGD mechanism, clipping and the ledger."""
     return {
         "epsilon": ledger.spent_epsilon, "delta": ledger.spent_delta,
@@ -426,8 +469,9 @@ def _privacy_report(ledger: PrivacyLedger, plan: TrainingPlan, groups: ClippingG
         "accountant": ACCOUNTANT_NAMES[plan.accountant],
         "noise_multiplier": plan.noise_multiplier, "sample_rate": plan.sample_rate, "sampling": "poisson",
         "expected_batch_size": plan.expected_batch_size, "steps": steps,
-        "clipping": {"groups": [list(g) for g in groups.names], "bounds": list(groups.clip_bounds),
-                     "noise_stds": list(groups.noise_stds),
+        "clipping": {"adaptive": schedule.adaptive, "clusters": schedule.clusters,
+                     "groups": [list(g) for g in groups.names], "final_bounds": list(groups.clip_bounds),
+                     "final_noise_stds": list(groups.noise_stds), "count_noise_std": groups.count_noise_std,
                      "effective_noise_multiplier": groups.noise_multiplier},
         "warm_start": warm_start,
         "dp_row_count": row_count,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Literal
 
@@ -11,10 +12,12 @@ from torch.func import grad
 
 from tabsynth.models import Discriminator, Generator
 from tabsynth.privacy.accounting import compute_epsilon
-from tabsynth.privacy.dp_sgd import ClippingGroups, per_example_gradients, poisson_sample, privatize
+from tabsynth.privacy.clipping import ClippingSchedule, group_norms, positive_bounds, quantile_count_noise
+from tabsynth.privacy.dp_sgd import ClippingGroups, PrivateStep, per_example_gradients, poisson_sample, privatize
 from tabsynth.store import CompactStore
 
 Objective = Literal["wgan-gp", "gan"]
+PUBLIC_NORM_BATCH = 256  # public rows per estimate of the per-group gradient norms (adaptive clipping)
 
 
 @dataclass(frozen=True)
@@ -54,9 +57,10 @@ class DPGANTrainer:
     def __init__(self, generator: Generator, discriminator: Discriminator, groups: ClippingGroups,
                  plan: TrainingPlan, *, objective: Objective, gp_weight: float, generator_steps: int,
                  generator_lr: float, discriminator_lr: float, torch_generator: torch.Generator,
-                 privacy_rng: np.random.Generator, privacy_generator: torch.Generator) -> None:
+                 privacy_rng: np.random.Generator, privacy_generator: torch.Generator,
+                 schedule: ClippingSchedule = ClippingSchedule("off")) -> None:
         self.generator, self.discriminator = generator, discriminator
-        self.groups, self.plan = groups, plan
+        self.groups, self.plan, self.schedule = groups, plan, schedule
         self.objective = objective
         self.loss = wgan_gp_loss(gp_weight) if objective == "wgan-gp" else gan_loss
         self.generator_steps = generator_steps
@@ -78,36 +82,72 @@ class DPGANTrainer:
         """Encoded rows of ``store`` at ``index``, on the training device."""
         return self.layout.expand(torch.from_numpy(store.take(index)).to(self.device))
 
-    def discriminator_step(self, data: CompactStore) -> None:
-        """One DP-SGD step on a Poisson batch of the private rows."""
-        real = self.rows(data, poisson_sample(len(data), self.plan.sample_rate, self.privacy_rng))
-        # Each real row is paired with its own fake, drawn in eval mode: no fake (and no stored
-        # batch-norm statistic) depends on the realised, data-dependent batch size.
+    def _per_example(self, real: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-example discriminator gradients for ``real`` rows, each paired with its own fake.
+
+        The fakes are drawn in eval mode: no fake (and no stored batch-norm statistic) depends on
+        the realised, data-dependent batch size.
+        """
         self.generator.eval()
         with torch.no_grad():
             fake = self.generator(self.noise(len(real), self.device), self.torch_generator)
         self.generator.train()
         alpha = torch.rand((len(real), 1), generator=self.torch_generator, device=self.device)
-        per_example = per_example_gradients(self.discriminator, self.loss, real, fake, alpha)
-        gradients = privatize(per_example, self.groups, self.plan.expected_batch_size, self.privacy_generator)
+        return per_example_gradients(self.discriminator, self.loss, real, fake, alpha)
+
+    def _apply(self, gradients: dict[str, torch.Tensor]) -> None:
         for name, parameter in self.discriminator.named_parameters():
             parameter.grad = gradients[name]
         self.d_optimizer.step()
+
+    def discriminator_step(self, data: CompactStore) -> PrivateStep:
+        """One DP-SGD step on a Poisson batch of the private rows; returns what it released."""
+        real = self.rows(data, poisson_sample(len(data), self.plan.sample_rate, self.privacy_rng))
+        released = privatize(self._per_example(real), self.groups, self.plan.expected_batch_size,
+                             self.privacy_generator)
+        self._apply(released.gradients)
         self.steps_done += 1
+        return released
+
+    def _public_batch(self, public: CompactStore, batch_size: int) -> torch.Tensor:
+        index = torch.randint(len(public), (batch_size,), generator=self.torch_generator, device=self.device)
+        return self.rows(public, index.cpu().numpy())
 
     def public_discriminator_step(self, public: CompactStore, batch_size: int) -> None:
         """An ordinary (non-private) discriminator step on public rows: no clipping, no noise, no budget."""
-        index = torch.randint(len(public), (batch_size,), generator=self.torch_generator, device=self.device)
-        real = self.rows(public, index.cpu().numpy())
-        self.generator.eval()
-        with torch.no_grad():
-            fake = self.generator(self.noise(batch_size, self.device), self.torch_generator)
-        self.generator.train()
-        alpha = torch.rand((batch_size, 1), generator=self.torch_generator, device=self.device)
-        per_example = per_example_gradients(self.discriminator, self.loss, real, fake, alpha)
-        for name, parameter in self.discriminator.named_parameters():
-            parameter.grad = per_example[name].mean(0)
-        self.d_optimizer.step()
+        self._apply({name: g.mean(0) for name, g in self._per_example(self._public_batch(public, batch_size)).items()})
+
+    def public_group_norms(self, public: CompactStore, names: tuple[tuple[str, ...], ...]) -> np.ndarray:
+        """Mean per-example gradient norm of each group on a public batch: clipping bounds at no privacy cost."""
+        per_example = self._per_example(self._public_batch(public, PUBLIC_NORM_BATCH))
+        return group_norms(per_example, names).mean(0).cpu().numpy()
+
+    def _groups_for(self, step: int, bounds: tuple[float, ...], public: CompactStore | None) -> ClippingGroups:
+        """The groups for DP step ``step`` with ``bounds``: clustered when the schedule says so, noise re-allocated.
+
+        Whatever changes, the step's effective noise multiplier stays the calibrated one.
+        """
+        schedule, sigma, groups = self.schedule, self.plan.noise_multiplier, self.groups
+        if schedule.clusters is not None and step == schedule.cluster_after:
+            groups = groups.reallocated(bounds, sigma, 0.0).clustered(schedule.clusters, sigma)
+            if schedule.adaptive == "public" and public is not None:
+                bounds = positive_bounds(self.public_group_norms(public, groups.names), groups.clip_bounds)
+            else:
+                bounds = groups.clip_bounds
+        count_noise = (quantile_count_noise(self.plan.expected_batch_size, len(groups.names), sigma)
+                       if schedule.counts_at(step) else 0.0)
+        groups = groups.reallocated(bounds, sigma, count_noise)
+        if not math.isclose(groups.noise_multiplier, sigma, rel_tol=1e-9):
+            raise AssertionError("clipping groups do not realise the calibrated noise multiplier")
+        return groups
+
+    def _initial_bounds(self, public: CompactStore | None) -> tuple[float, ...]:
+        """Bounds for the first DP step: public norm estimates where the schedule uses them, else the built ones."""
+        uses_public = self.schedule.adaptive == "public" or (self.schedule.clusters is not None
+                                                             and self.schedule.cluster_after == 0)
+        if public is None or not uses_public:
+            return self.groups.clip_bounds
+        return positive_bounds(self.public_group_norms(public, self.groups.names), self.groups.clip_bounds)
 
     def generator_step(self, batch_size: int, device: torch.device) -> float:
         """Post-processing: the generator learns from the (already private) discriminator only."""
@@ -134,13 +174,22 @@ class DPGANTrainer:
             self.public_discriminator_step(public, batch)
             for _ in range(self.generator_steps):
                 self.generator_step(batch, self.device)
+        self.groups = self._groups_for(0, self._initial_bounds(public), public)
         for step in range(self.plan.steps):
-            self.discriminator_step(data)
+            released = self.discriminator_step(data)
             for _ in range(self.generator_steps):
                 loss = self.generator_step(batch, self.device)
+            if step + 1 < self.plan.steps:
+                self._next_groups(step, released, public)
             if progress is not None:
                 progress(step + 1, loss)
         self.generator.eval()
+
+    def _next_groups(self, step: int, released: PrivateStep, public: CompactStore | None) -> None:
+        """Adapt the bounds after DP step ``step`` from its released counts or from public norms."""
+        norms = (lambda: self.public_group_norms(public, self.groups.names)) if public is not None else None
+        bounds = self.schedule.next_bounds(step, self.groups.clip_bounds, released.unclipped_fraction, norms)
+        self.groups = self._groups_for(step + 1, bounds, public)
 
 
 __all__ = ["DPGANTrainer", "TrainingPlan", "gan_loss", "wgan_gp_loss"]

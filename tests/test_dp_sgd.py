@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -62,39 +64,40 @@ def test_without_noise_or_clipping_the_dp_step_is_the_ordinary_step(loss) -> Non
     model = discriminator()
     real, fake, alpha = batch(16)
     groups = ClippingGroups.build(model, noise_multiplier=1.0, clip_bound=1e12)
-    groups = ClippingGroups(groups.names, groups.clip_bounds, (0.0,) * len(groups.names))
-    private = privatize(per_example_gradients(model, loss, real, fake, alpha), groups, 16.0, None)
+    groups = replace(groups, noise_stds=(0.0,) * len(groups.names))
+    private = privatize(per_example_gradients(model, loss, real, fake, alpha), groups, 16.0, None).gradients
     ordinary = ordinary_gradient(model, loss, real, fake, alpha)
     for name, value in ordinary.items():
         torch.testing.assert_close(private[name], value / 16.0)
 
 
-@pytest.mark.parametrize("split_biases", [False, True])
-def test_one_added_record_moves_the_summed_gradient_by_at_most_the_clip_bound(split_biases: bool) -> None:
+@pytest.mark.parametrize("grouping", ["flat", "weight_bias", "clustered"])
+def test_one_added_record_moves_the_summed_gradient_by_at_most_the_clip_bound(grouping: str) -> None:
     model = discriminator()
     real, fake, alpha = batch(9)
-    groups = ClippingGroups.build(model, 1.0, clip_bound=0.5, split_biases=split_biases)
-    groups = ClippingGroups(groups.names, groups.clip_bounds, (0.0,) * len(groups.names))
+    groups = ClippingGroups.build(model, 1.0, clip_bound=0.5, grouping=grouping)
+    groups = replace(groups, noise_stds=(0.0,) * len(groups.names))
     loss = wgan_gp_loss(10.0)
-    with_all = privatize(per_example_gradients(model, loss, real * 50, fake, alpha), groups, 1.0, None)
-    without = privatize(per_example_gradients(model, loss, real[:-1] * 50, fake[:-1], alpha[:-1]), groups, 1.0, None)
+    with_all = privatize(per_example_gradients(model, loss, real * 50, fake, alpha), groups, 1.0, None).gradients
+    without = privatize(per_example_gradients(model, loss, real[:-1] * 50, fake[:-1], alpha[:-1]), groups, 1.0,
+                        None).gradients
     moved = torch.sqrt(sum(((with_all[n] - without[n]) ** 2).sum() for n in with_all))
     assert 0.4 < moved <= 0.5 + 1e-9
 
 
 def test_noise_std_per_group_matches_the_plan() -> None:
     model = discriminator()
-    groups = ClippingGroups.build(model, noise_multiplier=2.0, clip_bound=1.0, split_biases=True)
+    groups = ClippingGroups.build(model, noise_multiplier=2.0, clip_bound=1.0, grouping="weight_bias")
     empty = {n: torch.zeros((0, *p.shape), dtype=torch.float64) for n, p in model.named_parameters()}
     gen = torch.Generator().manual_seed(0)
-    draws = [privatize(empty, groups, 1.0, gen) for _ in range(200)]
+    draws = [privatize(empty, groups, 1.0, gen).gradients for _ in range(200)]
     for names, std in zip(groups.names, groups.noise_stds):
         values = torch.cat([torch.cat([d[n].flatten() for n in names]) for d in draws])
         assert float(values.std()) == pytest.approx(std, rel=0.05)
 
 
 def test_grouped_clipping_reports_the_effective_noise_multiplier_of_the_whole_vector() -> None:
-    groups = ClippingGroups.build(discriminator(), noise_multiplier=1.3, clip_bound=1.0, split_biases=True)
+    groups = ClippingGroups.build(discriminator(), noise_multiplier=1.3, clip_bound=1.0, grouping="weight_bias")
     assert len(groups.names) == 2
     assert effective_noise_multiplier(groups.clip_bounds, groups.noise_stds) == pytest.approx(1.3)
     assert groups.noise_multiplier == pytest.approx(1.3)

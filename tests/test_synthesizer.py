@@ -64,7 +64,9 @@ def test_training_epsilon_recomputes_from_the_reported_mechanism(fitted: Synthes
 
 @pytest.mark.parametrize("epsilon", [0.3, 1.0, 3.0])
 @pytest.mark.parametrize("settings", [dict(steps=2, batch_size=32), dict(steps=6, batch_size=256),
-                                      dict(epochs=0.5, batch_size=100, split_biases=True)])
+                                      dict(epochs=0.5, batch_size=100, clip_grouping="weight_bias"),
+                                      dict(steps=5, clip_grouping="clustered", adaptive_clipping="public"),
+                                      dict(steps=5, clip_grouping="clustered", adaptive_clipping="private")])
 def test_total_epsilon_never_exceeds_the_budget(epsilon: float, settings: dict, cps: pd.DataFrame) -> None:
     synth = Synthesizer(**{**FAST, **settings}).fit(cps, epsilon=epsilon, public=load_demo("cps_1992"))
     report = synth.privacy_report()

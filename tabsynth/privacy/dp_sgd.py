@@ -8,7 +8,7 @@ effective noise multiplier of the whole vector, because one record touches every
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -16,6 +16,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from tabsynth.privacy.accounting import allocate_group_noise, effective_noise_multiplier
+from tabsynth.privacy.clipping import Grouping, cluster_groups, group_norms, parameter_groups
 
 PerExampleLoss = Callable[..., torch.Tensor]
 
@@ -25,38 +26,75 @@ class ClippingGroups:
     """Which parameters are clipped together, each group's bound and its Gaussian noise std.
 
     ``noise_stds[j]`` is the standard deviation added to each coordinate of group j's summed
-    gradient; ``noise_multiplier`` is what the accountant must see (see ``effective_noise_multiplier``).
+    gradient. With ``count_noise_std > 0`` the step also releases, per group, the noisy count of
+    examples left unclipped (for private adaptive clipping). ``noise_multiplier`` is what the
+    accountant must see: that of the one Gaussian mechanism all of it forms together.
     """
 
     names: tuple[tuple[str, ...], ...]
+    sizes: tuple[int, ...]
     clip_bounds: tuple[float, ...]
     noise_stds: tuple[float, ...]
+    count_noise_std: float = 0.0
 
     @property
     def noise_multiplier(self) -> float:
-        return effective_noise_multiplier(self.clip_bounds, self.noise_stds)
+        gradient_precision = effective_noise_multiplier(self.clip_bounds, self.noise_stds) ** -2
+        return float((gradient_precision + _count_precision(len(self.names), self.count_noise_std)) ** -0.5)
+
+    @classmethod
+    def allocate(cls, names: Sequence[tuple[str, ...]], sizes: Sequence[int], clip_bounds: Sequence[float],
+                 noise_multiplier: float, count_noise_std: float = 0.0,
+                 strategy: str = "min_variance") -> "ClippingGroups":
+        """Groups with per-group noise chosen (``allocate_group_noise``) so the whole step has ``noise_multiplier``.
+
+        The released counts, if any, take their share of the precision first; the gradient gets the rest.
+        """
+        if not np.isfinite(noise_multiplier) or noise_multiplier <= 0:
+            raise ValueError(f"noise_multiplier must be a positive finite number, got {noise_multiplier}")
+        gradient_precision = noise_multiplier ** -2 - _count_precision(len(names), count_noise_std)
+        if gradient_precision <= 0:
+            raise ValueError(f"count noise {count_noise_std} leaves no privacy budget for the gradient")
+        stds = allocate_group_noise(clip_bounds, sizes, gradient_precision ** -0.5, strategy=strategy)
+        return cls(tuple(tuple(g) for g in names), tuple(int(d) for d in sizes),
+                   tuple(float(c) for c in clip_bounds), tuple(float(v) for v in stds), float(count_noise_std))
 
     @classmethod
     def build(cls, model: nn.Module, noise_multiplier: float, clip_bound: float = 1.0,
-              split_biases: bool = False, strategy: str = "min_variance") -> "ClippingGroups":
-        """One group (all parameters) or two (weights, biases), sharing ``clip_bound`` equally by norm.
+              grouping: Grouping = "flat", count_noise_std: float = 0.0) -> "ClippingGroups":
+        """The initial groups of ``model`` (see ``parameter_groups``), sharing ``clip_bound`` equally by norm.
 
-        With k groups each bound is clip_bound / sqrt(k), so the whole vector's norm is at most
-        ``clip_bound``; noise is allocated so the effective multiplier equals ``noise_multiplier``.
+        With k groups each bound is clip_bound / sqrt(k), so the whole vector's norm is at most ``clip_bound``.
         """
         if not np.isfinite(clip_bound) or clip_bound <= 0:
             raise ValueError(f"clip_bound must be a positive finite number, got {clip_bound}")
+        names = parameter_groups(model, grouping)
         params = dict(model.named_parameters())
-        if split_biases:
-            groups = [tuple(n for n, p in params.items() if p.ndim > 1),
-                      tuple(n for n, p in params.items() if p.ndim <= 1)]
-            groups = [g for g in groups if g]
-        else:
-            groups = [tuple(params)]
-        bounds = [clip_bound / np.sqrt(len(groups))] * len(groups)
-        sizes = [sum(params[n].numel() for n in g) for g in groups]
-        stds = allocate_group_noise(bounds, sizes, noise_multiplier, strategy=strategy)
-        return cls(tuple(groups), tuple(float(b) for b in bounds), tuple(float(s) for s in stds))
+        sizes = [sum(params[n].numel() for n in g) for g in names]
+        return cls.allocate(names, sizes, [clip_bound / np.sqrt(len(names))] * len(names), noise_multiplier,
+                            count_noise_std)
+
+    def reallocated(self, clip_bounds: Sequence[float], noise_multiplier: float,
+                    count_noise_std: float | None = None) -> "ClippingGroups":
+        """The same groups with new bounds (and optionally new count noise), noise re-allocated for ``noise_multiplier``."""
+        count = self.count_noise_std if count_noise_std is None else count_noise_std
+        return ClippingGroups.allocate(self.names, self.sizes, clip_bounds, noise_multiplier, count)
+
+    def clustered(self, k: int, noise_multiplier: float, count_noise_std: float = 0.0) -> "ClippingGroups":
+        """Weight clustering down to ``k`` groups (``cluster_groups``), noise re-allocated for ``noise_multiplier``."""
+        size_of = {g: d for g, d in zip(self.names, self.sizes)}
+        names, bounds = cluster_groups(self.names, self.clip_bounds, k)
+        sizes = []
+        for merged in names:  # a merged group is a concatenation of original groups, in merge order
+            sizes.append(sum(d for g, d in size_of.items() if set(g) <= set(merged)))
+        return ClippingGroups.allocate(names, sizes, bounds, noise_multiplier, count_noise_std)
+
+
+def _count_precision(groups: int, count_noise_std: float) -> float:
+    """Whitened precision taken by k released counts of sensitivity 1/2 each: k / (4 s^2); none without counts."""
+    if count_noise_std < 0 or not np.isfinite(count_noise_std):
+        raise ValueError(f"count_noise_std must be a finite number >= 0, got {count_noise_std}")
+    return 0.0 if count_noise_std == 0 else groups / (4.0 * count_noise_std**2)
 
 
 def per_example_gradients(model: nn.Module, loss: PerExampleLoss, *batch: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -79,27 +117,44 @@ def per_example_gradients(model: nn.Module, loss: PerExampleLoss, *batch: torch.
     return vmap(grad(example_loss), in_dims=(None,) + (0,) * len(batch))(params, *batch)
 
 
+@dataclass(frozen=True)
+class PrivateStep:
+    """What one DP-SGD step releases: the noised mean gradient and, if asked for, each group's noisy
+    fraction of examples whose gradient the bound left unclipped."""
+
+    gradients: dict[str, torch.Tensor]
+    unclipped_fraction: np.ndarray | None
+
+
 def privatize(per_example: dict[str, torch.Tensor], groups: ClippingGroups, expected_batch_size: float,
-              generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+              generator: torch.Generator | None) -> PrivateStep:
     """Clip each example's gradient per group, sum, add the group's Gaussian noise, divide by the expected batch size.
 
     Normalising by the expected (not the realised) batch size keeps the batch size, which depends
-    on the private data through Poisson sampling, out of the released update.
+    on the private data through Poisson sampling, out of the released update; the unclipped counts
+    are centred (each example adds +-1/2) and re-based on the expected size for the same reason.
     """
     if expected_batch_size <= 0:
         raise ValueError(f"expected_batch_size must be positive, got {expected_batch_size}")
+    norms = group_norms(per_example, groups.names)
+    bounds = torch.tensor(groups.clip_bounds, dtype=norms.dtype, device=norms.device)
+    factors = (bounds / (norms + 1e-12)).clamp(max=1.0)
     out: dict[str, torch.Tensor] = {}
-    for names, bound, std in zip(groups.names, groups.clip_bounds, groups.noise_stds):
-        norms = torch.cat([per_example[n].flatten(start_dim=1) for n in names], dim=1).norm(dim=1)
-        factors = (bound / (norms + 1e-12)).clamp(max=1.0)
+    for j, (names, std) in enumerate(zip(groups.names, groups.noise_stds)):
         for name in names:
             g = per_example[name]
-            summed = torch.einsum("b,b...->...", factors.to(g.dtype), g)  # zeros for an empty batch
+            summed = torch.einsum("b,b...->...", factors[:, j].to(g.dtype), g)  # zeros for an empty batch
             if std > 0:
                 summed = summed + std * torch.randn(summed.shape, generator=generator, device=summed.device,
                                                     dtype=summed.dtype)
             out[name] = summed / expected_batch_size
-    return out
+    fraction = None
+    if groups.count_noise_std > 0:
+        centred = ((norms <= bounds).to(torch.float64) - 0.5).sum(0)
+        noisy = centred + groups.count_noise_std * torch.randn(centred.shape, generator=generator,
+                                                               device=centred.device, dtype=torch.float64)
+        fraction = (noisy / expected_batch_size + 0.5).cpu().numpy()
+    return PrivateStep(out, fraction)
 
 
 def poisson_sample(n_rows: int, sample_rate: float, rng: np.random.Generator) -> np.ndarray:
@@ -115,4 +170,4 @@ def poisson_sample(n_rows: int, sample_rate: float, rng: np.random.Generator) ->
     return np.sort(rng.choice(n_rows, size=size, replace=False))
 
 
-__all__ = ["ClippingGroups", "per_example_gradients", "poisson_sample", "privatize"]
+__all__ = ["ClippingGroups", "PrivateStep", "per_example_gradients", "poisson_sample", "privatize"]
