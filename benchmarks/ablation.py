@@ -1,0 +1,170 @@
+"""Ablation of the dp-GAN papers' techniques (issue 4) on the ACS pair and on Adult.
+
+Usage (from the repository root):
+
+    python benchmarks/ablation.py --dataset acs             # epsilons 0.3 1 3, 2 repeats
+    python benchmarks/ablation.py --dataset adult --repeats 1 --epsilons 1
+    python benchmarks/ablation.py --dataset acs --quick     # smoke test
+
+Each cell fits the synthesizer under one cumulative configuration (none / weight-bias separation /
++ adaptive clipping / + weight clustering / + warm start), samples as many rows as the private
+table has and measures train-on-synthetic-test-on-real and marginal fidelity. The domain comes from
+the public table (ACS: the 2018 file; Adult: the schema declared from Adult's documentation, with a
+2% public split) in every row, so the rows differ only in the technique. The privacy noise is drawn
+from OS entropy, so repeats differ: the table gives the mean and the spread of the repeats.
+Results go to ``benchmarks/results/ablation_<dataset>.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+if str(REPO) not in sys.path:  # benchmark the working tree's tabsynth
+    sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(HERE))
+
+import torch  # noqa: E402
+
+from tabsynth import Schema, Synthesizer  # noqa: E402
+from tabsynth.evaluate import fidelity_report, peak_rss_mb, tstr  # noqa: E402
+
+DATA = REPO.parent / "shared" / "datasets"
+ACS_WEIGHTS = ["PWGTP", "WGTP"]
+# ACS columns whose values are codes (data dictionary): categories, not numbers.
+ACS_CODES = ["SEX", "MSP", "HISP", "RAC1P", "HOUSING_TYPE", "OWN_RENT", "INDP", "INDP_CAT", "EDU",
+             "PINCP_DECILE", "DVET", "DREM", "DPHY", "DEYE", "DEAR"]
+CONFIGS: dict[str, dict[str, Any]] = {
+    "none": dict(clip_grouping="flat", adaptive_clipping="off", warm_start_epochs=0),
+    "weight/bias separation": dict(clip_grouping="weight_bias", adaptive_clipping="off", warm_start_epochs=0),
+    "+ adaptive clipping": dict(clip_grouping="weight_bias", adaptive_clipping="public", warm_start_epochs=0),
+    "+ weight clustering": dict(clip_grouping="clustered", adaptive_clipping="public", warm_start_epochs=0),
+    "+ warm start": dict(clip_grouping="clustered", adaptive_clipping="public", warm_start_epochs=5),
+}
+
+
+def acs_schema(public: pd.DataFrame) -> Schema:
+    """The ACS schema from the public year, code columns declared categorical (as the data dictionary says)."""
+    return Schema.infer(public, overrides={c: "categorical" for c in ACS_CODES})
+
+
+def load(dataset: str, seed: int) -> dict[str, Any]:
+    """Public, private and test tables, target and schema for ``dataset``."""
+    if dataset == "acs":
+        public = pd.read_parquet(DATA / "acs" / "national2018.parquet").drop(columns=ACS_WEIGHTS)
+        year = pd.read_parquet(DATA / "acs" / "national2019.parquet").drop(columns=ACS_WEIGHTS)
+        test_mask = np.random.default_rng(seed).random(len(year)) < 0.2
+        private, test = year[~test_mask].reset_index(drop=True), year[test_mask].reset_index(drop=True)
+        return dict(public=public, private=private, test=test, target="OWN_RENT", schema=acs_schema(public))
+    if dataset == "adult":
+        from adult_schema import declared_schema
+        train = pd.read_parquet(DATA / "adult" / "train.parquet")
+        public_mask = np.random.default_rng(seed).random(len(train)) < 0.02
+        return dict(public=train[public_mask].reset_index(drop=True),
+                    private=train[~public_mask].reset_index(drop=True),
+                    test=pd.read_parquet(DATA / "adult" / "test.parquet"), target="income",
+                    schema=declared_schema())
+    raise ValueError(f"unknown dataset {dataset!r}")
+
+
+def run_cell(data: dict[str, Any], config: dict[str, Any], epsilon: float, seed: int,
+             quick: bool) -> dict[str, Any]:
+    """One fit under ``config``: utility, fidelity, steps, noise, time."""
+    settings = dict(config, seed=seed)
+    if quick:
+        settings.update(epochs=0.2, generator_hidden=(32,), discriminator_hidden=(32,))
+    synth = Synthesizer(**settings)
+    t0 = time.perf_counter()
+    synth.fit(data["private"], epsilon=epsilon, delta=1e-5, schema=data["schema"], public=data["public"])
+    fit_seconds = time.perf_counter() - t0
+    synthetic = synth.sample(len(data["private"]), seed=seed)
+    test = data["test"].dropna(subset=[data["target"]])
+    utility = tstr(synthetic.dropna(subset=[data["target"]]), test, data["target"], random_state=seed)
+    fidelity = fidelity_report(data["private"], synthetic)
+    report = synth.privacy_report()
+    return {"epsilon_spent": report["epsilon"], "delta_spent": report["delta"], "steps": report["steps"],
+            "noise_multiplier": report["noise_multiplier"], "clipping": report["clipping"],
+            "warm_start": report["warm_start"], "fit_seconds": fit_seconds,
+            "hgb_auc": utility["hgb"]["roc_auc"], "hgb_accuracy": utility["hgb"]["accuracy"],
+            "logreg_auc": utility["logreg"]["roc_auc"], "tvd_1way": fidelity["tvd_1way_mean"],
+            "tvd_2way": fidelity["tvd_2way_mean"], "tvd_2way_cat": fidelity["tvd_2way_cat_mean"]}
+
+
+METRICS = [("HGB AUC", "hgb_auc"), ("HGB acc", "hgb_accuracy"), ("LR AUC", "logreg_auc"),
+           ("1-way TVD", "tvd_1way"), ("2-way TVD", "tvd_2way"), ("cat-pair 2-way TVD", "tvd_2way_cat")]
+
+
+def cell(values: list[float]) -> str:
+    """Mean over repeats, with the range when there is more than one."""
+    values = [v for v in values if v is not None and np.isfinite(v)]
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{np.mean(values):.3f} ({min(values):.3f}–{max(values):.3f})"
+
+
+def render(result: dict[str, Any]) -> str:
+    lines = [f"# tabsynth ablation: {result['dataset']}", "",
+             f"- command: `{result['command']}`", f"- date: {result['date']}", f"- machine: {result['machine']}",
+             f"- data: {result['data']}", f"- repeats per cell: {result['repeats']} (mean, and range in brackets)",
+             "", "| configuration | ε | steps | noise multiplier | " + " | ".join(m for m, _ in METRICS)
+             + " | fit s |", "|---" * (len(METRICS) + 5) + "|"]
+    for row in result["rows"]:
+        runs = row["runs"]
+        lines.append("| " + " | ".join([
+            row["configuration"], f"{row['epsilon']:g}", str(runs[0]["steps"]),
+            f"{np.mean([r['noise_multiplier'] for r in runs]):.3f}",
+            *[cell([r[key] for r in runs]) for _, key in METRICS],
+            f"{np.mean([r['fit_seconds'] for r in runs]):.1f}"]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", choices=("acs", "adult"), required=True)
+    p.add_argument("--epsilons", type=float, nargs="+", default=[0.3, 1.0, 3.0])
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--quick", action="store_true", help="tiny settings for a smoke test (results: *_quick)")
+    p.add_argument("--out", type=Path, default=HERE / "results")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = load(args.dataset, args.seed)
+    rows = []
+    for epsilon in args.epsilons:
+        for name in args.configs:
+            runs = [run_cell(data, CONFIGS[name], epsilon, args.seed + r, args.quick) for r in range(args.repeats)]
+            rows.append({"configuration": name, "epsilon": epsilon, "settings": CONFIGS[name], "runs": runs})
+            print(f"eps={epsilon:g} {name}: " + ", ".join(f"{m}={cell([r[k] for r in runs])}" for m, k in METRICS),
+                  flush=True)
+    result = {"dataset": args.dataset, "command": "python benchmarks/ablation.py " + " ".join(argv or sys.argv[1:]),
+              "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+              "machine": f"{platform.platform()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
+              "data": {"public_rows": len(data["public"]), "private_rows": len(data["private"]),
+                       "test_rows": len(data["test"]), "target": data["target"]},
+              "repeats": args.repeats, "peak_rss_mb": peak_rss_mb(), "rows": rows}
+    stem = f"ablation_{args.dataset}" + ("_quick" if args.quick else "")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2, default=float))
+    markdown = render(result)
+    (args.out / f"{stem}.md").write_text(markdown)
+    print(markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
