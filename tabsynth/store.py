@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
+import pandas as pd
 
 from tabsynth.encoding import Encoder
 from tabsynth.io import BATCH_ROWS, TableSource
@@ -38,17 +39,24 @@ class CompactStore:
     @classmethod
     def build(cls, encoder: Encoder, source: TableSource, *, redact: bool = True,
               scratch_dir: str | os.PathLike | None = None,
-              on_rows: Callable[[int], None] | None = None) -> "CompactStore":
-        """Encode ``source`` batch by batch (in memory for a DataFrame, else into a scratch file)."""
+              on_rows: Callable[[int], None] | None = None,
+              row_filter: Callable[[pd.DataFrame], pd.DataFrame] | None = None) -> "CompactStore":
+        """Encode ``source`` batch by batch (in memory for a DataFrame, else into a scratch file).
+
+        ``row_filter``, a per-row selection, is applied to each batch before it is encoded.
+        """
+        def filtered() -> Iterator[pd.DataFrame]:
+            for batch in source.batches(BATCH_ROWS):
+                yield batch if row_filter is None else row_filter(batch)
+
         if source.in_memory:
-            batches = [encoder.encode_compact(batch, redact=redact) for batch in source.batches()]
-            return cls(rows=np.concatenate(batches))
+            return cls(rows=np.concatenate([encoder.encode_compact(batch, redact=redact) for batch in filtered()]))
         directory = Path(tempfile.mkdtemp(prefix="tabsynth-store-", dir=scratch_dir))  # mode 0700
         path = directory / "rows.f32"
         n_rows = 0
         try:
             with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as handle:
-                for batch in source.batches(BATCH_ROWS):
+                for batch in filtered():
                     compact = encoder.encode_compact(batch, redact=redact)
                     handle.write(np.ascontiguousarray(compact, dtype=np.float32).tobytes())
                     n_rows += len(compact)

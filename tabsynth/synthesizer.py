@@ -29,7 +29,7 @@ from tabsynth.io import TableLike, TableSource, open_table, schema_from_text, sc
 from tabsynth.models import Discriminator, Generator, init_linear
 from tabsynth.privacy.accounting import ACCOUNTANTS, calibrate_noise_multiplier
 from tabsynth.privacy.clipping import ADAPTIVE_CLIPPING, GROUPINGS, MAX_COUNT_SHARE, ClippingSchedule
-from tabsynth.privacy.discovery import discover_schema
+from tabsynth.privacy.discovery import discover_new_categories, discover_schema, known_rows
 from tabsynth.privacy.dp_sgd import ClippingGroups
 from tabsynth.privacy.ledger import BudgetExceededError, PrivacyLedger
 from tabsynth.privacy.marginals import gaussian_marginals, histograms
@@ -78,6 +78,7 @@ class Settings:
     accountant: str = "rdp"
     count_fraction: float = 0.01
     discovery_fraction: float = 0.1
+    new_category_fraction: float = 0.02
     calibration_fraction: float = 0.2
     oversample: float = 2.0
     sample_precision: Literal["auto", "float32", "bfloat16"] = "auto"
@@ -126,6 +127,8 @@ class Settings:
         if self.count_fraction + self.discovery_fraction + self.calibration_fraction >= 0.9:
             raise ValueError("count_fraction + discovery_fraction + calibration_fraction must stay below 0.9 "
                              "so that training keeps a useful share of the budget")
+        if not 0 <= self.new_category_fraction < 0.5:
+            raise ValueError(f"new_category_fraction must lie in [0, 0.5), got {self.new_category_fraction!r}")
         if not 0 <= self.calibration_fraction < 0.5:
             raise ValueError(f"calibration_fraction must lie in [0, 0.5), got {self.calibration_fraction!r}")
         if not (math.isfinite(self.warm_start_epochs) and self.warm_start_epochs >= 0):
@@ -153,7 +156,8 @@ class Synthesizer:
     on public rows, free; "private": bounds track the ``clip_quantile`` of the private norms through
     noisy counts inside the DP-SGD mechanism; "auto": public with a public table, else private);
     ``accountant`` "rdp" or
-    "prv"; the budget fractions for the private row count and for domain discovery;
+    "prv"; the budget fractions for the private row count, for domain discovery (no schema, no public
+    table) and ``new_category_fraction`` (public table: private categories it lacks, by DP discovery);
     ``on_invalid`` for values outside a declared domain; ``oversample`` (generator rows drawn per
     sampled row, for calibration) and ``sample_precision`` ("auto": the generator's hidden layers in
     bfloat16 when the CPU computes it natively, which doubles sampling speed and leaves fidelity
@@ -212,14 +216,18 @@ class Synthesizer:
         if public_source is not None:
             _check_same_columns(source, public_source)
             public_frame = public_source.sample(PUBLIC_ROWS / public_source.count_rows(), rng)[source.columns]
+        declared = schema is not None
         schema = self._resolve_schema(source, schema, public_frame, ledger, epsilon, delta, dp_rows, privacy_rng)
         encoder = Encoder(schema, on_invalid=s.on_invalid)
+        # A schema inferred from public data may lack a private category that DP could not release: such
+        # rows are left out of training (a per-row filter). A declared schema is the user's word: on_invalid.
+        row_filter = known_rows(schema) if public_frame is not None and not declared else None
         with contextlib.ExitStack() as stack:
             # Progress shows elapsed time only: a row count, even in a log line, is a private statistic.
             reading = stack.enter_context(tqdm(desc="Reading and encoding the private table",
                                                bar_format="{desc}: {elapsed}",
                                                disable=not s.verbose or source.in_memory))
-            data = stack.enter_context(CompactStore.build(encoder, source, redact=True,
+            data = stack.enter_context(CompactStore.build(encoder, source, redact=True, row_filter=row_filter,
                                                           on_rows=lambda _: reading.update(0)))
             reading.close()
             marginal_targets = self._measure_marginals(encoder, data, ledger, epsilon, delta, privacy_rng)
@@ -301,7 +309,11 @@ class Synthesizer:
             raise TypeError(f"schema must be a tabsynth.Schema, got {type(schema).__name__}")
         if schema is None and public is not None:
             schema = Schema.infer(public)
-        if schema is None:
+            if self.settings.new_category_fraction > 0:
+                rows = source.sample(DISCOVERY_ROWS / dp_rows, rng)
+                schema = discover_new_categories(rows, schema, ledger, self.settings.new_category_fraction * epsilon,
+                                                 self.settings.new_category_fraction * delta, rng)
+        elif schema is None:
             # A Poisson subsample of the rows: DP on it is DP on the table (subsampling only amplifies).
             rows = source.sample(DISCOVERY_ROWS / dp_rows, rng)
             schema = discover_schema(rows, ledger, self.settings.discovery_fraction * epsilon,

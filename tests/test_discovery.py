@@ -170,3 +170,45 @@ def test_unsupported_dtype_is_named() -> None:
     frame = pd.DataFrame({"wait": pd.to_timedelta([1, 2, 3], unit="s")})
     with pytest.raises(ValueError, match="'wait'"):
         discover_schema(frame, PrivacyLedger(1.0, 1e-5), 0.1, DELTA, np.random.default_rng(0))
+
+
+# --- categories the public table lacks ---------------------------------------------------------------
+
+from tabsynth.privacy.discovery import discover_new_categories, known_rows  # noqa: E402
+
+
+def public_and_private(seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Public year with two industries; the private year adds a large new one and a code held by one row."""
+    rng = np.random.default_rng(seed)
+    public = pd.DataFrame({"industry": pd.array(rng.choice([10, 20], 3000), dtype="Int64"),
+                           "region": pd.Series(rng.choice(["north", "south"], 3000), dtype="str")})
+    private = pd.DataFrame({"industry": pd.array(rng.choice([10, 20, 30], 3000), dtype="Int64"),
+                            "region": pd.Series(rng.choice(["north", "south"], 3000), dtype="str")})
+    private.loc[0, "industry"], private.loc[1, "region"] = 77_777, RARE
+    return public, private
+
+
+def test_a_large_new_private_category_is_added_and_a_unique_one_is_not() -> None:
+    public, private = public_and_private()
+    ledger = PrivacyLedger(10.0, 1e-5)
+    schema = discover_new_categories(private, Schema.infer(public, overrides={"industry": "categorical"}), ledger,
+                                     2.0, 1e-6, np.random.default_rng(0))
+    assert schema["industry"].categories == (10, 20, 30)
+    assert schema["region"].categories == ("north", "south")
+    assert RARE not in json.dumps(ledger.to_dict()) and "77777" not in json.dumps(ledger.to_dict())
+
+
+def test_new_category_discovery_is_charged_even_when_nothing_is_new() -> None:
+    public, _ = public_and_private()
+    ledger = PrivacyLedger(10.0, 1e-5)
+    schema = Schema.infer(public, overrides={"industry": "categorical"})
+    assert discover_new_categories(public, schema, ledger, 0.5, 1e-6, np.random.default_rng(0)) == schema
+    entry, = ledger.to_dict()["entries"]
+    assert entry["purpose"] == "new categories" and entry["epsilon"] == 0.5 and entry["delta"] == 1e-6
+
+
+def test_known_rows_drops_rows_with_unknown_categories_but_keeps_nulls_and_catch_alls() -> None:
+    schema = Schema((CategoricalColumn("a", nullable=True, categories=("x", "y")),
+                     CategoricalColumn("b", categories=("p",), catch_all="<other>")), ("a", "b"))
+    frame = pd.DataFrame({"a": ["x", None, "z", "y"], "b": ["p", "q", "p", "p"]})
+    assert known_rows(schema)(frame).index.tolist() == [0, 1, 3]

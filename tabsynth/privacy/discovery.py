@@ -7,8 +7,8 @@ bound, knot and category comes out of an accounted DP mechanism, recorded as one
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -36,9 +36,10 @@ from tabsynth.schema import (
     quantile_knots,
 )
 
-__all__ = ["discover_schema"]
+__all__ = ["discover_new_categories", "discover_schema", "known_rows"]
 
 PURPOSE = "domain discovery"
+NEW_CATEGORIES_PURPOSE = "new categories"
 RANGE_MECHANISM = "laplace_histogram_range"
 QUANTILE_MECHANISM = "dp_quantiles"
 HISTOGRAM_MECHANISM = "dp_histogram_threshold"
@@ -129,6 +130,54 @@ def discover_schema(
                                     lat_dtype=str(frame[lat].dtype), lon_dtype=str(frame[lon].dtype))
     ordered = [specs[name] for name in targets if name in specs]
     return Schema(tuple(ordered), tuple(targets))
+
+
+def discover_new_categories(frame: pd.DataFrame, schema: Schema, ledger: PrivacyLedger, epsilon: float,
+                            delta: float, rng: np.random.Generator) -> Schema:
+    """``schema`` (inferred from PUBLIC data) with the categories of the private ``frame`` it lacks, found under DP.
+
+    For every categorical column, the private values outside its categories go through
+    ``dp_histogram_threshold`` (epsilon and delta split evenly over the categorical columns: basic
+    composition, since one row touches every column); a value is added only if its noisy count clears
+    the threshold, so a category held by a handful of records never appears. Restricting a column to its
+    unknown values is a per-row map, so each row still adds 1 to at most one count. The whole
+    (epsilon, delta) is charged as one ledger entry before any mechanism runs, whether or not anything is
+    found (whether the private year has new categories is itself private). Rows holding a value that is
+    neither public nor released are handled by ``known_rows``.
+    """
+    categorical = [c for c in schema.columns if isinstance(c, CategoricalColumn)]
+    if not categorical:
+        return schema
+    epsilon_each, delta_each = _split_budget(epsilon, delta, len(categorical), len(categorical))
+    ledger.spend(NEW_CATEGORIES_PURPOSE, HISTOGRAM_MECHANISM, float(epsilon), float(delta),
+                 composition="basic: epsilon and delta split evenly over the categorical columns",
+                 columns={c.name: {"epsilon": epsilon_each, "delta": delta_each} for c in categorical},
+                 note="private categories missing from the public table; rows holding a category that is "
+                      "neither public nor released are left out of training")
+    for column in categorical:
+        series = frame[column.name].dropna()
+        values = series.astype(object) if isinstance(series.dtype, pd.CategoricalDtype) else series
+        unknown = pd.Index(column.levels, dtype=object).get_indexer(values) < 0
+        released = dp_histogram_threshold(values[unknown].to_numpy(dtype=object), epsilon_each, delta_each, rng)
+        if released:
+            schema = schema.replace_column(replace(column, categories=column.categories + tuple(_sorted(list(released)))))
+    return schema
+
+
+def known_rows(schema: Schema) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    """A per-row filter: keeps the rows whose every categorical value is a category or null, or has a catch-all."""
+    checks = [(c.name, pd.Index(c.levels, dtype=object)) for c in schema.columns
+              if isinstance(c, CategoricalColumn) and c.catch_all is None]
+
+    def keep(frame: pd.DataFrame) -> pd.DataFrame:
+        mask = np.ones(len(frame), dtype=bool)
+        for name, levels in checks:
+            series = frame[name]
+            values = series.astype(object) if isinstance(series.dtype, pd.CategoricalDtype) else series
+            mask &= series.isna().to_numpy() | (levels.get_indexer(values) >= 0)
+        return frame if mask.all() else frame[mask]
+
+    return keep
 
 
 # --- planning (dtypes only) -----------------------------------------------------------------------
