@@ -157,7 +157,8 @@ class Synthesizer:
     noisy counts inside the DP-SGD mechanism; "auto": public with a public table, else private);
     ``accountant`` "rdp" or
     "prv"; the budget fractions for the private row count, for domain discovery (no schema, no public
-    table) and ``new_category_fraction`` (public table: private categories it lacks, by DP discovery);
+    table) and ``new_category_fraction`` (with a public table: private categories the schema lacks, by
+    DP discovery; 0 skips it);
     ``on_invalid`` for values outside a declared domain; ``oversample`` (generator rows drawn per
     sampled row, for calibration) and ``sample_precision`` ("auto": the generator's hidden layers in
     bfloat16 when the CPU computes it natively, which doubles sampling speed and leaves fidelity
@@ -216,12 +217,17 @@ class Synthesizer:
         if public_source is not None:
             _check_same_columns(source, public_source)
             public_frame = public_source.sample(PUBLIC_ROWS / public_source.count_rows(), rng)[source.columns]
-        declared = schema is not None
         schema = self._resolve_schema(source, schema, public_frame, ledger, epsilon, delta, dp_rows, privacy_rng)
+        row_filter = None
+        if public_frame is not None:
+            # A domain from public knowledge may lack categories of the private year: DP discovery adds
+            # those it can release, and rows holding one it cannot are left out of training (a per-row filter).
+            if s.new_category_fraction > 0:
+                schema = discover_new_categories(source.sample(DISCOVERY_ROWS / dp_rows, privacy_rng), schema,
+                                                 ledger, s.new_category_fraction * epsilon,
+                                                 s.new_category_fraction * delta, privacy_rng)
+            row_filter = known_rows(schema)
         encoder = Encoder(schema, on_invalid=s.on_invalid)
-        # A schema inferred from public data may lack a private category that DP could not release: such
-        # rows are left out of training (a per-row filter). A declared schema is the user's word: on_invalid.
-        row_filter = known_rows(schema) if public_frame is not None and not declared else None
         with contextlib.ExitStack() as stack:
             # Progress shows elapsed time only: a row count, even in a log line, is a private statistic.
             reading = stack.enter_context(tqdm(desc="Reading and encoding the private table",
@@ -309,11 +315,7 @@ class Synthesizer:
             raise TypeError(f"schema must be a tabsynth.Schema, got {type(schema).__name__}")
         if schema is None and public is not None:
             schema = Schema.infer(public)
-            if self.settings.new_category_fraction > 0:
-                rows = source.sample(DISCOVERY_ROWS / dp_rows, rng)
-                schema = discover_new_categories(rows, schema, ledger, self.settings.new_category_fraction * epsilon,
-                                                 self.settings.new_category_fraction * delta, rng)
-        elif schema is None:
+        if schema is None:
             # A Poisson subsample of the rows: DP on it is DP on the table (subsampling only amplifies).
             rows = source.sample(DISCOVERY_ROWS / dp_rows, rng)
             schema = discover_schema(rows, ledger, self.settings.discovery_fraction * epsilon,
