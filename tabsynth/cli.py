@@ -361,7 +361,11 @@ def cmd_schema_infer(args: argparse.Namespace) -> int:
     """tabsynth schema infer PUBLIC -o SCHEMA."""
     out = _check_output(args.output, [args.public], args.overwrite)
     public = _read_table(args.public, "public table")
-    schema = Schema.infer(public, max_categories=args.max_categories)
+    unknown = sorted(set(args.categorical) - set(public.columns))
+    if unknown:
+        raise CLIError(f"--categorical names columns {unknown} that are not in {args.public}", EXIT_USAGE)
+    schema = Schema.infer(public, max_categories=args.max_categories,
+                          overrides={name: "categorical" for name in args.categorical})
     with _atomic_output(out) as tmp:
         _write_text(schema.to_json(), tmp)
     _print([f"Inferred a schema for {len(schema.column_order)} columns from {args.public} "
@@ -526,11 +530,13 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
                         help="privacy budget epsilon (smaller is more private)")
     parser.add_argument("--delta", type=_number, default=None,
                         help="privacy budget delta (default: 1e-5, or smaller for tables over 10,000 rows)")
-    domain = parser.add_mutually_exclusive_group()
-    domain.add_argument("--public", metavar="P", default=None,
-                        help="public table with the same columns (e.g. last year's release): the schema is "
-                             "inferred from it and training starts from it, at no privacy cost")
-    domain.add_argument("--schema", metavar="S", default=None, help="schema JSON file (see `tabsynth schema infer`)")
+    parser.add_argument("--public", metavar="P", default=None,
+                        help="public table with the same columns (e.g. last year's release): training starts "
+                             "from it and it sets the clipping bounds, at no privacy cost; without --schema the "
+                             "schema is inferred from it. Private categories it lacks are looked for under DP "
+                             f"({Settings.new_category_fraction:.0%} of the budget)".replace("%", "%%"))
+    parser.add_argument("--schema", metavar="S", default=None,
+                        help="schema JSON file (see `tabsynth schema infer`); may be combined with --public")
     parser.add_argument("--steps", type=_positive_int, default=None, help="discriminator steps (overrides --epochs)")
     parser.add_argument("--epochs", type=_positive_float, default=None,
                         help=f"passes over the data (default {Settings.epochs:g})")
@@ -604,13 +610,18 @@ def build_parser() -> argparse.ArgumentParser:
                           "file in the clear. Edit the JSON afterwards to widen bounds or add categories."),
         epilog="examples:\n  tabsynth schema infer public.parquet -o schema.json\n"
                "  tabsynth schema infer public_parts/ -o schema.json --max-categories 50\n"
-               "  tabsynth schema infer public.csv -o schema.json\n\n" + EXIT_CODES_HELP)
+               "  tabsynth schema infer public.csv -o schema.json\n"
+               "  tabsynth schema infer acs_2018.parquet -o schema.json --categorical SEX RAC1P INDP\n\n"
+               + EXIT_CODES_HELP)
     infer.add_argument("public", metavar="PUBLIC",
                        help="public table: a Parquet file, a directory of Parquet files, or a .csv file")
     infer.add_argument("-o", "--output", required=True, metavar="SCHEMA", help="schema JSON file to write")
     infer.add_argument("--max-categories", type=_positive_int, default=256,
                        help="text columns with more levels keep the most frequent and fold the rest "
                             "into '<other>' (default 256)")
+    infer.add_argument("--categorical", nargs="+", metavar="COL", default=[],
+                       help="columns to treat as categories whatever their type (e.g. integer codes such as "
+                            "industry or race codes, which must stay valid codes rather than become numbers)")
     _add_overwrite(infer)
     infer.set_defaults(handler=cmd_schema_infer)
 

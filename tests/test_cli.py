@@ -72,6 +72,31 @@ def test_schema_infer_max_categories(cps: dict[str, Path], tmp_path: Path) -> No
     assert Schema.from_json(out.read_text())["gender"].catch_all == "<other>"
 
 
+def test_schema_infer_categorical_keeps_integer_codes_as_categories(cps: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "schema.json"
+    assert main(["schema", "infer", str(cps["public"]), "-o", str(out), "--categorical", "age"]) == EXIT_OK
+    age = Schema.from_json(out.read_text())["age"]
+    assert type(age).__name__ == "CategoricalColumn"
+    assert set(age.categories) == set(load_demo("cps_1992")["age"])
+
+
+def test_schema_infer_categorical_refuses_an_unknown_column(cps: dict[str, Path], tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "schema.json"
+    assert main(["schema", "infer", str(cps["public"]), "-o", str(out), "--categorical", "INDP"]) == EXIT_USAGE
+    assert "'INDP'" in _error_line(capsys) and not out.exists()
+
+
+def test_fit_takes_a_declared_schema_and_a_public_table_together(cps: dict[str, Path], tmp_path: Path) -> None:
+    schema_path, model = tmp_path / "schema.json", tmp_path / "model.tabsynth"
+    assert main(["schema", "infer", str(cps["public"]), "-o", str(schema_path), "--categorical", "age"]) == EXIT_OK
+    assert main(["fit", str(cps["private"]), "--schema", str(schema_path), "--public", str(cps["public"]),
+                 "--epsilon", "1", "-o", str(model), *FAST]) == EXIT_OK
+    synth = Synthesizer.load(model)
+    assert type(synth.schema_["age"]).__name__ == "CategoricalColumn"
+    assert synth.privacy_report()["warm_start"] is not None
+
+
 def test_fit_sample_report_round_trip(cps: dict[str, Path], tmp_path: Path,
                                       capsys: pytest.CaptureFixture[str]) -> None:
     schema_path, model = tmp_path / "schema.json", tmp_path / "model.tabsynth"
