@@ -2,6 +2,7 @@
 
 from tabsynth.encoding import DomainError, Encoder, Span
 from tabsynth.geo import BoundingBox, PointSetRegion, PolygonRegion, Region
+from tabsynth.rules import Condition, Rule, RuleError
 from tabsynth.synthesizer import ModelFileError, Synthesizer
 from tabsynth.schema import (
     BooleanColumn,
@@ -18,7 +19,8 @@ from tabsynth.schema import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "BooleanColumn", "BoundingBox", "CategoricalColumn", "Column", "ContinuousColumn", "DatetimeColumn",
-    "DomainError", "Encoder", "GeoPointColumn", "IntegerColumn", "PointSetRegion", "PolygonRegion",
-    "ModelFileError", "Region", "Schema", "SchemaError", "Span", "Synthesizer",
+    "BooleanColumn", "BoundingBox", "CategoricalColumn", "Column", "Condition", "ContinuousColumn",
+    "DatetimeColumn", "DomainError", "Encoder", "GeoPointColumn", "IntegerColumn", "PointSetRegion",
+    "PolygonRegion", "ModelFileError", "Region", "Rule", "RuleError", "Schema", "SchemaError", "Span",
+    "Synthesizer",
 ]

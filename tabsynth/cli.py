@@ -177,17 +177,31 @@ def _read_table(path: str, what: str) -> pd.DataFrame:
     return open_table(_require_input(path, what), what).read()
 
 
+def _read_text(path: str, what: str) -> tuple[Path, str]:
+    """The path and UTF-8 text of an input file; an unreadable one exits 3 naming ``what``."""
+    p = _require_input(path, what)
+    try:
+        return p, p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CLIError(f"cannot read {what} {p}: {exc}", EXIT_DATA) from exc
+
+
 def _read_schema(path: str) -> Schema:
     """A schema JSON file written by `tabsynth schema infer` (or by hand)."""
-    p = _require_input(path, "schema file")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CLIError(f"cannot read schema file {p}: {exc}", EXIT_DATA) from exc
+    p, text = _read_text(path, "schema file")
     try:
         return Schema.from_json(text)
     except SchemaError as exc:
         raise CLIError(f"schema file {p}: {exc}", EXIT_DATA) from exc
+
+
+def _with_rules(schema: Schema, path: str) -> Schema:
+    """``schema`` with the edit rules of a JSON file (a list of rule objects)."""
+    p, text = _read_text(path, "rules file")
+    try:
+        return Schema.from_dict({**schema.to_dict(), "rules": json.loads(text)})
+    except (json.JSONDecodeError, SchemaError) as exc:
+        raise CLIError(f"rules file {p}: {exc}", EXIT_DATA) from exc
 
 
 def _load_model(path: str) -> Synthesizer:
@@ -359,13 +373,15 @@ def _note(message: str) -> None:
 
 def cmd_schema_infer(args: argparse.Namespace) -> int:
     """tabsynth schema infer PUBLIC -o SCHEMA."""
-    out = _check_output(args.output, [args.public], args.overwrite)
+    out = _check_output(args.output, [args.public, args.rules], args.overwrite)
     public = _read_table(args.public, "public table")
     unknown = sorted(set(args.categorical) - set(public.columns))
     if unknown:
         raise CLIError(f"--categorical names columns {unknown} that are not in {args.public}", EXIT_USAGE)
     schema = Schema.infer(public, max_categories=args.max_categories,
                           overrides={name: "categorical" for name in args.categorical})
+    if args.rules:
+        schema = _with_rules(schema, args.rules)
     with _atomic_output(out) as tmp:
         _write_text(schema.to_json(), tmp)
     _print([f"Inferred a schema for {len(schema.column_order)} columns from {args.public} "
@@ -619,6 +635,10 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--max-categories", type=_positive_int, default=256,
                        help="text columns with more levels keep the most frequent and fold the rest "
                             "into '<other>' (default 256)")
+    infer.add_argument("--rules", metavar="RULES", default=None,
+                       help="JSON file with a list of edit rules every synthetic record must satisfy, e.g. "
+                            '[{"when": {"column": "AGEP", "op": "<", "value": 15}, '
+                            '"then": {"column": "PINCP", "op": "is null"}, "iff": true}]'.replace("%", "%%"))
     infer.add_argument("--categorical", nargs="+", metavar="COL", default=[],
                        help="columns to treat as categories whatever their type (e.g. integer codes such as "
                             "industry or race codes, which must stay valid codes rather than become numbers)")

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from tabsynth.geo import BoundingBox, Region
+from tabsynth.rules import Rule, RuleError
 
 SCHEMA_FORMAT = "tabsynth.schema"
 SCHEMA_VERSION = 1
@@ -217,6 +218,7 @@ class Schema:
 
     columns: tuple[Column, ...]
     column_order: tuple[str, ...] = ()
+    rules: tuple[Rule, ...] = ()  # edit rules every sampled record satisfies (see tabsynth.rules)
 
     def __post_init__(self) -> None:
         columns = tuple(self.columns)
@@ -239,6 +241,14 @@ class Schema:
         if sorted(order) != sorted(owned):
             raise SchemaError(f"column_order {list(order)} must list exactly the columns {owned}")
         object.__setattr__(self, "column_order", order)
+        rules = tuple(self.rules)
+        object.__setattr__(self, "rules", rules)
+        for rule in rules:
+            if not isinstance(rule, Rule):
+                raise SchemaError(f"schema rules must be tabsynth.rules.Rule objects, got {type(rule).__name__}")
+            unknown = [c for c in rule.columns if c not in order]
+            if unknown:
+                raise SchemaError(f"rule '{rule}' names columns {unknown} that are not in the schema")
 
     def __getitem__(self, name: str) -> Column:
         for column in self.columns:
@@ -275,13 +285,20 @@ class Schema:
             elif column.dtype is None:
                 column = replace(column, dtype=str(frame[column.name].dtype))
             updated.append(column)
-        return Schema(tuple(updated), tuple(frame.columns))
+        return replace(self, columns=tuple(updated), column_order=tuple(frame.columns))
+
+    def with_rules(self, rules: Sequence[Rule]) -> "Schema":
+        """A copy whose edit rules are ``rules`` (replacing any it had)."""
+        return replace(self, rules=tuple(rules))
 
     # --- JSON -------------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": SCHEMA_FORMAT, "version": SCHEMA_VERSION,
-                "column_order": list(self.column_order), "columns": [c.to_dict() for c in self.columns]}
+        out = {"format": SCHEMA_FORMAT, "version": SCHEMA_VERSION,
+               "column_order": list(self.column_order), "columns": [c.to_dict() for c in self.columns]}
+        if self.rules:
+            out["rules"] = [rule.to_dict() for rule in self.rules]
+        return out
 
     def to_json(self, indent: int | None = 2) -> str:
         """The schema as JSON text (no private data: it is built from declarations or public data)."""
@@ -297,7 +314,14 @@ class Schema:
         raw_columns = data.get("columns")
         if not isinstance(raw_columns, list):
             raise SchemaError("schema 'columns' must be a list")
-        return cls(tuple(_column_from_dict(raw) for raw in raw_columns), tuple(data.get("column_order", ())))
+        raw_rules = data.get("rules", [])
+        if not isinstance(raw_rules, list):
+            raise SchemaError("schema 'rules' must be a list")
+        try:
+            rules = tuple(Rule.from_dict(raw) for raw in raw_rules)
+        except RuleError as exc:
+            raise SchemaError(str(exc)) from exc
+        return cls(tuple(_column_from_dict(raw) for raw in raw_columns), tuple(data.get("column_order", ())), rules)
 
     @classmethod
     def from_json(cls, text: str) -> "Schema":

@@ -35,6 +35,7 @@ from tabsynth.privacy.ledger import BudgetExceededError, PrivacyLedger
 from tabsynth.privacy.marginals import gaussian_marginals, histograms
 from tabsynth.privacy.mechanisms import laplace_count
 from tabsynth.sampling import rake, systematic_resample, target_distributions
+from tabsynth.rules import Rule
 from tabsynth.schema import Schema, SchemaError, column_differences
 from tabsynth.store import CompactStore
 from tabsynth.training import DPGANTrainer, TrainingPlan
@@ -45,6 +46,8 @@ SAMPLE_CHUNK = 131_072  # rows per sampled batch (and per Parquet row group)
 GENERATOR_BATCH = 65_536  # rows per generator forward pass: bounds sampling memory
 DISCOVERY_ROWS = 1_000_000  # DP domain discovery reads a Poisson subsample of about this many rows
 CLUSTER_AFTER_FRACTION = 0.1  # share of DP steps that estimate per-tensor bounds before clustering (no public data)
+MAX_REJECTION_DRAWS = 50  # generator rows drawn per wanted row before sampling with rules gives up
+REJECTION_BATCH = 4096  # least generator rows drawn per round of rejection sampling
 PUBLIC_ROWS = 1_000_000  # schema inference and warm start read a uniform sample of the public table
 UNIT_OF_PRIVACY = ("one row of the private table (add/remove adjacency); a person spanning k rows "
                    "is protected at roughly k times epsilon")
@@ -356,23 +359,49 @@ class Synthesizer:
         gen = torch.Generator(device="cpu").manual_seed(int(rng.integers(2**63 - 1)))
         for start in range(0, int(n), SAMPLE_CHUNK):
             size = min(SAMPLE_CHUNK, int(n) - start)
-            yield self.encoder_.decode_compact(self._sample_compact(size, gen, rng))
+            yield self._sample_frame(size, gen, rng)
 
-    def _sample_compact(self, n: int, gen: torch.Generator, rng: np.random.Generator) -> np.ndarray:
-        """``n`` compact rows; with calibration, resampled from an oversample towards the DP marginals."""
-        pool_size = math.ceil(self.settings.oversample * n) if self.marginal_targets_ else n
+    def _sample_frame(self, n: int, gen: torch.Generator, rng: np.random.Generator) -> pd.DataFrame:
+        """``n`` decoded rows: generator rows that satisfy the schema's rules, calibrated towards the DP marginals.
+
+        Calibration draws an oversample and resamples it with raking weights. Rules keep only the valid
+        rows of the draws (rejection sampling), drawing more until there are enough; only then is the
+        whole pool decoded rather than just the ``n`` rows kept.
+        """
+        wanted = math.ceil(self.settings.oversample * n) if self.marginal_targets_ else n
+        if not self.schema_.rules:
+            return self.encoder_.decode_compact(self._calibrated(self._generate_compact(wanted, gen), n, rng))
+        pools, frames, kept, drawn = [], [], 0, 0
+        while kept < wanted:
+            compact = self._generate_compact(max(wanted - kept, REJECTION_BATCH), gen)
+            frame = self.encoder_.decode_compact(compact)
+            valid = np.logical_and.reduce([rule.satisfied(frame) for rule in self.schema_.rules])
+            drawn, kept = drawn + len(compact), kept + int(valid.sum())
+            pools.append(compact[valid])
+            frames.append(frame[valid])
+            if kept < wanted and drawn >= MAX_REJECTION_DRAWS * wanted:
+                raise RuntimeError(_rule_failure(self.schema_.rules, frame, kept, drawn))
+        index = self._calibrated(np.concatenate(pools), n, rng, index_only=True)
+        return pd.concat(frames).iloc[index].reset_index(drop=True)
+
+    def _calibrated(self, pool: np.ndarray, n: int, rng: np.random.Generator,
+                    index_only: bool = False) -> np.ndarray:
+        """``n`` rows of ``pool`` (or their indices) resampled towards the DP marginals; the first ``n`` without them."""
+        if self.marginal_targets_:
+            index = systematic_resample(rake(self.encoder_.marginal_cells(pool)[0], self.marginal_targets_), n, rng)
+        else:
+            index = np.arange(n)
+        return index if index_only else pool[index]
+
+    def _generate_compact(self, n: int, gen: torch.Generator) -> np.ndarray:
+        """``n`` compact rows straight from the generator, in batches of at most ``GENERATOR_BATCH``."""
         hidden_dtype = _sampling_dtype(self.settings.sample_precision)
         with torch.inference_mode():
-            pool = np.concatenate([
+            return np.concatenate([
                 self.generator_.sample_compact(
-                    torch.randn((min(GENERATOR_BATCH, pool_size - start), self.generator_.noise_dim), generator=gen),
+                    torch.randn((min(GENERATOR_BATCH, n - start), self.generator_.noise_dim), generator=gen),
                     gen, hidden_dtype).numpy()
-                for start in range(0, pool_size, GENERATOR_BATCH)])
-        if not self.marginal_targets_:
-            return pool
-        cells, _, _ = self.encoder_.marginal_cells(pool)
-        weights = rake(cells, self.marginal_targets_)
-        return pool[systematic_resample(weights, n, rng)]
+                for start in range(0, n, GENERATOR_BATCH)])
 
     @property
     def row_count_(self) -> int:
@@ -501,6 +530,14 @@ def _check_same_columns(private: TableSource, public: TableSource) -> None:
         raise SchemaError(f"the public table lacks columns {missing} of the private table")
     if extra:
         raise SchemaError(f"the public table has columns {extra} that the private table lacks")
+
+
+def _rule_failure(rules: tuple[Rule, ...], frame: pd.DataFrame, kept: int, drawn: int) -> str:
+    """Why rejection sampling gave up: the share of rows kept and the rule the generator breaks most."""
+    broken = {str(rule): 1.0 - float(rule.satisfied(frame).mean()) for rule in rules}
+    worst = max(broken, key=broken.get)
+    return (f"only {kept:,} of {drawn:,} generated rows satisfy the schema's rules; the rule broken most is "
+            f"'{worst}' ({broken[worst]:.0%} of rows). Train longer or with more budget, or check the rules")
 
 
 def _default_delta(dp_rows: float) -> float:

@@ -87,6 +87,24 @@ def test_schema_infer_categorical_refuses_an_unknown_column(cps: dict[str, Path]
     assert "'INDP'" in _error_line(capsys) and not out.exists()
 
 
+def test_schema_infer_attaches_edit_rules_from_a_json_file(cps: dict[str, Path], tmp_path: Path) -> None:
+    rules, out = tmp_path / "rules.json", tmp_path / "schema.json"
+    rules.write_text(json.dumps([{"when": {"column": "degree", "op": "==", "value": "bachelor"},
+                                  "then": {"column": "age", "op": ">=", "value": 20}}]))
+    assert main(["schema", "infer", str(cps["public"]), "-o", str(out), "--rules", str(rules)]) == EXIT_OK
+    rule, = Schema.from_json(out.read_text()).rules
+    assert str(rule) == "if degree == 'bachelor' then age >= 20"
+
+
+def test_schema_infer_refuses_a_malformed_rules_file(cps: dict[str, Path], tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    rules, out = tmp_path / "rules.json", tmp_path / "schema.json"
+    rules.write_text(json.dumps([{"when": {"column": "nonexistent", "op": "is null"},
+                                  "then": {"column": "age", "op": ">=", "value": 20}}]))
+    assert main(["schema", "infer", str(cps["public"]), "-o", str(out), "--rules", str(rules)]) == EXIT_DATA
+    assert "'nonexistent'" in _error_line(capsys) and not out.exists()
+
+
 def test_fit_takes_a_declared_schema_and_a_public_table_together(cps: dict[str, Path], tmp_path: Path) -> None:
     schema_path, model = tmp_path / "schema.json", tmp_path / "model.tabsynth"
     assert main(["schema", "infer", str(cps["public"]), "-o", str(schema_path), "--categorical", "age"]) == EXIT_OK
