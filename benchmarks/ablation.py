@@ -116,14 +116,15 @@ def cell(values: list[float]) -> str:
 
 def render(result: dict[str, Any]) -> str:
     lines = [f"# tabsynth ablation: {result['dataset']}", "",
-             f"- command: `{result['command']}`", f"- date: {result['date']}", f"- machine: {result['machine']}",
-             f"- data: {result['data']}", f"- repeats per cell: {result['repeats']} (mean, and range in brackets)",
-             "", "| configuration | ε | steps | noise multiplier | " + " | ".join(m for m, _ in METRICS)
-             + " | fit s |", "|---" * (len(METRICS) + 5) + "|"]
+             *[f"- command: `{c}`" for c in result["commands"]], f"- date: {result['date']}",
+             f"- machine: {result['machine']}", f"- data: {result['data']}",
+             "- cells: the mean over the repeats, their range in brackets; `runs` is the number of repeats",
+             "", "| configuration | ε | runs | steps | noise multiplier | " + " | ".join(m for m, _ in METRICS)
+             + " | fit s |", "|---" * (len(METRICS) + 6) + "|"]
     for row in result["rows"]:
         runs = row["runs"]
         lines.append("| " + " | ".join([
-            row["configuration"], f"{row['epsilon']:g}", str(runs[0]["steps"]),
+            row["configuration"], f"{row['epsilon']:g}", str(len(runs)), str(runs[0]["steps"]),
             f"{np.mean([r['noise_multiplier'] for r in runs]):.3f}",
             *[cell([r[key] for r in runs]) for _, key in METRICS],
             f"{np.mean([r['fit_seconds'] for r in runs]):.1f}"]) + " |")
@@ -140,30 +141,50 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--quick", action="store_true", help="tiny settings for a smoke test (results: *_quick)")
     p.add_argument("--out", type=Path, default=HERE / "results")
+    p.add_argument("--add-to", action="store_true",
+                   help="add the new runs to the cells of the existing result file instead of replacing it")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     data = load(args.dataset, args.seed)
-    rows = []
+    stem = f"ablation_{args.dataset}" + ("_quick" if args.quick else "")
+    args.out.mkdir(parents=True, exist_ok=True)
+    json_path = args.out / f"{stem}.json"
+    # --add-to: more repeats for the cells of an earlier result file (its runs are kept).
+    previous = json.loads(json_path.read_text())["rows"] if args.add_to and json_path.exists() else []
+    rows = {(row["configuration"], row["epsilon"]): row for row in previous}
+    commands = [*(json.loads(json_path.read_text())["commands"] if previous else []),
+                "python benchmarks/ablation.py " + " ".join(argv if argv is not None else sys.argv[1:])]
     for epsilon in args.epsilons:
         for name in args.configs:
-            runs = [run_cell(data, CONFIGS[name], epsilon, args.seed + r, args.quick) for r in range(args.repeats)]
-            rows.append({"configuration": name, "epsilon": epsilon, "settings": CONFIGS[name], "runs": runs})
+            row = rows.setdefault((name, epsilon), {"configuration": name, "epsilon": epsilon,
+                                                    "settings": CONFIGS[name], "runs": []})
+            start = len(row["runs"])
+            for r in range(start, start + args.repeats):
+                row["runs"].append(run_cell(data, CONFIGS[name], epsilon, args.seed + r, args.quick))
+                write(args, data, rows, commands, json_path)  # after every fit: a stopped run keeps its results
+            runs = row["runs"]
             print(f"eps={epsilon:g} {name}: " + ", ".join(f"{m}={cell([r[k] for r in runs])}" for m, k in METRICS),
                   flush=True)
-    result = {"dataset": args.dataset, "command": "python benchmarks/ablation.py " + " ".join(argv or sys.argv[1:]),
+    print(write(args, data, rows, commands, json_path))
+    return 0
+
+
+def write(args: argparse.Namespace, data: dict[str, Any], rows: dict[tuple[str, float], dict[str, Any]],
+          commands: list[str], json_path: Path) -> str:
+    """Write the JSON and Markdown results (rows in configuration order within each epsilon); returns the Markdown."""
+    order = list(CONFIGS)
+    ordered = sorted(rows.values(), key=lambda row: (row["epsilon"], order.index(row["configuration"])))
+    result = {"dataset": args.dataset, "commands": commands,
               "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
               "machine": f"{platform.platform()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
               "data": {"public_rows": len(data["public"]), "private_rows": len(data["private"]),
                        "test_rows": len(data["test"]), "target": data["target"]},
-              "repeats": args.repeats, "peak_rss_mb": peak_rss_mb(), "rows": rows}
-    stem = f"ablation_{args.dataset}" + ("_quick" if args.quick else "")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2, default=float))
+              "peak_rss_mb": peak_rss_mb(), "rows": ordered}
+    json_path.write_text(json.dumps(result, indent=2, default=float))
     markdown = render(result)
-    (args.out / f"{stem}.md").write_text(markdown)
-    print(markdown)
-    return 0
+    json_path.with_suffix(".md").write_text(markdown)
+    return markdown
 
 
 if __name__ == "__main__":
