@@ -489,8 +489,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     public, private = load_demo(DEMO_PUBLIC), load_demo(DEMO_PRIVATE)
     _print([f"tabsynth demo: public prior year {DEMO_PUBLIC} ({len(public):,} rows), "
             f"private current year {DEMO_PRIVATE} ({len(private):,} rows), epsilon={args.epsilon:g}",
-            "The schema (column kinds and domains) comes from the public year only; values of the "
-            "private year outside it are clipped to it."])
+            "The schema (column kinds and domains) comes from the public year only; numbers of the "
+            "private year outside it are clipped to it, and categories it lacks are looked for under DP "
+            "(rows holding one that DP cannot release are left out of training)."])
     sys.stdout.flush()
     synthesizer = _make_synthesizer(epochs=DEMO_EPOCHS, steps=args.steps, seed=args.seed,
                                     verbose=not args.quiet)

@@ -13,7 +13,8 @@ from torch.func import grad
 from tabsynth.models import Discriminator, Generator
 from tabsynth.privacy.accounting import compute_epsilon
 from tabsynth.privacy.clipping import ClippingSchedule, group_norms, positive_bounds, quantile_count_noise
-from tabsynth.privacy.dp_sgd import ClippingGroups, PrivateStep, per_example_gradients, poisson_sample, privatize
+from tabsynth.privacy.dp_sgd import (ClippingGroups, PrivateStep, mean_loss, per_example_gradients, poisson_sample,
+                                     privatize, privatize_linear)
 from tabsynth.store import CompactStore
 
 Objective = Literal["wgan-gp", "gan"]
@@ -51,6 +52,11 @@ def gan_loss(model_fn: Callable[[torch.Tensor], torch.Tensor], real: torch.Tenso
     return torch.nn.functional.softplus(-model_fn(real)) + torch.nn.functional.softplus(model_fn(fake))
 
 
+def gan_row_losses(scores: torch.Tensor) -> torch.Tensor:
+    """``gan_loss`` split by row: scores of shape (2, B), real rows first, fakes second."""
+    return torch.stack([torch.nn.functional.softplus(-scores[0]), torch.nn.functional.softplus(scores[1])])
+
+
 class DPGANTrainer:
     """Runs the plan: every discriminator step is one accounted subsampled Gaussian mechanism."""
 
@@ -82,8 +88,8 @@ class DPGANTrainer:
         """Encoded rows of ``store`` at ``index``, on the training device."""
         return self.layout.expand(torch.from_numpy(store.take(index)).to(self.device))
 
-    def _per_example(self, real: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per-example discriminator gradients for ``real`` rows, each paired with its own fake.
+    def _paired(self, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``real`` rows, each paired with its own fake, and the interpolation weights of WGAN-GP.
 
         The fakes are drawn in eval mode: no fake (and no stored batch-norm statistic) depends on
         the realised, data-dependent batch size.
@@ -93,7 +99,11 @@ class DPGANTrainer:
             fake = self.generator(self.noise(len(real), self.device), self.torch_generator)
         self.generator.train()
         alpha = torch.rand((len(real), 1), generator=self.torch_generator, device=self.device)
-        return per_example_gradients(self.discriminator, self.loss, real, fake, alpha)
+        return real, fake, alpha
+
+    def _per_example(self, real: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-example discriminator gradients for ``real`` rows and their fakes."""
+        return per_example_gradients(self.discriminator, self.loss, *self._paired(real))
 
     def _apply(self, gradients: dict[str, torch.Tensor]) -> None:
         for name, parameter in self.discriminator.named_parameters():
@@ -103,8 +113,13 @@ class DPGANTrainer:
     def discriminator_step(self, data: CompactStore) -> PrivateStep:
         """One DP-SGD step on a Poisson batch of the private rows; returns what it released."""
         real = self.rows(data, poisson_sample(len(data), self.plan.sample_rate, self.privacy_rng))
-        released = privatize(self._per_example(real), self.groups, self.plan.expected_batch_size,
-                             self.privacy_generator)
+        if self.objective == "gan":  # linear layers and a loss of two rows per example: no per-example gradients
+            real, fake, _ = self._paired(real)
+            released = privatize_linear(self.discriminator, gan_row_losses, torch.stack([real, fake]), self.groups,
+                                        self.plan.expected_batch_size, self.privacy_generator)
+        else:
+            released = privatize(self._per_example(real), self.groups, self.plan.expected_batch_size,
+                                 self.privacy_generator)
         self._apply(released.gradients)
         self.steps_done += 1
         return released
@@ -115,7 +130,9 @@ class DPGANTrainer:
 
     def public_discriminator_step(self, public: CompactStore, batch_size: int) -> None:
         """An ordinary (non-private) discriminator step on public rows: no clipping, no noise, no budget."""
-        self._apply({name: g.mean(0) for name, g in self._per_example(self._public_batch(public, batch_size)).items()})
+        self.d_optimizer.zero_grad(set_to_none=True)
+        mean_loss(self.discriminator, self.loss, *self._paired(self._public_batch(public, batch_size))).backward()
+        self.d_optimizer.step()
 
     def public_group_norms(self, public: CompactStore, names: tuple[tuple[str, ...], ...]) -> np.ndarray:
         """Mean per-example gradient norm of each group on a public batch: clipping bounds at no privacy cost."""
@@ -192,4 +209,4 @@ class DPGANTrainer:
         self.groups = self._groups_for(step + 1, bounds, public)
 
 
-__all__ = ["DPGANTrainer", "TrainingPlan", "gan_loss", "wgan_gp_loss"]
+__all__ = ["DPGANTrainer", "TrainingPlan", "gan_loss", "gan_row_losses", "wgan_gp_loss"]

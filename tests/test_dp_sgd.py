@@ -10,8 +10,9 @@ import torch
 
 from tabsynth.models import Discriminator, init_linear
 from tabsynth.privacy.accounting import effective_noise_multiplier
-from tabsynth.privacy.dp_sgd import ClippingGroups, per_example_gradients, poisson_sample, privatize
-from tabsynth.training import gan_loss, wgan_gp_loss
+from tabsynth.privacy.dp_sgd import (ClippingGroups, mean_loss, per_example_gradients, poisson_sample, privatize,
+                                     privatize_linear)
+from tabsynth.training import gan_loss, gan_row_losses, wgan_gp_loss
 
 DIM = 6
 
@@ -117,3 +118,45 @@ def test_poisson_batches_vary_in_size() -> None:
     rng = np.random.default_rng(0)
     sizes = {len(poisson_sample(1000, 0.05, rng)) for _ in range(20)}
     assert len(sizes) > 5
+
+
+@pytest.mark.parametrize("loss", [gan_loss, wgan_gp_loss(10.0)], ids=["gan", "wgan-gp"])
+def test_the_gradient_of_the_mean_loss_is_the_mean_per_example_gradient(loss) -> None:
+    model = discriminator()
+    real, fake, alpha = batch(12)
+    per_example = per_example_gradients(model, loss, real, fake, alpha)
+    model.zero_grad()
+    mean_loss(model, loss, real, fake, alpha).backward()
+    for name, parameter in model.named_parameters():
+        torch.testing.assert_close(parameter.grad, per_example[name].mean(0))
+
+
+@pytest.mark.parametrize("grouping, clip_bound", [("flat", 0.3), ("weight_bias", 0.3), ("clustered", 0.2),
+                                                  ("flat", 1e12)])
+def test_ghost_clipping_equals_clipping_materialised_per_example_gradients(grouping: str, clip_bound: float) -> None:
+    model = discriminator()
+    real, fake, alpha = batch(20)
+    groups = ClippingGroups.build(model, 1.0, clip_bound=clip_bound, grouping=grouping)
+    groups = replace(groups, noise_stds=(0.0,) * len(groups.names), count_noise_std=1e-12)
+    slow = privatize(per_example_gradients(model, gan_loss, real * 3, fake, alpha), groups, 20.0, None)
+    fast = privatize_linear(model, gan_row_losses, torch.stack([real * 3, fake]), groups, 20.0, None)
+    for name, value in slow.gradients.items():
+        torch.testing.assert_close(fast.gradients[name], value)
+    np.testing.assert_allclose(fast.unclipped_fraction, slow.unclipped_fraction, atol=1e-9)
+
+
+def test_ghost_clipping_of_an_empty_batch_releases_only_noise() -> None:
+    model = discriminator()
+    groups = ClippingGroups.build(model, 1.0)
+    groups = replace(groups, noise_stds=(0.0,))
+    released = privatize_linear(model, gan_row_losses, torch.zeros((2, 0, DIM), dtype=torch.float64), groups, 8.0,
+                                None)
+    assert all(float(g.abs().sum()) == 0 for g in released.gradients.values())
+    assert set(released.gradients) == {n for n, _ in model.named_parameters()}
+
+
+def test_ghost_clipping_refuses_a_model_with_parameters_outside_linear_layers() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(DIM, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 1)).double()
+    groups = ClippingGroups.build(model, 1.0)
+    with pytest.raises(TypeError, match="nn.Linear"):
+        privatize_linear(model, gan_row_losses, torch.zeros((2, 3, DIM), dtype=torch.float64), groups, 3.0, None)

@@ -19,6 +19,7 @@ from tabsynth.privacy.accounting import allocate_group_noise, effective_noise_mu
 from tabsynth.privacy.clipping import Grouping, cluster_groups, group_norms, parameter_groups
 
 PerExampleLoss = Callable[..., torch.Tensor]
+RowLoss = Callable[[torch.Tensor], torch.Tensor]  # scores of shape (T, B) -> per-row losses of that shape
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,23 @@ class PrivateStep:
     unclipped_fraction: np.ndarray | None
 
 
+def mean_loss(model: nn.Module, loss: PerExampleLoss, *batch: torch.Tensor) -> torch.Tensor:
+    """The mean of ``loss`` over the examples of ``batch``, for ordinary autograd (public, non-private steps).
+
+    The same per-example loss as ``per_example_gradients`` differentiates, without the cost of one
+    gradient per example: its gradient is the mean of theirs.
+    """
+    buffers = {name: b.detach() for name, b in model.named_buffers()}
+    params = dict(model.named_parameters())
+
+    def example_loss(*example: torch.Tensor) -> torch.Tensor:
+        def model_fn(x: torch.Tensor) -> torch.Tensor:
+            return functional_call(model, (params, buffers), (x.unsqueeze(0),)).squeeze(0)
+        return loss(model_fn, *example)
+
+    return vmap(example_loss)(*batch).mean()
+
+
 def privatize(per_example: dict[str, torch.Tensor], groups: ClippingGroups, expected_batch_size: float,
               generator: torch.Generator | None) -> PrivateStep:
     """Clip each example's gradient per group, sum, add the group's Gaussian noise, divide by the expected batch size.
@@ -134,22 +152,101 @@ def privatize(per_example: dict[str, torch.Tensor], groups: ClippingGroups, expe
     on the private data through Poisson sampling, out of the released update; the unclipped counts
     are centred (each example adds +-1/2) and re-based on the expected size for the same reason.
     """
+    norms = group_norms(per_example, groups.names)
+    factors = clip_factors(norms, groups)
+    summed = {name: torch.einsum("b,b...->...", factors[:, j].to(per_example[name].dtype), per_example[name])
+              for j, names in enumerate(groups.names) for name in names}  # zeros for an empty batch
+    return release(summed, norms, groups, expected_batch_size, generator)
+
+
+def privatize_linear(model: nn.Module, row_loss: RowLoss, rows: torch.Tensor, groups: ClippingGroups,
+                     expected_batch_size: float, generator: torch.Generator | None) -> PrivateStep:
+    """``privatize`` for a model of ``nn.Linear`` layers and parameter-free layers, without per-example gradients.
+
+    ``rows`` has shape (T, B, d): example i is the T rows ``rows[:, i]`` (for the GAN loss, its real row
+    and its fake), and its loss is ``row_loss(model(rows)).sum()`` over them. The gradient of a linear
+    layer for example i is sum_t g_ti a_ti^T (a: the layer's input, g: the loss gradient at its output),
+    so its norm is sqrt(sum_tu (g_ti . g_ui)(a_ti . a_ui)) and the clipped sum is sum_t (c * G_t)^T A_t:
+    exactly what ``privatize`` computes from materialised per-example gradients, at the cost of about
+    one ordinary backward pass (the "ghost clipping" of Goodfellow 2015 and Li et al. 2022).
+    """
+    layers = _linear_layers(model)
+    inputs: dict[str, torch.Tensor] = {}
+    outputs: dict[str, torch.Tensor] = {}
+
+    def recorder(name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+            inputs[name], outputs[name] = args[0].detach(), output
+        return hook
+
+    handles = [layer.register_forward_hook(recorder(name)) for name, layer in layers.items()]
+    try:
+        with torch.enable_grad():
+            t, b = rows.shape[:2]
+            flat = rows.reshape(t * b, rows.shape[-1]).detach().requires_grad_(True)  # puts every layer output in the graph
+            losses = row_loss(model(flat).reshape(t, b))
+            names = list(layers)
+            grads = (torch.autograd.grad(losses.sum(), [outputs[n] for n in names]) if b
+                     else [torch.zeros_like(outputs[n]) for n in names])
+    finally:
+        for handle in handles:
+            handle.remove()
+    activations = {n: inputs[n].reshape(t, b, layers[n].in_features) for n in names}
+    gradients = {n: g.reshape(t, b, layers[n].out_features) for n, g in zip(names, grads)}
+    squared: dict[str, torch.Tensor] = {}
+    for name, layer in layers.items():
+        a, g = activations[name], gradients[name]
+        gram_a, gram_g = torch.einsum("tbi,ubi->btu", a, a), torch.einsum("tbo,ubo->btu", g, g)
+        squared[f"{name}.weight"] = (gram_a * gram_g).sum((1, 2)).clamp(min=0)
+        if layer.bias is not None:
+            squared[f"{name}.bias"] = g.sum(0).pow(2).sum(1)
+    norms = torch.stack([sum(squared[n] for n in group).sqrt() for group in groups.names], dim=1) if b else \
+        torch.zeros((0, len(groups.names)), dtype=rows.dtype, device=rows.device)
+    factors = clip_factors(norms, groups)
+    group_of = {n: j for j, group in enumerate(groups.names) for n in group}
+    summed: dict[str, torch.Tensor] = {}
+    for name, layer in layers.items():
+        a, g = activations[name], gradients[name]
+        scaled = g * factors[:, group_of[f"{name}.weight"]].to(g.dtype)[None, :, None]
+        summed[f"{name}.weight"] = torch.einsum("tbo,tbi->oi", scaled, a)
+        if layer.bias is not None:
+            summed[f"{name}.bias"] = (g * factors[:, group_of[f"{name}.bias"]].to(g.dtype)[None, :, None]).sum((0, 1))
+    return release(summed, norms, groups, expected_batch_size, generator)
+
+
+def _linear_layers(model: nn.Module) -> dict[str, nn.Linear]:
+    """The model's linear layers by name; refuses a model with parameters anywhere else."""
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear)}
+    owned = {f"{name}.{p}" for name, layer in layers.items() for p, _ in layer.named_parameters(recurse=False)}
+    others = sorted(set(dict(model.named_parameters())) - owned)
+    if others:
+        raise TypeError(f"privatize_linear needs a model whose parameters all belong to nn.Linear layers; "
+                        f"{others} do not")
+    return layers
+
+
+def clip_factors(norms: torch.Tensor, groups: ClippingGroups) -> torch.Tensor:
+    """min(1, c_j / norm_ij): the factor that clips example i's group-j gradient to its bound."""
+    bounds = torch.tensor(groups.clip_bounds, dtype=norms.dtype, device=norms.device)
+    return (bounds / (norms + 1e-12)).clamp(max=1.0)
+
+
+def release(summed: dict[str, torch.Tensor], norms: torch.Tensor, groups: ClippingGroups,
+            expected_batch_size: float, generator: torch.Generator | None) -> PrivateStep:
+    """Add each group's Gaussian noise to the clipped sums and divide by the expected batch size; noisy counts too."""
     if expected_batch_size <= 0:
         raise ValueError(f"expected_batch_size must be positive, got {expected_batch_size}")
-    norms = group_norms(per_example, groups.names)
-    bounds = torch.tensor(groups.clip_bounds, dtype=norms.dtype, device=norms.device)
-    factors = (bounds / (norms + 1e-12)).clamp(max=1.0)
     out: dict[str, torch.Tensor] = {}
-    for j, (names, std) in enumerate(zip(groups.names, groups.noise_stds)):
+    for names, std in zip(groups.names, groups.noise_stds):
         for name in names:
-            g = per_example[name]
-            summed = torch.einsum("b,b...->...", factors[:, j].to(g.dtype), g)  # zeros for an empty batch
+            value = summed[name]
             if std > 0:
-                summed = summed + std * torch.randn(summed.shape, generator=generator, device=summed.device,
-                                                    dtype=summed.dtype)
-            out[name] = summed / expected_batch_size
+                value = value + std * torch.randn(value.shape, generator=generator, device=value.device,
+                                                  dtype=value.dtype)
+            out[name] = value / expected_batch_size
     fraction = None
     if groups.count_noise_std > 0:
+        bounds = torch.tensor(groups.clip_bounds, dtype=norms.dtype, device=norms.device)
         centred = ((norms <= bounds).to(torch.float64) - 0.5).sum(0)
         noisy = centred + groups.count_noise_std * torch.randn(centred.shape, generator=generator,
                                                                device=centred.device, dtype=torch.float64)
@@ -170,4 +267,5 @@ def poisson_sample(n_rows: int, sample_rate: float, rng: np.random.Generator) ->
     return np.sort(rng.choice(n_rows, size=size, replace=False))
 
 
-__all__ = ["ClippingGroups", "PrivateStep", "per_example_gradients", "poisson_sample", "privatize"]
+__all__ = ["ClippingGroups", "PrivateStep", "clip_factors", "mean_loss", "per_example_gradients", "poisson_sample",
+           "privatize", "privatize_linear", "release"]
