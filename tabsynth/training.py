@@ -13,8 +13,8 @@ from torch.func import grad
 from tabsynth.models import Discriminator, Generator
 from tabsynth.privacy.accounting import compute_epsilon
 from tabsynth.privacy.clipping import ClippingSchedule, group_norms, positive_bounds, quantile_count_noise
-from tabsynth.privacy.dp_sgd import (ClippingGroups, PrivateStep, mean_loss, per_example_gradients, poisson_sample,
-                                     privatize, privatize_linear)
+from tabsynth.privacy.dp_sgd import (ClippingGroups, PrivateStep, linear_group_norms, mean_loss, per_example_gradients,
+                                     poisson_sample, privatize, privatize_linear)
 from tabsynth.store import CompactStore
 
 Objective = Literal["wgan-gp", "gan"]
@@ -136,8 +136,13 @@ class DPGANTrainer:
 
     def public_group_norms(self, public: CompactStore, names: tuple[tuple[str, ...], ...]) -> np.ndarray:
         """Mean per-example gradient norm of each group on a public batch: clipping bounds at no privacy cost."""
-        per_example = self._per_example(self._public_batch(public, PUBLIC_NORM_BATCH))
-        return group_norms(per_example, names).mean(0).cpu().numpy()
+        real = self._public_batch(public, PUBLIC_NORM_BATCH)
+        if self.objective == "gan":
+            real, fake, _ = self._paired(real)
+            norms = linear_group_norms(self.discriminator, gan_row_losses, torch.stack([real, fake]), names)
+        else:
+            norms = group_norms(self._per_example(real), names)
+        return norms.mean(0).cpu().numpy()
 
     def _groups_for(self, step: int, bounds: tuple[float, ...], public: CompactStore | None) -> ClippingGroups:
         """The groups for DP step ``step`` with ``bounds``: clustered when the schedule says so, noise re-allocated.

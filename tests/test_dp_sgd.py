@@ -10,8 +10,9 @@ import torch
 
 from tabsynth.models import Discriminator, init_linear
 from tabsynth.privacy.accounting import effective_noise_multiplier
-from tabsynth.privacy.dp_sgd import (ClippingGroups, mean_loss, per_example_gradients, poisson_sample, privatize,
-                                     privatize_linear)
+from tabsynth.privacy.clipping import group_norms
+from tabsynth.privacy.dp_sgd import (ClippingGroups, linear_group_norms, mean_loss, per_example_gradients, poisson_sample,
+                                     privatize, privatize_linear)
 from tabsynth.training import gan_loss, gan_row_losses, wgan_gp_loss
 
 DIM = 6
@@ -160,3 +161,11 @@ def test_ghost_clipping_refuses_a_model_with_parameters_outside_linear_layers() 
     groups = ClippingGroups.build(model, 1.0)
     with pytest.raises(TypeError, match="nn.Linear"):
         privatize_linear(model, gan_row_losses, torch.zeros((2, 3, DIM), dtype=torch.float64), groups, 3.0, None)
+
+
+def test_ghost_group_norms_equal_the_norms_of_materialised_per_example_gradients() -> None:
+    model = discriminator()
+    real, fake, alpha = batch(7)
+    names = ClippingGroups.build(model, 1.0, grouping="clustered").names
+    expected = group_norms(per_example_gradients(model, gan_loss, real, fake, alpha), names)
+    torch.testing.assert_close(linear_group_norms(model, gan_row_losses, torch.stack([real, fake]), names), expected)

@@ -170,48 +170,67 @@ def privatize_linear(model: nn.Module, row_loss: RowLoss, rows: torch.Tensor, gr
     exactly what ``privatize`` computes from materialised per-example gradients, at the cost of about
     one ordinary backward pass (the "ghost clipping" of Goodfellow 2015 and Li et al. 2022).
     """
-    layers = _linear_layers(model)
-    inputs: dict[str, torch.Tensor] = {}
-    outputs: dict[str, torch.Tensor] = {}
-
-    def recorder(name: str) -> Callable[..., None]:
-        def hook(module: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-            inputs[name], outputs[name] = args[0].detach(), output
-        return hook
-
-    handles = [layer.register_forward_hook(recorder(name)) for name, layer in layers.items()]
-    try:
-        with torch.enable_grad():
-            t, b = rows.shape[:2]
-            flat = rows.reshape(t * b, rows.shape[-1]).detach().requires_grad_(True)  # puts every layer output in the graph
-            losses = row_loss(model(flat).reshape(t, b))
-            names = list(layers)
-            grads = (torch.autograd.grad(losses.sum(), [outputs[n] for n in names]) if b
-                     else [torch.zeros_like(outputs[n]) for n in names])
-    finally:
-        for handle in handles:
-            handle.remove()
-    activations = {n: inputs[n].reshape(t, b, layers[n].in_features) for n in names}
-    gradients = {n: g.reshape(t, b, layers[n].out_features) for n, g in zip(names, grads)}
-    squared: dict[str, torch.Tensor] = {}
-    for name, layer in layers.items():
-        a, g = activations[name], gradients[name]
-        gram_a, gram_g = torch.einsum("tbi,ubi->btu", a, a), torch.einsum("tbo,ubo->btu", g, g)
-        squared[f"{name}.weight"] = (gram_a * gram_g).sum((1, 2)).clamp(min=0)
-        if layer.bias is not None:
-            squared[f"{name}.bias"] = g.sum(0).pow(2).sum(1)
-    norms = torch.stack([sum(squared[n] for n in group).sqrt() for group in groups.names], dim=1) if b else \
-        torch.zeros((0, len(groups.names)), dtype=rows.dtype, device=rows.device)
+    backward = _LinearBackward(model, row_loss, rows)
+    norms = backward.group_norms(groups.names)
     factors = clip_factors(norms, groups)
     group_of = {n: j for j, group in enumerate(groups.names) for n in group}
     summed: dict[str, torch.Tensor] = {}
-    for name, layer in layers.items():
-        a, g = activations[name], gradients[name]
+    for name, layer in backward.layers.items():
+        a, g = backward.activations[name], backward.gradients[name]
         scaled = g * factors[:, group_of[f"{name}.weight"]].to(g.dtype)[None, :, None]
         summed[f"{name}.weight"] = torch.einsum("tbo,tbi->oi", scaled, a)
         if layer.bias is not None:
             summed[f"{name}.bias"] = (g * factors[:, group_of[f"{name}.bias"]].to(g.dtype)[None, :, None]).sum((0, 1))
     return release(summed, norms, groups, expected_batch_size, generator)
+
+
+def linear_group_norms(model: nn.Module, row_loss: RowLoss, rows: torch.Tensor,
+                       names: Sequence[tuple[str, ...]]) -> torch.Tensor:
+    """Per-example gradient norm of every group, shape (B, groups), by ghost norms (see ``privatize_linear``)."""
+    return _LinearBackward(model, row_loss, rows).group_norms(names)
+
+
+class _LinearBackward:
+    """One backward pass of the summed row losses, keeping each linear layer's inputs and output gradients."""
+
+    def __init__(self, model: nn.Module, row_loss: RowLoss, rows: torch.Tensor) -> None:
+        self.layers = _linear_layers(model)
+        inputs: dict[str, torch.Tensor] = {}
+        outputs: dict[str, torch.Tensor] = {}
+
+        def recorder(name: str) -> Callable[..., None]:
+            def hook(module: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+                inputs[name], outputs[name] = args[0].detach(), output
+            return hook
+
+        handles = [layer.register_forward_hook(recorder(name)) for name, layer in self.layers.items()]
+        t, b = rows.shape[:2]
+        try:
+            with torch.enable_grad():
+                flat = rows.reshape(t * b, rows.shape[-1]).detach().requires_grad_(True)  # every output in the graph
+                losses = row_loss(model(flat).reshape(t, b))
+                names = list(self.layers)
+                grads = (torch.autograd.grad(losses.sum(), [outputs[n] for n in names]) if b
+                         else [torch.zeros_like(outputs[n]) for n in names])
+        finally:
+            for handle in handles:
+                handle.remove()
+        self.activations = {n: inputs[n].reshape(t, b, self.layers[n].in_features) for n in names}
+        self.gradients = {n: g.reshape(t, b, self.layers[n].out_features) for n, g in zip(names, grads)}
+        self.examples, self.dtype, self.device = b, rows.dtype, rows.device
+
+    def group_norms(self, names: Sequence[tuple[str, ...]]) -> torch.Tensor:
+        """Per-example gradient norms of the parameter groups ``names``, shape (B, groups)."""
+        if self.examples == 0:
+            return torch.zeros((0, len(names)), dtype=self.dtype, device=self.device)
+        squared: dict[str, torch.Tensor] = {}
+        for name, layer in self.layers.items():
+            a, g = self.activations[name], self.gradients[name]
+            gram_a, gram_g = torch.einsum("tbi,ubi->btu", a, a), torch.einsum("tbo,ubo->btu", g, g)
+            squared[f"{name}.weight"] = (gram_a * gram_g).sum((1, 2)).clamp(min=0)
+            if layer.bias is not None:
+                squared[f"{name}.bias"] = g.sum(0).pow(2).sum(1)
+        return torch.stack([sum(squared[n] for n in group).sqrt() for group in names], dim=1)
 
 
 def _linear_layers(model: nn.Module) -> dict[str, nn.Linear]:
@@ -268,4 +287,4 @@ def poisson_sample(n_rows: int, sample_rate: float, rng: np.random.Generator) ->
 
 
 __all__ = ["ClippingGroups", "PrivateStep", "clip_factors", "mean_loss", "per_example_gradients", "poisson_sample",
-           "privatize", "privatize_linear", "release"]
+           "linear_group_norms", "privatize", "privatize_linear", "release"]
