@@ -53,6 +53,15 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
+# Without a public table (--no-public): bounds adapt privately, and there is nothing to warm-start from.
+PRIVATE_CONFIGS: dict[str, dict[str, Any]] = {
+    "none": CONFIGS["none"],
+    "weight/bias separation": CONFIGS["weight/bias separation"],
+    "+ adaptive clipping (private)": dict(clip_grouping="weight_bias", adaptive_clipping="private", warm_start_epochs=0),
+    "+ weight clustering (private)": dict(clip_grouping="clustered", adaptive_clipping="private", warm_start_epochs=0),
+}
+
+
 def acs_schema(public: pd.DataFrame) -> Schema:
     """The ACS schema from the public year, code columns declared categorical (as the data dictionary says)."""
     return Schema.infer(public, overrides={c: "categorical" for c in ACS_CODES})
@@ -85,7 +94,7 @@ def run_cell(data: dict[str, Any], config: dict[str, Any], epsilon: float, seed:
         settings.update(epochs=0.2, generator_hidden=(32,), discriminator_hidden=(32,))
     synth = Synthesizer(**settings)
     t0 = time.perf_counter()
-    synth.fit(data["private"], epsilon=epsilon, delta=1e-5, schema=data["schema"], public=data["public"])
+    synth.fit(data["private"], epsilon=epsilon, delta=1e-5, schema=data["schema"], public=data.get("public"))
     fit_seconds = time.perf_counter() - t0
     synthetic = synth.sample(len(data["private"]), seed=seed)
     test = data["test"].dropna(subset=[data["target"]])
@@ -136,7 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", choices=("acs", "adult"), required=True)
     p.add_argument("--epsilons", type=float, nargs="+", default=[0.3, 1.0, 3.0])
     p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
+    p.add_argument("--configs", nargs="+", choices=list(CONFIGS) + list(PRIVATE_CONFIGS), default=None,
+                   help="configurations to run (default: all of the chosen mode)")
+    p.add_argument("--no-public", action="store_true",
+                   help="no public table: private adaptive clipping, no warm start (results: *_no_public)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--quick", action="store_true", help="tiny settings for a smoke test (results: *_quick)")
@@ -146,8 +158,15 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    configs = PRIVATE_CONFIGS if args.no_public else CONFIGS
+    args.configs = args.configs or list(configs)
+    unknown = sorted(set(args.configs) - set(configs))
+    if unknown:
+        p.error(f"configurations {unknown} do not belong to this mode")
     data = load(args.dataset, args.seed)
-    stem = f"ablation_{args.dataset}" + ("_quick" if args.quick else "")
+    if args.no_public:
+        data["public"] = None
+    stem = f"ablation_{args.dataset}" + ("_no_public" if args.no_public else "") + ("_quick" if args.quick else "")
     args.out.mkdir(parents=True, exist_ok=True)
     json_path = args.out / f"{stem}.json"
     # --add-to: more repeats for the cells of an earlier result file (its runs are kept).
@@ -158,27 +177,28 @@ def main(argv: list[str] | None = None) -> int:
     for epsilon in args.epsilons:
         for name in args.configs:
             row = rows.setdefault((name, epsilon), {"configuration": name, "epsilon": epsilon,
-                                                    "settings": CONFIGS[name], "runs": []})
+                                                    "settings": configs[name], "runs": []})
             start = len(row["runs"])
             for r in range(start, start + args.repeats):
-                row["runs"].append(run_cell(data, CONFIGS[name], epsilon, args.seed + r, args.quick))
-                write(args, data, rows, commands, json_path)  # after every fit: a stopped run keeps its results
+                row["runs"].append(run_cell(data, configs[name], epsilon, args.seed + r, args.quick))
+                write(args, data, rows, commands, json_path, configs)  # after every fit: a stopped run keeps its results
             runs = row["runs"]
             print(f"eps={epsilon:g} {name}: " + ", ".join(f"{m}={cell([r[k] for r in runs])}" for m, k in METRICS),
                   flush=True)
-    print(write(args, data, rows, commands, json_path))
+    print(write(args, data, rows, commands, json_path, configs))
     return 0
 
 
 def write(args: argparse.Namespace, data: dict[str, Any], rows: dict[tuple[str, float], dict[str, Any]],
-          commands: list[str], json_path: Path) -> str:
+          commands: list[str], json_path: Path, configs: dict[str, dict[str, Any]]) -> str:
     """Write the JSON and Markdown results (rows in configuration order within each epsilon); returns the Markdown."""
-    order = list(CONFIGS)
+    order = list(configs)
     ordered = sorted(rows.values(), key=lambda row: (row["epsilon"], order.index(row["configuration"])))
     result = {"dataset": args.dataset, "commands": commands,
               "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
               "machine": f"{platform.platform()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
-              "data": {"public_rows": len(data["public"]), "private_rows": len(data["private"]),
+              "data": {"public_rows": 0 if data["public"] is None else len(data["public"]),
+                       "private_rows": len(data["private"]),
                        "test_rows": len(data["test"]), "target": data["target"]},
               "peak_rss_mb": peak_rss_mb(), "rows": ordered}
     json_path.write_text(json.dumps(result, indent=2, default=float))
