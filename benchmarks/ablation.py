@@ -109,6 +109,17 @@ def run_cell(data: dict[str, Any], config: dict[str, Any], epsilon: float, seed:
             "tvd_2way": fidelity["tvd_2way_mean"], "tvd_2way_cat": fidelity["tvd_2way_cat_mean"]}
 
 
+def reference(data: dict[str, Any], seed: int) -> dict[str, Any]:
+    """The real private table in the synthetic table's place: train-on-real utility, and the test split's
+    distance from the private table (the sampling-noise floor of the TVDs)."""
+    test = data["test"].dropna(subset=[data["target"]])
+    utility = tstr(data["private"].dropna(subset=[data["target"]]), test, data["target"], random_state=seed)
+    fidelity = fidelity_report(data["private"], data["test"])
+    return {"hgb_auc": utility["hgb"]["roc_auc"], "hgb_accuracy": utility["hgb"]["accuracy"],
+            "logreg_auc": utility["logreg"]["roc_auc"], "tvd_1way": fidelity["tvd_1way_mean"],
+            "tvd_2way": fidelity["tvd_2way_mean"], "tvd_2way_cat": fidelity["tvd_2way_cat_mean"]}
+
+
 METRICS = [("HGB AUC", "hgb_auc"), ("HGB acc", "hgb_accuracy"), ("LR AUC", "logreg_auc"),
            ("1-way TVD", "tvd_1way"), ("2-way TVD", "tvd_2way"), ("cat-pair 2-way TVD", "tvd_2way_cat")]
 
@@ -130,8 +141,14 @@ def render(result: dict[str, Any]) -> str:
              "- cells: the mean over the repeats, their range in brackets; `runs` is the number of repeats",
              "", "| configuration | ε | runs | steps | noise multiplier | " + " | ".join(m for m, _ in METRICS)
              + " | fit s |", "|---" * (len(METRICS) + 6) + "|"]
+    if result.get("reference"):
+        ref = result["reference"]
+        lines.append("| real private table (train on real; TVD: real test split) | — | — | — | — | "
+                     + " | ".join(f"{ref[key]:.3f}" for _, key in METRICS) + " | — |")
     for row in result["rows"]:
         runs = row["runs"]
+        if not runs:
+            continue
         lines.append("| " + " | ".join([
             row["configuration"], f"{row['epsilon']:g}", str(len(runs)), str(runs[0]["steps"]),
             f"{np.mean([r['noise_multiplier'] for r in runs]):.3f}",
@@ -144,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", choices=("acs", "adult"), required=True)
     p.add_argument("--epsilons", type=float, nargs="+", default=[0.3, 1.0, 3.0])
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=2, help="fits per cell (0 with --add-to: only the reference row)")
     p.add_argument("--configs", nargs="+", choices=list(CONFIGS) + list(PRIVATE_CONFIGS), default=None,
                    help="configurations to run (default: all of the chosen mode)")
     p.add_argument("--no-public", action="store_true",
@@ -170,9 +187,11 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     json_path = args.out / f"{stem}.json"
     # --add-to: more repeats for the cells of an earlier result file (its runs are kept).
-    previous = json.loads(json_path.read_text())["rows"] if args.add_to and json_path.exists() else []
+    earlier = json.loads(json_path.read_text()) if args.add_to and json_path.exists() else {}
+    previous = earlier.get("rows", [])
+    baseline = earlier.get("reference") or reference(data, args.seed)
     rows = {(row["configuration"], row["epsilon"]): row for row in previous}
-    commands = [*(json.loads(json_path.read_text())["commands"] if previous else []),
+    commands = [*earlier.get("commands", []),
                 "python benchmarks/ablation.py " + " ".join(argv if argv is not None else sys.argv[1:])]
     for epsilon in args.epsilons:
         for name in args.configs:
@@ -181,16 +200,17 @@ def main(argv: list[str] | None = None) -> int:
             start = len(row["runs"])
             for r in range(start, start + args.repeats):
                 row["runs"].append(run_cell(data, configs[name], epsilon, args.seed + r, args.quick))
-                write(args, data, rows, commands, json_path, configs)  # after every fit: a stopped run keeps its results
+                write(args, data, rows, commands, json_path, configs, baseline)  # after every fit: a stopped run keeps its results
             runs = row["runs"]
             print(f"eps={epsilon:g} {name}: " + ", ".join(f"{m}={cell([r[k] for r in runs])}" for m, k in METRICS),
                   flush=True)
-    print(write(args, data, rows, commands, json_path, configs))
+    print(write(args, data, rows, commands, json_path, configs, baseline))
     return 0
 
 
 def write(args: argparse.Namespace, data: dict[str, Any], rows: dict[tuple[str, float], dict[str, Any]],
-          commands: list[str], json_path: Path, configs: dict[str, dict[str, Any]]) -> str:
+          commands: list[str], json_path: Path, configs: dict[str, dict[str, Any]],
+          baseline: dict[str, Any]) -> str:
     """Write the JSON and Markdown results (rows in configuration order within each epsilon); returns the Markdown."""
     order = list(configs)
     ordered = sorted(rows.values(), key=lambda row: (row["epsilon"], order.index(row["configuration"])))
@@ -200,7 +220,7 @@ def write(args: argparse.Namespace, data: dict[str, Any], rows: dict[tuple[str, 
               "data": {"public_rows": 0 if data["public"] is None else len(data["public"]),
                        "private_rows": len(data["private"]),
                        "test_rows": len(data["test"]), "target": data["target"]},
-              "peak_rss_mb": peak_rss_mb(), "rows": ordered}
+              "peak_rss_mb": peak_rss_mb(), "reference": baseline, "rows": ordered}
     json_path.write_text(json.dumps(result, indent=2, default=float))
     markdown = render(result)
     json_path.with_suffix(".md").write_text(markdown)
