@@ -73,9 +73,9 @@ class Settings:
     objective: Literal["wgan-gp", "gan"] = "gan"
     gp_weight: float = 10.0
     clip_bound: float = 1.0
-    clip_grouping: Literal["flat", "weight_bias", "clustered"] = "flat"
+    clip_grouping: Literal["flat", "weight_bias", "clustered"] = "clustered"
     clip_clusters: int = 3
-    adaptive_clipping: Literal["auto", "off", "public", "private"] = "off"
+    adaptive_clipping: Literal["auto", "off", "public", "private"] = "auto"
     clip_quantile: float = 0.5
     temperature: float = 0.2
     accountant: str = "rdp"
@@ -154,10 +154,11 @@ class Synthesizer:
     steps, each one accounted); ``generator_steps`` per discriminator step (free: no private data);
     learning rates; ``objective`` "gan" or "wgan-gp" (``gp_weight``); ``clip_bound`` (of the whole
     per-example gradient, shared by the groups), ``clip_grouping`` ("flat"; "weight_bias": weights and
-    biases clipped apart; "clustered": one group per tensor, merged by weight clustering into
-    ``clip_clusters`` groups), ``adaptive_clipping`` ("off"; "public": bounds from mean gradient norms
-    on public rows, free; "private": bounds track the ``clip_quantile`` of the private norms through
-    noisy counts inside the DP-SGD mechanism; "auto": public with a public table, else private);
+    biases clipped apart; "clustered", the default: one group per tensor, merged by weight clustering
+    into ``clip_clusters`` groups), ``adaptive_clipping`` ("off"; "public": bounds from mean gradient
+    norms on public rows, free; "private": bounds track the ``clip_quantile`` of the private norms
+    through noisy counts inside the DP-SGD mechanism; "auto", the default: public with a public
+    table, else private; see docs/ablation.md for what each buys);
     ``accountant`` "rdp" or
     "prv"; the budget fractions for the private row count, for domain discovery (no schema, no public
     table) and ``new_category_fraction`` (with a public table: private categories the schema lacks, by
