@@ -3,7 +3,9 @@
 Statistical offices call them edit rules: "a person under 15 has no income" (``PINCP`` is null if
 and only if ``AGEP < 15``), "group quarters are neither owned nor rented". A schema may carry them;
 sampling then keeps only generator rows that satisfy every rule (rejection sampling: the generator's
-distribution conditioned on validity), which is post-processing and costs no privacy budget.
+distribution conditioned on validity), after repairing what can be repaired: where ``when`` holds
+and ``then`` is "is null" or "== value", the column is set accordingly. Both are post-processing
+and cost no privacy budget.
 Rules are plain data (JSON), never code: loading a model file with rules executes nothing.
 """
 
@@ -110,6 +112,27 @@ class Rule:
         """Boolean mask of the rows of ``frame`` that satisfy the rule."""
         when, then = self.when.holds(frame), self.then.holds(frame)
         return when == then if self.iff else ~when | then
+
+    @property
+    def repairs(self) -> bool:
+        """Whether a row where ``when`` holds and ``then`` fails can be repaired by setting ``then``'s column
+        (``then`` is "is null" or "== value"); other violations can only be rejected."""
+        return self.then.op in ("is null", "==") and self.then.column != self.when.column
+
+    def repair(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """``frame`` with ``then``'s column set (to null or to the value) where ``when`` holds and ``then`` fails.
+
+        Repairing instead of rejecting keeps the generator's rows where ``when`` holds (with an age rule,
+        the children) instead of dropping the many it gets nearly right.
+        """
+        if not self.repairs:
+            return frame
+        broken = self.when.holds(frame) & ~self.then.holds(frame)
+        if not broken.any():
+            return frame
+        frame = frame.copy()
+        frame.loc[broken, self.then.column] = None if self.then.op == "is null" else self.then.value
+        return frame
 
     def to_dict(self) -> dict[str, Any]:
         return {"when": self.when.to_dict(), "then": self.then.to_dict(), "iff": self.iff}

@@ -249,6 +249,10 @@ class Schema:
             unknown = [c for c in rule.columns if c not in order]
             if unknown:
                 raise SchemaError(f"rule '{rule}' names columns {unknown} that are not in the schema")
+            target = next((c for c in columns if rule.then.column in c.source_columns), None)
+            if rule.then.op == "is null" and target is not None and not target.nullable:
+                raise SchemaError(f"rule '{rule}' makes column {rule.then.column!r} null, but the schema does not "
+                                  f"declare it nullable")
 
     def __getitem__(self, name: str) -> Column:
         for column in self.columns:

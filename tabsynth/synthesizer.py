@@ -365,25 +365,30 @@ class Synthesizer:
     def _sample_frame(self, n: int, gen: torch.Generator, rng: np.random.Generator) -> pd.DataFrame:
         """``n`` decoded rows: generator rows that satisfy the schema's rules, calibrated towards the DP marginals.
 
-        Calibration draws an oversample and resamples it with raking weights. Rules keep only the valid
-        rows of the draws (rejection sampling), drawing more until there are enough; only then is the
-        whole pool decoded rather than just the ``n`` rows kept.
+        Calibration draws an oversample and resamples it with raking weights. With rules, the draws are
+        decoded, repaired where a rule can repair them, and only the rows that then satisfy every rule
+        are kept (rejection sampling), drawing more until there are enough.
         """
         wanted = math.ceil(self.settings.oversample * n) if self.marginal_targets_ else n
         if not self.schema_.rules:
             return self.encoder_.decode_compact(self._calibrated(self._generate_compact(wanted, gen), n, rng))
-        pools, frames, kept, drawn = [], [], 0, 0
+        frames, kept, drawn = [], 0, 0
         while kept < wanted:
-            compact = self._generate_compact(max(wanted - kept, REJECTION_BATCH), gen)
-            frame = self.encoder_.decode_compact(compact)
+            size = max(wanted - kept, REJECTION_BATCH)
+            frame = self.encoder_.decode_compact(self._generate_compact(size, gen))
+            for rule in self.schema_.rules:
+                frame = rule.repair(frame)
             valid = np.logical_and.reduce([rule.satisfied(frame) for rule in self.schema_.rules])
-            drawn, kept = drawn + len(compact), kept + int(valid.sum())
-            pools.append(compact[valid])
+            drawn, kept = drawn + size, kept + int(valid.sum())
             frames.append(frame[valid])
             if kept < wanted and drawn >= MAX_REJECTION_DRAWS * wanted:
                 raise RuntimeError(_rule_failure(self.schema_.rules, frame, kept, drawn))
-        index = self._calibrated(np.concatenate(pools), n, rng, index_only=True)
-        return pd.concat(frames).iloc[index].reset_index(drop=True)
+        frame = pd.concat(frames).reset_index(drop=True)
+        if not self.marginal_targets_:
+            return frame.iloc[:n].reset_index(drop=True)
+        # Raking reads the repaired values: re-encode them (every repaired value lies in the domain).
+        index = self._calibrated(self.encoder_.encode_compact(frame), n, rng, index_only=True)
+        return frame.iloc[index].reset_index(drop=True)
 
     def _calibrated(self, pool: np.ndarray, n: int, rng: np.random.Generator,
                     index_only: bool = False) -> np.ndarray:

@@ -104,3 +104,36 @@ def test_rules_no_record_can_satisfy_give_a_clear_error(ruled: Synthesizer) -> N
             ruled.sample(100, seed=0)
     finally:
         ruled.schema_ = schema_with_rule().with_dtypes(load_demo("cps_2004").head(1))
+
+
+def test_repair_sets_the_consequence_where_the_condition_holds_and_nothing_else() -> None:
+    rule = Rule(Condition("age", "<", 15), Condition("income", "is null"), iff=True)
+    people = pd.DataFrame({"age": [10, 10, 40, 40], "income": [None, 5.0, None, 5.0]})
+    repaired = rule.repair(people)
+    assert repaired["income"].isna().tolist() == [True, True, True, False]  # row 2 breaks the other direction
+    assert people["income"].isna().tolist() == [True, False, True, False]  # the input is left as it was
+    assign = Rule(Condition("age", ">=", 15), Condition("tenure", "==", "own"))
+    assert assign.repair(PEOPLE)["tenure"].tolist()[:4] == ["own", "rent", "own", "own"]
+    assert not Rule(Condition("age", ">=", 0), Condition("income", ">", 0)).repairs
+
+
+def test_a_rule_that_nulls_a_column_the_schema_keeps_non_null_is_refused() -> None:
+    with pytest.raises(SchemaError, match="not declare it nullable"):
+        Schema.infer(load_demo("cps_1992")).with_rules([Rule(Condition("age", "<", 20), Condition("earnings",
+                                                                                                   "is null"))])
+
+
+def test_repairable_rules_keep_the_rows_where_their_condition_holds(ruled: Synthesizer) -> None:
+    before = ruled.schema_
+    ruled.schema_ = before.with_rules([Rule(Condition("degree", "==", "bachelor"), Condition("gender", "==", "female"),
+                                            iff=True)])
+    try:
+        unconstrained = ruled.schema_.with_rules([])
+        sample = ruled.sample(4000, seed=1)
+        assert ruled.schema_.rules[0].satisfied(sample).all()
+        ruled.schema_ = unconstrained
+        share = (ruled.sample(4000, seed=1)["degree"] == "bachelor").mean()
+        # Bachelors are repaired (made female), not rejected, so their share stays about what it was.
+        assert (sample["degree"] == "bachelor").mean() == pytest.approx(share, abs=0.08)
+    finally:
+        ruled.schema_ = before
