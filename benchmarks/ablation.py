@@ -200,17 +200,17 @@ def main(argv: list[str] | None = None) -> int:
             start = len(row["runs"])
             for r in range(start, start + args.repeats):
                 row["runs"].append(run_cell(data, configs[name], epsilon, args.seed + r, args.quick))
-                write(args, data, rows, commands, json_path, configs, baseline)  # after every fit: a stopped run keeps its results
+                write(args, data, rows, commands, json_path, configs, baseline, earlier.get("peak_rss_mb", 0.0))  # after every fit: a stopped run keeps its results
             runs = row["runs"]
             print(f"eps={epsilon:g} {name}: " + ", ".join(f"{m}={cell([r[k] for r in runs])}" for m, k in METRICS),
                   flush=True)
-    print(write(args, data, rows, commands, json_path, configs, baseline))
+    print(write(args, data, rows, commands, json_path, configs, baseline, earlier.get("peak_rss_mb", 0.0)))
     return 0
 
 
 def write(args: argparse.Namespace, data: dict[str, Any], rows: dict[tuple[str, float], dict[str, Any]],
           commands: list[str], json_path: Path, configs: dict[str, dict[str, Any]],
-          baseline: dict[str, Any]) -> str:
+          baseline: dict[str, Any], earlier_peak: float) -> str:
     """Write the JSON and Markdown results (rows in configuration order within each epsilon); returns the Markdown."""
     order = list(configs)
     ordered = sorted(rows.values(), key=lambda row: (row["epsilon"], order.index(row["configuration"])))
@@ -220,7 +220,8 @@ def write(args: argparse.Namespace, data: dict[str, Any], rows: dict[tuple[str, 
               "data": {"public_rows": 0 if data["public"] is None else len(data["public"]),
                        "private_rows": len(data["private"]),
                        "test_rows": len(data["test"]), "target": data["target"]},
-              "peak_rss_mb": peak_rss_mb(), "reference": baseline, "rows": ordered}
+              # the largest peak of the processes that wrote this file (an --add-to run keeps the earlier peak)
+              "peak_rss_mb": max(peak_rss_mb(), earlier_peak), "reference": baseline, "rows": ordered}
     json_path.write_text(json.dumps(result, indent=2, default=float))
     markdown = render(result)
     json_path.with_suffix(".md").write_text(markdown)
