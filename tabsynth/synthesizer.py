@@ -371,7 +371,8 @@ class Synthesizer:
         """
         wanted = math.ceil(self.settings.oversample * n) if self.marginal_targets_ else n
         if not self.schema_.rules:
-            return self.encoder_.decode_compact(self._calibrated(self._generate_compact(wanted, gen), n, rng))
+            pool = self._generate_compact(wanted, gen)
+            return self.encoder_.decode_compact(pool[self._calibrated_index(pool, n, rng)])
         frames, kept, drawn = [], 0, 0
         while kept < wanted:
             size = max(wanted - kept, REJECTION_BATCH)
@@ -384,20 +385,16 @@ class Synthesizer:
             if kept < wanted and drawn >= MAX_REJECTION_DRAWS * wanted:
                 raise RuntimeError(_rule_failure(self.schema_.rules, frame, kept, drawn))
         frame = pd.concat(frames).reset_index(drop=True)
-        if not self.marginal_targets_:
-            return frame.iloc[:n].reset_index(drop=True)
         # Raking reads the repaired values: re-encode them (every repaired value lies in the domain).
-        index = self._calibrated(self.encoder_.encode_compact(frame), n, rng, index_only=True)
+        pool = self.encoder_.encode_compact(frame) if self.marginal_targets_ else None
+        index = self._calibrated_index(pool, n, rng)
         return frame.iloc[index].reset_index(drop=True)
 
-    def _calibrated(self, pool: np.ndarray, n: int, rng: np.random.Generator,
-                    index_only: bool = False) -> np.ndarray:
-        """``n`` rows of ``pool`` (or their indices) resampled towards the DP marginals; the first ``n`` without them."""
-        if self.marginal_targets_:
-            index = systematic_resample(rake(self.encoder_.marginal_cells(pool)[0], self.marginal_targets_), n, rng)
-        else:
-            index = np.arange(n)
-        return index if index_only else pool[index]
+    def _calibrated_index(self, pool: np.ndarray | None, n: int, rng: np.random.Generator) -> np.ndarray:
+        """Indices of ``n`` rows of the compact ``pool`` resampled towards the DP marginals (the first ``n`` without)."""
+        if not self.marginal_targets_:
+            return np.arange(n)
+        return systematic_resample(rake(self.encoder_.marginal_cells(pool)[0], self.marginal_targets_), n, rng)
 
     def _generate_compact(self, n: int, gen: torch.Generator) -> np.ndarray:
         """``n`` compact rows straight from the generator, in batches of at most ``GENERATOR_BATCH``."""

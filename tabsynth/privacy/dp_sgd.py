@@ -177,10 +177,13 @@ def privatize_linear(model: nn.Module, row_loss: RowLoss, rows: torch.Tensor, gr
     summed: dict[str, torch.Tensor] = {}
     for name, layer in backward.layers.items():
         a, g = backward.activations[name], backward.gradients[name]
-        scaled = g * factors[:, group_of[f"{name}.weight"]].to(g.dtype)[None, :, None]
-        summed[f"{name}.weight"] = torch.einsum("tbo,tbi->oi", scaled, a)
+
+        def clipped(parameter: str) -> torch.Tensor:  # output gradients scaled by each example's clip factor
+            return g * factors[:, group_of[parameter]].to(g.dtype)[None, :, None]
+
+        summed[f"{name}.weight"] = torch.einsum("tbo,tbi->oi", clipped(f"{name}.weight"), a)
         if layer.bias is not None:
-            summed[f"{name}.bias"] = (g * factors[:, group_of[f"{name}.bias"]].to(g.dtype)[None, :, None]).sum((0, 1))
+            summed[f"{name}.bias"] = clipped(f"{name}.bias").sum((0, 1))
     return release(summed, norms, groups, expected_batch_size, generator)
 
 
