@@ -405,7 +405,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
 def _fit_from_args(args: argparse.Namespace) -> tuple[Synthesizer, float]:
     """Fit on the private table named by ``args`` (streamed when it is Parquet); returns the start time."""
     synthesizer = _make_synthesizer(steps=args.steps, epochs=args.epochs, batch_size=args.batch_size,
-                                    seed=args.seed, device=args.device, verbose=not args.quiet)
+                                    marginal_steps=args.marginal_steps, seed=args.seed, device=args.device,
+                                    verbose=not args.quiet)
     private = _require_input(args.private, "private table")
     public = _require_input(args.public, "public table") if args.public else None
     schema = _read_schema(args.schema) if args.schema else None
@@ -493,8 +494,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             "private year outside it are clipped to it, and categories it lacks are looked for under DP "
             "(rows holding one that DP cannot release are left out of training)."])
     sys.stdout.flush()
-    synthesizer = _make_synthesizer(epochs=DEMO_EPOCHS, steps=args.steps, seed=args.seed,
-                                    verbose=not args.quiet)
+    synthesizer = _make_synthesizer(epochs=DEMO_EPOCHS, steps=args.steps, marginal_steps=args.marginal_steps,
+                                    seed=args.seed, verbose=not args.quiet)
     with _torch_threads(args.threads):
         _fit(synthesizer, private, args.epsilon, None, None, public)
     synthetic = synthesizer.sample(args.rows, seed=args.seed)
@@ -559,6 +560,9 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"passes over the data (default {Settings.epochs:g})")
     parser.add_argument("--batch-size", type=_positive_int, default=None,
                         help=f"expected batch size (default {Settings.batch_size})")
+    parser.add_argument("--marginal-steps", type=_non_negative_int, default=None,
+                        help=f"generator steps fitting the DP marginals before the GAN steps (free; default "
+                             f"{Settings.marginal_steps})")
     parser.add_argument("--seed", type=_non_negative_int, default=None,
                         help="seed for the model's own randomness (initialisation, generator noise, sampling); "
                              "the privacy noise is never seeded")
@@ -604,6 +608,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="number of synthetic rows to sample (default 1000)")
     demo.add_argument("--steps", type=_positive_int, default=None,
                       help=f"discriminator steps (default: {DEMO_EPOCHS:g} epochs' worth)")
+    demo.add_argument("--marginal-steps", type=_non_negative_int, default=None,
+                      help=f"generator steps fitting the DP marginals (default {Settings.marginal_steps})")
     demo.add_argument("--seed", type=_non_negative_int, default=None, help="seed for the model's own randomness (initialisation, generator noise); the privacy noise is never seeded")
     demo.add_argument("--out", metavar="DIR", default=None,
                       help=f"also write {', '.join(DEMO_FILES)} into DIR (created if needed)")

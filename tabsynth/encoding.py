@@ -14,7 +14,7 @@ expansion only ever exists for a batch. ``CompactLayout`` maps between the two, 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, Sequence
 
 import numpy as np
@@ -68,6 +68,30 @@ class Span:
 def compact_fields(activation: Activation, width: int) -> int:
     """Compact fields of a span: one per scaled number, one for a whole bit group or one-hot block."""
     return width if activation == "tanh" else 1
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """Where one one-way marginal's cells sit in the encoded vector, for differentiable estimates.
+
+    ``kind`` "softmax": a one-hot block [start, end), one cell per category; "bits": the integer of
+    the sigmoid bits [start, end), clipped to ``cells - 1``; "unit": the tanh dimension ``start``
+    cut at the interior ``edges``. ``missing`` is the dense index of the missing flag (its cell
+    comes last), or None. The cells are those of ``Encoder.marginal_cells``.
+    """
+
+    name: str
+    kind: Literal["softmax", "bits", "unit"]
+    start: int
+    end: int
+    cells: int
+    missing: int | None = None
+    edges: tuple[float, ...] = ()
+
+    @property
+    def size(self) -> int:
+        """Number of cells, the missing one included."""
+        return self.cells + int(self.missing is not None)
 
 
 class CompactLayout:
@@ -203,15 +227,20 @@ class Encoder:
         self._codecs = [_codec_for(column) for column in schema.columns]
         spans: list[Span] = []
         offset = field = 0
+        specs: list[CellSpec] = []
         for codec in self._codecs:
             codec.field = field
+            missing = None
             if codec.column.nullable:
                 spans.append(Span(codec.column.name, offset, offset + 1, "sigmoid", "missing"))
+                missing = offset
                 offset += 1
+            specs += [replace(spec, missing=missing) for spec in codec.cell_specs(offset)]
             spans.append(Span(codec.column.name, offset, offset + codec.width, codec.activation))
             offset += codec.width
             field += int(codec.column.nullable) + codec.fields
         self.layout: tuple[Span, ...] = tuple(spans)
+        self.cell_specs: tuple[CellSpec, ...] = tuple(specs)
         self.dim = offset
         self.compact = CompactLayout(self.layout)
 
@@ -349,6 +378,10 @@ class _Codec:
         """One-way marginal cells of compact fields: name -> (cell per row, number of cells)."""
         raise NotImplementedError
 
+    def cell_specs(self, start: int) -> list[CellSpec]:
+        """The same cells as ``cells``, located in the encoded vector whose value span begins at ``start``."""
+        raise NotImplementedError
+
 
 def _unit_cells(values: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, int]:
     """Cells of values in [-1, 1] between sorted edges (the outer edges being -1 and 1)."""
@@ -356,6 +389,10 @@ def _unit_cells(values: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, int]
 
 
 UNIFORM_EDGES = np.linspace(-1.0, 1.0, 21)
+
+
+def _unit_spec(name: str, index: int, edges: np.ndarray) -> CellSpec:
+    return CellSpec(name, "unit", index, index + 1, len(edges) - 1, edges=tuple(float(e) for e in edges[1:-1]))
 
 
 def _numbers(frame: pd.DataFrame, name: str, present: np.ndarray) -> np.ndarray:
@@ -405,10 +442,16 @@ class _NumberCodec(_Codec):
         values = _enforce_range(self.column.name, values, self.lower, self.upper, policy)
         return self.scaler.forward(values)[:, None]
 
-    def cells(self, block: np.ndarray) -> dict[str, tuple[np.ndarray, int]]:
+    def edges(self) -> np.ndarray:
         # A point mass (a value repeated across knots) is one cell, however many knots it spans.
         edges = np.unique(np.concatenate([self.scaler.low, self.scaler.high]))
-        return {self.column.name: _unit_cells(block[:, 0], edges if len(edges) > 2 else UNIFORM_EDGES)}
+        return edges if len(edges) > 2 else UNIFORM_EDGES
+
+    def cells(self, block: np.ndarray) -> dict[str, tuple[np.ndarray, int]]:
+        return {self.column.name: _unit_cells(block[:, 0], self.edges())}
+
+    def cell_specs(self, start: int) -> list[CellSpec]:
+        return [_unit_spec(self.column.name, start, self.edges())]
 
     def numbers(self, block: np.ndarray) -> np.ndarray:
         values = np.clip(self.scaler.inverse(np.clip(block[:, 0], -1.0, 1.0)), self.lower, self.upper)
@@ -476,6 +519,9 @@ class _BinaryCodeCodec(_Codec):
     def cells(self, block: np.ndarray) -> dict[str, tuple[np.ndarray, int]]:
         return {self.column.name: (self.offsets(block), self.column.n_values)}
 
+    def cell_specs(self, start: int) -> list[CellSpec]:
+        return [CellSpec(self.column.name, "bits", start, start + self.width, self.column.n_values)]
+
     def decode(self, block: np.ndarray, missing: np.ndarray) -> dict[str, pd.Series]:
         values = self.column.lower + self.offsets(block)
         return {self.column.name: _restore(values.astype(np.float64), missing, self.column.dtype, "int")}
@@ -494,6 +540,9 @@ class _BooleanCodec(_Codec):
 
     def cells(self, block: np.ndarray) -> dict[str, tuple[np.ndarray, int]]:
         return {self.column.name: ((block[:, 0] > 0.5).astype(np.int64), 2)}
+
+    def cell_specs(self, start: int) -> list[CellSpec]:
+        return [CellSpec(self.column.name, "bits", start, start + 1, 2)]
 
     def decode(self, block: np.ndarray, missing: np.ndarray) -> dict[str, pd.Series]:
         return {self.column.name: _restore(block[:, 0] > 0.5, missing, self.column.dtype, "bool")}
@@ -535,6 +584,9 @@ class _CategoricalCodec(_Codec):
     def cells(self, block: np.ndarray) -> dict[str, tuple[np.ndarray, int]]:
         return {self.column.name: (self.category_codes(block), self.width)}
 
+    def cell_specs(self, start: int) -> list[CellSpec]:
+        return [CellSpec(self.column.name, "softmax", start, start + self.width, self.width)]
+
     def decode(self, block: np.ndarray, missing: np.ndarray) -> dict[str, pd.Series]:
         return {self.column.name: _restore_categories(self.category_codes(block), missing, self.column)}
 
@@ -575,6 +627,9 @@ class _GeoCodec(_Codec):
     def cells(self, block: np.ndarray) -> dict[str, tuple[np.ndarray, int]]:
         return {self.column.lat: _unit_cells(block[:, 0], UNIFORM_EDGES),
                 self.column.lon: _unit_cells(block[:, 1], UNIFORM_EDGES)}
+
+    def cell_specs(self, start: int) -> list[CellSpec]:
+        return [_unit_spec(self.column.lat, start, UNIFORM_EDGES), _unit_spec(self.column.lon, start + 1, UNIFORM_EDGES)]
 
     def decode(self, block: np.ndarray, missing: np.ndarray) -> dict[str, pd.Series]:
         unit = np.clip(block, -1.0, 1.0)

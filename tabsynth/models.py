@@ -9,7 +9,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from tabsynth.encoding import CompactLayout, Span
+from tabsynth.encoding import CellSpec, CompactLayout, Span
 
 
 def init_linear(module: nn.Module, generator: torch.Generator) -> None:
@@ -97,6 +97,55 @@ class OutputHeads(nn.Module):
         return out
 
 
+class SoftCells(nn.Module):
+    """Raw generator outputs -> each row's probability of every one-way marginal cell, differentiably.
+
+    The probabilities are those of the draws ``OutputHeads`` makes (softmax for categories, sigmoid
+    per bit, the missing flag's sigmoid in front); a tanh number falls in a cell softly, through a
+    sigmoid ramp at each edge 0.15 of the narrower neighbouring cell wide. Averaged over a
+    batch, they estimate the generator's marginals, which the trainer matches to DP measurements.
+    """
+
+    def __init__(self, specs: Sequence[CellSpec]) -> None:
+        super().__init__()
+        self.specs = tuple(specs)
+        for j, spec in enumerate(self.specs):
+            if spec.kind == "bits":
+                width = spec.end - spec.start
+                values = torch.arange(2**width)
+                bits = ((values[:, None] >> torch.arange(width)) & 1).float()
+                fold = nn.functional.one_hot(values.clamp(max=spec.cells - 1), spec.cells).float()
+                self.register_buffer(f"bits_{j}", bits, persistent=False)
+                self.register_buffer(f"fold_{j}", fold, persistent=False)
+            elif spec.kind == "unit":
+                edges = torch.tensor((-1.0, *spec.edges, 1.0), dtype=torch.float64)
+                widths = edges.diff()
+                ramp = 0.15 * torch.minimum(widths[:-1], widths[1:])
+                self.register_buffer(f"edges_{j}", edges[1:-1].float(), persistent=False)
+                self.register_buffer(f"ramp_{j}", ramp.float(), persistent=False)
+
+    def forward(self, raw: torch.Tensor) -> list[torch.Tensor]:
+        return [self._cells(j, spec, raw) for j, spec in enumerate(self.specs)]
+
+    def _cells(self, j: int, spec: CellSpec, raw: torch.Tensor) -> torch.Tensor:
+        block = raw[:, spec.start:spec.end]
+        if spec.kind == "softmax":
+            probs = torch.softmax(block, 1)
+        elif spec.kind == "bits":
+            bits = getattr(self, f"bits_{j}")
+            log_on, log_off = nn.functional.logsigmoid(block), nn.functional.logsigmoid(-block)
+            probs = torch.exp(log_on @ bits.t() + log_off @ (1 - bits).t()) @ getattr(self, f"fold_{j}")
+        else:
+            above = torch.sigmoid((torch.tanh(block) - getattr(self, f"edges_{j}")) / getattr(self, f"ramp_{j}"))
+            ones, zeros = torch.ones_like(block), torch.zeros_like(block)
+            survival = torch.cat([ones, above, zeros], 1)  # P(value above each edge), -1 and 1 included
+            probs = survival[:, :-1] - survival[:, 1:]
+        if spec.missing is None:
+            return probs
+        missing = torch.sigmoid(raw[:, spec.missing:spec.missing + 1])
+        return torch.cat([(1 - missing) * probs, missing], 1)
+
+
 class Generator(nn.Module):
     """Noise -> encoded row. Batch statistics are fine here: the generator never sees private data."""
 
@@ -110,6 +159,10 @@ class Generator(nn.Module):
     def forward(self, noise: torch.Tensor, generator: torch.Generator | None = None,
                 hard: bool = False) -> torch.Tensor:
         return self.heads(self.body(noise), generator, hard=hard)
+
+    def raw(self, noise: torch.Tensor) -> torch.Tensor:
+        """The body's outputs before the heads (logits and pre-tanh values)."""
+        return self.body(noise)
 
     def sample_compact(self, noise: torch.Tensor, generator: torch.Generator | None = None,
                        hidden_dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -154,4 +207,4 @@ class Discriminator(nn.Module):
         return self.net(x).squeeze(-1)
 
 
-__all__ = ["Discriminator", "Generator", "OutputHeads", "init_linear"]
+__all__ = ["Discriminator", "Generator", "OutputHeads", "SoftCells", "init_linear"]

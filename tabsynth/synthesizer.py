@@ -27,18 +27,18 @@ from tqdm.auto import tqdm
 from tabsynth.encoding import Encoder
 from tabsynth.io import TableLike, TableSource, open_table, schema_from_text, schema_to_text
 from tabsynth.models import Discriminator, Generator, init_linear
-from tabsynth.privacy.accounting import ACCOUNTANTS, calibrate_noise_multiplier
+from tabsynth.privacy.accounting import ACCOUNTANTS, calibrate_noise_multiplier, zcdp_budget
 from tabsynth.privacy.clipping import ADAPTIVE_CLIPPING, GROUPINGS, MAX_COUNT_SHARE, ClippingSchedule
 from tabsynth.privacy.discovery import discover_new_categories, discover_schema, known_rows
 from tabsynth.privacy.dp_sgd import ClippingGroups
 from tabsynth.privacy.ledger import BudgetExceededError, PrivacyLedger
-from tabsynth.privacy.marginals import gaussian_marginals, histograms
+from tabsynth.privacy.marginals import MarginalMeasurements, choose_pairs, measure_marginals
 from tabsynth.privacy.mechanisms import laplace_count
 from tabsynth.sampling import rake, systematic_resample, target_distributions
 from tabsynth.rules import Rule
 from tabsynth.schema import Schema, SchemaError, column_differences
 from tabsynth.store import CompactStore
-from tabsynth.training import DPGANTrainer, TrainingPlan
+from tabsynth.training import DPGANTrainer, MarginalLoss, TrainingPlan
 
 MODEL_FORMAT = "tabsynth.model"
 MODEL_VERSION = 3
@@ -82,7 +82,11 @@ class Settings:
     count_fraction: float = 0.01
     discovery_fraction: float = 0.1
     new_category_fraction: float = 0.02
-    calibration_fraction: float = 0.2
+    marginal_fraction: float = 0.3
+    marginal_pairs: int = 128
+    marginal_weight: float = 1.0
+    marginal_steps: int = 1000
+    marginal_lr: float = 3e-3
     oversample: float = 2.0
     sample_precision: Literal["auto", "float32", "bfloat16"] = "auto"
     warm_start_epochs: float = 5.0
@@ -127,13 +131,17 @@ class Settings:
             value = getattr(self, name)
             if not 0 < value < 0.5:
                 raise ValueError(f"{name} must lie in (0, 0.5), got {value!r}")
-        if self.count_fraction + self.discovery_fraction + self.calibration_fraction >= 0.9:
-            raise ValueError("count_fraction + discovery_fraction + calibration_fraction must stay below 0.9 "
+        if self.count_fraction + self.discovery_fraction + self.marginal_fraction >= 0.9:
+            raise ValueError("count_fraction + discovery_fraction + marginal_fraction must stay below 0.9 "
                              "so that training keeps a useful share of the budget")
         if not 0 <= self.new_category_fraction < 0.5:
             raise ValueError(f"new_category_fraction must lie in [0, 0.5), got {self.new_category_fraction!r}")
-        if not 0 <= self.calibration_fraction < 0.5:
-            raise ValueError(f"calibration_fraction must lie in [0, 0.5), got {self.calibration_fraction!r}")
+        if not 0 <= self.marginal_fraction < 0.8:
+            raise ValueError(f"marginal_fraction must lie in [0, 0.8), got {self.marginal_fraction!r}")
+        if isinstance(self.marginal_pairs, bool) or not isinstance(self.marginal_pairs, int) or self.marginal_pairs < 0:
+            raise ValueError(f"marginal_pairs must be an integer >= 0, got {self.marginal_pairs!r}")
+        if not (math.isfinite(self.marginal_weight) and self.marginal_weight >= 0):
+            raise ValueError(f"marginal_weight must be a number >= 0, got {self.marginal_weight!r}")
         if not (math.isfinite(self.warm_start_epochs) and self.warm_start_epochs >= 0):
             raise ValueError(f"warm_start_epochs must be a number >= 0, got {self.warm_start_epochs!r}")
         if not (math.isfinite(self.oversample) and self.oversample >= 1):
@@ -240,20 +248,27 @@ class Synthesizer:
             data = stack.enter_context(CompactStore.build(encoder, source, redact=True, row_filter=row_filter,
                                                           on_rows=lambda _: reading.update(0)))
             reading.close()
-            marginal_targets = self._measure_marginals(encoder, data, ledger, epsilon, delta, privacy_rng)
-            expected_batch = min(float(s.batch_size), dp_rows)
-            sample_rate = min(1.0, expected_batch / dp_rows)
-            steps = s.steps or max(1, math.ceil(s.epochs * dp_rows / expected_batch))
-            train_epsilon, train_delta = ledger.remaining_epsilon, ledger.remaining_delta
-            if train_epsilon <= 0 or train_delta <= 0:
-                raise BudgetExceededError("no budget is left for training after domain discovery")
-            sigma = calibrate_noise_multiplier(train_epsilon, train_delta, sample_rate, steps, s.accountant)
-            plan = TrainingPlan(steps, sample_rate, expected_batch, sigma, train_delta, s.accountant)
-
-            generator, discriminator = self._networks(encoder, torch_generator_seed, device)
             public_data = None
             if public_frame is not None:  # public rows are free: no clipping, no noise
                 public_data = CompactStore(rows=Encoder(schema, on_invalid="clip").encode_compact(public_frame))
+            expected_batch = min(float(s.batch_size), dp_rows)
+            sample_rate = min(1.0, expected_batch / dp_rows)
+            steps = s.steps or max(1, math.ceil(s.epochs * dp_rows / expected_batch))
+            # The DP marginals and DP-SGD share what is left, composed by the accountant (not added up).
+            joint_epsilon, joint_delta = ledger.remaining_epsilon, ledger.remaining_delta
+            if joint_epsilon <= 0 or joint_delta <= 0:
+                raise BudgetExceededError("no budget is left for training after domain discovery")
+            measurements = self._measure_marginals(encoder, data, public_data, joint_epsilon, joint_delta, privacy_rng)
+            marginal_sigma = measurements.noise_multiplier if measurements is not None else None
+            try:
+                sigma = calibrate_noise_multiplier(joint_epsilon, joint_delta, sample_rate, steps, s.accountant,
+                                                   extra_gaussian=marginal_sigma)
+            except ValueError as exc:
+                raise BudgetExceededError(f"the budget left for training (epsilon={joint_epsilon:.4g}) is too "
+                                          f"small for {steps} DP-SGD steps: {exc}") from None
+            plan = TrainingPlan(steps, sample_rate, expected_batch, sigma, joint_delta, s.accountant, marginal_sigma)
+
+            generator, discriminator = self._networks(encoder, torch_generator_seed, device)
             warm_start_steps = (max(1, math.ceil(s.warm_start_epochs * len(public_data) / max(2.0, expected_batch)))
                                 if public_data is not None and s.warm_start_epochs > 0 else 0)
             groups = ClippingGroups.build(discriminator, sigma, s.clip_bound, grouping=s.clip_grouping)
@@ -264,27 +279,42 @@ class Synthesizer:
                                    generator_lr=s.generator_lr, discriminator_lr=s.discriminator_lr,
                                    torch_generator=device_gen, privacy_rng=privacy_rng,
                                    privacy_generator=privacy_gen,
-                                   schedule=self._clipping_schedule(public_data is not None, steps))
+                                   schedule=self._clipping_schedule(public_data is not None, steps),
+                                   marginal_loss=(MarginalLoss(encoder.cell_specs, measurements, device)
+                                                  if measurements is not None and s.marginal_weight > 0 else None),
+                                   marginal_weight=s.marginal_weight, marginal_lr=s.marginal_lr)
             with tqdm(total=steps, desc="DP-GAN training", unit="step", disable=not s.verbose) as bar:
                 def progress(step: int, loss: float) -> None:
                     bar.update(1)
                     if step % 25 == 0 or step == steps:
                         total = ledger.spent_epsilon + trainer.epsilon_spent()
                         bar.set_postfix(epsilon=f"{total:.3f}", g_loss=f"{loss:.3f}")
-                trainer.run(data, progress, public=public_data, warm_start_steps=warm_start_steps)
+                trainer.run(data, progress, public=public_data, warm_start_steps=warm_start_steps,
+                            marginal_steps=s.marginal_steps)
 
-        ledger.spend("training", "Poisson-subsampled Gaussian (DP-SGD on the discriminator)", trainer.epsilon_spent(),
-                     train_delta, steps=trainer.steps_done, noise_multiplier=sigma, sample_rate=sample_rate,
-                     accountant=s.accountant, **_clipping_note(trainer.schedule))
+        if measurements is None:
+            ledger.spend("training", "Poisson-subsampled Gaussian (DP-SGD on the discriminator)",
+                         trainer.epsilon_spent(), joint_delta, steps=trainer.steps_done, noise_multiplier=sigma,
+                         sample_rate=sample_rate, accountant=s.accountant, **_clipping_note(trainer.schedule))
+        else:
+            ledger.spend("marginals and training",
+                         f"Gaussian mechanism on {len(measurements.one_way)} one-way and {len(measurements.pairs)} "
+                         f"two-way marginals, then Poisson-subsampled Gaussian (DP-SGD on the discriminator), "
+                         f"composed by the accountant ({s.accountant})",
+                         trainer.epsilon_spent(), joint_delta, steps=trainer.steps_done, noise_multiplier=sigma,
+                         sample_rate=sample_rate, accountant=s.accountant, **measurements.details(),
+                         **_clipping_note(trainer.schedule),
+                         note="the generator is trained to match the marginals and sampling reweights its rows "
+                              "towards the one-way ones (post-processing)")
         # Fitted state is assigned only now, all together: a failed fit leaves the object as it was.
         self.schema_ = schema
         self.encoder_ = encoder
-        self.marginal_targets_ = marginal_targets
+        self.marginal_targets_ = [] if measurements is None else target_distributions(measurements.one_way)
         self.generator_ = generator.to("cpu").eval()
         self.arrow_schema_ = source.arrow_schema
         warm_start = {"public_rows": len(public_data), "steps": warm_start_steps} if warm_start_steps else None
         self.report_ = _privacy_report(ledger, plan, trainer.groups, trainer.schedule, trainer.steps_done,
-                                       warm_start, round(dp_rows))
+                                       warm_start, round(dp_rows), measurements)
         return self
 
     def _clipping_schedule(self, has_public: bool, steps: int) -> ClippingSchedule:
@@ -326,21 +356,19 @@ class Synthesizer:
                                      self.settings.discovery_fraction * delta, rng)
         return schema.with_dtypes(source.empty())
 
-    def _measure_marginals(self, encoder: Encoder, data: CompactStore, ledger: PrivacyLedger,
-                           epsilon: float, delta: float, rng: np.random.Generator) -> list[np.ndarray]:
-        """DP one-way marginals that sampling calibrates towards (charged); none when disabled."""
-        fraction = self.settings.calibration_fraction
-        if fraction == 0:
-            return []
-        counts: list[np.ndarray] = []
-        for chunk in data.chunks():
-            chunk_counts = histograms(*encoder.marginal_cells(chunk)[:2])
-            counts = [a + b for a, b in zip(counts, chunk_counts, strict=True)] if counts else chunk_counts
-        noisy, std = gaussian_marginals(counts, fraction * epsilon, fraction * delta, rng)
-        ledger.spend("marginal calibration", "Gaussian mechanism on all one-way marginals",
-                     fraction * epsilon, fraction * delta, marginals=len(counts), noise_std=std,
-                     note="sampling reweights generator rows towards these marginals (post-processing)")
-        return target_distributions(noisy)
+    def _measure_marginals(self, encoder: Encoder, data: CompactStore, public: CompactStore | None,
+                           epsilon: float, delta: float, rng: np.random.Generator) -> MarginalMeasurements | None:
+        """DP one-way and two-way marginals at ``marginal_fraction`` of the zCDP budget of (epsilon, delta),
+        which the caller composes with DP-SGD. None when ``marginal_fraction`` is 0."""
+        s = self.settings
+        if s.marginal_fraction == 0:
+            return None
+        sizes = [spec.size for spec in encoder.cell_specs]
+        public_cells = encoder.marginal_cells(np.concatenate(list(public.chunks())))[0] if public is not None else None
+        pairs = choose_pairs(sizes, s.marginal_pairs, public_cells)
+        chunks = (encoder.marginal_cells(chunk)[0] for chunk in data.chunks())
+        return measure_marginals(chunks, sizes, pairs, s.marginal_fraction * zcdp_budget(epsilon, delta, s.accountant),
+                                 rng)
 
     # --- sampling -------------------------------------------------------------------------
 
@@ -507,7 +535,8 @@ def _clipping_note(schedule: ClippingSchedule) -> dict[str, str]:
 
 
 def _privacy_report(ledger: PrivacyLedger, plan: TrainingPlan, groups: ClippingGroups, schedule: ClippingSchedule,
-                    steps: int, warm_start: dict[str, int] | None, row_count: int) -> dict[str, Any]:
+                    steps: int, warm_start: dict[str, int] | None, row_count: int,
+                    marginals: MarginalMeasurements | None) -> dict[str, Any]:
     """The JSON-able report: totals with the accountant, the DP-SGD mechanism, clipping and the ledger."""
     return {
         "epsilon": ledger.spent_epsilon, "delta": ledger.spent_delta,
@@ -519,6 +548,7 @@ def _privacy_report(ledger: PrivacyLedger, plan: TrainingPlan, groups: ClippingG
                      "groups": [list(g) for g in groups.names], "final_bounds": list(groups.clip_bounds),
                      "final_noise_stds": list(groups.noise_stds), "count_noise_std": groups.count_noise_std,
                      "effective_noise_multiplier": groups.noise_multiplier},
+        "marginals": None if marginals is None else marginals.details(),
         "warm_start": warm_start,
         "dp_row_count": row_count,
         "unit_of_privacy": UNIT_OF_PRIVACY,

@@ -4,26 +4,30 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Callable, Literal, Sequence
 
 import numpy as np
 import torch
 from torch.func import grad
 
-from tabsynth.models import Discriminator, Generator
+from tabsynth.encoding import CellSpec
+from tabsynth.models import Discriminator, Generator, SoftCells
 from tabsynth.privacy.accounting import compute_epsilon
 from tabsynth.privacy.clipping import ClippingSchedule, group_norms, positive_bounds, quantile_count_noise
+from tabsynth.privacy.marginals import MarginalMeasurements
 from tabsynth.privacy.dp_sgd import (ClippingGroups, PrivateStep, linear_group_norms, mean_loss, per_example_gradients,
                                      poisson_sample, privatize, privatize_linear)
 from tabsynth.store import CompactStore
 
 Objective = Literal["wgan-gp", "gan"]
+MARGINAL_BATCH = 1024  # generator rows per step that fits the DP marginals alone
 PUBLIC_NORM_BATCH = 256  # public rows per estimate of the per-group gradient norms (adaptive clipping)
 
 
 @dataclass(frozen=True)
 class TrainingPlan:
-    """Everything the accountant needs, fixed before the first step: q, T, sigma, delta."""
+    """Everything the accountant needs, fixed before the first step: q, T, sigma, delta, and the noise
+    multiplier of the DP marginals composed with the steps (None: no marginals)."""
 
     steps: int
     sample_rate: float
@@ -31,6 +35,7 @@ class TrainingPlan:
     noise_multiplier: float
     delta: float
     accountant: str
+    marginal_noise_multiplier: float | None = None
 
 
 def wgan_gp_loss(gp_weight: float) -> Callable[..., torch.Tensor]:
@@ -57,6 +62,42 @@ def gan_row_losses(scores: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.nn.functional.softplus(-scores[0]), torch.nn.functional.softplus(scores[1])])
 
 
+class MarginalLoss:
+    """Mean L1 distance between a batch's soft marginals and the DP-measured ones (post-processing).
+
+    The targets are the noisy counts over the DP total, negative cells kept: L1 is robust to the
+    noise and clipping would bias the empty cells upwards. A pair's batch estimate is the mean of
+    each row's outer product of cell probabilities (a mixture of product distributions); all pairs
+    come from one Gram matrix of the rows' concatenated cell probabilities, O(batch * cells^2).
+    """
+
+    def __init__(self, specs: Sequence[CellSpec], measured: MarginalMeasurements, device: torch.device | str) -> None:
+        sizes = list(measured.sizes)
+        if [spec.size for spec in specs] != sizes:
+            raise ValueError("the measured marginals do not match the encoder's cells")
+        self.cells = SoftCells(specs).to(device)
+        total = max(1.0, float(np.mean([counts.sum() for counts in measured.one_way])))
+        offsets = np.concatenate([[0], np.cumsum(sizes)])
+        width = int(offsets[-1])
+        index, segment = [np.arange(width)], [np.repeat(np.arange(len(sizes)), sizes)]
+        for m, (a, b) in enumerate(measured.pairs):
+            rows = np.arange(offsets[a], offsets[a + 1])[:, None] * width + np.arange(offsets[b], offsets[b + 1])
+            index.append(width + rows.ravel())  # after the one-way cells: the flattened Gram matrix
+            segment.append(np.full(rows.size, len(sizes) + m))
+        as_tensor = lambda values, dtype: torch.as_tensor(values, dtype=dtype, device=device)  # noqa: E731
+        self.index = as_tensor(np.concatenate(index), torch.long)
+        self.segment = as_tensor(np.concatenate(segment), torch.long)
+        self.targets = as_tensor(np.concatenate([*measured.one_way, *measured.two_way]) / total, torch.float32)
+        self.n_marginals = len(sizes) + len(measured.pairs)
+
+    def __call__(self, raw: torch.Tensor) -> torch.Tensor:
+        probs = torch.cat(self.cells(raw), 1)
+        estimates = torch.cat([probs.mean(0), (probs.t() @ probs).ravel() / len(raw)])[self.index]
+        per_marginal = torch.zeros(self.n_marginals, device=raw.device).index_add_(
+            0, self.segment, (estimates - self.targets).abs())
+        return per_marginal.mean()
+
+
 class DPGANTrainer:
     """Runs the plan: every discriminator step is one accounted subsampled Gaussian mechanism."""
 
@@ -64,12 +105,14 @@ class DPGANTrainer:
                  plan: TrainingPlan, *, objective: Objective, gp_weight: float, generator_steps: int,
                  generator_lr: float, discriminator_lr: float, torch_generator: torch.Generator,
                  privacy_rng: np.random.Generator, privacy_generator: torch.Generator,
-                 schedule: ClippingSchedule = ClippingSchedule("off")) -> None:
+                 schedule: ClippingSchedule = ClippingSchedule("off"), marginal_loss: MarginalLoss | None = None,
+                 marginal_weight: float = 1.0, marginal_lr: float = 3e-3) -> None:
         self.generator, self.discriminator = generator, discriminator
         self.groups, self.plan, self.schedule = groups, plan, schedule
         self.objective = objective
         self.loss = wgan_gp_loss(gp_weight) if objective == "wgan-gp" else gan_loss
         self.generator_steps = generator_steps
+        self.marginal_loss, self.marginal_weight = marginal_loss, marginal_weight
         self.device = next(discriminator.parameters()).device
         self.layout = generator.heads.compact.to(self.device)  # what the discriminator sees: the generator's output space
         # Model randomness may be seeded; the privacy randomness (Poisson sampling, Gaussian noise)
@@ -79,6 +122,7 @@ class DPGANTrainer:
         betas = (0.5, 0.9)
         self.g_optimizer = torch.optim.Adam(generator.parameters(), lr=generator_lr, betas=betas)
         self.d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=discriminator_lr, betas=betas)
+        self.marginal_optimizer = torch.optim.Adam(generator.parameters(), lr=marginal_lr, betas=betas)
         self.steps_done = 0
 
     def noise(self, n: int, device: torch.device) -> torch.Tensor:
@@ -172,26 +216,40 @@ class DPGANTrainer:
         return positive_bounds(self.public_group_norms(public, self.groups.names), self.groups.clip_bounds)
 
     def generator_step(self, batch_size: int, device: torch.device) -> float:
-        """Post-processing: the generator learns from the (already private) discriminator only."""
+        """Post-processing: the generator learns from the (already private) discriminator and DP marginals only."""
         self.g_optimizer.zero_grad(set_to_none=True)
         self.discriminator.requires_grad_(False)
-        scores = self.discriminator(self.generator(self.noise(batch_size, device), self.torch_generator))
+        raw = self.generator.raw(self.noise(batch_size, device))
+        scores = self.discriminator(self.generator.heads(raw, self.torch_generator))
         loss = -scores.mean() if self.objective == "wgan-gp" else torch.nn.functional.softplus(-scores).mean()
+        if self.marginal_loss is not None:
+            loss = loss + self.marginal_weight * self.marginal_loss(raw)
         loss.backward()
         self.g_optimizer.step()
         self.discriminator.requires_grad_(True)
         return float(loss.detach())
 
+    def marginal_step(self, batch_size: int) -> float:
+        """A generator step on the DP marginals alone (post-processing: no private data, no budget)."""
+        self.marginal_optimizer.zero_grad(set_to_none=True)
+        loss = self.marginal_loss(self.generator.raw(self.noise(batch_size, self.device)))
+        loss.backward()
+        self.marginal_optimizer.step()
+        return float(loss.detach())
+
     def epsilon_spent(self) -> float:
-        """Training epsilon after the steps done so far (the same accountant the plan was calibrated with)."""
+        """Epsilon of the marginals and the steps done so far (the accountant the plan was calibrated with)."""
         return compute_epsilon(self.plan.noise_multiplier, self.plan.sample_rate, self.steps_done,
-                               self.plan.delta, self.plan.accountant)
+                               self.plan.delta, self.plan.accountant, self.plan.marginal_noise_multiplier)
 
     def run(self, data: CompactStore, progress: Callable[[int, float], None] | None = None,
-            public: CompactStore | None = None, warm_start_steps: int = 0) -> None:
-        """Optional warm start on public rows, then all planned DP steps (calibrated for exactly this many)."""
+            public: CompactStore | None = None, warm_start_steps: int = 0, marginal_steps: int = 0) -> None:
+        """Generator steps on the DP marginals, an optional warm start on public rows, then all planned DP
+        steps (calibrated for exactly this many)."""
         batch = max(2, int(round(self.plan.expected_batch_size)))  # batch norm needs two rows
         self.generator.train()
+        for _ in range(marginal_steps if self.marginal_loss is not None else 0):
+            self.marginal_step(MARGINAL_BATCH)
         for _ in range(warm_start_steps if public is not None else 0):
             self.public_discriminator_step(public, batch)
             for _ in range(self.generator_steps):
@@ -214,4 +272,4 @@ class DPGANTrainer:
         self.groups = self._groups_for(step + 1, bounds, public)
 
 
-__all__ = ["DPGANTrainer", "TrainingPlan", "gan_loss", "gan_row_losses", "wgan_gp_loss"]
+__all__ = ["DPGANTrainer", "MarginalLoss", "TrainingPlan", "gan_loss", "gan_row_losses", "wgan_gp_loss"]

@@ -20,7 +20,7 @@ from tabsynth.cli import EXIT_BUDGET, EXIT_DATA, EXIT_INTERRUPTED, EXIT_MODEL, E
 from tabsynth.io import plain_schema
 from tabsynth.datasets import load_demo
 
-FAST = ["--steps", "2", "--threads", "1", "--seed", "0", "--quiet"]
+FAST = ["--steps", "2", "--marginal-steps", "5", "--threads", "1", "--seed", "0", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +140,7 @@ def test_fit_sample_report_round_trip(cps: dict[str, Path], tmp_path: Path,
     report = json.loads(capsys.readouterr().out)
     assert report["epsilon"] <= 2.0 and report["delta"] <= 1e-6 and report["steps"] == 2
     assert report["epsilon_budget"] == 2.0
-    assert [e["purpose"] for e in report["ledger"]["entries"]] == ["row count", "marginal calibration", "training"]
+    assert [e["purpose"] for e in report["ledger"]["entries"]] == ["row count", "marginals and training"]
 
 
 def test_sample_refuses_to_overwrite(cps: dict[str, Path], tmp_path: Path,
@@ -247,7 +247,7 @@ def test_usage_errors_exit_2(cps: dict[str, Path], tmp_path: Path, capsys: pytes
 
 def test_demo_writes_its_three_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "demo"
-    assert main(["demo", "--steps", "2", "--rows", "50", "--seed", "0", "--quiet", "--out", str(out)]) == EXIT_OK
+    assert main(["demo", "--steps", "2", "--marginal-steps", "5", "--rows", "50", "--seed", "0", "--quiet", "--out", str(out)]) == EXIT_OK
     printed = capsys.readouterr().out
     assert "cps_1992" in printed and "1-way" in printed and "2-way" in printed and "epsilon" in printed
     assert sorted(p.name for p in out.iterdir()) == ["model.tabsynth", "privacy_report.json", "synthetic.parquet"]
@@ -256,7 +256,7 @@ def test_demo_writes_its_three_files(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert report["steps"] == 2 and report["epsilon"] <= 1.0
     assert Synthesizer.load(out / "model.tabsynth").privacy_report() == report
     # A second run refuses to replace them.
-    assert main(["demo", "--steps", "2", "--quiet", "--out", str(out)]) == EXIT_USAGE
+    assert main(["demo", "--steps", "2", "--marginal-steps", "5", "--quiet", "--out", str(out)]) == EXIT_USAGE
     assert "--overwrite" in _error_line(capsys)
 
 

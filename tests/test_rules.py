@@ -11,7 +11,7 @@ import pytest
 from tabsynth import Condition, Rule, RuleError, Schema, SchemaError, Synthesizer
 from tabsynth.datasets import load_demo
 
-FAST = dict(steps=3, batch_size=64, generator_hidden=(16,), discriminator_hidden=(16,), noise_dim=8, seed=0,
+FAST = dict(marginal_steps=5, steps=3, batch_size=64, generator_hidden=(16,), discriminator_hidden=(16,), noise_dim=8, seed=0,
             warm_start_epochs=0.02)
 PEOPLE = pd.DataFrame({"age": pd.array([3, 14, 15, 40, None], dtype="Int64"),
                        "income": [None, None, 100.0, 2500.0, 10.0],

@@ -18,7 +18,7 @@ from tabsynth.datasets import load_demo
 from tabsynth.privacy.accounting import compute_epsilon
 from tabsynth.synthesizer import ModelFileError
 
-FAST = dict(steps=3, batch_size=64, generator_hidden=(16,), discriminator_hidden=(16,), noise_dim=8, seed=0,
+FAST = dict(marginal_steps=5, steps=3, batch_size=64, generator_hidden=(16,), discriminator_hidden=(16,), noise_dim=8, seed=0,
             warm_start_epochs=0.02)
 
 
@@ -51,14 +51,14 @@ def test_privacy_report_names_epsilon_delta_accountant_and_mechanism(fitted: Syn
 
 def test_ledger_splits_the_budget_by_purpose(fitted: Synthesizer) -> None:
     purposes = [e["purpose"] for e in fitted.privacy_report()["ledger"]["entries"]]
-    assert purposes == ["row count", "new categories", "marginal calibration", "training"]  # public data: no domain discovery
+    assert purposes == ["row count", "new categories", "marginals and training"]  # public data: no domain discovery
 
 
 def test_training_epsilon_recomputes_from_the_reported_mechanism(fitted: Synthesizer) -> None:
     report = fitted.privacy_report()
     training = report["ledger"]["entries"][-1]
     recomputed = compute_epsilon(report["noise_multiplier"], report["sample_rate"], report["steps"],
-                                 training["delta"])
+                                 training["delta"], extra_gaussian=report["marginals"]["marginal_noise_multiplier"])
     assert training["epsilon"] == pytest.approx(recomputed)
 
 
@@ -78,8 +78,7 @@ def test_total_epsilon_never_exceeds_the_budget(epsilon: float, settings: dict, 
 def test_fit_without_schema_or_public_data_discovers_the_domain_under_dp(cps: pd.DataFrame) -> None:
     synth = Synthesizer(**FAST).fit(cps, epsilon=1.0)
     entries = synth.privacy_report()["ledger"]["entries"]
-    assert [e["purpose"] for e in entries] == ["row count", "domain discovery", "marginal calibration",
-                                               "training"]
+    assert [e["purpose"] for e in entries] == ["row count", "domain discovery", "marginals and training"]
     assert sum(e["epsilon"] for e in entries) <= 1.0
     sample = synth.sample(200)
     assert set(sample["gender"].dropna()) <= {"male", "female", "<other>"}  # str dtype: nullable
@@ -251,8 +250,8 @@ def test_public_data_warm_starts_training_without_spending_budget(cps: pd.DataFr
     synth = Synthesizer(**{**FAST, "warm_start_epochs": 0.1}).fit(cps, epsilon=1.0, public=load_demo("cps_1992"))
     report = synth.privacy_report()
     assert report["warm_start"] == {"public_rows": 7602, "steps": math.ceil(0.1 * 7602 / 64)}
-    assert [e["purpose"] for e in report["ledger"]["entries"]] == ["row count", "new categories", "marginal calibration",
-                                                                   "training"]
+    assert [e["purpose"] for e in report["ledger"]["entries"]] == ["row count", "new categories",
+                                                                   "marginals and training"]
 
 
 def test_without_public_data_there_is_no_warm_start(cps: pd.DataFrame) -> None:

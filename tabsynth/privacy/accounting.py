@@ -25,6 +25,7 @@ __all__ = [
     "compute_epsilon",
     "effective_noise_multiplier",
     "max_steps",
+    "zcdp_budget",
 ]
 
 ACCOUNTANTS = ("rdp", "prv")
@@ -99,57 +100,77 @@ def _rdp_per_step(noise_multiplier: float, sample_rate: float) -> np.ndarray:
     return rdp
 
 
-def _epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta: float, accountant: str) -> float:
+def _epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta: float, accountant: str,
+             extra_gaussian: float | None = None) -> float:
     """Unvalidated core of compute_epsilon."""
-    if steps == 0:
+    if steps == 0 and extra_gaussian is None:
         return 0.0
     if accountant == "rdp":
-        # Same value as RDPAccountant.get_epsilon(delta, alphas=RDP_ORDERS) for one history entry, computed
+        # Same value as RDPAccountant.get_epsilon(delta, alphas=RDP_ORDERS) for these history entries, computed
         # here so searches do not recompute the RDP curve nor trigger Opacus's boundary-order warning at
         # probe points far from the target (a bound at a boundary order is still a valid, looser bound).
-        eps = _rdp_per_step(noise_multiplier, sample_rate) * steps - math.log(delta) / (_ORDERS - 1) + _LOG_SHRINK
+        rdp = _rdp_per_step(noise_multiplier, sample_rate) * steps if steps else np.zeros_like(_ORDERS)
+        if extra_gaussian is not None:
+            rdp = rdp + _ORDERS / (2.0 * extra_gaussian**2)  # a Gaussian mechanism's RDP curve
+        eps = rdp - math.log(delta) / (_ORDERS - 1) + _LOG_SHRINK
         return float(np.nanmin(eps)) if not np.isnan(eps).all() else math.inf
     acc = PRVAccountant()
-    acc.history = [(noise_multiplier, sample_rate, steps)]
-    return float(acc.get_epsilon(delta=delta))  # the PRV upper bound, not the point estimate
+    acc.history = [(noise_multiplier, sample_rate, steps)] if steps else []
+    if extra_gaussian is not None:
+        acc.history.append((extra_gaussian, 1.0, 1))
+    with np.errstate(divide="ignore"):  # sample rate 1: log(1 - q) is -inf in Opacus's PRV, harmlessly
+        return float(acc.get_epsilon(delta=delta))  # the PRV upper bound, not the point estimate
 
 
 def compute_epsilon(
-    noise_multiplier: float, sample_rate: float, steps: int, delta: float, accountant: str = "rdp"
+    noise_multiplier: float, sample_rate: float, steps: int, delta: float, accountant: str = "rdp",
+    extra_gaussian: float | None = None,
 ) -> float:
     """Epsilon at ``delta`` after ``steps`` Poisson-subsampled Gaussian steps.
 
     ``accountant`` is "rdp" (Opacus RDP analysis over RDP_ORDERS) or "prv" (Opacus PRV upper bound).
+    ``extra_gaussian``: the noise multiplier of one more Gaussian mechanism on the whole table
+    (sample rate 1), composed with the steps by the same accountant (the DP marginals).
     """
     noise_multiplier = _check_positive_finite("noise_multiplier", noise_multiplier)
     sample_rate = _check_sample_rate(sample_rate)
     steps = _check_steps("steps", steps)
     delta = _check_delta(delta)
     accountant = _check_accountant(accountant)
-    return _epsilon(noise_multiplier, sample_rate, steps, delta, accountant)
+    if extra_gaussian is not None:
+        extra_gaussian = _check_positive_finite("extra_gaussian", extra_gaussian)
+    return _epsilon(noise_multiplier, sample_rate, steps, delta, accountant, extra_gaussian)
 
 
 def calibrate_noise_multiplier(
-    epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str = "rdp"
+    epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str = "rdp",
+    extra_gaussian: float | None = None,
 ) -> float:
     """Smallest noise multiplier (to relative precision 1e-3) whose epsilon after ``steps`` is <= ``epsilon``.
 
-    The returned value is checked with compute_epsilon, so meeting the target is guaranteed, not approximate.
+    With ``extra_gaussian`` the target holds for the steps composed with that mechanism (see
+    compute_epsilon). The returned value is checked with compute_epsilon, so meeting the target is
+    guaranteed, not approximate.
     """
     epsilon = _check_positive_finite("epsilon", epsilon)
     delta = _check_delta(delta)
     sample_rate = _check_sample_rate(sample_rate)
     steps = _check_steps("steps", steps)
     accountant = _check_accountant(accountant)
+    if extra_gaussian is not None:
+        extra_gaussian = _check_positive_finite("extra_gaussian", extra_gaussian)
+        if _epsilon(SIGMA_MAX, sample_rate, 0, delta, accountant, extra_gaussian) > epsilon:
+            raise ValueError(f"epsilon={epsilon} is already spent at delta={delta} by the Gaussian mechanism "
+                             f"of noise multiplier {extra_gaussian:.4g} before any step")
     if steps == 0:
         return SIGMA_MIN  # nothing is released, any noise will do
 
     def log_ratio(log_sigma: float) -> float:
-        eps = _epsilon(math.exp(log_sigma), sample_rate, steps, delta, accountant)
+        eps = _epsilon(math.exp(log_sigma), sample_rate, steps, delta, accountant, extra_gaussian)
         return float(np.clip(np.log(eps / epsilon), -50.0, 50.0)) if eps > 0 else -50.0
 
     def ok(sigma: float) -> bool:
-        return _epsilon(sigma, sample_rate, steps, delta, accountant) <= epsilon
+        return _epsilon(sigma, sample_rate, steps, delta, accountant, extra_gaussian) <= epsilon
 
     # Bracket by galloping from sigma = 1: ok(hi) and not ok(lo).
     hi = 1.0
@@ -173,6 +194,14 @@ def calibrate_noise_multiplier(
     while not ok(sigma):  # brentq may land just below the root; step up (hi itself is known to be ok)
         sigma = min(sigma * (1.0 + _CALIBRATION_RTOL), hi)
     return sigma
+
+
+def zcdp_budget(epsilon: float, delta: float, accountant: str = "rdp") -> float:
+    """rho of the Gaussian mechanism (on the whole table) calibrated to (epsilon, delta): 1 / (2 z^2).
+
+    A budget scale for splitting (epsilon, delta) between mechanisms composed by the accountant.
+    """
+    return 1.0 / (2.0 * calibrate_noise_multiplier(epsilon, delta, 1.0, 1, accountant) ** 2)
 
 
 def max_steps(

@@ -1,0 +1,143 @@
+"""DP marginals: which are measured, the Gaussian mechanism's noise and accounting, and the generator's
+differentiable estimate of them (soft cells) that the marginal loss compares with the measurements."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from opacus.accountants import PRVAccountant, RDPAccountant
+
+from tabsynth import (BooleanColumn, CategoricalColumn, ContinuousColumn, Encoder, GeoPointColumn, IntegerColumn,
+                      Schema)
+from tabsynth.geo import BoundingBox
+from tabsynth.models import SoftCells
+from tabsynth.privacy.accounting import RDP_ORDERS, calibrate_noise_multiplier, compute_epsilon, zcdp_budget
+from tabsynth.privacy.marginals import (MAX_PAIR_CELLS, MarginalMeasurements, choose_pairs, count_chunks,
+                                        measure_marginals, pair_counts)
+from tabsynth.training import MarginalLoss
+
+
+def mixed_schema() -> Schema:
+    return Schema((
+        CategoricalColumn("c", nullable=True, categories=("a", "b", "c")),
+        IntegerColumn("small", lower=0, upper=4),
+        ContinuousColumn("gain", lower=0.0, upper=100.0, knots=(0.0, 0.0, 0.0, 50.0, 100.0)),
+        BooleanColumn("flag"),
+        GeoPointColumn("place", lat="lat", lon="lon", region=BoundingBox(30.0, 40.0, -120.0, -110.0)),
+    ))
+
+
+def mixed_frame(n: int = 500, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({
+        "c": pd.Series(rng.choice(["a", "b", "c", None], size=n), dtype=object),
+        "small": rng.integers(0, 5, size=n),
+        "gain": np.where(rng.random(n) < 0.4, 0.0, rng.uniform(0, 100, size=n)),
+        "flag": rng.random(n) < 0.3,
+        "lat": rng.uniform(30, 40, size=n), "lon": rng.uniform(-120, -110, size=n),
+    })
+
+
+def hard_raw(encoder: Encoder, frame: pd.DataFrame) -> torch.Tensor:
+    """Generator outputs (pre-activation) whose draws are, almost surely, the rows of ``frame``."""
+    dense = encoder.encode(frame)
+    raw = dense * 60.0 - 30.0  # logits: one-hot and bits become near-certain
+    for span in encoder.layout:
+        if span.activation == "tanh":
+            raw[:, span.start:span.end] = torch.atanh(dense[:, span.start:span.end].clamp(-0.999999, 0.999999))
+    return raw
+
+
+def test_soft_cells_of_certain_outputs_are_the_encoders_marginal_cells() -> None:
+    encoder = Encoder(mixed_schema())
+    frame = mixed_frame()
+    cells, sizes, names = encoder.marginal_cells(encoder.encode_compact(frame))
+    probs = SoftCells(encoder.cell_specs)(hard_raw(encoder, frame))
+    assert [spec.name for spec in encoder.cell_specs] == names
+    assert [p.shape[1] for p in probs] == sizes == [spec.size for spec in encoder.cell_specs]
+    for j, p in enumerate(probs):
+        torch.testing.assert_close(p.sum(1), torch.ones(len(frame)))
+        if encoder.cell_specs[j].kind != "unit":  # a number near a cell edge is split softly between two cells
+            assert (p.argmax(1).numpy() == cells[:, j]).all(), names[j]
+    # Numbers: most rows sit well inside their cell.
+    unit = [j for j, spec in enumerate(encoder.cell_specs) if spec.kind == "unit"]
+    assert all((probs[j].argmax(1).numpy() == cells[:, j]).mean() > 0.85 for j in unit)
+
+
+def test_the_marginal_loss_is_zero_for_the_exact_table_and_positive_for_another() -> None:
+    encoder = Encoder(mixed_schema())
+    frame = mixed_frame(n=400)
+    cells, sizes, _ = encoder.marginal_cells(encoder.encode_compact(frame))
+    discrete = [j for j, spec in enumerate(encoder.cell_specs) if spec.kind != "unit"]
+    pairs = [(a, b) for a in discrete for b in discrete if a < b]
+    one, two = count_chunks([cells], sizes, pairs)
+    exact = MarginalMeasurements(tuple(sizes), tuple(c.astype(float) for c in one), tuple(pairs),
+                                 tuple(c.astype(float) for c in two), 0.0, 0.0, 1.0)
+    loss = MarginalLoss(encoder.cell_specs, exact, "cpu")
+    same = loss(hard_raw(encoder, frame))
+    other = loss(hard_raw(encoder, mixed_frame(n=400, seed=1)))
+    # Only the soft binning of the numbers' one-way marginals keeps the exact table's loss above 0.
+    assert float(same) < 0.05 < float(other)
+
+
+def test_pair_counts_index_cells_row_major() -> None:
+    cells = np.array([[0, 2], [1, 0], [1, 2], [1, 2]])
+    (counts,) = pair_counts(cells, [2, 3], [(0, 1)])
+    assert counts.tolist() == [0, 0, 1, 1, 0, 2]
+
+
+def test_every_small_pair_is_measured_when_few_qualify() -> None:
+    sizes = [3, 4, MAX_PAIR_CELLS // 2, 2]
+    assert choose_pairs(sizes, max_pairs=100) == [(0, 1), (0, 3), (1, 3), (2, 3)]  # (0, 2), (1, 2) are too large
+
+
+def test_past_the_pair_cap_the_smallest_pairs_or_the_publicly_most_dependent_are_measured() -> None:
+    sizes = [2, 3, 4, 5]
+    assert choose_pairs(sizes, max_pairs=2) == [(0, 1), (0, 2)]
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 4, 3000)
+    public = np.column_stack([rng.integers(0, 2, 3000), rng.integers(0, 3, 3000), a, np.minimum(a, 4)])
+    assert choose_pairs(sizes, max_pairs=1, public_cells=public) == [(2, 3)]
+
+
+def test_measured_noise_realises_rho_and_rho_is_the_budget_of_a_gaussian_mechanism() -> None:
+    cells = np.zeros((2000, 3), dtype=np.int64)
+    sizes, pairs, rho = [2, 3, 4], [(0, 1), (0, 2), (1, 2)], 0.05
+    measured = measure_marginals([cells[:1000], cells[1000:]], sizes, pairs, rho, np.random.default_rng(0))
+    achieved = len(sizes) / (2 * measured.one_way_std**2) + len(pairs) / (2 * measured.two_way_std**2)
+    assert math.isclose(achieved, rho, rel_tol=1e-12)
+    assert abs(measured.one_way[0][0] - 2000) < 6 * measured.one_way_std  # both chunks were counted
+    assert measured.two_way[0].shape == (6,)
+    z = calibrate_noise_multiplier(1.0, 1e-5, 1.0, 1)
+    assert math.isclose(zcdp_budget(1.0, 1e-5), 1 / (2 * z**2))
+
+
+@pytest.mark.parametrize("accountant", ["rdp", "prv"])
+def test_marginals_composed_with_dp_sgd_match_opacus_with_both_mechanisms_in_its_history(accountant: str) -> None:
+    marginal_z, sigma, q, steps, delta = 6.0, 1.1, 0.02, 400, 1e-5
+    ours = compute_epsilon(sigma, q, steps, delta, accountant, extra_gaussian=marginal_z)
+    independent = RDPAccountant() if accountant == "rdp" else PRVAccountant()
+    independent.history = [(sigma, q, steps), (marginal_z, 1.0, 1)]
+    with np.errstate(divide="ignore"):
+        expected = (independent.get_epsilon(delta=delta) if accountant == "prv"
+                    else independent.get_epsilon(delta=delta, alphas=list(RDP_ORDERS)))
+    assert ours == pytest.approx(expected, rel=1e-6 if accountant == "rdp" else 1e-3)
+    assert ours > compute_epsilon(sigma, q, steps, delta, accountant)  # the marginals cost something
+
+
+def test_calibration_with_the_marginals_meets_the_joint_target() -> None:
+    marginal_z = 1.0 / math.sqrt(2 * 0.3 * zcdp_budget(1.0, 1e-5))
+    sigma = calibrate_noise_multiplier(1.0, 1e-5, 0.03, 300, extra_gaussian=marginal_z)
+    assert compute_epsilon(sigma, 0.03, 300, 1e-5, extra_gaussian=marginal_z) <= 1.0
+    assert compute_epsilon(sigma * 0.99, 0.03, 300, 1e-5, extra_gaussian=marginal_z) > 1.0
+    # Composing beats adding up: alone, the same steps would have cost well under the remainder.
+    assert sigma < calibrate_noise_multiplier(0.5, 1e-5, 0.03, 300)
+
+
+def test_calibration_refuses_marginals_that_spend_the_whole_target() -> None:
+    with pytest.raises(ValueError, match="already spent"):
+        calibrate_noise_multiplier(0.1, 1e-5, 0.03, 300, extra_gaussian=0.5)
