@@ -110,7 +110,7 @@ class Settings:
             raise ValueError(f"epochs must be positive, got {self.epochs!r}")
         if not isinstance(self.generator_steps, int) or self.generator_steps < 1:
             raise ValueError(f"generator_steps must be a positive integer, got {self.generator_steps!r}")
-        for name in ("generator_lr", "discriminator_lr", "clip_bound", "temperature"):
+        for name in ("generator_lr", "discriminator_lr", "marginal_lr", "clip_bound", "temperature"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
@@ -140,6 +140,8 @@ class Settings:
             raise ValueError(f"marginal_fraction must lie in [0, 0.8), got {self.marginal_fraction!r}")
         if isinstance(self.marginal_pairs, bool) or not isinstance(self.marginal_pairs, int) or self.marginal_pairs < 0:
             raise ValueError(f"marginal_pairs must be an integer >= 0, got {self.marginal_pairs!r}")
+        if isinstance(self.marginal_steps, bool) or not isinstance(self.marginal_steps, int) or self.marginal_steps < 0:
+            raise ValueError(f"marginal_steps must be an integer >= 0, got {self.marginal_steps!r}")
         if not (math.isfinite(self.marginal_weight) and self.marginal_weight >= 0):
             raise ValueError(f"marginal_weight must be a number >= 0, got {self.marginal_weight!r}")
         if not (math.isfinite(self.warm_start_epochs) and self.warm_start_epochs >= 0):
@@ -170,7 +172,11 @@ class Synthesizer:
     ``accountant`` "rdp" or
     "prv"; the budget fractions for the private row count, for domain discovery (no schema, no public
     table) and ``new_category_fraction`` (with a public table: private categories the schema lacks, by
-    DP discovery; 0 skips it);
+    DP discovery; 0 skips it); the DP marginals: ``marginal_fraction`` (share of the zCDP budget left
+    for training that one Gaussian mechanism spends on all one-way and two-way marginals, composed
+    with DP-SGD by the accountant; 0 turns them off), ``marginal_pairs`` (most two-way marginals),
+    ``marginal_steps`` generator steps fitting them alone at ``marginal_lr`` before the GAN, and
+    ``marginal_weight`` of their loss in every GAN generator step;
     ``on_invalid`` for values outside a declared domain; ``oversample`` (generator rows drawn per
     sampled row, for calibration) and ``sample_precision`` ("auto": the generator's hidden layers in
     bfloat16 when the CPU computes it natively, which doubles sampling speed and leaves fidelity
