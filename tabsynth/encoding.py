@@ -308,7 +308,9 @@ class Encoder:
         Returns (cells of shape (n, k), number of cells per marginal, marginal names).
         """
         array = np.asarray(compact)
-        cells, sizes, names = [], [], []
+        # Column-major: raking and counting read one marginal at a time.
+        cells = np.empty((len(array), len(self.cell_specs)), dtype=np.int64, order="F")
+        sizes, names = [], []
         for codec in self._codecs:
             field = codec.field
             missing = array[:, field] > 0.5 if codec.column.nullable else None
@@ -317,10 +319,10 @@ class Encoder:
                 if missing is not None:
                     column_cells = np.where(missing, n_cells, column_cells)
                     n_cells += 1
-                cells.append(column_cells)
+                cells[:, len(sizes)] = column_cells
                 sizes.append(n_cells)
                 names.append(name)
-        return np.column_stack(cells).astype(np.int64), sizes, names
+        return cells, sizes, names
 
     def decode(self, vectors: torch.Tensor | np.ndarray) -> pd.DataFrame:
         """A DataFrame in the schema's column order and dtypes; every value inside the domain."""

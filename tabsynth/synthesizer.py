@@ -82,12 +82,12 @@ class Settings:
     count_fraction: float = 0.01
     discovery_fraction: float = 0.1
     new_category_fraction: float = 0.02
-    marginal_fraction: float = 0.3
+    marginal_fraction: float = 0.5
     marginal_pairs: int = 128
-    marginal_weight: float = 1.0
+    marginal_weight: float = 5.0
     marginal_steps: int = 1000
     marginal_lr: float = 3e-3
-    oversample: float = 2.0
+    oversample: float = 1.25
     sample_precision: Literal["auto", "float32", "bfloat16"] = "auto"
     warm_start_epochs: float = 5.0
     on_invalid: Literal["raise", "clip"] = "clip"
