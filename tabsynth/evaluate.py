@@ -279,7 +279,11 @@ def _prepare_features(
         if _is_numeric_dtype(test[col].dtype):  # the real data defines the schema
             if not _is_numeric_dtype(train[col].dtype):
                 notes.append(f"feature {col!r}: non-numeric training values coerced to numbers")
-            xtr[col] = _numeric_values(train[col], col, coerce=True)
+            values = _numeric_values(train[col], col, coerce=True)
+            if np.isnan(values).all():  # nothing to learn from, and gradient boosting cannot bin it
+                notes.append(f"feature {col!r} is null in every training row: left out")
+                continue
+            xtr[col] = values
             xte[col] = _numeric_values(test[col], col)
             num_cols.append(col)
         else:

@@ -287,7 +287,7 @@ class Synthesizer:
                                    privacy_generator=privacy_gen,
                                    schedule=self._clipping_schedule(public_data is not None, steps),
                                    marginal_loss=(MarginalLoss(encoder.cell_specs, measurements, device)
-                                                  if measurements is not None and s.marginal_weight > 0 else None),
+                                                  if measurements is not None else None),
                                    marginal_weight=s.marginal_weight, marginal_lr=s.marginal_lr)
             with tqdm(total=steps, desc="DP-GAN training", unit="step", disable=not s.verbose) as bar:
                 def progress(step: int, loss: float) -> None:

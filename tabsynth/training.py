@@ -222,7 +222,7 @@ class DPGANTrainer:
         raw = self.generator.raw(self.noise(batch_size, device))
         scores = self.discriminator(self.generator.heads(raw, self.torch_generator))
         loss = -scores.mean() if self.objective == "wgan-gp" else torch.nn.functional.softplus(-scores).mean()
-        if self.marginal_loss is not None:
+        if self.marginal_loss is not None and self.marginal_weight > 0:
             loss = loss + self.marginal_weight * self.marginal_loss(raw)
         loss.backward()
         self.g_optimizer.step()

@@ -249,3 +249,13 @@ def test_tstr_drops_synthetic_classes_the_real_test_never_shows() -> None:
     result = tstr(synthetic, real, "y", models=("hgb",))
     assert result["classes"] == ["a", "b"]
     assert any("dropped 1 synthetic rows" in note for note in result["notes"])
+
+
+def test_tstr_leaves_out_a_numeric_feature_that_is_null_in_every_synthetic_row() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=400)
+    real = pd.DataFrame({"x": x, "empty": rng.normal(size=400), "y": np.where(x > 0, "a", "b")})
+    synthetic = real.assign(empty=np.nan)
+    result = tstr(synthetic, real, "y", models=("hgb",))
+    assert result["hgb"]["roc_auc"] > 0.95
+    assert any("'empty' is null in every training row" in note for note in result["notes"])
