@@ -80,7 +80,7 @@ class Settings:
     temperature: float = 0.2
     accountant: str = "rdp"
     count_fraction: float = 0.01
-    discovery_fraction: float = 0.1
+    discovery_fraction: float = 0.3
     new_category_fraction: float = 0.02
     marginal_fraction: float = 0.5
     marginal_pairs: int = 128
@@ -131,9 +131,9 @@ class Settings:
             value = getattr(self, name)
             if not 0 < value < 0.5:
                 raise ValueError(f"{name} must lie in (0, 0.5), got {value!r}")
-        if self.count_fraction + self.discovery_fraction + self.marginal_fraction >= 0.9:
-            raise ValueError("count_fraction + discovery_fraction + marginal_fraction must stay below 0.9 "
-                             "so that training keeps a useful share of the budget")
+        if self.count_fraction + self.discovery_fraction >= 0.9:
+            raise ValueError("count_fraction + discovery_fraction must stay below 0.9 so that the marginals "
+                             "and training keep a useful share of the budget")
         if not 0 <= self.new_category_fraction < 0.5:
             raise ValueError(f"new_category_fraction must lie in [0, 0.5), got {self.new_category_fraction!r}")
         if not 0 <= self.marginal_fraction < 0.8:
