@@ -90,11 +90,14 @@ class MarginalLoss:
         self.targets = as_tensor(np.concatenate([*measured.one_way, *measured.two_way]) / total, torch.float32)
         self.n_marginals = len(sizes) + len(measured.pairs)
 
-    def __call__(self, raw: torch.Tensor) -> torch.Tensor:
+    def estimates(self, raw: torch.Tensor) -> torch.Tensor:
+        """The batch's one-way cells, then every pair's cells, in the order of the targets."""
         probs = torch.cat(self.cells(raw), 1)
-        estimates = torch.cat([probs.mean(0), (probs.t() @ probs).ravel() / len(raw)])[self.index]
+        return torch.cat([probs.mean(0), (probs.t() @ probs).ravel() / len(raw)])[self.index]
+
+    def __call__(self, raw: torch.Tensor) -> torch.Tensor:
         per_marginal = torch.zeros(self.n_marginals, device=raw.device).index_add_(
-            0, self.segment, (estimates - self.targets).abs())
+            0, self.segment, (self.estimates(raw) - self.targets).abs())
         return per_marginal.mean()
 
 

@@ -170,3 +170,16 @@ def test_bad_marginal_settings_are_refused_by_name(setting: str, value: object) 
     from tabsynth import Synthesizer
     with pytest.raises(ValueError, match=setting):
         Synthesizer(**{setting: value})
+
+
+def test_the_marginal_loss_estimates_each_pair_as_the_mean_outer_product_of_cell_probabilities() -> None:
+    encoder = Encoder(mixed_schema())
+    sizes = [spec.size for spec in encoder.cell_specs]
+    pairs = [(0, 2), (0, 4), (1, 3), (2, 5), (3, 4)]
+    zeros = MarginalMeasurements(tuple(sizes), tuple(np.zeros(s) for s in sizes), tuple(pairs),
+                                 tuple(np.zeros(sizes[a] * sizes[b]) for a, b in pairs), 0.0, 0.0, 1.0)
+    loss = MarginalLoss(encoder.cell_specs, zeros, "cpu")
+    raw = torch.randn(64, encoder.dim, generator=torch.Generator().manual_seed(0))
+    probs = SoftCells(encoder.cell_specs)(raw)
+    expected = torch.cat([p.mean(0) for p in probs] + [(probs[a].t() @ probs[b] / 64).ravel() for a, b in pairs])
+    torch.testing.assert_close(loss.estimates(raw), expected)
