@@ -331,6 +331,12 @@ def _privacy_summary(report: dict[str, Any]) -> list[str]:
         f"{report['noise_multiplier']:.4g}, {report['sampling']} sampling rate {report['sample_rate']:.4g} "
         f"(expected batch {report['expected_batch_size']:.0f})",
     ]
+    marginals = report.get("marginals")
+    if marginals:
+        lines.append(f"  DP marginals:    {marginals['one_way_marginals']} one-way (noise std "
+                     f"{marginals['one_way_noise_std']:.3g}) and {marginals['two_way_marginals']} two-way "
+                     f"(noise std {marginals['two_way_noise_std']:.3g}), one Gaussian mechanism of noise "
+                     f"multiplier {marginals['marginal_noise_multiplier']:.4g} composed with DP-SGD")
     for entry in report.get("ledger", {}).get("entries", []):
         lines.append(f"  ledger:          {entry['purpose']}: epsilon={entry['epsilon']:.4g}, "
                      f"delta={entry['delta']:.3g} ({entry['mechanism']})")

@@ -124,6 +124,7 @@ def test_fit_sample_report_round_trip(cps: dict[str, Path], tmp_path: Path,
                  "--delta", "1e-6", "--batch-size", "256", "-o", str(model), *FAST]) == EXIT_OK
     out = capsys.readouterr().out
     assert "differential privacy" in out and "accountant" in out and "2 discriminator steps" in out
+    assert "DP marginals:    4 one-way" in out and "6 two-way" in out
     assert Synthesizer.load(model).privacy_report()["steps"] == 2
 
     synthetic = tmp_path / "synthetic.parquet"
