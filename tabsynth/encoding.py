@@ -499,7 +499,7 @@ class _DatetimeCodec(_NumberCodec):
 
 
 class _BinaryCodeCodec(_Codec):
-    """An integer range of at most 16 values as ceil(log2(range)) sigmoid bits of (value - lower)."""
+    """An integer range of at most 128 values as ceil(log2(range)) sigmoid bits of (value - lower)."""
 
     activation: Activation = "sigmoid"
     column: IntegerColumn

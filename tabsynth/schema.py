@@ -21,7 +21,7 @@ from tabsynth.rules import Rule, RuleError
 
 SCHEMA_FORMAT = "tabsynth.schema"
 SCHEMA_VERSION = 1
-MAX_BINARY_CODE_VALUES = 16
+MAX_BINARY_CODE_VALUES = 128
 MAX_KNOTS = 257
 RESOLUTIONS = ("D", "h", "m", "s", "ms", "us", "ns")
 
@@ -87,7 +87,8 @@ class ContinuousColumn(Column):
 
 @dataclass(frozen=True)
 class IntegerColumn(Column):
-    """An integer in [lower, upper]: a short binary code for at most 16 values, else continuous then rounded."""
+    """An integer in [lower, upper]: a short binary code for at most 128 values (ages, hours, counts: each
+    value its own marginal cell), else continuous then rounded."""
 
     lower: int = 0
     upper: int = 1

