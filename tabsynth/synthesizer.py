@@ -41,7 +41,7 @@ from tabsynth.store import CompactStore
 from tabsynth.training import DPGANTrainer, MarginalLoss, TrainingPlan
 
 MODEL_FORMAT = "tabsynth.model"
-MODEL_VERSION = 3
+MODEL_VERSION = 4  # 4: binary codes up to 128 values, marginal settings
 SAMPLE_CHUNK = 131_072  # rows per sampled batch (and per Parquet row group)
 GENERATOR_BATCH = 65_536  # rows per generator forward pass: bounds sampling memory
 DISCOVERY_ROWS = 1_000_000  # DP domain discovery reads a Poisson subsample of about this many rows
