@@ -370,7 +370,8 @@ class Synthesizer:
         if s.marginal_fraction == 0:
             return None
         sizes = [spec.size for spec in encoder.cell_specs]
-        public_cells = encoder.marginal_cells(np.concatenate(list(public.chunks())))[0] if public is not None else None
+        public_cells = (encoder.marginal_cells(public.take(np.arange(len(public))))[0]
+                        if public is not None and len(public) else None)
         pairs = choose_pairs(sizes, s.marginal_pairs, public_cells)
         chunks = (encoder.marginal_cells(chunk)[0] for chunk in data.chunks())
         return measure_marginals(chunks, sizes, pairs, s.marginal_fraction * zcdp_budget(epsilon, delta, s.accountant),

@@ -89,10 +89,13 @@ class MarginalLoss:
         self.segment = as_tensor(np.concatenate(segment), torch.long)
         self.targets = as_tensor(np.concatenate([*measured.one_way, *measured.two_way]) / total, torch.float32)
         self.n_marginals = len(sizes) + len(measured.pairs)
+        self.has_pairs = bool(measured.pairs)
 
     def estimates(self, raw: torch.Tensor) -> torch.Tensor:
         """The batch's one-way cells, then every pair's cells, in the order of the targets."""
         probs = torch.cat(self.cells(raw), 1)
+        if not self.has_pairs:
+            return probs.mean(0)
         return torch.cat([probs.mean(0), (probs.t() @ probs).ravel() / len(raw)])[self.index]
 
     def __call__(self, raw: torch.Tensor) -> torch.Tensor:

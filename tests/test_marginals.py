@@ -112,6 +112,15 @@ def test_measured_noise_realises_rho_and_rho_is_the_budget_of_a_gaussian_mechani
     assert math.isclose(achieved, rho, rel_tol=1e-12)
     assert abs(measured.one_way[0][0] - 2000) < 6 * measured.one_way_std  # both chunks were counted
     assert measured.two_way[0].shape == (6,)
+
+
+def test_the_released_counts_carry_noise_of_the_stated_std() -> None:
+    sizes, pairs = [400, 500], [(0, 1)]
+    cells = np.zeros((10, 2), dtype=np.int64)  # every cell but the first of each marginal is truly 0
+    measured = measure_marginals([cells], sizes, pairs, 0.02, np.random.default_rng(1))
+    assert np.std(measured.one_way[0][1:]) == pytest.approx(measured.one_way_std, rel=0.1)
+    assert np.std(measured.one_way[1][1:]) == pytest.approx(measured.one_way_std, rel=0.1)
+    assert np.std(measured.two_way[0][1:]) == pytest.approx(measured.two_way_std, rel=0.02)
     z = calibrate_noise_multiplier(1.0, 1e-5, 1.0, 1)
     assert math.isclose(zcdp_budget(1.0, 1e-5), 1 / (2 * z**2))
 

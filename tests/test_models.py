@@ -58,6 +58,22 @@ def test_bfloat16_hidden_layers_change_the_output_layer_only_slightly() -> None:
     fast = generator.sample_compact(noise, torch.Generator().manual_seed(4), hidden_dtype=torch.bfloat16)
     numbers = encoder().compact.tanh_compact
     assert (exact[:, numbers] - fast[:, numbers]).abs().mean() < 0.01
+    # Category and bit logits come out in bfloat16: the same uniforms give the same draw almost always.
+    discrete = [f for f in range(exact.shape[1]) if f not in set(numbers.tolist())]
+    assert (exact[:, discrete] != fast[:, discrete]).any(1).float().mean() < 0.01
+
+
+def test_soft_cells_are_the_probabilities_of_the_sampled_cells() -> None:
+    from tabsynth.models import SoftCells
+
+    enc = Encoder(Schema((CategoricalColumn("c", nullable=True, categories=("a", "b", "c")),
+                          IntegerColumn("small", lower=0, upper=4),  # 3 bits: codes 5-7 fold into the last cell
+                          BooleanColumn("flag"))))
+    raw = (2.0 * torch.randn(1, enc.dim, generator=torch.Generator().manual_seed(5))).repeat(60_000, 1)
+    sampled = enc.marginal_cells(OutputHeads(enc.layout).sample_compact(raw, torch.Generator().manual_seed(6)).numpy())[0]
+    for j, probs in enumerate(SoftCells(enc.cell_specs)(raw[:1])):
+        shares = torch.bincount(torch.from_numpy(sampled[:, j]), minlength=probs.shape[1]) / len(sampled)
+        assert (shares - probs[0]).abs().max() < 0.01, enc.cell_specs[j].name
 
 
 def test_the_discriminator_scores_each_row_independently_of_its_batch() -> None:

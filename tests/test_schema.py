@@ -56,7 +56,7 @@ def test_column_order_defaults_to_the_columns_owned_in_sequence() -> None:
     assert schema.names[-4:] == ("home_lat", "home_lon", "shop_lat", "shop_lon")
 
 
-def test_integer_ranges_of_sixteen_values_or_fewer_use_a_binary_code() -> None:
+def test_integer_ranges_of_128_values_or_fewer_use_a_binary_code() -> None:
     assert IntegerColumn("a", lower=1, upper=128).uses_binary_code
     assert not IntegerColumn("a", lower=1, upper=129).uses_binary_code
 
