@@ -138,10 +138,10 @@ class Settings:
             raise ValueError(f"new_category_fraction must lie in [0, 0.5), got {self.new_category_fraction!r}")
         if not 0 <= self.marginal_fraction < 0.8:
             raise ValueError(f"marginal_fraction must lie in [0, 0.8), got {self.marginal_fraction!r}")
-        if isinstance(self.marginal_pairs, bool) or not isinstance(self.marginal_pairs, int) or self.marginal_pairs < 0:
-            raise ValueError(f"marginal_pairs must be an integer >= 0, got {self.marginal_pairs!r}")
-        if isinstance(self.marginal_steps, bool) or not isinstance(self.marginal_steps, int) or self.marginal_steps < 0:
-            raise ValueError(f"marginal_steps must be an integer >= 0, got {self.marginal_steps!r}")
+        for name in ("marginal_pairs", "marginal_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
         if not (math.isfinite(self.marginal_weight) and self.marginal_weight >= 0):
             raise ValueError(f"marginal_weight must be a number >= 0, got {self.marginal_weight!r}")
         if not (math.isfinite(self.warm_start_epochs) and self.warm_start_epochs >= 0):
@@ -298,20 +298,19 @@ class Synthesizer:
                 trainer.run(data, progress, public=public_data, warm_start_steps=warm_start_steps,
                             marginal_steps=s.marginal_steps)
 
+        dp_sgd = "Poisson-subsampled Gaussian (DP-SGD on the discriminator)"
         if measurements is None:
-            ledger.spend("training", "Poisson-subsampled Gaussian (DP-SGD on the discriminator)",
-                         trainer.epsilon_spent(), joint_delta, steps=trainer.steps_done, noise_multiplier=sigma,
-                         sample_rate=sample_rate, accountant=s.accountant, **_clipping_note(trainer.schedule))
+            purpose, mechanism, marginal_details = "training", dp_sgd, {}
         else:
-            ledger.spend("marginals and training",
-                         f"Gaussian mechanism on {len(measurements.one_way)} one-way and {len(measurements.pairs)} "
-                         f"two-way marginals, then Poisson-subsampled Gaussian (DP-SGD on the discriminator), "
-                         f"composed by the accountant ({s.accountant})",
-                         trainer.epsilon_spent(), joint_delta, steps=trainer.steps_done, noise_multiplier=sigma,
-                         sample_rate=sample_rate, accountant=s.accountant, **measurements.details(),
-                         **_clipping_note(trainer.schedule),
-                         note="the generator is trained to match the marginals and sampling reweights its rows "
-                              "towards the one-way ones (post-processing)")
+            purpose = "marginals and training"
+            mechanism = (f"Gaussian mechanism on {len(measurements.one_way)} one-way and {len(measurements.pairs)} "
+                         f"two-way marginals, then {dp_sgd}, composed by the accountant ({s.accountant})")
+            marginal_details = {**measurements.details(),
+                                "note": "the generator is trained to match the marginals and sampling reweights "
+                                        "its rows towards the one-way ones (post-processing)"}
+        ledger.spend(purpose, mechanism, trainer.epsilon_spent(), joint_delta, steps=trainer.steps_done,
+                     noise_multiplier=sigma, sample_rate=sample_rate, accountant=s.accountant, **marginal_details,
+                     **_clipping_note(trainer.schedule))
         # Fitted state is assigned only now, all together: a failed fit leaves the object as it was.
         self.schema_ = schema
         self.encoder_ = encoder
