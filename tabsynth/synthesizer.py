@@ -43,7 +43,7 @@ from tabsynth.training import DPGANTrainer, MarginalLoss, TrainingPlan
 MODEL_FORMAT = "tabsynth.model"
 MODEL_VERSION = 4  # 4: binary codes up to 128 values, marginal settings
 SAMPLE_CHUNK = 131_072  # rows per sampled batch (and per Parquet row group)
-GENERATOR_BATCH = 65_536  # rows per generator forward pass: bounds sampling memory
+GENERATOR_BATCH = 16_384  # rows per generator forward pass: small enough for its buffers to be reused, not page-faulted anew
 DISCOVERY_ROWS = 1_000_000  # DP domain discovery reads a Poisson subsample of about this many rows
 CLUSTER_AFTER_FRACTION = 0.1  # share of DP steps that estimate per-tensor bounds before clustering (no public data)
 MAX_REJECTION_DRAWS = 50  # generator rows drawn per wanted row before sampling with rules gives up
