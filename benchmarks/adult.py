@@ -14,6 +14,7 @@ is reported belongs to that run alone. See benchmarks/README.md for the columns.
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
 import json
 import math
@@ -67,6 +68,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=None, help="override Synthesizer epochs")
     p.add_argument("--batch-size", type=int, default=None, help="override Synthesizer batch_size")
     p.add_argument("--device", default="auto", help="Synthesizer device (default auto)")
+    p.add_argument("--set", dest="overrides", metavar="SETTING=VALUE", action="append", default=[],
+                   help="override any other Synthesizer setting, e.g. --set marginal_steps=3000 "
+                        "(VALUE is a Python literal; repeatable)")
     p.add_argument("--large-n", type=int, default=None,
                    help="rows for the large sampling-speed run (default 200000; --quick: 20000)")
     p.add_argument("--domains", nargs="+", choices=("declared", "discover"), default=["declared", "discover"],
@@ -108,6 +112,14 @@ def synthesizer_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         kwargs["epochs"] = epochs
     if args.batch_size is not None:
         kwargs["batch_size"] = args.batch_size
+    for override in args.overrides:
+        name, sep, value = override.partition("=")
+        if not sep or not name.isidentifier():
+            raise SystemExit(f"--set expects SETTING=VALUE, got {override!r}")
+        try:
+            kwargs[name] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            kwargs[name] = value  # a bare word such as wgan-gp
     return kwargs
 
 
@@ -289,6 +301,8 @@ def child_command(args: argparse.Namespace, epsilon: float | None, result_file: 
                         ("--large-n", args.large_n)):
         if value is not None:
             cmd += [flag, str(value)]
+    for override in args.overrides:
+        cmd += ["--set", override]
     if args.quick:
         cmd.append("--quick")
     return cmd
