@@ -390,7 +390,8 @@ def _unit_cells(values: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, int]
     return np.searchsorted(edges[1:-1], np.clip(values, -1.0, 1.0), side="right"), len(edges) - 1
 
 
-UNIFORM_EDGES = np.linspace(-1.0, 1.0, 21)
+NUMBER_CELLS = 100  # one-way cells of a number without knots: cheap to measure, and fine enough to see its shape
+UNIFORM_EDGES = np.linspace(-1.0, 1.0, NUMBER_CELLS + 1)
 
 
 def _unit_spec(name: str, index: int, edges: np.ndarray) -> CellSpec:
@@ -445,7 +446,8 @@ class _NumberCodec(_Codec):
         return self.scaler.forward(values)[:, None]
 
     def edges(self) -> np.ndarray:
-        # A point mass (a value repeated across knots) is one cell, however many knots it spans.
+        # Knots place the cells where the data is; a point mass (a value repeated across knots) is
+        # one cell, however many knots it spans. Without knots: many uniform cells.
         edges = np.unique(np.concatenate([self.scaler.low, self.scaler.high]))
         return edges if len(edges) > 2 else UNIFORM_EDGES
 

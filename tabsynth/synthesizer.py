@@ -32,7 +32,8 @@ from tabsynth.privacy.clipping import ADAPTIVE_CLIPPING, GROUPINGS, MAX_COUNT_SH
 from tabsynth.privacy.discovery import discover_new_categories, discover_schema, known_rows
 from tabsynth.privacy.dp_sgd import ClippingGroups
 from tabsynth.privacy.ledger import BudgetExceededError, PrivacyLedger
-from tabsynth.privacy.marginals import MarginalMeasurements, choose_pairs, measure_marginals
+from tabsynth.privacy.marginals import (MarginalMeasurements, choose_pairs, group_cells, histograms, measure_marginals,
+                                        pair_groups, pair_size_bounds)
 from tabsynth.privacy.mechanisms import laplace_count
 from tabsynth.sampling import rake, systematic_resample, target_distributions
 from tabsynth.rules import Rule
@@ -368,13 +369,20 @@ class Synthesizer:
         s = self.settings
         if s.marginal_fraction == 0:
             return None
-        sizes = [spec.size for spec in encoder.cell_specs]
-        public_cells = (encoder.marginal_cells(public.take(np.arange(len(public))))[0]
-                        if public is not None and len(public) else None)
-        pairs = choose_pairs(sizes, s.marginal_pairs, public_cells)
+        specs = encoder.cell_specs
+        sizes = [spec.size for spec in specs]
+        # Numbers' fine cells enter pairs coarsened; binary codes (ages, hours) keep every value there,
+        # which measured better on Adult (2-way TVD 0.058 against 0.059-0.069 with them coarsened).
+        coarsen = [spec.kind == "unit" for spec in specs]
+        missing = [spec.missing is not None for spec in specs]
+        public_cells = None
+        if public is not None and len(public):
+            cells = encoder.marginal_cells(public.take(np.arange(len(public))))[0]
+            public_cells = group_cells(cells, pair_groups(histograms(cells, sizes), coarsen, missing))
+        pairs = choose_pairs(pair_size_bounds(sizes, coarsen, missing), s.marginal_pairs, public_cells)
         chunks = (encoder.marginal_cells(chunk)[0] for chunk in data.chunks())
-        return measure_marginals(chunks, sizes, pairs, s.marginal_fraction * zcdp_budget(epsilon, delta, s.accountant),
-                                 rng)
+        rho = s.marginal_fraction * zcdp_budget(epsilon, delta, s.accountant)
+        return measure_marginals(chunks, sizes, pairs, rho, rng, coarsen, missing)
 
     # --- sampling -------------------------------------------------------------------------
 

@@ -67,24 +67,31 @@ class MarginalLoss:
 
     The targets are the noisy counts over the DP total, negative cells kept: L1 is robust to the
     noise and clipping would bias the empty cells upwards. A pair's batch estimate is the mean of
-    each row's outer product of cell probabilities (a mixture of product distributions); all pairs
-    come from one Gram matrix of the rows' concatenated cell probabilities, O(batch * cells^2).
+    each row's outer product of cell probabilities (a mixture of product distributions), over the
+    cells as they enter the pairs (coarsened by ``measured.groups``); all pairs come from one Gram
+    matrix of the rows' concatenated cell probabilities, O(batch * cells^2).
     """
 
     def __init__(self, specs: Sequence[CellSpec], measured: MarginalMeasurements, device: torch.device | str) -> None:
-        sizes = list(measured.sizes)
+        sizes, pair_sizes = list(measured.sizes), list(measured.pair_sizes)
         if [spec.size for spec in specs] != sizes:
             raise ValueError("the measured marginals do not match the encoder's cells")
         self.cells = SoftCells(specs).to(device)
         total = max(1.0, float(np.mean([counts.sum() for counts in measured.one_way])))
-        offsets = np.concatenate([[0], np.cumsum(sizes)])
-        width = int(offsets[-1])
+        offsets, pair_offsets = np.concatenate([[0], np.cumsum(sizes)]), np.concatenate([[0], np.cumsum(pair_sizes)])
+        width, pair_width = int(offsets[-1]), int(pair_offsets[-1])
+        as_tensor = lambda values, dtype: torch.as_tensor(values, dtype=dtype, device=device)  # noqa: E731
+        # Cell probabilities -> pair-cell probabilities: a 0/1 matrix that sums each group's cells.
+        fold = np.zeros((width, pair_width), dtype=np.float32)
+        for j, groups in enumerate(measured.groups):
+            fold[offsets[j] + np.arange(sizes[j]), pair_offsets[j] + groups] = 1.0
+        self.fold = None if width == pair_width else as_tensor(fold, torch.float32)
         index, segment = [np.arange(width)], [np.repeat(np.arange(len(sizes)), sizes)]
         for m, (a, b) in enumerate(measured.pairs):
-            rows = np.arange(offsets[a], offsets[a + 1])[:, None] * width + np.arange(offsets[b], offsets[b + 1])
+            rows = (np.arange(pair_offsets[a], pair_offsets[a + 1])[:, None] * pair_width
+                    + np.arange(pair_offsets[b], pair_offsets[b + 1]))
             index.append(width + rows.ravel())  # after the one-way cells: the flattened Gram matrix
             segment.append(np.full(rows.size, len(sizes) + m))
-        as_tensor = lambda values, dtype: torch.as_tensor(values, dtype=dtype, device=device)  # noqa: E731
         self.index = as_tensor(np.concatenate(index), torch.long)
         self.segment = as_tensor(np.concatenate(segment), torch.long)
         self.targets = as_tensor(np.concatenate([*measured.one_way, *measured.two_way]) / total, torch.float32)
@@ -96,7 +103,8 @@ class MarginalLoss:
         probs = torch.cat(self.cells(raw), 1)
         if not self.has_pairs:
             return probs.mean(0)
-        return torch.cat([probs.mean(0), (probs.t() @ probs).ravel() / len(raw)])[self.index]
+        grouped = probs if self.fold is None else probs @ self.fold
+        return torch.cat([probs.mean(0), (grouped.t() @ grouped).ravel() / len(raw)])[self.index]
 
     def __call__(self, raw: torch.Tensor) -> torch.Tensor:
         per_marginal = torch.zeros(self.n_marginals, device=raw.device).index_add_(

@@ -16,8 +16,9 @@ from tabsynth import (BooleanColumn, CategoricalColumn, ContinuousColumn, Encode
 from tabsynth.geo import BoundingBox
 from tabsynth.models import SoftCells
 from tabsynth.privacy.accounting import RDP_ORDERS, calibrate_noise_multiplier, compute_epsilon, zcdp_budget
-from tabsynth.privacy.marginals import (MAX_PAIR_CELLS, MarginalMeasurements, choose_pairs, count_chunks,
-                                        measure_marginals, pair_counts)
+from tabsynth.encoding import NUMBER_CELLS
+from tabsynth.privacy.marginals import (MAX_PAIR_CELLS, PAIR_RESOLUTION, MarginalMeasurements, choose_pairs, count_chunks,
+                                        measure_marginals, pair_counts, pair_groups)
 from tabsynth.training import MarginalLoss
 
 
@@ -76,7 +77,7 @@ def test_the_marginal_loss_is_zero_for_the_exact_table_and_positive_for_another(
     pairs = [(a, b) for a in discrete for b in discrete if a < b]
     one, two = count_chunks([cells], sizes, pairs)
     exact = MarginalMeasurements(tuple(sizes), tuple(c.astype(float) for c in one), tuple(pairs),
-                                 tuple(c.astype(float) for c in two), 0.0, 0.0, 1.0)
+                                 tuple(c.astype(float) for c in two), 0.0, 0.0, 1.0, ungrouped(sizes))
     loss = MarginalLoss(encoder.cell_specs, exact, "cpu")
     same = loss(hard_raw(encoder, frame))
     other = loss(hard_raw(encoder, mixed_frame(n=400, seed=1)))
@@ -186,9 +187,73 @@ def test_the_marginal_loss_estimates_each_pair_as_the_mean_outer_product_of_cell
     sizes = [spec.size for spec in encoder.cell_specs]
     pairs = [(0, 2), (0, 4), (1, 3), (2, 5), (3, 4)]
     zeros = MarginalMeasurements(tuple(sizes), tuple(np.zeros(s) for s in sizes), tuple(pairs),
-                                 tuple(np.zeros(sizes[a] * sizes[b]) for a, b in pairs), 0.0, 0.0, 1.0)
+                                 tuple(np.zeros(sizes[a] * sizes[b]) for a, b in pairs), 0.0, 0.0, 1.0, ungrouped(sizes))
     loss = MarginalLoss(encoder.cell_specs, zeros, "cpu")
     raw = torch.randn(64, encoder.dim, generator=torch.Generator().manual_seed(0))
     probs = SoftCells(encoder.cell_specs)(raw)
     expected = torch.cat([p.mean(0) for p in probs] + [(probs[a].t() @ probs[b] / 64).ravel() for a, b in pairs])
     torch.testing.assert_close(loss.estimates(raw), expected)
+
+
+def ungrouped(sizes: list[int]) -> tuple[np.ndarray, ...]:
+    return tuple(np.arange(s) for s in sizes)
+
+
+def test_wide_marginals_enter_pairs_as_runs_of_about_equal_mass() -> None:
+    uniform, heavy = np.ones(100), np.ones(100)
+    heavy[40] = 100.0  # half the mass in one cell
+    groups = pair_groups([uniform, heavy, np.ones(41), np.ones(40), np.ones(5)],
+                         coarsen=[True, True, True, False, True], missing=[False, False, True, False, False],
+                         resolution=10)
+    assert groups[0].tolist() == [i // 10 for i in range(100)]  # equal mass: runs of 10 neighbours
+    assert groups[1][40] not in np.delete(groups[1], 40)  # a heavy cell is a run of its own
+    assert groups[1].tolist() == sorted(groups[1].tolist()) and groups[1].max() <= 9
+    assert groups[2][-1] == groups[2][:-1].max() + 1 == 10  # the missing cell stays apart, last
+    assert groups[3].tolist() == list(range(40))  # not to be coarsened
+    assert groups[4].tolist() == list(range(5))  # narrow enough already
+
+
+def test_two_way_marginals_are_counted_over_the_groups_of_the_noisy_one_way_counts() -> None:
+    rng = np.random.default_rng(0)
+    cells = np.column_stack([rng.integers(0, 100, 5000), rng.integers(0, 3, 5000)])
+    measured = measure_marginals([cells], [100, 3], [(0, 1)], 1e12, rng, coarsen=[True, True], missing=[False, False])
+    assert measured.pair_sizes == (PAIR_RESOLUTION, 3)
+    assert measured.one_way[0].shape == (100,)  # the one-way marginal keeps every cell
+    rows = measured.groups[0][cells[:, 0]]
+    expected = np.bincount(rows * 3 + cells[:, 1], minlength=PAIR_RESOLUTION * 3)
+    np.testing.assert_allclose(measured.two_way[0], expected, atol=1e-3)
+    assert np.bincount(rows).min() > 0.6 * 5000 / PAIR_RESOLUTION  # runs of about equal mass
+
+
+def test_the_marginal_loss_estimates_grouped_pairs_from_the_summed_cell_probabilities() -> None:
+    encoder = Encoder(mixed_schema())
+    specs = encoder.cell_specs
+    sizes = [spec.size for spec in specs]
+    groups = pair_groups([np.ones(size) for size in sizes], [spec.kind != "softmax" for spec in specs],
+                         [spec.missing is not None for spec in specs], resolution=2)
+    pair_sizes = [int(g.max()) + 1 for g in groups]
+    assert pair_sizes != sizes  # the mixed schema has marginals of more than two cells to coarsen
+    pairs = [(a, b) for a in range(len(sizes)) for b in range(a + 1, len(sizes))]
+    zeros = MarginalMeasurements(tuple(sizes), tuple(np.zeros(s) for s in sizes), tuple(pairs),
+                                 tuple(np.zeros(pair_sizes[a] * pair_sizes[b]) for a, b in pairs), 0.0, 0.0, 1.0,
+                                 groups)
+    loss = MarginalLoss(specs, zeros, "cpu")
+    raw = torch.randn(64, encoder.dim, generator=torch.Generator().manual_seed(0))
+    probs = SoftCells(specs)(raw)
+    folded = [torch.zeros(64, pair_sizes[j]).index_add_(1, torch.as_tensor(g), p) for j, (g, p) in enumerate(zip(groups, probs))]
+    expected = torch.cat([p.mean(0) for p in probs] + [(folded[a].t() @ folded[b] / 64).ravel() for a, b in pairs])
+    torch.testing.assert_close(loss.estimates(raw), expected)
+
+
+def test_numbers_have_fine_one_way_cells_and_enter_pairs_coarsened() -> None:
+    from tabsynth import Synthesizer
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": rng.lognormal(0, 1, 2000), "y": rng.choice(["a", "b"], 2000)}).astype({"y": str})
+    schema = Schema((ContinuousColumn("x", lower=0.0, upper=100.0), CategoricalColumn("y", categories=("a", "b"))))
+    encoder = Encoder(schema)
+    assert encoder.cell_specs[0].size == NUMBER_CELLS  # most of x lies in the first cells: fine cells see its shape
+    fast = dict(steps=1, batch_size=256, generator_hidden=(16,), discriminator_hidden=(8,), noise_dim=4,
+                marginal_steps=1, seed=0)
+    marginals = Synthesizer(**fast).fit(frame, epsilon=2.0, schema=schema).privacy_report()["marginals"]
+    assert marginals["two_way_marginals"] == 1 and marginals["two_way_resolution"] == PAIR_RESOLUTION
+    assert marginals["two_way_cells"] <= PAIR_RESOLUTION * 2 < NUMBER_CELLS * 2  # x enters the pair coarsened

@@ -2,8 +2,10 @@
 
 Which marginals are measured depends on the schema alone (every pair of at most ``MAX_PAIR_CELLS``
 cells; when more than ``max_pairs`` qualify, the smallest, or the most dependent on a public table),
-so choosing them costs nothing. A row adds 1 to one cell of each marginal, so the release is a
-Gaussian mechanism with L2 sensitivity 1 per marginal; with noise std s_1 on the k_1 one-way and
+so choosing them costs nothing. A number's one-way marginal is fine (about 100 cells); in two-way
+marginals its cells merge into at most ``PAIR_RESOLUTION`` runs of about equal noisy one-way mass
+(``pair_groups``: post-processing of the one-way release, so the pairs' noise is spread over few
+cells where the data is). A row adds 1 to one cell of each marginal, so the release is a Gaussian mechanism with L2 sensitivity 1 per marginal; with noise std s_1 on the k_1 one-way and
 s_2 on the k_2 two-way marginals it is rho-zCDP with rho = k_1 / (2 s_1^2) + k_2 / (2 s_2^2), the
 same privacy as one Gaussian mechanism of noise multiplier 1 / sqrt(2 rho). That is how the
 accountant composes it with DP-SGD (``accounting.compute_epsilon(..., extra_gaussian=...)``).
@@ -20,6 +22,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 MAX_PAIR_CELLS = 4096  # two-way marginals with more cells than this are not measured (noise would swamp them)
+PAIR_RESOLUTION = 20  # a coarsened marginal enters two-way marginals with at most this many cells (plus missing)
 ONE_WAY_SHARE = 0.3  # of rho, for the one-way marginals when two-way ones are measured too
 
 
@@ -30,10 +33,16 @@ class MarginalMeasurements:
     sizes: tuple[int, ...]
     one_way: tuple[np.ndarray, ...]
     pairs: tuple[tuple[int, int], ...]
-    two_way: tuple[np.ndarray, ...]  # pair (a, b): counts of cell a * sizes[b] + b, flattened
+    two_way: tuple[np.ndarray, ...]  # pair (a, b): counts of pair cell a * pair_sizes[b] + b, flattened
     one_way_std: float
     two_way_std: float
     rho: float
+    groups: tuple[np.ndarray, ...]  # per marginal: each cell's cell in the two-way marginals
+
+    @property
+    def pair_sizes(self) -> tuple[int, ...]:
+        """Cells per marginal in the two-way marginals."""
+        return tuple(int(g.max()) + 1 for g in self.groups)
 
     @property
     def noise_multiplier(self) -> float:
@@ -43,6 +52,7 @@ class MarginalMeasurements:
     def details(self) -> dict[str, object]:
         """What the ledger records about the mechanism (no counts)."""
         return {"one_way_marginals": len(self.one_way), "two_way_marginals": len(self.pairs),
+                "two_way_resolution": PAIR_RESOLUTION, "two_way_cells": int(sum(len(c) for c in self.two_way)),
                 "one_way_noise_std": self.one_way_std, "two_way_noise_std": self.two_way_std,
                 "zcdp_rho": self.rho, "marginal_noise_multiplier": self.noise_multiplier}
 
@@ -57,6 +67,44 @@ def histograms(cells: np.ndarray, sizes: Sequence[int]) -> list[np.ndarray]:
 def pair_counts(cells: np.ndarray, sizes: Sequence[int], pairs: Sequence[tuple[int, int]]) -> list[np.ndarray]:
     """Flattened two-way cell counts (cell a * size_b + b) of each pair."""
     return [np.bincount(cells[:, a] * sizes[b] + cells[:, b], minlength=sizes[a] * sizes[b]) for a, b in pairs]
+
+
+def pair_groups(counts: Sequence[np.ndarray], coarsen: Sequence[bool], missing: Sequence[bool],
+                resolution: int = PAIR_RESOLUTION) -> tuple[np.ndarray, ...]:
+    """Each marginal's cells as they enter two-way marginals, from its (noisy) one-way ``counts``: a
+    marginal to ``coarsen`` (ordered cells) of more than ``resolution`` values is cut into at most
+    that many runs of neighbouring cells holding about equal shares of the counts (a heavy cell is a
+    run of its own); other cells and a last, missing cell stay apart. Post-processing: free."""
+    groups = []
+    for count, coarse, has_missing in zip(counts, coarsen, missing, strict=True):
+        values = len(count) - int(has_missing)
+        if coarse and values > resolution:
+            mass = np.clip(np.asarray(count[:values], dtype=np.float64), 0.0, None) + 1e-9
+            middle = (np.cumsum(mass) - mass / 2) / mass.sum()  # where each cell's share sits, in (0, 1)
+            merged = np.unique(np.minimum((middle * resolution).astype(np.int64), resolution - 1),
+                               return_inverse=True)[1]
+        else:
+            merged = np.arange(values)
+        groups.append(np.append(merged, merged[-1] + 1) if has_missing else merged)
+    return tuple(groups)
+
+
+def pair_size_bounds(sizes: Sequence[int], coarsen: Sequence[bool], missing: Sequence[bool],
+                     resolution: int = PAIR_RESOLUTION) -> list[int]:
+    """The most cells each marginal can have in two-way marginals (``pair_groups``), from the schema alone."""
+    return [min(size - int(m), resolution) + int(m) if c else size
+            for size, c, m in zip(sizes, coarsen, missing, strict=True)]
+
+
+def group_cells(cells: np.ndarray, groups: Sequence[np.ndarray]) -> np.ndarray:
+    """Rows of one-way cells -> their cells in the two-way marginals."""
+    return np.column_stack([g[cells[:, j]] for j, g in enumerate(groups)])
+
+
+def _fold(counts: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """Fine two-way counts (flattened) -> counts over the row and column groups (flattened)."""
+    index = rows[:, None] * (int(columns.max()) + 1) + columns[None, :]
+    return np.bincount(index.ravel(), weights=counts, minlength=(int(rows.max()) + 1) * (int(columns.max()) + 1))
 
 
 def count_chunks(chunks: Iterable[np.ndarray], sizes: Sequence[int],
@@ -76,7 +124,8 @@ def _distribution(counts: np.ndarray) -> np.ndarray:
 
 
 def dependence(cells: np.ndarray, sizes: Sequence[int], pairs: Sequence[tuple[int, int]]) -> np.ndarray:
-    """Total variation distance of each pair's joint distribution from the product of its marginals."""
+    """Total variation distance of each pair's joint distribution from the product of its marginals
+    (``cells`` and ``sizes`` as they enter the pairs)."""
     one, two = count_chunks([cells], sizes, pairs)
     return np.array([0.5 * np.abs(_distribution(joint) - np.outer(_distribution(one[a]), _distribution(one[b])).ravel()).sum()
                      for (a, b), joint in zip(pairs, two, strict=True)])
@@ -85,7 +134,8 @@ def dependence(cells: np.ndarray, sizes: Sequence[int], pairs: Sequence[tuple[in
 def choose_pairs(sizes: Sequence[int], max_pairs: int, public_cells: np.ndarray | None = None
                  ) -> list[tuple[int, int]]:
     """The two-way marginals to measure: every pair of at most ``MAX_PAIR_CELLS`` cells, or, when more
-    than ``max_pairs`` qualify, those most dependent on the public table (without one: the smallest)."""
+    than ``max_pairs`` qualify, those most dependent on the public table (without one: the smallest).
+    ``sizes`` and ``public_cells`` are as the marginals enter the pairs (after ``pair_groups``)."""
     pairs = [(a, b) for a in range(len(sizes)) for b in range(a + 1, len(sizes))
              if sizes[a] * sizes[b] <= MAX_PAIR_CELLS]
     if len(pairs) <= max_pairs:
@@ -98,10 +148,13 @@ def choose_pairs(sizes: Sequence[int], max_pairs: int, public_cells: np.ndarray 
 
 
 def measure_marginals(chunks: Iterable[np.ndarray], sizes: Sequence[int], pairs: Sequence[tuple[int, int]],
-                      rho: float, rng: np.random.Generator) -> MarginalMeasurements:
+                      rho: float, rng: np.random.Generator, coarsen: Sequence[bool] | None = None,
+                      missing: Sequence[bool] | None = None) -> MarginalMeasurements:
     """Release every one-way marginal and the two-way marginals of ``pairs`` as a rho-zCDP Gaussian mechanism.
 
     ``chunks`` yields the private rows' cells (n x k, from ``Encoder.marginal_cells``); it is read once.
+    The two-way marginals are over ``pair_groups`` of the noisy one-way marginals (``coarsen`` and
+    ``missing`` say which marginals may be coarsened and which end in a missing cell; None: none).
     """
     sizes = tuple(int(s) for s in sizes)
     k = len(sizes)
@@ -114,13 +167,15 @@ def measure_marginals(chunks: Iterable[np.ndarray], sizes: Sequence[int], pairs:
     one_share = ONE_WAY_SHARE if pairs else 1.0
     one_std = math.sqrt(k / (2.0 * one_share * rho))
     two_std = math.sqrt(len(pairs) / (2.0 * (1.0 - one_share) * rho)) if pairs else 0.0
-    return MarginalMeasurements(sizes, tuple(_noisy(c, one_std, rng) for c in one), pairs,
-                                tuple(_noisy(c, two_std, rng) for c in two), one_std, two_std, rho)
+    noisy_one = tuple(_noisy(c, one_std, rng) for c in one)
+    groups = pair_groups(noisy_one, coarsen or [False] * k, missing or [False] * k)
+    noisy_two = tuple(_noisy(_fold(c, groups[a], groups[b]), two_std, rng) for (a, b), c in zip(pairs, two, strict=True))
+    return MarginalMeasurements(sizes, noisy_one, pairs, noisy_two, one_std, two_std, rho, groups)
 
 
 def _noisy(counts: np.ndarray, std: float, rng: np.random.Generator) -> np.ndarray:
     return np.asarray(counts, dtype=np.float64) + rng.normal(0.0, std, size=len(counts))
 
 
-__all__ = ["MAX_PAIR_CELLS", "MarginalMeasurements", "choose_pairs", "count_chunks", "dependence", "histograms",
-           "measure_marginals", "pair_counts"]
+__all__ = ["MAX_PAIR_CELLS", "PAIR_RESOLUTION", "MarginalMeasurements", "choose_pairs", "count_chunks", "dependence",
+           "group_cells", "histograms", "measure_marginals", "pair_counts", "pair_groups", "pair_size_bounds"]
