@@ -120,13 +120,15 @@ class DPGANTrainer:
                  generator_lr: float, discriminator_lr: float, torch_generator: torch.Generator,
                  privacy_rng: np.random.Generator, privacy_generator: torch.Generator,
                  schedule: ClippingSchedule = ClippingSchedule("off"), marginal_loss: MarginalLoss | None = None,
-                 marginal_weight: float = 1.0, marginal_lr: float = 3e-3) -> None:
+                 marginal_weight: float = 1.0, marginal_lr: float = 3e-3,
+                 generator_dtype: torch.dtype = torch.float32) -> None:
         self.generator, self.discriminator = generator, discriminator
         self.groups, self.plan, self.schedule = groups, plan, schedule
         self.objective = objective
         self.loss = wgan_gp_loss(gp_weight) if objective == "wgan-gp" else gan_loss
         self.generator_steps = generator_steps
         self.marginal_loss, self.marginal_weight = marginal_loss, marginal_weight
+        self.generator_dtype = generator_dtype  # of the generator steps' matrix products (autocast); DP steps: float32
         self.device = next(discriminator.parameters()).device
         self.layout = generator.heads.compact.to(self.device)  # what the discriminator sees: the generator's output space
         # Model randomness may be seeded; the privacy randomness (Poisson sampling, Gaussian noise)
@@ -229,15 +231,25 @@ class DPGANTrainer:
             return self.groups.clip_bounds
         return positive_bounds(self.public_group_norms(public, self.groups.names), self.groups.clip_bounds)
 
-    def generator_step(self, batch_size: int, device: torch.device) -> float:
+    def _generator_precision(self) -> torch.autocast:
+        """Matrix products of a generator step in ``generator_dtype`` (weights and optimizer stay float32)."""
+        return torch.autocast(self.device.type, dtype=self.generator_dtype,
+                              enabled=self.generator_dtype != torch.float32)
+
+    def _raw(self, batch_size: int) -> torch.Tensor:
+        """The generator body's outputs for fresh noise, in float32 (the draws and soft cells need its precision)."""
+        return self.generator.raw(self.noise(batch_size, self.device)).float()
+
+    def generator_step(self, batch_size: int) -> float:
         """Post-processing: the generator learns from the (already private) discriminator and DP marginals only."""
         self.g_optimizer.zero_grad(set_to_none=True)
         self.discriminator.requires_grad_(False)
-        raw = self.generator.raw(self.noise(batch_size, device))
-        scores = self.discriminator(self.generator.heads(raw, self.torch_generator))
-        loss = -scores.mean() if self.objective == "wgan-gp" else torch.nn.functional.softplus(-scores).mean()
-        if self.marginal_loss is not None and self.marginal_weight > 0:
-            loss = loss + self.marginal_weight * self.marginal_loss(raw)
+        with self._generator_precision():
+            raw = self._raw(batch_size)
+            scores = self.discriminator(self.generator.heads(raw, self.torch_generator)).float()
+            loss = -scores.mean() if self.objective == "wgan-gp" else torch.nn.functional.softplus(-scores).mean()
+            if self.marginal_loss is not None and self.marginal_weight > 0:
+                loss = loss + self.marginal_weight * self.marginal_loss(raw).float()
         loss.backward()
         self.g_optimizer.step()
         self.discriminator.requires_grad_(True)
@@ -246,7 +258,8 @@ class DPGANTrainer:
     def marginal_step(self, batch_size: int) -> float:
         """A generator step on the DP marginals alone (post-processing: no private data, no budget)."""
         self.marginal_optimizer.zero_grad(set_to_none=True)
-        loss = self.marginal_loss(self.generator.raw(self.noise(batch_size, self.device)))
+        with self._generator_precision():
+            loss = self.marginal_loss(self._raw(batch_size)).float()
         loss.backward()
         self.marginal_optimizer.step()
         return float(loss.detach())
@@ -267,12 +280,12 @@ class DPGANTrainer:
         for _ in range(warm_start_steps if public is not None else 0):
             self.public_discriminator_step(public, batch)
             for _ in range(self.generator_steps):
-                self.generator_step(batch, self.device)
+                self.generator_step(batch)
         self.groups = self._groups_for(0, self._initial_bounds(public), public)
         for step in range(self.plan.steps):
             released = self.discriminator_step(data)
             for _ in range(self.generator_steps):
-                loss = self.generator_step(batch, self.device)
+                loss = self.generator_step(batch)
             if step + 1 < self.plan.steps:
                 self._next_groups(step, released, public)
             if progress is not None:

@@ -153,7 +153,8 @@ def test_calibration_refuses_marginals_that_spend_the_whole_target() -> None:
         calibrate_noise_multiplier(0.1, 1e-5, 0.03, 300, extra_gaussian=0.5)
 
 
-def test_the_generator_learns_a_two_way_dependence_from_the_dp_marginals() -> None:
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_the_generator_learns_a_two_way_dependence_from_the_dp_marginals(precision: str) -> None:
     from tabsynth import Synthesizer
     rng = np.random.default_rng(0)
     a = rng.choice(["x", "y", "z"], size=3000)
@@ -161,7 +162,8 @@ def test_the_generator_learns_a_two_way_dependence_from_the_dp_marginals() -> No
     frame = pd.DataFrame({"a": a, "b": b}).astype(str)
     levels = ("x", "y", "z")
     schema = Schema((CategoricalColumn("a", categories=levels), CategoricalColumn("b", categories=levels)))
-    fast = dict(steps=2, batch_size=256, generator_hidden=(32,), discriminator_hidden=(8,), noise_dim=8, seed=0)
+    fast = dict(steps=2, batch_size=256, generator_hidden=(32,), discriminator_hidden=(8,), noise_dim=8, seed=0,
+                fit_precision=precision)
     without = Synthesizer(**fast, marginal_weight=0.0, marginal_steps=0).fit(frame, epsilon=4.0, schema=schema)
     learned = Synthesizer(**fast, marginal_steps=300).fit(frame, epsilon=4.0, schema=schema)
 
@@ -175,7 +177,7 @@ def test_the_generator_learns_a_two_way_dependence_from_the_dp_marginals() -> No
 @pytest.mark.parametrize("setting, value", [("marginal_fraction", 0.8), ("marginal_fraction", -0.1),
                                             ("marginal_pairs", -1), ("marginal_pairs", 2.5),
                                             ("marginal_steps", -5), ("marginal_weight", float("nan")),
-                                            ("marginal_lr", 0.0)])
+                                            ("marginal_lr", 0.0), ("fit_precision", "float16")])
 def test_bad_marginal_settings_are_refused_by_name(setting: str, value: object) -> None:
     from tabsynth import Synthesizer
     with pytest.raises(ValueError, match=setting):
