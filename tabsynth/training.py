@@ -81,11 +81,10 @@ class MarginalLoss:
         offsets, pair_offsets = np.concatenate([[0], np.cumsum(sizes)]), np.concatenate([[0], np.cumsum(pair_sizes)])
         width, pair_width = int(offsets[-1]), int(pair_offsets[-1])
         as_tensor = lambda values, dtype: torch.as_tensor(values, dtype=dtype, device=device)  # noqa: E731
-        # Cell probabilities -> pair-cell probabilities: a 0/1 matrix that sums each group's cells.
-        fold = np.zeros((width, pair_width), dtype=np.float32)
-        for j, groups in enumerate(measured.groups):
-            fold[offsets[j] + np.arange(sizes[j]), pair_offsets[j] + groups] = 1.0
-        self.fold = None if width == pair_width else as_tensor(fold, torch.float32)
+        # Cell probabilities -> pair-cell probabilities: each cell's column among the pairs' cells.
+        pair_column = np.concatenate([pair_offsets[j] + groups for j, groups in enumerate(measured.groups)])
+        self.pair_column = None if width == pair_width else as_tensor(pair_column, torch.long)
+        self.pair_width = pair_width
         index, segment = [np.arange(width)], [np.repeat(np.arange(len(sizes)), sizes)]
         for m, (a, b) in enumerate(measured.pairs):
             rows = (np.arange(pair_offsets[a], pair_offsets[a + 1])[:, None] * pair_width
@@ -103,7 +102,8 @@ class MarginalLoss:
         probs = torch.cat(self.cells(raw), 1)
         if not self.has_pairs:
             return probs.mean(0)
-        grouped = probs if self.fold is None else probs @ self.fold
+        grouped = (probs if self.pair_column is None
+                   else probs.new_zeros((len(raw), self.pair_width)).index_add_(1, self.pair_column, probs))
         return torch.cat([probs.mean(0), (grouped.t() @ grouped).ravel() / len(raw)])[self.index]
 
     def __call__(self, raw: torch.Tensor) -> torch.Tensor:

@@ -2,11 +2,12 @@
 
 Which marginals are measured depends on the schema alone (every pair of at most ``MAX_PAIR_CELLS``
 cells; when more than ``max_pairs`` qualify, the smallest, or the most dependent on a public table),
-so choosing them costs nothing. A number's one-way marginal is fine (about 100 cells); in two-way
+so choosing them costs nothing. A number's one-way cells are fine (100 without knots); in two-way
 marginals its cells merge into at most ``PAIR_RESOLUTION`` runs of about equal noisy one-way mass
 (``pair_groups``: post-processing of the one-way release, so the pairs' noise is spread over few
-cells where the data is). A row adds 1 to one cell of each marginal, so the release is a Gaussian mechanism with L2 sensitivity 1 per marginal; with noise std s_1 on the k_1 one-way and
-s_2 on the k_2 two-way marginals it is rho-zCDP with rho = k_1 / (2 s_1^2) + k_2 / (2 s_2^2), the
+cells where the data is). A row adds 1 to one cell of each marginal, so the release is a Gaussian
+mechanism with L2 sensitivity 1 per marginal; with noise std s_1 on the k_1 one-way and s_2 on
+the k_2 two-way marginals it is rho-zCDP with rho = k_1 / (2 s_1^2) + k_2 / (2 s_2^2), the
 same privacy as one Gaussian mechanism of noise multiplier 1 / sqrt(2 rho). That is how the
 accountant composes it with DP-SGD (``accounting.compute_epsilon(..., extra_gaussian=...)``).
 
