@@ -36,6 +36,7 @@ from tabsynth.schema import (
 )
 
 Activation = Literal["tanh", "sigmoid", "softmax"]
+Role = Literal["value", "missing", "place"]
 InvalidPolicy = Literal["raise", "clip"]
 
 
@@ -47,14 +48,16 @@ class DomainError(SchemaError):
 class Span:
     """A slice [start, end) of the encoded vector owned by one column, with its output activation.
 
-    ``role`` is "missing" for the one-dimensional missing-value indicator, else "value".
+    ``role`` is "missing" for the one-dimensional missing-value indicator, "place" for a number's
+    place inside its cell (encoded and decoded, but not modelled: the networks see zeros there and
+    sampling draws it uniformly), else "value".
     """
 
     column: str
     start: int
     end: int
     activation: Activation
-    role: Literal["value", "missing"] = "value"
+    role: Role = "value"
 
     @property
     def width(self) -> int:
@@ -77,7 +80,9 @@ class CellSpec:
     ``kind`` "softmax": a one-hot block [start, end), one cell per category; "bits": the integer of
     the sigmoid bits [start, end), clipped to ``cells - 1``; "unit": the tanh dimension ``start``
     cut at the interior ``edges``. ``missing`` is the dense index of the missing flag (its cell
-    comes last), or None. The cells are those of ``Encoder.marginal_cells``.
+    comes last), or None. ``binned``: the cells are neighbouring intervals of a number line (so
+    they may be merged into coarser runs), not exact values. The cells are those of
+    ``Encoder.marginal_cells``.
     """
 
     name: str
@@ -87,6 +92,7 @@ class CellSpec:
     cells: int
     missing: int | None = None
     edges: tuple[float, ...] = ()
+    binned: bool = False
 
     @property
     def size(self) -> int:
@@ -99,15 +105,20 @@ class CompactLayout:
 
     tanh spans copy their values; a sigmoid span (missing flag, boolean, binary code) is the integer
     sum of its bits times 2^i; a softmax span is its category code (-1: none, an all-zero block).
+    ``number_*`` index the tanh spans the generator models, ``place_*`` the places in cells it does not.
     """
 
     def __init__(self, layout: Sequence[Span]) -> None:
         tanh_dense, tanh_compact, bit_dense, bit_field, bit_shift, softmax = [], [], [], [], [], []
+        place_dense, place_compact = [], []
         field = 0
         for span in layout:
             if span.activation == "tanh":
                 tanh_dense += range(span.start, span.end)
                 tanh_compact += range(field, field + span.width)
+                if span.role == "place":
+                    place_dense += range(span.start, span.end)
+                    place_compact += range(field, field + span.width)
             elif span.activation == "sigmoid":
                 bit_dense += range(span.start, span.end)
                 bit_field += [field] * span.width
@@ -119,6 +130,10 @@ class CompactLayout:
         self.dim = field
         self.tanh_dense = torch.tensor(tanh_dense, dtype=torch.long)
         self.tanh_compact = torch.tensor(tanh_compact, dtype=torch.long)
+        self.place_dense = torch.tensor(place_dense, dtype=torch.long)
+        self.place_compact = torch.tensor(place_compact, dtype=torch.long)
+        modelled = [i for i, dense in enumerate(tanh_dense) if dense not in set(place_dense)]
+        self.number_dense, self.number_compact = self.tanh_dense[modelled], self.tanh_compact[modelled]
         self.bit_dense = torch.tensor(bit_dense, dtype=torch.long)
         self.bit_field = torch.tensor(bit_field, dtype=torch.long)
         self.bit_shift = torch.tensor(bit_shift, dtype=torch.long)
@@ -139,12 +154,14 @@ class CompactLayout:
                 setattr(moved, name, value.to(device))
         return moved
 
-    def expand(self, compact: torch.Tensor) -> torch.Tensor:
-        """Compact rows -> encoded rows, on the tensor's device."""
+    def expand(self, compact: torch.Tensor, places: bool = True) -> torch.Tensor:
+        """Compact rows -> encoded rows, on the tensor's device; ``places=False`` leaves the places in
+        cells at 0, as the networks see them."""
         device = compact.device
         out = torch.zeros((compact.shape[0], self.dense_dim), dtype=torch.float32, device=device)
-        if len(self.tanh_dense):
-            out[:, self.tanh_dense.to(device)] = compact[:, self.tanh_compact.to(device)]
+        dense, fields = (self.tanh_dense, self.tanh_compact) if places else (self.number_dense, self.number_compact)
+        if len(dense):
+            out[:, dense.to(device)] = compact[:, fields.to(device)]
         if len(self.bit_dense):
             integers = compact[:, self.bit_field.to(device)].round().long()
             out[:, self.bit_dense.to(device)] = ((integers >> self.bit_shift.to(device)) & 1).float()
@@ -236,8 +253,9 @@ class Encoder:
                 missing = offset
                 offset += 1
             specs += [replace(spec, missing=missing) for spec in codec.cell_specs(offset)]
-            spans.append(Span(codec.column.name, offset, offset + codec.width, codec.activation))
-            offset += codec.width
+            for width, activation, role in codec.value_spans():
+                spans.append(Span(codec.column.name, offset, offset + width, activation, role))
+                offset += width
             field += int(codec.column.nullable) + codec.fields
         self.layout: tuple[Span, ...] = tuple(spans)
         self.cell_specs: tuple[CellSpec, ...] = tuple(specs)
@@ -351,7 +369,7 @@ class Encoder:
 
 class _Codec:
     """Encodes the present (non-missing) values of one schema column into its compact fields, which
-    the layout expands into ``width`` encoded dimensions."""
+    the layout expands into the encoded blocks of ``value_spans``."""
 
     activation: Activation = "tanh"
     width = 1
@@ -361,9 +379,13 @@ class _Codec:
     def __init__(self, column: Column) -> None:
         self.column = column
 
+    def value_spans(self) -> list[tuple[int, Activation, Role]]:
+        """(width, activation, role) of each encoded block of a present value, in order (one by default)."""
+        return [(self.width, self.activation, "value")]
+
     @property
     def fields(self) -> int:
-        return compact_fields(self.activation, self.width)
+        return sum(compact_fields(activation, width) for width, activation, _ in self.value_spans())
 
     def missing_mask(self, frame: pd.DataFrame) -> np.ndarray:
         return frame[self.column.name].isna().to_numpy()
@@ -395,7 +417,8 @@ UNIFORM_EDGES = np.linspace(-1.0, 1.0, NUMBER_CELLS + 1)
 
 
 def _unit_spec(name: str, index: int, edges: np.ndarray) -> CellSpec:
-    return CellSpec(name, "unit", index, index + 1, len(edges) - 1, edges=tuple(float(e) for e in edges[1:-1]))
+    return CellSpec(name, "unit", index, index + 1, len(edges) - 1, edges=tuple(float(e) for e in edges[1:-1]),
+                    binned=True)
 
 
 def _numbers(frame: pd.DataFrame, name: str, present: np.ndarray) -> np.ndarray:
@@ -427,13 +450,32 @@ def _enforce_range(name: str, values: np.ndarray, lower: float, upper: float,
 
 
 class _NumberCodec(_Codec):
-    """Continuous numbers, wide integers and datetimes: one tanh dimension through the knots."""
+    """Continuous numbers, wide integers and datetimes: a cell of the number line and a place in it.
+
+    The value is scaled to [-1, 1] through the knots, and [-1, 1] is cut into cells by the schema
+    alone (knot segments, a point mass being one cell; without knots ``NUMBER_CELLS`` uniform
+    cells). The generator picks the cell by Gumbel-softmax, as for a category, so each cell's
+    probability is a smooth function of the generator (a single tanh output moves between cells
+    only where its value sits near an edge), and a point mass is one category (CTGAN's
+    mode-specific encoding, with modes from the schema instead of from the private data). The
+    place inside the cell is encoded and decoded exactly but not modelled: sampling spreads values
+    uniformly over their cell (a histogram density, as marginal-based synthesizers do; on Adult a
+    place learnt from the DP discriminator gave fnlwgt a 1-way TVD of 0.14 against 0.03).
+    """
 
     def __init__(self, column: Column, lower: float, upper: float, knots: tuple[float, ...] | None,
                  integral: bool) -> None:
         super().__init__(column)
         self.lower, self.upper, self.integral = lower, upper, integral
         self.scaler = _scaler(lower, upper, knots)
+        # Knots place the cells where the data is; a point mass (a value repeated across knots) is
+        # one cell, however many knots it spans. Without knots: many uniform cells.
+        edges = np.unique(np.concatenate([self.scaler.low, self.scaler.high]))
+        self.edges = edges if len(edges) > 2 else UNIFORM_EDGES
+        self.width = len(self.edges) - 1  # cells
+
+    def value_spans(self) -> list[tuple[int, Activation, Role]]:
+        return [(self.width, "softmax", "value"), (1, "tanh", "place")]
 
     def values(self, frame: pd.DataFrame, present: np.ndarray) -> np.ndarray:
         return _numbers(frame, self.column.name, present)
@@ -443,22 +485,25 @@ class _NumberCodec(_Codec):
         if self.integral:
             _check_whole(self.column.name, values)
         values = _enforce_range(self.column.name, values, self.lower, self.upper, policy)
-        return self.scaler.forward(values)[:, None]
+        scaled = self.scaler.forward(values)
+        cell = _unit_cells(scaled, self.edges)[0]
+        low, high = self.edges[cell], self.edges[cell + 1]
+        return np.column_stack([cell, np.clip(2.0 * (scaled - low) / (high - low) - 1.0, -1.0, 1.0)])
 
-    def edges(self) -> np.ndarray:
-        # Knots place the cells where the data is; a point mass (a value repeated across knots) is
-        # one cell, however many knots it spans. Without knots: many uniform cells.
-        edges = np.unique(np.concatenate([self.scaler.low, self.scaler.high]))
-        return edges if len(edges) > 2 else UNIFORM_EDGES
+    def cell_codes(self, block: np.ndarray) -> np.ndarray:
+        return np.clip(np.rint(block[:, 0]), 0, self.width - 1).astype(np.int64)
 
     def cells(self, block: np.ndarray) -> dict[str, tuple[np.ndarray, int]]:
-        return {self.column.name: _unit_cells(block[:, 0], self.edges())}
+        return {self.column.name: (self.cell_codes(block), self.width)}
 
     def cell_specs(self, start: int) -> list[CellSpec]:
-        return [_unit_spec(self.column.name, start, self.edges())]
+        return [CellSpec(self.column.name, "softmax", start, start + self.width, self.width, binned=True)]
 
     def numbers(self, block: np.ndarray) -> np.ndarray:
-        values = np.clip(self.scaler.inverse(np.clip(block[:, 0], -1.0, 1.0)), self.lower, self.upper)
+        cell = self.cell_codes(block)
+        low, high = self.edges[cell], self.edges[cell + 1]
+        scaled = low + (np.clip(block[:, 1], -1.0, 1.0) + 1.0) / 2.0 * (high - low)
+        values = np.clip(self.scaler.inverse(scaled), self.lower, self.upper)
         return np.round(values) if self.integral else values
 
     def decode(self, block: np.ndarray, missing: np.ndarray) -> dict[str, pd.Series]:

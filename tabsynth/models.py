@@ -52,12 +52,15 @@ class OutputHeads(nn.Module):
         self.temperature = temperature
         self.compact = CompactLayout(layout)
         # Buffers so that the indices follow the module to the training device.
-        self.register_buffer("tanh_index", self.compact.tanh_dense.clone(), persistent=False)
+        self.register_buffer("tanh_index", self.compact.number_dense.clone(), persistent=False)
+        self.register_buffer("place_index", self.compact.place_dense.clone(), persistent=False)
         self.register_buffer("bit_index", self.compact.bit_dense.clone(), persistent=False)
         self.softmax_spans = [(start, end) for start, end, _ in self.compact.softmax]
 
     def forward(self, raw: torch.Tensor, generator: torch.Generator | None, hard: bool = False) -> torch.Tensor:
         out = torch.empty_like(raw)
+        if len(self.place_index):  # not modelled: zeros, as ``CompactLayout.expand(places=False)`` gives real rows
+            out[:, self.place_index] = 0.0
         if len(self.tanh_index):
             out[:, self.tanh_index] = torch.tanh(raw[:, self.tanh_index])
         if len(self.bit_index):
@@ -78,12 +81,15 @@ class OutputHeads(nn.Module):
         """Hard draws straight into compact fields (codes and integers, no one-hot): for sampling.
 
         The same distributions as ``forward(hard=True)``, drawn by inverse CDF: one uniform per bit
-        and per categorical instead of one per category.
+        and per categorical instead of one per category; a number's place in its cell is uniform.
         """
         layout = self.compact
         out = torch.empty((raw.shape[0], layout.dim), dtype=raw.dtype, device=raw.device)
         if len(self.tanh_index):
-            out[:, layout.tanh_compact.to(raw.device)] = torch.tanh(raw[:, self.tanh_index])
+            out[:, layout.number_compact.to(raw.device)] = torch.tanh(raw[:, self.tanh_index])
+        if len(self.place_index):
+            places = torch.rand((raw.shape[0], len(self.place_index)), generator=generator, device=raw.device)
+            out[:, layout.place_compact.to(raw.device)] = (2.0 * places - 1.0).to(raw.dtype)
         if len(self.bit_index):
             uniform = torch.rand((raw.shape[0], len(self.bit_index)), generator=generator, device=raw.device)
             layout.add_bits(out, uniform < torch.sigmoid(raw[:, self.bit_index]))
@@ -102,7 +108,7 @@ class SoftCells(nn.Module):
     """Raw generator outputs -> each row's probability of every one-way marginal cell, differentiably.
 
     The probabilities are those of the draws ``OutputHeads`` makes (softmax for categories, sigmoid
-    per bit, the missing flag's sigmoid in front); a tanh number falls in a cell softly, through a
+    per bit, the missing flag's sigmoid in front); a tanh coordinate (geo) falls in a cell softly, through a
     logistic ramp at each edge whose scale is 0.05 of the narrower neighbouring cell (a value at a
     cell's centre leaks under 0.01% into its neighbours). Averaged over a
     batch, they estimate the generator's marginals, which the trainer matches to DP measurements.

@@ -145,8 +145,8 @@ class DPGANTrainer:
         return torch.randn((n, self.generator.noise_dim), generator=self.torch_generator, device=device)
 
     def rows(self, store: CompactStore, index: np.ndarray) -> torch.Tensor:
-        """Encoded rows of ``store`` at ``index``, on the training device."""
-        return self.layout.expand(torch.from_numpy(store.take(index)).to(self.device))
+        """Encoded rows of ``store`` at ``index`` as the networks see them (no places in cells), on the training device."""
+        return self.layout.expand(torch.from_numpy(store.take(index)).to(self.device), places=False)
 
     def _paired(self, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``real`` rows, each paired with its own fake, and the interpolation weights of WGAN-GP.

@@ -74,15 +74,28 @@ def test_round_trip_keeps_geo_points_of_california_housing_inside_the_state() ->
 
 def test_layout_names_each_columns_slice_and_activation() -> None:
     schema = Schema((
-        ContinuousColumn("x", nullable=True, lower=0, upper=1),
+        ContinuousColumn("x", nullable=True, lower=0, upper=1, knots=(0.0, 0.5, 1.0)),
         IntegerColumn("small", lower=0, upper=5),
         CategoricalColumn("c", categories=("a", "b", "c")),
         BooleanColumn("b"),
     ))
     layout = [(s.column, s.start, s.end, s.activation, s.role) for s in Encoder(schema).layout]
-    assert layout == [("x", 0, 1, "sigmoid", "missing"), ("x", 1, 2, "tanh", "value"),
-                      ("small", 2, 5, "sigmoid", "value"), ("c", 5, 8, "softmax", "value"),
-                      ("b", 8, 9, "sigmoid", "value")]
+    assert layout == [("x", 0, 1, "sigmoid", "missing"), ("x", 1, 3, "softmax", "value"), ("x", 3, 4, "tanh", "place"),
+                      ("small", 4, 7, "sigmoid", "value"), ("c", 7, 10, "softmax", "value"),
+                      ("b", 10, 11, "sigmoid", "value")]
+
+
+def test_a_number_is_its_cell_and_its_place_in_the_cell() -> None:
+    # Knots 0, 0, 0, 10, 100: the point mass at 0 is one cell, then [0, 10) and [10, 100].
+    schema = Schema((ContinuousColumn("x", lower=0, upper=100, knots=(0.0, 0.0, 0.0, 10.0, 100.0)),))
+    encoder = Encoder(schema)
+    assert [spec.cells for spec in encoder.cell_specs] == [3]
+    compact = encoder.encode_compact(pd.DataFrame({"x": [0.0, 5.0, 10.0, 55.0, 100.0]}))
+    np.testing.assert_array_equal(compact[:, 0], [0, 1, 2, 2, 2])
+    np.testing.assert_allclose(compact[:, 1], [0.0, 0.0, -1.0, 0.0, 1.0], atol=1e-6)
+    # Any place in the point mass's cell decodes to exactly 0.
+    zeros = encoder.decode_compact(np.array([[0, -1.0], [0, 0.3], [0, 1.0]], dtype=np.float32))
+    assert zeros["x"].tolist() == [0.0, 0.0, 0.0]
 
 
 # --- any vector decodes to a valid table -------------------------------------------------------

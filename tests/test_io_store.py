@@ -94,7 +94,7 @@ def test_compact_rows_expand_to_the_encoded_vectors_and_compress_back() -> None:
     encoder = Encoder(schema())
     frame = pd.DataFrame({"c": ["a", None, "c", "b"], "small": [0, 4, 2, 3], "x": [0.0, 0.5, 1.0, 0.25]})
     compact = encoder.encode_compact(frame)
-    assert compact.shape == (4, encoder.compact_dim) == (4, 4)  # missing flag, code, offset, number
+    assert compact.shape == (4, encoder.compact_dim) == (4, 5)  # missing flag, code, offset, cell, place
     dense = encoder.expand(compact).numpy()
     assert dense.shape == (4, encoder.dim)
     assert dense[1, 1:4].sum() == 0  # a missing category has an all-zero block

@@ -3,6 +3,7 @@ from the same distributions as the training forward pass."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from tabsynth import BooleanColumn, CategoricalColumn, ContinuousColumn, Encoder, IntegerColumn, Schema
@@ -83,3 +84,24 @@ def test_the_discriminator_scores_each_row_independently_of_its_batch() -> None:
     assert not any(isinstance(m, (torch.nn.BatchNorm1d, torch.nn.LayerNorm)) for m in discriminator.modules())
     rows = torch.randn(50, 10)
     torch.testing.assert_close(discriminator(rows)[:1], discriminator(rows[:1]))
+
+
+def test_a_numbers_place_in_its_cell_is_drawn_uniformly_whatever_the_generator_outputs() -> None:
+    enc = encoder()
+    heads = OutputHeads(enc.layout)
+    places = enc.compact.place_compact
+    assert len(places) == 1  # x: its cell is a category, its place is not modelled
+    raw = torch.full((50_000, enc.dim), 3.0)
+    drawn = heads.sample_compact(raw, torch.Generator().manual_seed(7))[:, places].ravel()
+    quartiles = torch.quantile(drawn, torch.tensor([0.25, 0.5, 0.75]))
+    torch.testing.assert_close(quartiles, torch.tensor([-0.5, 0.0, 0.5]), atol=0.02, rtol=0)
+    assert drawn.min() >= -1 and drawn.max() <= 1
+
+
+def test_the_networks_see_no_place_in_a_cell_for_real_or_generated_rows() -> None:
+    enc = encoder()
+    place = enc.compact.place_dense
+    real = enc.compact.expand(torch.tensor([[0.0, 1.0, 1.0, 1.0, 3.0, 0.7]]), places=False)
+    fake = OutputHeads(enc.layout)(torch.randn(10, enc.dim), torch.Generator().manual_seed(8))
+    assert real[:, place].eq(0).all() and fake[:, place].eq(0).all()
+    assert enc.compact.expand(torch.tensor([[0.0, 1.0, 1.0, 1.0, 3.0, 0.7]]))[0, place].item() == pytest.approx(0.7)
