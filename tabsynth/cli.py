@@ -62,7 +62,7 @@ exit codes:
 DEMO_PUBLIC = "cps_1992"
 DEMO_PRIVATE = "cps_2004"
 DEMO_EPOCHS = 5.0  # ~40 steps: as good as 10 epochs at epsilon=1 here, and ~5 s on 2 CPU cores
-DEMO_MARGINAL_STEPS = 1000  # the demo's 4 columns: 2-way TVD 0.137 as with the default 3,000 (0.138), in 14 s, not 36
+DEMO_MARGINAL_STEPS = 1000  # the demo's 4 columns: 2-way TVD 0.137 as with 3,000 (0.138), in 14 s, not 36
 DEMO_THREADS = 1  # the demo's small networks gain ~10% from a 2nd thread but slow ~10x on a busy CPU
 DEMO_FILES = ("synthetic.parquet", "model.tabsynth", "privacy_report.json")
 _BUDGET_WORDS = re.compile(r"\b(epsilon|delta)\b", re.IGNORECASE)
