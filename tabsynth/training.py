@@ -68,27 +68,42 @@ class MarginalLoss:
     The targets are the noisy counts over the DP total, negative cells kept: L1 is robust to the
     noise and clipping would bias the empty cells upwards. A pair's batch estimate is the mean of
     each row's outer product of cell probabilities (a mixture of product distributions), over the
-    cells as they enter the pairs (coarsened by ``measured.groups``); all pairs come from one Gram
-    matrix of the rows' concatenated cell probabilities, O(batch * cells^2).
+    cells as they enter the pairs (coarsened by ``measured.groups``, or ``coarse_groups`` for a pair
+    measured coarse); all pairs come from one Gram matrix of the rows' cell probabilities on every
+    such axis, O(batch * cells^2).
     """
 
     def __init__(self, specs: Sequence[CellSpec], measured: MarginalMeasurements, device: torch.device | str) -> None:
-        sizes, pair_sizes = list(measured.sizes), list(measured.pair_sizes)
+        sizes = list(measured.sizes)
         if [spec.size for spec in specs] != sizes:
             raise ValueError("the measured marginals do not match the encoder's cells")
         self.cells = SoftCells(specs).to(device)
         total = max(1.0, float(np.mean([counts.sum() for counts in measured.one_way])))
-        offsets, pair_offsets = np.concatenate([[0], np.cumsum(sizes)]), np.concatenate([[0], np.cumsum(pair_sizes)])
-        width, pair_width = int(offsets[-1]), int(pair_offsets[-1])
+        offsets = np.concatenate([[0], np.cumsum(sizes)])
+        width = int(offsets[-1])
+        # The Gram matrix's axes: every marginal as it enters pairs, then, once each, as it enters coarse pairs.
+        axes: dict[tuple[int, bool], np.ndarray] = {(j, False): groups for j, groups in enumerate(measured.groups)}
+        for m, (a, b) in enumerate(measured.pairs):
+            if measured.coarse[m]:
+                axes.update({(j, True): groups for j, groups in zip((a, b), measured.pair_axes(m))})
+        axis_start, source, column, pair_width = {}, [], [], 0
+        for (j, coarse), groups in axes.items():
+            axis_start[j, coarse] = pair_width
+            source.append(offsets[j] + np.arange(sizes[j]))
+            column.append(pair_width + groups)
+            pair_width += int(groups.max()) + 1
         as_tensor = lambda values, dtype: torch.as_tensor(values, dtype=dtype, device=device)  # noqa: E731
-        # Cell probabilities -> pair-cell probabilities: each cell's column among the pairs' cells.
-        pair_column = np.concatenate([pair_offsets[j] + groups for j, groups in enumerate(measured.groups)])
-        self.pair_column = None if width == pair_width else as_tensor(pair_column, torch.long)
+        # Cell probabilities -> pair-cell probabilities: each cell's column on each axis it lies on.
+        source, column = np.concatenate(source), np.concatenate(column)
+        identity = pair_width == width and np.array_equal(column, np.arange(width))
+        self.pair_source = None if identity else as_tensor(source, torch.long)
+        self.pair_column = None if identity else as_tensor(column, torch.long)
         self.pair_width = pair_width
         index, segment = [np.arange(width)], [np.repeat(np.arange(len(sizes)), sizes)]
-        for m, (a, b) in enumerate(measured.pairs):
-            rows = (np.arange(pair_offsets[a], pair_offsets[a + 1])[:, None] * pair_width
-                    + np.arange(pair_offsets[b], pair_offsets[b + 1]))
+        for m, ((a, b), coarse) in enumerate(zip(measured.pairs, measured.coarse, strict=True)):
+            rows_axis, columns_axis = measured.pair_axes(m)
+            rows = (axis_start[a, coarse] + np.arange(int(rows_axis.max()) + 1))[:, None] * pair_width
+            rows = rows + axis_start[b, coarse] + np.arange(int(columns_axis.max()) + 1)
             index.append(width + rows.ravel())  # after the one-way cells: the flattened Gram matrix
             segment.append(np.full(rows.size, len(sizes) + m))
         self.index = as_tensor(np.concatenate(index), torch.long)
@@ -102,8 +117,8 @@ class MarginalLoss:
         probs = torch.cat(self.cells(raw), 1)
         if not self.has_pairs:
             return probs.mean(0)
-        grouped = (probs if self.pair_column is None
-                   else probs.new_zeros((len(raw), self.pair_width)).index_add_(1, self.pair_column, probs))
+        grouped = (probs if self.pair_column is None else
+                   probs.new_zeros((len(raw), self.pair_width)).index_add_(1, self.pair_column, probs[:, self.pair_source]))
         return torch.cat([probs.mean(0), (grouped.t() @ grouped).ravel() / len(raw)])[self.index]
 
     def __call__(self, raw: torch.Tensor) -> torch.Tensor:

@@ -259,3 +259,43 @@ def test_numbers_have_fine_one_way_cells_and_enter_pairs_coarsened() -> None:
     marginals = Synthesizer(**fast).fit(frame, epsilon=2.0, schema=schema).privacy_report()["marginals"]
     assert marginals["two_way_marginals"] == 1 and marginals["two_way_resolution"] == PAIR_RESOLUTION
     assert marginals["two_way_cells"] <= PAIR_RESOLUTION * 2 < NUMBER_CELLS * 2  # x enters the pair coarsened
+
+
+def test_a_pair_too_large_at_full_resolution_is_chosen_when_it_fits_coarse() -> None:
+    sizes, coarse_sizes = [74, 99, 3], [PAIR_RESOLUTION, PAIR_RESOLUTION, 3]
+    assert choose_pairs(sizes, max_pairs=100) == [(0, 2), (1, 2)]
+    assert choose_pairs(sizes, max_pairs=100, coarse_sizes=coarse_sizes) == [(0, 1), (0, 2), (1, 2)]
+
+
+def test_a_pair_too_large_at_full_resolution_is_measured_over_runs_of_both_ordered_marginals() -> None:
+    rng = np.random.default_rng(0)
+    age = rng.integers(0, 74, 20_000)
+    cells = np.column_stack([age, np.minimum(age + rng.integers(0, 26, 20_000), 98), rng.integers(0, 3, 20_000)])
+    measured = measure_marginals([cells], [74, 99, 3], [(0, 1), (0, 2)], 1e12, rng,
+                                 coarsen=[False, False, False], missing=[False] * 3, ordered=[True, True, False])
+    assert measured.coarse == (True, False)
+    assert measured.pair_sizes == (74, 99, 3)  # the other pair keeps every value of age
+    rows, columns = measured.pair_axes(0)
+    assert rows.max() + 1 == columns.max() + 1 == PAIR_RESOLUTION
+    expected = np.bincount(rows[cells[:, 0]] * PAIR_RESOLUTION + columns[cells[:, 1]], minlength=PAIR_RESOLUTION**2)
+    np.testing.assert_allclose(measured.two_way[0], expected, atol=1e-3)
+    assert measured.details()["coarse_two_way_marginals"] == 1
+
+
+def test_the_marginal_loss_estimates_a_coarse_pair_over_its_coarse_groups() -> None:
+    encoder = Encoder(Schema((IntegerColumn("age", lower=0, upper=73), IntegerColumn("hours", lower=0, upper=98),
+                              CategoricalColumn("c", categories=("a", "b", "c")))))
+    specs = encoder.cell_specs
+    sizes = [spec.size for spec in specs]
+    rng = np.random.default_rng(0)
+    cells = np.column_stack([rng.integers(0, 74, 5000), rng.integers(0, 99, 5000), rng.integers(0, 3, 5000)])
+    measured = measure_marginals([cells], sizes, [(0, 1), (0, 2)], 1.0, rng, coarsen=[False] * 3,
+                                 missing=[False] * 3, ordered=[True, True, False])
+    loss = MarginalLoss(specs, measured, "cpu")
+    raw = torch.randn(64, encoder.dim, generator=torch.Generator().manual_seed(0))
+    probs = SoftCells(specs)(raw)
+    rows, columns = (torch.zeros(64, int(g.max()) + 1).index_add_(1, torch.as_tensor(g), p)
+                     for g, p in zip(measured.pair_axes(0), probs[:2]))
+    expected = torch.cat([p.mean(0) for p in probs] + [(rows.t() @ columns / 64).ravel(),
+                                                       (probs[0].t() @ probs[2] / 64).ravel()])
+    torch.testing.assert_close(loss.estimates(raw), expected)

@@ -5,7 +5,9 @@ cells; when more than ``max_pairs`` qualify, the smallest, or the most dependent
 so choosing them costs nothing. A number's one-way cells are fine (100 without knots); in two-way
 marginals its cells merge into at most ``PAIR_RESOLUTION`` runs of about equal noisy one-way mass
 (``pair_groups``: post-processing of the one-way release, so the pairs' noise is spread over few
-cells where the data is). A row adds 1 to one cell of each marginal, so the release is a Gaussian
+cells where the data is). A pair that is still too large (age by hours worked, two binary codes of
+74 and 99 values) is measured *coarse*: its ordered marginals (binary codes too) merge into such
+runs as well, for that pair only. A row adds 1 to one cell of each marginal, so the release is a Gaussian
 mechanism with L2 sensitivity 1 per marginal; with noise std s_1 on the k_1 one-way and s_2 on
 the k_2 two-way marginals it is rho-zCDP with rho = k_1 / (2 s_1^2) + k_2 / (2 s_2^2), the
 same privacy as one Gaussian mechanism of noise multiplier 1 / sqrt(2 rho). That is how the
@@ -17,7 +19,7 @@ The unit of privacy is one row (add/remove adjacency).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -34,16 +36,29 @@ class MarginalMeasurements:
     sizes: tuple[int, ...]
     one_way: tuple[np.ndarray, ...]
     pairs: tuple[tuple[int, int], ...]
-    two_way: tuple[np.ndarray, ...]  # pair (a, b): counts of pair cell a * pair_sizes[b] + b, flattened
+    two_way: tuple[np.ndarray, ...]  # pair m: counts of cell (i, j) of its ``pair_axes`` at i * columns + j
     one_way_std: float
     two_way_std: float
     rho: float
     groups: tuple[np.ndarray, ...]  # per marginal: each cell's cell in the two-way marginals
+    coarse_groups: tuple[np.ndarray, ...] | None = None  # per marginal: its cells in coarse pairs (None: no such pair)
 
     @property
     def pair_sizes(self) -> tuple[int, ...]:
         """Cells per marginal in the two-way marginals."""
         return tuple(int(g.max()) + 1 for g in self.groups)
+
+    @property
+    def coarse(self) -> tuple[bool, ...]:
+        """Per pair: measured over ``coarse_groups`` (too large over ``groups``)."""
+        sizes = self.pair_sizes
+        return tuple(sizes[a] * sizes[b] > MAX_PAIR_CELLS for a, b in self.pairs)
+
+    def pair_axes(self, m: int) -> tuple[np.ndarray, np.ndarray]:
+        """The groups of pair ``m``'s two marginals, as it was measured."""
+        a, b = self.pairs[m]
+        groups = self.coarse_groups if self.coarse[m] else self.groups
+        return groups[a], groups[b]
 
     @property
     def noise_multiplier(self) -> float:
@@ -53,7 +68,7 @@ class MarginalMeasurements:
     def details(self) -> dict[str, object]:
         """What the ledger records about the mechanism (no counts)."""
         return {"one_way_marginals": len(self.one_way), "two_way_marginals": len(self.pairs),
-                "two_way_resolution": PAIR_RESOLUTION, "two_way_cells": int(sum(len(c) for c in self.two_way)),
+                "coarse_two_way_marginals": sum(self.coarse), "two_way_resolution": PAIR_RESOLUTION, "two_way_cells": int(sum(len(c) for c in self.two_way)),
                 "one_way_noise_std": self.one_way_std, "two_way_noise_std": self.two_way_std,
                 "zcdp_rho": self.rho, "marginal_noise_multiplier": self.noise_multiplier}
 
@@ -132,30 +147,43 @@ def dependence(cells: np.ndarray, sizes: Sequence[int], pairs: Sequence[tuple[in
                      for (a, b), joint in zip(pairs, two, strict=True)])
 
 
-def choose_pairs(sizes: Sequence[int], max_pairs: int, public_cells: np.ndarray | None = None
+def choose_pairs(sizes: Sequence[int], max_pairs: int, public_cells: np.ndarray | None = None,
+                 coarse_sizes: Sequence[int] | None = None, public_coarse_cells: np.ndarray | None = None
                  ) -> list[tuple[int, int]]:
-    """The two-way marginals to measure: every pair of at most ``MAX_PAIR_CELLS`` cells, or, when more
-    than ``max_pairs`` qualify, those most dependent on the public table (without one: the smallest).
-    ``sizes`` and ``public_cells`` are as the marginals enter the pairs (after ``pair_groups``)."""
-    pairs = [(a, b) for a in range(len(sizes)) for b in range(a + 1, len(sizes))
-             if sizes[a] * sizes[b] <= MAX_PAIR_CELLS]
+    """The two-way marginals to measure: every pair of at most ``MAX_PAIR_CELLS`` cells (over
+    ``coarse_sizes`` where ``sizes`` give it more), or, when more than ``max_pairs`` qualify, those
+    most dependent on the public table (without one: the smallest). ``sizes`` and ``public_cells``
+    are as the marginals enter the pairs (after ``pair_groups``), ``coarse_*`` as they enter coarse pairs."""
+    coarse_sizes = sizes if coarse_sizes is None else coarse_sizes
+    coarse_cells = public_cells if public_coarse_cells is None else public_coarse_cells
+    fine, coarse = [], []
+    for a in range(len(sizes)):
+        for b in range(a + 1, len(sizes)):
+            if sizes[a] * sizes[b] <= MAX_PAIR_CELLS:
+                fine.append((a, b))
+            elif coarse_sizes[a] * coarse_sizes[b] <= MAX_PAIR_CELLS:
+                coarse.append((a, b))
+    pairs = fine + coarse
     if len(pairs) <= max_pairs:
-        return pairs
+        return sorted(pairs)
     if public_cells is not None:
-        order = np.argsort(-dependence(public_cells, sizes, pairs), kind="stable")
+        score = -np.concatenate([dependence(public_cells, sizes, fine), dependence(coarse_cells, coarse_sizes, coarse)])
     else:
-        order = np.argsort([sizes[a] * sizes[b] for a, b in pairs], kind="stable")
-    return sorted(pairs[i] for i in order[:max_pairs])
+        score = np.array([sizes[a] * sizes[b] for a, b in fine] + [coarse_sizes[a] * coarse_sizes[b] for a, b in coarse])
+    return sorted(pairs[i] for i in np.argsort(score, kind="stable")[:max_pairs])
 
 
 def measure_marginals(chunks: Iterable[np.ndarray], sizes: Sequence[int], pairs: Sequence[tuple[int, int]],
                       rho: float, rng: np.random.Generator, coarsen: Sequence[bool] | None = None,
-                      missing: Sequence[bool] | None = None) -> MarginalMeasurements:
+                      missing: Sequence[bool] | None = None, ordered: Sequence[bool] | None = None
+                      ) -> MarginalMeasurements:
     """Release every one-way marginal and the two-way marginals of ``pairs`` as a rho-zCDP Gaussian mechanism.
 
     ``chunks`` yields the private rows' cells (n x k, from ``Encoder.marginal_cells``); it is read once.
     The two-way marginals are over ``pair_groups`` of the noisy one-way marginals (``coarsen`` and
-    ``missing`` say which marginals may be coarsened and which end in a missing cell; None: none).
+    ``missing`` say which marginals may be coarsened and which end in a missing cell; None: none); a
+    pair of more than ``MAX_PAIR_CELLS`` cells so is measured over coarse groups, in which the
+    ``ordered`` marginals (default: those to ``coarsen``) are coarsened too.
     """
     sizes = tuple(int(s) for s in sizes)
     k = len(sizes)
@@ -169,9 +197,13 @@ def measure_marginals(chunks: Iterable[np.ndarray], sizes: Sequence[int], pairs:
     one_std = math.sqrt(k / (2.0 * one_share * rho))
     two_std = math.sqrt(len(pairs) / (2.0 * (1.0 - one_share) * rho)) if pairs else 0.0
     noisy_one = tuple(_noisy(c, one_std, rng) for c in one)
-    groups = pair_groups(noisy_one, coarsen or [False] * k, missing or [False] * k)
-    noisy_two = tuple(_noisy(_fold(c, groups[a], groups[b]), two_std, rng) for (a, b), c in zip(pairs, two, strict=True))
-    return MarginalMeasurements(sizes, noisy_one, pairs, noisy_two, one_std, two_std, rho, groups)
+    coarsen, missing = coarsen or [False] * k, missing or [False] * k
+    groups = pair_groups(noisy_one, coarsen, missing)
+    coarse_groups = pair_groups(noisy_one, [c or o for c, o in zip(coarsen, ordered or coarsen, strict=True)], missing)
+    measured = MarginalMeasurements(sizes, noisy_one, pairs, (), one_std, two_std, rho, groups, coarse_groups)
+    axes = [measured.pair_axes(m) for m in range(len(pairs))]
+    noisy_two = tuple(_noisy(_fold(c, rows, columns), two_std, rng) for (rows, columns), c in zip(axes, two, strict=True))
+    return replace(measured, two_way=noisy_two, coarse_groups=coarse_groups if any(measured.coarse) else None)
 
 
 def _noisy(counts: np.ndarray, std: float, rng: np.random.Generator) -> np.ndarray:
