@@ -132,7 +132,8 @@ class CompactLayout:
         self.tanh_compact = torch.tensor(tanh_compact, dtype=torch.long)
         self.place_dense = torch.tensor(place_dense, dtype=torch.long)
         self.place_compact = torch.tensor(place_compact, dtype=torch.long)
-        modelled = [i for i, dense in enumerate(tanh_dense) if dense not in set(place_dense)]
+        places = set(place_dense)
+        modelled = [i for i, dense in enumerate(tanh_dense) if dense not in places]
         self.number_dense, self.number_compact = self.tanh_dense[modelled], self.tanh_compact[modelled]
         self.bit_dense = torch.tensor(bit_dense, dtype=torch.long)
         self.bit_field = torch.tensor(bit_field, dtype=torch.long)

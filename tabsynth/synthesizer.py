@@ -86,7 +86,7 @@ class Settings:
     marginal_fraction: float = 0.5
     marginal_pairs: int = 128
     marginal_weight: float = 5.0
-    marginal_steps: int = 6000
+    marginal_steps: int = 4000
     marginal_lr: float = 3e-3
     oversample: float = 1.25
     sample_precision: Literal["auto", "float32", "bfloat16"] = "auto"

@@ -20,7 +20,7 @@ from tabsynth.privacy.dp_sgd import (ClippingGroups, PrivateStep, linear_group_n
 from tabsynth.store import CompactStore
 
 Objective = Literal["wgan-gp", "gan"]
-MARGINAL_BATCH = 512  # generator rows per step that fits the DP marginals alone (Adult: 6,000 steps of 512 fit better than 3,000 of 1,024)
+MARGINAL_BATCH = 512  # generator rows per step that fits the DP marginals alone (Adult: 4,000 steps of 512 fit better than 3,000 of 1,024)
 PUBLIC_NORM_BATCH = 256  # public rows per estimate of the per-group gradient norms (adaptive clipping)
 
 

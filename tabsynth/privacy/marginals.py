@@ -68,7 +68,8 @@ class MarginalMeasurements:
     def details(self) -> dict[str, object]:
         """What the ledger records about the mechanism (no counts)."""
         return {"one_way_marginals": len(self.one_way), "two_way_marginals": len(self.pairs),
-                "coarse_two_way_marginals": sum(self.coarse), "two_way_resolution": PAIR_RESOLUTION, "two_way_cells": int(sum(len(c) for c in self.two_way)),
+                "coarse_two_way_marginals": sum(self.coarse), "two_way_resolution": PAIR_RESOLUTION,
+                "two_way_cells": int(sum(len(c) for c in self.two_way)),
                 "one_way_noise_std": self.one_way_std, "two_way_noise_std": self.two_way_std,
                 "zcdp_rho": self.rho, "marginal_noise_multiplier": self.noise_multiplier}
 
