@@ -96,7 +96,7 @@ class MarginalLoss:
         # Cell probabilities -> pair-cell probabilities: each cell's column on each axis it lies on.
         source, column = np.concatenate(source), np.concatenate(column)
         identity = pair_width == width and np.array_equal(column, np.arange(width))
-        self.pair_source = None if identity else as_tensor(source, torch.long)
+        self.pair_source = None if len(source) == width else as_tensor(source, torch.long)  # None: every cell once
         self.pair_column = None if identity else as_tensor(column, torch.long)
         self.pair_width = pair_width
         index, segment = [np.arange(width)], [np.repeat(np.arange(len(sizes)), sizes)]
@@ -117,8 +117,11 @@ class MarginalLoss:
         probs = torch.cat(self.cells(raw), 1)
         if not self.has_pairs:
             return probs.mean(0)
-        grouped = (probs if self.pair_column is None else
-                   probs.new_zeros((len(raw), self.pair_width)).index_add_(1, self.pair_column, probs[:, self.pair_source]))
+        if self.pair_column is None:
+            grouped = probs
+        else:
+            source = probs if self.pair_source is None else probs[:, self.pair_source]
+            grouped = probs.new_zeros((len(raw), self.pair_width)).index_add_(1, self.pair_column, source)
         return torch.cat([probs.mean(0), (grouped.t() @ grouped).ravel() / len(raw)])[self.index]
 
     def __call__(self, raw: torch.Tensor) -> torch.Tensor:

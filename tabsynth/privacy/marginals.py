@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -48,7 +49,7 @@ class MarginalMeasurements:
         """Cells per marginal in the two-way marginals."""
         return tuple(int(g.max()) + 1 for g in self.groups)
 
-    @property
+    @cached_property
     def coarse(self) -> tuple[bool, ...]:
         """Per pair: measured over ``coarse_groups`` (too large over ``groups``)."""
         sizes = self.pair_sizes
