@@ -452,17 +452,21 @@ def _enforce_range(name: str, values: np.ndarray, lower: float, upper: float,
 
 
 class _NumberCodec(_Codec):
-    """Continuous numbers, wide integers and datetimes: a cell of the number line and a place in it.
+    """Continuous numbers, wide integers and datetimes, scaled to [-1, 1] through the knots.
 
-    The value is scaled to [-1, 1] through the knots, and [-1, 1] is cut into cells by the schema
-    alone (knot segments, a point mass being one cell; without knots ``NUMBER_CELLS`` uniform
-    cells). The generator picks the cell by Gumbel-softmax, as for a category, so each cell's
-    probability is a smooth function of the generator (a single tanh output moves between cells
-    only where its value sits near an edge), and a point mass is one category (CTGAN's
-    mode-specific encoding, with modes from the schema instead of from the private data). The
-    place inside the cell is encoded and decoded exactly but not modelled: sampling spreads values
-    uniformly over their cell (a histogram density, as marginal-based synthesizers do; on Adult a
-    place learnt from the DP discriminator gave fnlwgt a 1-way TVD of 0.14 against 0.03).
+    [-1, 1] is cut into cells by the schema alone: knot segments (a point mass, a value repeated
+    across knots, is one cell however many knots it spans), or ``NUMBER_CELLS`` uniform cells
+    without knots. How the generator emits the number depends on those cells:
+
+    - *Equal-mass knots* (quantiles, no point mass) spread the data evenly over [-1, 1] in narrow
+      cells: one tanh output, so a row's numbers are a deterministic function of the noise and
+      monotone relations between numbers come for free (on California housing's counts, 2-way TVD
+      0.22-0.26 against 0.28-0.32 when binned).
+    - *Binned* otherwise (no knots, or a point mass): the cell is picked like a category and the
+      place in it is drawn uniformly (encoded and decoded exactly, not modelled). A tanh output
+      deep inside a wide cell, such as a mass of zeros spanning half the range, gets no gradient
+      from the marginal fit and stays there; a cell's probability always does (CTGAN's
+      mode-specific encoding, with modes from the schema). On Adult: 2-way TVD 0.048 against 0.058.
     """
 
     def __init__(self, column: Column, lower: float, upper: float, knots: tuple[float, ...] | None,
@@ -470,14 +474,13 @@ class _NumberCodec(_Codec):
         super().__init__(column)
         self.lower, self.upper, self.integral = lower, upper, integral
         self.scaler = _scaler(lower, upper, knots)
-        # Knots place the cells where the data is; a point mass (a value repeated across knots) is
-        # one cell, however many knots it spans. Without knots: many uniform cells.
         edges = np.unique(np.concatenate([self.scaler.low, self.scaler.high]))
         self.edges = edges if len(edges) > 2 else UNIFORM_EDGES
-        self.width = len(self.edges) - 1  # cells
+        self.binned = knots is None or len(self.scaler.unique) < len(self.scaler.knots)
+        self.width = len(self.edges) - 1 if self.binned else 1
 
     def value_spans(self) -> list[tuple[int, Activation, Role]]:
-        return [(self.width, "softmax", "value"), (1, "tanh", "place")]
+        return [(self.width, "softmax", "value"), (1, "tanh", "place")] if self.binned else [(1, "tanh", "value")]
 
     def values(self, frame: pd.DataFrame, present: np.ndarray) -> np.ndarray:
         return _numbers(frame, self.column.name, present)
@@ -488,23 +491,32 @@ class _NumberCodec(_Codec):
             _check_whole(self.column.name, values)
         values = _enforce_range(self.column.name, values, self.lower, self.upper, policy)
         scaled = self.scaler.forward(values)
+        if not self.binned:
+            return scaled[:, None]
         cell = _unit_cells(scaled, self.edges)[0]
         low, high = self.edges[cell], self.edges[cell + 1]
         return np.column_stack([cell, np.clip(2.0 * (scaled - low) / (high - low) - 1.0, -1.0, 1.0)])
 
     def cell_codes(self, block: np.ndarray) -> np.ndarray:
-        return np.clip(np.rint(block[:, 0]), 0, self.width - 1).astype(np.int64)
+        if not self.binned:
+            return _unit_cells(block[:, 0], self.edges)[0]
+        return np.clip(np.rint(block[:, 0]), 0, len(self.edges) - 2).astype(np.int64)
 
     def cells(self, block: np.ndarray) -> dict[str, tuple[np.ndarray, int]]:
-        return {self.column.name: (self.cell_codes(block), self.width)}
+        return {self.column.name: (self.cell_codes(block), len(self.edges) - 1)}
 
     def cell_specs(self, start: int) -> list[CellSpec]:
+        if not self.binned:
+            return [_unit_spec(self.column.name, start, self.edges)]
         return [CellSpec(self.column.name, "softmax", start, start + self.width, self.width, binned=True)]
 
     def numbers(self, block: np.ndarray) -> np.ndarray:
-        cell = self.cell_codes(block)
-        low, high = self.edges[cell], self.edges[cell + 1]
-        scaled = low + (np.clip(block[:, 1], -1.0, 1.0) + 1.0) / 2.0 * (high - low)
+        if self.binned:
+            cell = self.cell_codes(block)
+            low, high = self.edges[cell], self.edges[cell + 1]
+            scaled = low + (np.clip(block[:, 1], -1.0, 1.0) + 1.0) / 2.0 * (high - low)
+        else:
+            scaled = np.clip(block[:, 0], -1.0, 1.0)
         values = np.clip(self.scaler.inverse(scaled), self.lower, self.upper)
         return np.round(values) if self.integral else values
 

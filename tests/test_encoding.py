@@ -26,6 +26,7 @@ from tabsynth import (
     SchemaError,
 )
 from tabsynth.datasets import load_demo
+from tabsynth.encoding import NUMBER_CELLS
 
 L_SHAPE = {"type": "Polygon", "coordinates": [[[0, 0], [10, 0], [10, 2], [2, 2], [2, 10], [0, 10], [0, 0]]]}
 
@@ -78,14 +79,24 @@ def test_layout_names_each_columns_slice_and_activation() -> None:
         IntegerColumn("small", lower=0, upper=5),
         CategoricalColumn("c", categories=("a", "b", "c")),
         BooleanColumn("b"),
+        ContinuousColumn("y", lower=0, upper=1, knots=(0.0, 0.0, 0.5, 1.0)),  # a point mass at 0: binned
     ))
     layout = [(s.column, s.start, s.end, s.activation, s.role) for s in Encoder(schema).layout]
-    assert layout == [("x", 0, 1, "sigmoid", "missing"), ("x", 1, 3, "softmax", "value"), ("x", 3, 4, "tanh", "place"),
-                      ("small", 4, 7, "sigmoid", "value"), ("c", 7, 10, "softmax", "value"),
-                      ("b", 10, 11, "sigmoid", "value")]
+    assert layout == [("x", 0, 1, "sigmoid", "missing"), ("x", 1, 2, "tanh", "value"),
+                      ("small", 2, 5, "sigmoid", "value"), ("c", 5, 8, "softmax", "value"),
+                      ("b", 8, 9, "sigmoid", "value"), ("y", 9, 12, "softmax", "value"), ("y", 12, 13, "tanh", "place")]
 
 
-def test_a_number_is_its_cell_and_its_place_in_the_cell() -> None:
+def test_a_number_with_equal_mass_knots_is_one_tanh_dimension_and_one_without_is_binned() -> None:
+    quantiles = Encoder(Schema((ContinuousColumn("x", lower=0, upper=100, knots=(0.0, 10.0, 40.0, 100.0)),)))
+    assert [(s.activation, s.width) for s in quantiles.layout] == [("tanh", 1)]
+    assert [(spec.kind, spec.cells) for spec in quantiles.cell_specs] == [("unit", 3)]
+    bare = Encoder(Schema((ContinuousColumn("x", lower=0, upper=100),)))
+    assert [(s.activation, s.width, s.role) for s in bare.layout] == [("softmax", NUMBER_CELLS, "value"),
+                                                                       ("tanh", 1, "place")]
+
+
+def test_a_binned_number_is_its_cell_and_its_place_in_the_cell() -> None:
     # Knots 0, 0, 0, 10, 100: the point mass at 0 is one cell, then [0, 10) and [10, 100].
     schema = Schema((ContinuousColumn("x", lower=0, upper=100, knots=(0.0, 0.0, 0.0, 10.0, 100.0)),))
     encoder = Encoder(schema)
