@@ -5,10 +5,10 @@ The encoder is fitted by the schema alone: it never learns anything from the tab
 activation the generator needs there (CTGAN's "output info", made explicit).
 
 Two representations of a table exist. The *encoded* (dense) vector is what the networks see: a
-one-hot block per categorical and per number's cell, a bit per binary digit. The *compact* form
-keeps one float32 field per categorical (its code), per binary code (its integer offset), per
-boolean and missing flag, two per number (its cell and its place in the cell) and one per geo
-coordinate: it is what the training store holds and what sampling decodes, so the one-hot
+one-hot block per categorical and per binned number's cell, a bit per binary digit. The *compact*
+form keeps one float32 field per categorical (its code), per binary code (its integer offset), per
+boolean and missing flag, two per binned number (its cell and its place in the cell) and one per
+other number and geo coordinate (its scaled value): it is what the training store holds and what sampling decodes, so the one-hot
 expansion only ever exists for a batch. ``CompactLayout`` maps between the two, in torch.
 """
 
