@@ -476,7 +476,8 @@ class _NumberCodec(_Codec):
         self.scaler = _scaler(lower, upper, knots)
         edges = np.unique(np.concatenate([self.scaler.low, self.scaler.high]))
         self.edges = edges if len(edges) > 2 else UNIFORM_EDGES
-        self.binned = knots is None or len(self.scaler.unique) < len(self.scaler.knots)
+        # Binned: no interior knot (even cells over the bounds), or a point mass among the knots.
+        self.binned = len(edges) <= 2 or len(self.scaler.unique) < len(self.scaler.knots)
         self.width = len(self.edges) - 1 if self.binned else 1
 
     def value_spans(self) -> list[tuple[int, Activation, Role]]:
