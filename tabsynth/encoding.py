@@ -8,8 +8,9 @@ Two representations of a table exist. The *encoded* (dense) vector is what the n
 one-hot block per categorical and per binned number's cell, a bit per binary digit. The *compact*
 form keeps one float32 field per categorical (its code), per binary code (its integer offset), per
 boolean and missing flag, two per binned number (its cell and its place in the cell) and one per
-other number and geo coordinate (its scaled value): it is what the training store holds and what sampling decodes, so the one-hot
-expansion only ever exists for a batch. ``CompactLayout`` maps between the two, in torch.
+other number and geo coordinate (its scaled value): it is what the training store holds and what
+sampling decodes, so the one-hot expansion only ever exists for a batch. ``CompactLayout`` maps
+between the two, in torch.
 """
 
 from __future__ import annotations

@@ -59,7 +59,7 @@ class OutputHeads(nn.Module):
 
     def forward(self, raw: torch.Tensor, generator: torch.Generator | None, hard: bool = False) -> torch.Tensor:
         out = torch.empty_like(raw)
-        if len(self.place_index):  # not modelled: zeros, as ``CompactLayout.expand(places=False)`` gives real rows
+        if len(self.place_index):  # not modelled: zeros, as ``CompactLayout.expand(places=False)`` gives them
             out[:, self.place_index] = 0.0
         if len(self.tanh_index):
             out[:, self.tanh_index] = torch.tanh(raw[:, self.tanh_index])
@@ -108,10 +108,10 @@ class SoftCells(nn.Module):
     """Raw generator outputs -> each row's probability of every one-way marginal cell, differentiably.
 
     The probabilities are those of the draws ``OutputHeads`` makes (softmax for categories, sigmoid
-    per bit, the missing flag's sigmoid in front); a tanh number or geo coordinate falls in a cell softly, through a
-    logistic ramp at each edge whose scale is 0.05 of the narrower neighbouring cell (a value at a
-    cell's centre leaks under 0.01% into its neighbours). Averaged over a
-    batch, they estimate the generator's marginals, which the trainer matches to DP measurements.
+    per bit, the missing flag's sigmoid in front); a tanh number or geo coordinate falls in a cell
+    softly, through a logistic ramp at each edge whose scale is 0.05 of the narrower neighbouring
+    cell (a value at a cell's centre leaks under 0.01% into its neighbours). Averaged over a batch,
+    they estimate the generator's marginals, which the trainer matches to DP measurements.
     """
 
     def __init__(self, specs: Sequence[CellSpec]) -> None:

@@ -20,7 +20,8 @@ from tabsynth.privacy.dp_sgd import (ClippingGroups, PrivateStep, linear_group_n
 from tabsynth.store import CompactStore
 
 Objective = Literal["wgan-gp", "gan"]
-MARGINAL_BATCH = 512  # generator rows per step that fits the DP marginals alone (Adult: 4,000 steps of 512 fit better than 3,000 of 1,024)
+# Generator rows per step that fits the DP marginals alone (Adult: 4,000 steps of 512 fit better than 3,000 of 1,024).
+MARGINAL_BATCH = 512
 PUBLIC_NORM_BATCH = 256  # public rows per estimate of the per-group gradient norms (adaptive clipping)
 
 
@@ -81,11 +82,13 @@ class MarginalLoss:
         total = max(1.0, float(np.mean([counts.sum() for counts in measured.one_way])))
         offsets = np.concatenate([[0], np.cumsum(sizes)])
         width = int(offsets[-1])
-        # The Gram matrix's axes: every marginal as it enters pairs, then, once each, as it enters coarse pairs.
+        # The Gram matrix's axes: every marginal as it enters pairs, then, once each, as it enters
+        # coarse pairs where that differs (a category is the same in both).
         axes: dict[tuple[int, bool], np.ndarray] = {(j, False): groups for j, groups in enumerate(measured.groups)}
         for m, (a, b) in enumerate(measured.pairs):
-            if measured.coarse[m]:
-                axes.update({(j, True): groups for j, groups in zip((a, b), measured.pair_axes(m))})
+            for j, groups in zip((a, b), measured.pair_axes(m)):
+                if measured.coarse[m] and not np.array_equal(groups, measured.groups[j]):
+                    axes[j, True] = groups
         axis_start, source, column, pair_width = {}, [], [], 0
         for (j, coarse), groups in axes.items():
             axis_start[j, coarse] = pair_width
@@ -102,8 +105,9 @@ class MarginalLoss:
         index, segment = [np.arange(width)], [np.repeat(np.arange(len(sizes)), sizes)]
         for m, ((a, b), coarse) in enumerate(zip(measured.pairs, measured.coarse, strict=True)):
             rows_axis, columns_axis = measured.pair_axes(m)
-            rows = (axis_start[a, coarse] + np.arange(int(rows_axis.max()) + 1))[:, None] * pair_width
-            rows = rows + axis_start[b, coarse] + np.arange(int(columns_axis.max()) + 1)
+            start_a, start_b = (axis_start.get((j, coarse), axis_start[j, False]) for j in (a, b))
+            rows = (start_a + np.arange(int(rows_axis.max()) + 1))[:, None] * pair_width
+            rows = rows + start_b + np.arange(int(columns_axis.max()) + 1)
             index.append(width + rows.ravel())  # after the one-way cells: the flattened Gram matrix
             segment.append(np.full(rows.size, len(sizes) + m))
         self.index = as_tensor(np.concatenate(index), torch.long)
@@ -163,7 +167,7 @@ class DPGANTrainer:
         return torch.randn((n, self.generator.noise_dim), generator=self.torch_generator, device=device)
 
     def rows(self, store: CompactStore, index: np.ndarray) -> torch.Tensor:
-        """Encoded rows of ``store`` at ``index`` as the networks see them (no places in cells), on the training device."""
+        """Encoded rows of ``store`` at ``index`` as the networks see them (no places in cells), on the device."""
         return self.layout.expand(torch.from_numpy(store.take(index)).to(self.device), places=False)
 
     def _paired(self, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

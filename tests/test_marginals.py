@@ -283,19 +283,29 @@ def test_a_pair_too_large_at_full_resolution_is_measured_over_runs_of_both_order
 
 
 def test_the_marginal_loss_estimates_a_coarse_pair_over_its_coarse_groups() -> None:
+    wide = tuple(f"k{i}" for i in range(60))  # 74 x 60 cells: too many, and a category cannot be coarsened
     encoder = Encoder(Schema((IntegerColumn("age", lower=0, upper=73), IntegerColumn("hours", lower=0, upper=98),
-                              CategoricalColumn("c", categories=("a", "b", "c")))))
+                              CategoricalColumn("c", categories=("a", "b", "c")), CategoricalColumn("k", categories=wide))))
     specs = encoder.cell_specs
     sizes = [spec.size for spec in specs]
     rng = np.random.default_rng(0)
-    cells = np.column_stack([rng.integers(0, 74, 5000), rng.integers(0, 99, 5000), rng.integers(0, 3, 5000)])
-    measured = measure_marginals([cells], sizes, [(0, 1), (0, 2)], 1.0, rng, coarsen=[False] * 3,
-                                 missing=[False] * 3, ordered=[True, True, False])
+    cells = np.column_stack([rng.integers(0, 74, 5000), rng.integers(0, 99, 5000), rng.integers(0, 3, 5000),
+                             rng.integers(0, 60, 5000)])
+    pairs = [(0, 1), (0, 2), (0, 3)]
+    measured = measure_marginals([cells], sizes, pairs, 1.0, rng, coarsen=[False] * 4,
+                                 missing=[False] * 4, ordered=[True, True, False, False])
+    assert measured.coarse == (True, False, True)
     loss = MarginalLoss(specs, measured, "cpu")
+    # One coarse axis each for age and hours; the category enters its coarse pair on its own axis.
+    assert loss.pair_width == sum(sizes) + 2 * PAIR_RESOLUTION
     raw = torch.randn(64, encoder.dim, generator=torch.Generator().manual_seed(0))
     probs = SoftCells(specs)(raw)
-    rows, columns = (torch.zeros(64, int(g.max()) + 1).index_add_(1, torch.as_tensor(g), p)
-                     for g, p in zip(measured.pair_axes(0), probs[:2]))
-    expected = torch.cat([p.mean(0) for p in probs] + [(rows.t() @ columns / 64).ravel(),
-                                                       (probs[0].t() @ probs[2] / 64).ravel()])
+
+    def folded(m: int) -> torch.Tensor:
+        (a, b), (rows, columns) = pairs[m], measured.pair_axes(m)
+        grouped = [torch.zeros(64, int(g.max()) + 1).index_add_(1, torch.as_tensor(g), probs[j])
+                   for j, g in ((a, rows), (b, columns))]
+        return (grouped[0].t() @ grouped[1] / 64).ravel()
+
+    expected = torch.cat([p.mean(0) for p in probs] + [folded(m) for m in range(len(pairs))])
     torch.testing.assert_close(loss.estimates(raw), expected)

@@ -169,9 +169,11 @@ def choose_pairs(sizes: Sequence[int], max_pairs: int, public_cells: np.ndarray 
     if len(pairs) <= max_pairs:
         return sorted(pairs)
     if public_cells is not None:
-        score = -np.concatenate([dependence(public_cells, sizes, fine), dependence(coarse_cells, coarse_sizes, coarse)])
+        score = -np.concatenate([dependence(public_cells, sizes, fine),
+                                 dependence(coarse_cells, coarse_sizes, coarse)])
     else:
-        score = np.array([sizes[a] * sizes[b] for a, b in fine] + [coarse_sizes[a] * coarse_sizes[b] for a, b in coarse])
+        score = np.array([sizes[a] * sizes[b] for a, b in fine]
+                         + [coarse_sizes[a] * coarse_sizes[b] for a, b in coarse])
     return sorted(pairs[i] for i in np.argsort(score, kind="stable")[:max_pairs])
 
 
@@ -204,7 +206,8 @@ def measure_marginals(chunks: Iterable[np.ndarray], sizes: Sequence[int], pairs:
     coarse_groups = pair_groups(noisy_one, [c or o for c, o in zip(coarsen, ordered or coarsen, strict=True)], missing)
     measured = MarginalMeasurements(sizes, noisy_one, pairs, (), one_std, two_std, rho, groups, coarse_groups)
     axes = [measured.pair_axes(m) for m in range(len(pairs))]
-    noisy_two = tuple(_noisy(_fold(c, rows, columns), two_std, rng) for (rows, columns), c in zip(axes, two, strict=True))
+    noisy_two = tuple(_noisy(_fold(c, rows, columns), two_std, rng)
+                      for (rows, columns), c in zip(axes, two, strict=True))
     return replace(measured, two_way=noisy_two, coarse_groups=coarse_groups if any(measured.coarse) else None)
 
 
