@@ -12,6 +12,9 @@ from torch import nn
 from tabsynth.encoding import CellSpec, CompactLayout, Span
 
 
+LATENT_SCALE = 3.0  # the one-hot latent class's value, against Gaussian noise of std 1
+
+
 def init_linear(module: nn.Module, generator: torch.Generator) -> None:
     """PyTorch's default Linear initialisation, drawn from ``generator`` instead of the global RNG."""
     for layer in module.modules():
@@ -155,22 +158,39 @@ class SoftCells(nn.Module):
 
 
 class Generator(nn.Module):
-    """Noise -> encoded row. Batch statistics are fine here: the generator never sees private data."""
+    """Noise -> encoded row. Batch statistics are fine here: the generator never sees private data.
+
+    The input is ``noise_dim`` Gaussian values plus, with ``latent_classes`` K, a class drawn
+    uniformly from K and fed one-hot: a discrete latent lets the network place sharp clusters (a
+    code with its label) that a smooth map of Gaussian noise blurs. The class is the argmax of K
+    more Gaussian values, so a row stays one Gaussian draw of width ``noise_dim`` + K (attribute
+    ``noise_dim``), and seeded sampling stays reproducible.
+    """
 
     def __init__(self, noise_dim: int, layout: Sequence[Span], data_dim: int, hidden: Sequence[int],
-                 temperature: float = 0.2) -> None:
+                 temperature: float = 0.2, latent_classes: int = 0) -> None:
         super().__init__()
-        self.noise_dim = noise_dim
-        self.body = nn.Sequential(*_mlp([noise_dim, *hidden], nn.ReLU, norm=True), nn.Linear(hidden[-1], data_dim))
+        self.latent_classes = latent_classes
+        self.noise_dim = noise_dim + latent_classes
+        self.body = nn.Sequential(*_mlp([self.noise_dim, *hidden], nn.ReLU, norm=True),
+                                  nn.Linear(hidden[-1], data_dim))
         self.heads = OutputHeads(layout, temperature)
 
     def forward(self, noise: torch.Tensor, generator: torch.Generator | None = None,
                 hard: bool = False) -> torch.Tensor:
-        return self.heads(self.body(noise), generator, hard=hard)
+        return self.heads(self.raw(noise), generator, hard=hard)
+
+    def inputs(self, noise: torch.Tensor) -> torch.Tensor:
+        """The body's input for a Gaussian draw: its first ``latent_classes`` values -> one-hot of their argmax."""
+        if not self.latent_classes:
+            return noise
+        k = self.latent_classes
+        classes = nn.functional.one_hot(noise[:, :k].argmax(1), k).to(noise.dtype)
+        return torch.cat([LATENT_SCALE * classes, noise[:, k:]], 1)
 
     def raw(self, noise: torch.Tensor) -> torch.Tensor:
         """The body's outputs before the heads (logits and pre-tanh values)."""
-        return self.body(noise)
+        return self.body(self.inputs(noise))
 
     def sample_compact(self, noise: torch.Tensor, generator: torch.Generator | None = None,
                        hidden_dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -182,7 +202,7 @@ class Generator(nn.Module):
         lattice); the draws are made in float32.
         """
         layers = self.folded_layers()
-        hidden = noise.to(hidden_dtype)
+        hidden = self.inputs(noise).to(hidden_dtype)
         for weight, bias in layers[:-1]:
             hidden = torch.addmm(bias.to(hidden_dtype), hidden, weight.to(hidden_dtype)).relu_()
         weight, bias = layers[-1]

@@ -42,7 +42,8 @@ from tabsynth.store import CompactStore
 from tabsynth.training import DPGANTrainer, MarginalLoss, TrainingPlan
 
 MODEL_FORMAT = "tabsynth.model"
-MODEL_VERSION = 5  # 4: binary codes up to 128 values, marginal settings; 5: numbers as cell and place
+MODEL_VERSION = 6  # 4: binary codes up to 128 values, marginal settings; 5: numbers as cell and place;
+# 6: the generator's latent class
 SAMPLE_CHUNK = 131_072  # rows per sampled batch (and per Parquet row group)
 GENERATOR_BATCH = 16_384  # rows per generator forward pass: small enough for its buffers to be reused, not page-faulted anew
 DISCOVERY_ROWS = 1_000_000  # DP domain discovery reads a Poisson subsample of about this many rows
@@ -65,6 +66,7 @@ class Settings:
     generator_hidden: tuple[int, ...] = (256, 256)
     discriminator_hidden: tuple[int, ...] = (128, 128)
     noise_dim: int = 64
+    latent_classes: int = 32
     batch_size: int = 1024
     epochs: float = 10.0
     steps: int | None = None
@@ -106,6 +108,8 @@ class Settings:
             value = getattr(self, name)
             if not value or any(not isinstance(v, int) or v < 1 for v in value):
                 raise ValueError(f"{name} must be a non-empty sequence of positive integers, got {value!r}")
+        if not isinstance(self.latent_classes, int) or self.latent_classes < 0 or self.latent_classes == 1:
+            raise ValueError(f"latent_classes must be 0 (none) or an integer >= 2, got {self.latent_classes!r}")
         if self.steps is not None and (not isinstance(self.steps, int) or self.steps < 1):
             raise ValueError(f"steps must be a positive integer or None, got {self.steps!r}")
         if not (math.isfinite(self.epochs) and self.epochs > 0):
@@ -163,7 +167,8 @@ class Synthesizer:
     """Differentially private synthetic data from a GAN whose discriminator is trained by DP-SGD.
 
     Settings (keyword-only): network widths ``generator_hidden`` / ``discriminator_hidden``,
-    ``noise_dim``; ``batch_size`` (expected Poisson batch), ``epochs`` or ``steps`` (discriminator
+    ``noise_dim`` (Gaussian inputs of the generator) and ``latent_classes`` (a uniform class it also
+    gets, one-hot; 0: none); ``batch_size`` (expected Poisson batch), ``epochs`` or ``steps`` (discriminator
     steps, each one accounted); ``generator_steps`` per discriminator step (free: no private data);
     learning rates; ``objective`` "gan" or "wgan-gp" (``gp_weight``); ``clip_bound`` (of the whole
     per-example gradient, shared by the groups), ``clip_grouping`` ("flat"; "weight_bias": weights and
@@ -347,11 +352,16 @@ class Synthesizer:
         """Fresh generator and discriminator shaped by the encoder layout, initialised from ``seed``."""
         s = self.settings
         init = torch.Generator(device="cpu").manual_seed(seed)
-        generator = Generator(s.noise_dim, encoder.layout, encoder.dim, s.generator_hidden, s.temperature)
+        generator = self._generator(encoder)
         discriminator = Discriminator(encoder.dim, s.discriminator_hidden)
         init_linear(generator, init)
         init_linear(discriminator, init)
         return generator.to(device), discriminator.to(device)
+
+    def _generator(self, encoder: Encoder) -> Generator:
+        """An untrained generator of these settings, shaped by the encoder layout."""
+        s = self.settings
+        return Generator(s.noise_dim, encoder.layout, encoder.dim, s.generator_hidden, s.temperature, s.latent_classes)
 
     def _resolve_schema(self, source: TableSource, schema: Schema | None, public: pd.DataFrame | None,
                         ledger: PrivacyLedger, epsilon: float, delta: float, dp_rows: float,
@@ -520,9 +530,7 @@ class Synthesizer:
             self = cls(**dict(metadata["settings"]))
             self.schema_ = Schema.from_dict(metadata["schema"])
             self.encoder_ = Encoder(self.schema_, on_invalid=self.settings.on_invalid)
-            s = self.settings
-            self.generator_ = Generator(s.noise_dim, self.encoder_.layout, self.encoder_.dim,
-                                        s.generator_hidden, s.temperature)
+            self.generator_ = self._generator(self.encoder_)
             self.generator_.load_state_dict({k.removeprefix("generator."): v for k, v in tensors.items()
                                              if k.startswith("generator.")})
             self.marginal_targets_ = [tensors[f"marginal.{j}"].numpy()

@@ -19,7 +19,7 @@ from tabsynth.privacy.accounting import RDP_ORDERS, calibrate_noise_multiplier, 
 from tabsynth.encoding import NUMBER_CELLS
 from tabsynth.privacy.marginals import (MAX_PAIR_CELLS, PAIR_RESOLUTION, MarginalMeasurements, choose_pairs, count_chunks,
                                         measure_marginals, pair_counts, pair_groups)
-from tabsynth.training import MarginalLoss
+from tabsynth.training import SQUARED_WEIGHT, MarginalLoss
 
 
 def mixed_schema() -> Schema:
@@ -309,3 +309,36 @@ def test_the_marginal_loss_estimates_a_coarse_pair_over_its_coarse_groups() -> N
 
     expected = torch.cat([p.mean(0) for p in probs] + [folded(m) for m in range(len(pairs))])
     torch.testing.assert_close(loss.estimates(raw), expected)
+
+
+def one_category_loss(probabilities: tuple[float, ...]) -> MarginalLoss:
+    """The marginal loss of a single categorical column whose measured shares are ``probabilities``."""
+    schema = Schema((CategoricalColumn("c", categories=tuple("abcdefgh"[:len(probabilities)])),))
+    specs = Encoder(schema).cell_specs
+    target = np.asarray(probabilities) * 1000.0
+    measured = MarginalMeasurements((len(target),), (target,), (), (), 0.0, 0.0, 1.0, ungrouped([len(target)]))
+    return MarginalLoss(specs, measured, "cpu")
+
+
+def test_the_marginal_loss_adds_the_weighted_squared_error_to_the_l1_error() -> None:
+    loss = one_category_loss((0.5, 0.3, 0.2))
+    rows = torch.log(torch.tensor([[0.2, 0.2, 0.6]])).repeat(10, 1)  # every row the same: both halves agree
+    error = torch.tensor([0.2 - 0.5, 0.2 - 0.3, 0.6 - 0.2])
+    expected = error.abs().sum() + SQUARED_WEIGHT * (error**2).sum()
+    torch.testing.assert_close(loss(rows), expected)
+
+
+def test_the_marginal_loss_does_not_reward_soft_rows_over_sharp_rows_of_the_same_marginal() -> None:
+    # Its squared term multiplies two independent half-batches' errors, whose mean is the squared error of
+    # the generator's marginal (0 here); one batch's square would add the variance of sharp rows' estimate.
+    target = (0.5, 0.3, 0.2)
+    loss = one_category_loss(target)
+    assert float(loss(torch.log(torch.tensor([target])).repeat(1000, 1))) == pytest.approx(0.0, abs=1e-6)
+    draws = torch.Generator().manual_seed(0)
+    sharp = [loss(30.0 * torch.nn.functional.one_hot(torch.multinomial(torch.tensor(target), 1000, True,
+                                                                       generator=draws), 3).float())
+             for _ in range(400)]
+    # The L1 term's mean for sharp rows: E|share - p| of a 1000-row share, sqrt(2 / pi) of its std, per cell.
+    l1_part = sum(math.sqrt(2 / math.pi * p * (1 - p) / 1000) for p in target)
+    squared_variance = SQUARED_WEIGHT * sum(p * (1 - p) for p in target) / 500  # what one batch's square would add
+    assert abs(float(torch.stack(sharp).mean()) - l1_part) < squared_variance / 8

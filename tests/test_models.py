@@ -9,7 +9,7 @@ import torch
 from tabsynth import (BooleanColumn, CategoricalColumn, ContinuousColumn, Encoder, GeoPointColumn, IntegerColumn,
                       Schema)
 from tabsynth.geo import BoundingBox
-from tabsynth.models import Generator, OutputHeads, init_linear
+from tabsynth.models import LATENT_SCALE, Generator, OutputHeads, init_linear
 
 
 def encoder() -> Encoder:
@@ -18,14 +18,14 @@ def encoder() -> Encoder:
                            ContinuousColumn("x", lower=0.0, upper=1.0))))
 
 
-def trained_like_generator(enc: Encoder) -> Generator:
+def trained_like_generator(enc: Encoder, latent_classes: int = 0) -> Generator:
     """A generator whose batch-norm statistics are not the identity, as after training."""
-    generator = Generator(8, enc.layout, enc.dim, (32, 32))
+    generator = Generator(8, enc.layout, enc.dim, (32, 32), latent_classes=latent_classes)
     init_linear(generator, torch.Generator().manual_seed(0))
     generator.train()
     with torch.no_grad():
         for _ in range(5):
-            generator.body(3.0 * torch.randn(256, 8, generator=torch.Generator().manual_seed(1)) + 1.0)
+            generator.body(3.0 * torch.randn(256, generator.noise_dim, generator=torch.Generator().manual_seed(1)) + 1.0)
     return generator.eval()
 
 
@@ -109,3 +109,25 @@ def test_the_networks_see_no_place_in_a_cell_for_real_or_generated_rows() -> Non
     fake = OutputHeads(enc.layout)(torch.randn(10, enc.dim), torch.Generator().manual_seed(8))
     assert real[:, place].eq(0).all() and fake[:, place].eq(0).all()
     assert enc.compact.expand(torch.tensor([[0.0, 1.0, 1.0, 1.0, 3.0, 0.7]]))[0, place].item() == pytest.approx(0.7)
+
+
+def test_the_latent_class_is_one_hot_uniform_and_leaves_the_gaussian_inputs_alone() -> None:
+    enc = encoder()
+    generator = Generator(8, enc.layout, enc.dim, (32,), latent_classes=4)
+    assert generator.noise_dim == 12  # one Gaussian draw per row: 4 pick the class, 8 go in as they are
+    noise = torch.randn(40_000, 12, generator=torch.Generator().manual_seed(0))
+    inputs = generator.inputs(noise)
+    classes = inputs[:, :4]
+    assert set(classes.unique().tolist()) == {0.0, LATENT_SCALE} and (classes.sum(1) == LATENT_SCALE).all()
+    frequencies = (classes > 0).float().mean(0)
+    torch.testing.assert_close(frequencies, torch.full((4,), 0.25), atol=0.01, rtol=0)
+    torch.testing.assert_close(inputs[:, 4:], noise[:, 4:])
+
+
+def test_the_fast_sampling_path_draws_what_the_eval_mode_generator_computes_with_its_latent_class() -> None:
+    generator = trained_like_generator(encoder(), latent_classes=4)
+    noise = torch.randn(500, 12, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        fast = generator.sample_compact(noise, torch.Generator().manual_seed(1))
+        plain = generator.heads.sample_compact(generator.raw(noise), torch.Generator().manual_seed(1))
+    torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-4)
