@@ -191,6 +191,12 @@ def test_settings_are_keyword_only_and_validated() -> None:
         Synthesizer(objective="vae")
 
 
+@pytest.mark.parametrize("value", [1, -1, 2.0])
+def test_latent_classes_must_be_none_or_at_least_two(value: object) -> None:
+    with pytest.raises(ValueError, match="latent_classes must be 0"):
+        Synthesizer(latent_classes=value)
+
+
 @pytest.mark.parametrize("epsilon", [0, -1, float("nan"), float("inf")])
 def test_fit_refuses_a_bad_epsilon(epsilon: float, cps: pd.DataFrame) -> None:
     with pytest.raises(ValueError, match="epsilon must be a positive finite number"):
