@@ -85,7 +85,7 @@ class Settings:
     count_fraction: float = 0.01
     discovery_fraction: float = 0.3
     new_category_fraction: float = 0.02
-    marginal_fraction: float = 0.5
+    marginal_fraction: float = 0.7
     marginal_pairs: int = 128
     marginal_weight: float = 5.0
     marginal_steps: int = 4000
