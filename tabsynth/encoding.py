@@ -21,6 +21,8 @@ from typing import Literal, Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 from tabsynth.schema import (
@@ -625,10 +627,20 @@ class _CategoricalCodec(_Codec):
         self.levels = list(column.levels)
         self.width = len(self.levels)
         self.index = pd.Index(self.levels, dtype=object)
+        self.string_levels = pa.array(self.levels, pa.string()) if all(isinstance(v, str) for v in self.levels) else None
+
+    def lookup(self, series: pd.Series) -> np.ndarray:
+        """Each value's index among the levels, -1 where it is not one (Arrow strings: looked up in Arrow,
+        without a Python object per value)."""
+        dtype = series.dtype
+        if self.string_levels is not None and isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow":
+            found = pc.index_in(pa.array(series), value_set=self.string_levels)
+            return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+        values = series.astype(object) if isinstance(dtype, pd.CategoricalDtype) else series
+        return self.index.get_indexer(values).astype(np.int64)
 
     def codes(self, series: pd.Series, policy: InvalidPolicy) -> np.ndarray:
-        values = series.astype(object) if isinstance(series.dtype, pd.CategoricalDtype) else series
-        codes = self.index.get_indexer(values).astype(np.int64)
+        codes = self.lookup(series)
         unknown = codes < 0
         if unknown.any():
             examples = list(pd.unique(series[unknown]))[:5]

@@ -184,9 +184,12 @@ class Generator(nn.Module):
         """The body's input for a Gaussian draw: its first ``latent_classes`` values -> one-hot of their argmax."""
         if not self.latent_classes:
             return noise
-        k = self.latent_classes
-        classes = nn.functional.one_hot(noise[:, :k].argmax(1), k).to(noise.dtype)
-        return torch.cat([LATENT_SCALE * classes, noise[:, k:]], 1)
+        classes = nn.functional.one_hot(self.latent_class(noise), self.latent_classes).to(noise.dtype)
+        return torch.cat([LATENT_SCALE * classes, noise[:, self.latent_classes:]], 1)
+
+    def latent_class(self, noise: torch.Tensor) -> torch.Tensor:
+        """Each row's latent class (with ``latent_classes`` > 0): the argmax of its first K Gaussian values."""
+        return noise[:, :self.latent_classes].argmax(1)
 
     def raw(self, noise: torch.Tensor) -> torch.Tensor:
         """The body's outputs before the heads (logits and pre-tanh values)."""
@@ -202,8 +205,12 @@ class Generator(nn.Module):
         lattice); the draws are made in float32.
         """
         layers = self.folded_layers()
-        hidden = self.inputs(noise).to(hidden_dtype)
-        for weight, bias in layers[:-1]:
+        k = self.latent_classes
+        weight, bias = (t.to(hidden_dtype) for t in layers[0])
+        if k:  # the one-hot class times the weights is one of their rows: a lookup instead of a product
+            bias = (bias + LATENT_SCALE * weight[:k])[self.latent_class(noise)]
+        hidden = torch.addmm(bias, noise[:, k:].to(hidden_dtype), weight[k:]).relu_()
+        for weight, bias in layers[1:-1]:
             hidden = torch.addmm(bias.to(hidden_dtype), hidden, weight.to(hidden_dtype)).relu_()
         weight, bias = layers[-1]
         if hidden_dtype == torch.float32:

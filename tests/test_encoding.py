@@ -240,6 +240,15 @@ def test_unknown_category_maps_to_the_catch_all_on_request() -> None:
     assert encoder.decode(encoder.encode(pd.DataFrame({"c": ["a", "q"]})))["c"].tolist() == ["a", "other"]
 
 
+@pytest.mark.parametrize("dtype", ["str", "string[pyarrow]", "string[python]", "category", object])
+def test_categories_get_the_same_codes_whatever_the_string_dtype(dtype: object) -> None:
+    schema = Schema((CategoricalColumn("c", nullable=True, categories=("b", "a", "c"), catch_all="other"),))
+    encoder = Encoder(schema, on_invalid="clip")
+    frame = pd.DataFrame({"c": pd.Series(["a", "q", None, "c", "b", "a"], dtype=dtype)})
+    codes = encoder.marginal_cells(encoder.encode_compact(frame))[0][:, 0]
+    assert codes.tolist() == [1, 3, 4, 2, 0, 1]  # levels b, a, c, then the catch-all, then missing
+
+
 @pytest.mark.parametrize("value", [np.nan, None])
 def test_missing_value_in_a_non_nullable_column_raises(value: object) -> None:
     with pytest.raises(SchemaError, match="column 'age' holds 1 missing values"):
