@@ -463,11 +463,7 @@ class Synthesizer:
         """``n`` compact rows straight from the generator, in batches of at most ``GENERATOR_BATCH``."""
         hidden_dtype = _precision_dtype(self.settings.sample_precision, torch.device("cpu"))
         with torch.inference_mode():
-            return np.concatenate([
-                self.generator_.sample_compact(
-                    torch.randn((min(GENERATOR_BATCH, n - start), self.generator_.noise_dim), generator=gen),
-                    gen, hidden_dtype).numpy()
-                for start in range(0, n, GENERATOR_BATCH)])
+            return self.generator_.sample(n, gen, hidden_dtype, GENERATOR_BATCH).numpy()
 
     @property
     def row_count_(self) -> int:

@@ -161,6 +161,14 @@ def test_decoding_nan_and_inf_vectors_yields_a_valid_table() -> None:
     assert_valid(encoder.decode(vectors), schema)
 
 
+def test_decoding_nan_and_inf_compact_rows_yields_a_valid_table() -> None:
+    schema = every_kind_schema()
+    encoder = Encoder(schema)
+    compact = np.full((3, encoder.compact_dim), np.nan)
+    compact[1], compact[2] = np.inf, -np.inf
+    assert_valid(encoder.decode_compact(compact), schema)
+
+
 def test_out_of_range_binary_codes_map_to_the_nearest_allowed_value() -> None:
     schema = Schema((IntegerColumn("k", lower=1, upper=5, dtype="int64"),))  # 3 bits, codes 5..7 invalid
     decoded = Encoder(schema).decode(np.ones((1, 3)))

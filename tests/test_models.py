@@ -131,3 +131,26 @@ def test_the_fast_sampling_path_draws_what_the_eval_mode_generator_computes_with
         fast = generator.sample_compact(noise, torch.Generator().manual_seed(1))
         plain = generator.heads.sample_compact(generator.raw(noise), torch.Generator().manual_seed(1))
     torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-4)
+
+
+def test_sampling_draws_the_latent_class_as_an_integer_with_the_distribution_of_the_gaussian_argmax() -> None:
+    enc = encoder()
+    generator = trained_like_generator(enc, latent_classes=4)
+    with torch.no_grad():
+        generator.body[0].weight[:, :4] *= 30.0  # the class decides much of each row
+        sampled = generator.sample(40_000, torch.Generator().manual_seed(2), batch_size=7_000)
+        noise = torch.randn(40_000, generator.noise_dim, generator=torch.Generator().manual_seed(3))
+        reference = generator.sample_compact(noise, torch.Generator().manual_seed(4))
+    cells, sizes, _ = enc.marginal_cells(sampled.numpy())
+    reference_cells = enc.marginal_cells(reference.numpy())[0]
+    assert sampled.shape == (40_000, enc.compact_dim)
+    for j, size in enumerate(sizes):
+        shares = torch.bincount(torch.from_numpy(cells[:, j]), minlength=size) / 40_000
+        reference_shares = torch.bincount(torch.from_numpy(reference_cells[:, j]), minlength=size) / 40_000
+        assert (shares - reference_shares).abs().max() < 0.015, enc.cell_specs[j].name
+
+
+def test_a_category_without_alternatives_is_always_drawn() -> None:
+    enc = Encoder(Schema((CategoricalColumn("only", categories=("x",)), BooleanColumn("flag"))))
+    drawn = OutputHeads(enc.layout).sample_compact(torch.randn(100, enc.dim), torch.Generator().manual_seed(0))
+    assert (enc.decode_compact(drawn.numpy())["only"] == "x").all()
