@@ -130,25 +130,26 @@ class MarginalLoss:
         return self._estimates(*self._cell_probabilities(raw))
 
     def _cell_probabilities(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Each row's one-way cell probabilities, and on the pairs' axes (None without pairs)."""
-        probs = torch.cat(self.cells(raw), 1)
+        """Each row's one-way cell probabilities, and on the pairs' axes (None without pairs), both
+        transposed (a row per cell, a column per batch row): the cells then move as whole rows."""
+        probs = torch.cat([block.t() for block in self.cells(raw)])
         if not self.has_pairs:
             return probs, None
         if self.pair_column is None:
             return probs, probs
-        source = probs if self.pair_source is None else probs[:, self.pair_source]
-        return probs, probs.new_zeros((len(raw), self.pair_width)).index_add_(1, self.pair_column, source)
+        source = probs if self.pair_source is None else probs.index_select(0, self.pair_source)
+        return probs, probs.new_zeros((self.pair_width, len(raw))).index_add_(0, self.pair_column, source)
 
     def _estimates(self, probs: torch.Tensor, grouped: torch.Tensor | None) -> torch.Tensor:
         if grouped is None:
-            return probs.mean(0)
-        return torch.cat([probs.mean(0), (grouped.t() @ grouped).ravel() / len(probs)])[self.index]
+            return probs.mean(1)
+        return torch.cat([probs.mean(1), (grouped @ grouped.t()).ravel() / probs.shape[1]]).index_select(0, self.index)
 
     def __call__(self, raw: torch.Tensor) -> torch.Tensor:
         """The loss of a batch of at least two rows (its halves' estimates enter the squared term)."""
         probs, grouped = self._cell_probabilities(raw)
         half = len(raw) // 2
-        first, second = (self._estimates(probs[rows], None if grouped is None else grouped[rows]) - self.targets
+        first, second = (self._estimates(probs[:, rows], None if grouped is None else grouped[:, rows]) - self.targets
                          for rows in (slice(None, half), slice(half, None)))
         per_cell = ((first + second) / 2).abs() + SQUARED_WEIGHT * first * second
         return torch.zeros(self.n_marginals, device=raw.device).index_add_(0, self.segment, per_cell).mean()
