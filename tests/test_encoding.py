@@ -153,20 +153,13 @@ def test_decoding_arbitrary_vectors_yields_a_valid_table(seed: int, scale: float
     assert_valid(encoder.decode(vectors), schema)
 
 
-def test_decoding_nan_and_inf_vectors_yields_a_valid_table() -> None:
+@pytest.mark.parametrize("form", ["vectors", "compact rows"])
+def test_decoding_nan_and_inf_yields_a_valid_table(form: str) -> None:
     schema = every_kind_schema()
     encoder = Encoder(schema)
-    vectors = np.full((3, encoder.dim), np.nan)
-    vectors[1], vectors[2] = np.inf, -np.inf
-    assert_valid(encoder.decode(vectors), schema)
-
-
-def test_decoding_nan_and_inf_compact_rows_yields_a_valid_table() -> None:
-    schema = every_kind_schema()
-    encoder = Encoder(schema)
-    compact = np.full((3, encoder.compact_dim), np.nan)
-    compact[1], compact[2] = np.inf, -np.inf
-    assert_valid(encoder.decode_compact(compact), schema)
+    rows = np.full((3, encoder.dim if form == "vectors" else encoder.compact_dim), np.nan)
+    rows[1], rows[2] = np.inf, -np.inf
+    assert_valid(encoder.decode(rows) if form == "vectors" else encoder.decode_compact(rows), schema)
 
 
 def test_out_of_range_binary_codes_map_to_the_nearest_allowed_value() -> None:
