@@ -132,6 +132,12 @@ class SoftCells(nn.Module):
     def __init__(self, specs: Sequence[CellSpec]) -> None:
         super().__init__()
         self.specs = tuple(specs)
+        # Where the spans and missing flags the cells read begin and end in the raw outputs.
+        reads = [(spec.start, spec.end) for spec in self.specs]
+        reads += [(spec.missing, spec.missing + 1) for spec in self.specs if spec.missing is not None]
+        self.edges = {edge for read in reads for edge in read}
+        if any(start < edge < end for start, end in reads for edge in self.edges):
+            raise ValueError("the marginals' spans overlap")
         for j, spec in enumerate(self.specs):
             if spec.kind == "bits":
                 width = spec.end - spec.start
@@ -148,10 +154,14 @@ class SoftCells(nn.Module):
                 self.register_buffer(f"ramp_{j}", ramp.float(), persistent=False)
 
     def forward(self, raw: torch.Tensor) -> list[torch.Tensor]:
-        return [self._cells(j, spec, raw) for j, spec in enumerate(self.specs)]
+        # One split into the spans (and missing flags) instead of a slice each: the backward pass then
+        # assembles one gradient, not a zero-filled output-sized tensor per marginal.
+        edges = sorted({0, raw.shape[1], *self.edges})
+        pieces = dict(zip(edges, raw.split([b - a for a, b in zip(edges[:-1], edges[1:])], 1)))
+        return [self._cells(j, spec, pieces) for j, spec in enumerate(self.specs)]
 
-    def _cells(self, j: int, spec: CellSpec, raw: torch.Tensor) -> torch.Tensor:
-        block = raw[:, spec.start:spec.end]
+    def _cells(self, j: int, spec: CellSpec, pieces: dict[int, torch.Tensor]) -> torch.Tensor:
+        block = pieces[spec.start]
         if spec.kind == "softmax":
             probs = torch.softmax(block, 1)
         elif spec.kind == "bits":
@@ -165,7 +175,7 @@ class SoftCells(nn.Module):
             probs = survival[:, :-1] - survival[:, 1:]
         if spec.missing is None:
             return probs
-        missing = torch.sigmoid(raw[:, spec.missing:spec.missing + 1])
+        missing = torch.sigmoid(pieces[spec.missing])
         return torch.cat([(1 - missing) * probs, missing], 1)
 
 
