@@ -103,8 +103,7 @@ class OutputHeads(nn.Module):
             out[layout.place_compact.to(device)] = (2.0 * places - 1.0).to(columns.dtype)
         if len(self.bit_index):
             uniform = torch.rand((len(self.bit_index), n), generator=generator, device=device)
-            bits = (uniform < torch.sigmoid(columns.index_select(0, self.bit_index))).to(columns.dtype)
-            out[layout.bit_fields.to(device)] = layout.bit_weights.to(device).t() @ bits
+            layout.add_bits(out.t(), (uniform < torch.sigmoid(columns.index_select(0, self.bit_index))).t())
         if self.softmax_spans:
             uniform = torch.rand((len(layout.softmax), n), generator=generator, device=device)
             for k, (start, end, field) in enumerate(layout.softmax):
