@@ -3,8 +3,8 @@ rows per second for fitting (scan, encode, train) and for sampling + writing.
 
 Usage (from the repository root):
 
-    python benchmarks/convert_large.py                    # 1M and 10M rows, 300 DP-SGD steps
-    python benchmarks/convert_large.py --rows 10000000 --steps 1000
+    python benchmarks/convert_large.py                    # 1M and 10M rows, the default DP-SGD steps
+    python benchmarks/convert_large.py --rows 10000000 --steps 300
 
 The input is UCI Adult's training split replicated (with a fresh row order) up to ``--rows`` rows and
 written to a scratch directory as a Parquet dataset of several files. Each size runs in its own
@@ -82,7 +82,8 @@ def single(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
-    parser.add_argument("--steps", type=int, default=300, help="DP-SGD steps (default 300, as Adult's 10 epochs)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="DP-SGD steps (default: tabsynth's, 10 epochs of 1,024 rows up to max_steps)")
     parser.add_argument("--epsilon", type=float, default=1.0)
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--single", help=argparse.SUPPRESS)
@@ -97,8 +98,9 @@ def main() -> None:
         for rows in args.rows:
             table = Path(scratch) / f"adult_{rows}"
             make_table(rows, table)
-            command = [sys.executable, __file__, "--single", str(table), "--rows", str(rows), "--steps",
-                       str(args.steps), "--epsilon", str(args.epsilon), "--output", str(Path(scratch) / "out.parquet")]
+            command = [sys.executable, __file__, "--single", str(table), "--rows", str(rows),
+                       *(["--steps", str(args.steps)] if args.steps else []),
+                       "--epsilon", str(args.epsilon), "--output", str(Path(scratch) / "out.parquet")]
             line = subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
             results.append(json.loads(line))
             print(results[-1], flush=True)

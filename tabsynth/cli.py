@@ -564,7 +564,8 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
                         help="schema JSON file (see `tabsynth schema infer`); may be combined with --public")
     parser.add_argument("--steps", type=_positive_int, default=None, help="discriminator steps (overrides --epochs)")
     parser.add_argument("--epochs", type=_positive_float, default=None,
-                        help=f"passes over the data (default {Settings.epochs:g})")
+                        help=f"passes over the data (default {Settings.epochs:g}), at most "
+                             f"{Settings.max_steps:,} steps")
     parser.add_argument("--batch-size", type=_positive_int, default=None,
                         help=f"expected batch size (default {Settings.batch_size})")
     parser.add_argument("--marginal-steps", type=_non_negative_int, default=None,

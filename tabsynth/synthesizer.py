@@ -70,6 +70,7 @@ class Settings:
     batch_size: int = 1024
     epochs: float = 10.0
     steps: int | None = None
+    max_steps: int = 1000
     generator_steps: int = 2
     generator_lr: float = 2e-4
     discriminator_lr: float = 2e-4
@@ -112,6 +113,8 @@ class Settings:
             raise ValueError(f"latent_classes must be 0 (none) or an integer >= 2, got {self.latent_classes!r}")
         if self.steps is not None and (not isinstance(self.steps, int) or self.steps < 1):
             raise ValueError(f"steps must be a positive integer or None, got {self.steps!r}")
+        if isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int) or self.max_steps < 1:
+            raise ValueError(f"max_steps must be a positive integer, got {self.max_steps!r}")
         if not (math.isfinite(self.epochs) and self.epochs > 0):
             raise ValueError(f"epochs must be positive, got {self.epochs!r}")
         if not isinstance(self.generator_steps, int) or self.generator_steps < 1:
@@ -169,7 +172,9 @@ class Synthesizer:
     Settings (keyword-only): network widths ``generator_hidden`` / ``discriminator_hidden``,
     ``noise_dim`` (Gaussian inputs of the generator) and ``latent_classes`` (a uniform class it also
     gets, one-hot; 0: none); ``batch_size`` (expected Poisson batch), ``epochs`` or ``steps`` (discriminator
-    steps, each one accounted); ``generator_steps`` per discriminator step (free: no private data);
+    steps, each one accounted; the steps that ``epochs`` give, and the public warm start's, stop at
+    ``max_steps``, so a large table costs no more fitting time than a table of ``max_steps`` batches,
+    while an explicit ``steps`` is taken as given); ``generator_steps`` per discriminator step (free: no private data);
     learning rates; ``objective`` "gan" or "wgan-gp" (``gp_weight``); ``clip_bound`` (of the whole
     per-example gradient, shared by the groups), ``clip_grouping`` ("flat"; "weight_bias": weights and
     biases clipped apart; "clustered", the default: one group per tensor, merged by weight clustering
@@ -270,7 +275,7 @@ class Synthesizer:
                 public_data = CompactStore(rows=Encoder(schema, on_invalid="clip").encode_compact(public_frame))
             expected_batch = min(float(s.batch_size), dp_rows)
             sample_rate = min(1.0, expected_batch / dp_rows)
-            steps = s.steps or max(1, math.ceil(s.epochs * dp_rows / expected_batch))
+            steps = s.steps or _epoch_steps(s.epochs, dp_rows, expected_batch, s.max_steps)
             # The DP marginals and DP-SGD share what is left, composed by the accountant (not added up).
             joint_epsilon, joint_delta = ledger.remaining_epsilon, ledger.remaining_delta
             if joint_epsilon <= 0 or joint_delta <= 0:
@@ -286,7 +291,8 @@ class Synthesizer:
             plan = TrainingPlan(steps, sample_rate, expected_batch, sigma, joint_delta, s.accountant, marginal_sigma)
 
             generator, discriminator = self._networks(encoder, torch_generator_seed, device)
-            warm_start_steps = (max(1, math.ceil(s.warm_start_epochs * len(public_data) / max(2.0, expected_batch)))
+            warm_start_steps = (_epoch_steps(s.warm_start_epochs, len(public_data), max(2.0, expected_batch),
+                                             s.max_steps)
                                 if public_data is not None and s.warm_start_epochs > 0 else 0)
             groups = ClippingGroups.build(discriminator, sigma, s.clip_bound, grouping=s.clip_grouping)
             device_gen = torch.Generator(device=device).manual_seed(torch_generator_seed + 1)
@@ -600,6 +606,11 @@ def _rule_failure(rules: tuple[Rule, ...], frame: pd.DataFrame, kept: int, drawn
     worst = max(broken, key=broken.get)
     return (f"only {kept:,} of {drawn:,} generated rows satisfy the schema's rules; the rule broken most is "
             f"'{worst}' ({broken[worst]:.0%} of rows). Train longer or with more budget, or check the rules")
+
+
+def _epoch_steps(epochs: float, rows: float, batch: float, max_steps: int) -> int:
+    """Steps of ``batch`` rows that make ``epochs`` passes over ``rows``, at least one and at most ``max_steps``."""
+    return min(max_steps, max(1, math.ceil(epochs * rows / batch)))
 
 
 def _default_delta(dp_rows: float) -> float:

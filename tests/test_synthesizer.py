@@ -194,6 +194,24 @@ def test_settings_are_keyword_only_and_validated() -> None:
         Synthesizer(objective="vae")
 
 
+@pytest.mark.parametrize("value", [0, -3, 2.5, True])
+def test_max_steps_must_be_a_positive_integer(value: object) -> None:
+    with pytest.raises(ValueError, match="max_steps must be a positive integer"):
+        Synthesizer(max_steps=value)
+
+
+def test_epochs_give_at_most_max_steps_for_a_large_table(cps: pd.DataFrame) -> None:
+    settings = {**FAST, "steps": None, "epochs": 10.0, "batch_size": 16, "max_steps": 4}  # 10 epochs: ~940 steps
+    report = Synthesizer(**settings).fit(cps, epsilon=1.0, public=load_demo("cps_1992")).privacy_report()
+    assert report["steps"] == 4
+    assert report["warm_start"]["steps"] == 4  # 0.02 epochs of 7,602 public rows would be 10 steps
+
+
+def test_an_explicit_step_count_is_not_capped(cps: pd.DataFrame) -> None:
+    report = Synthesizer(**{**FAST, "steps": 6, "max_steps": 4}).fit(cps, epsilon=1.0).privacy_report()
+    assert report["steps"] == 6
+
+
 @pytest.mark.parametrize("value", [1, -1, 2.0])
 def test_latent_classes_must_be_none_or_at_least_two(value: object) -> None:
     with pytest.raises(ValueError, match="latent_classes must be 0"):
