@@ -19,7 +19,7 @@ from tabsynth.privacy.accounting import RDP_ORDERS, calibrate_noise_multiplier, 
 from tabsynth.encoding import NUMBER_CELLS
 from tabsynth.privacy.marginals import (MAX_PAIR_CELLS, PAIR_RESOLUTION, MarginalMeasurements, choose_pairs, count_chunks,
                                         measure_marginals, pair_counts, pair_groups)
-from tabsynth.training import SQUARED_WEIGHT, MarginalLoss
+from tabsynth.training import MARGINAL_NOISE_REF, SQUARED_WEIGHT, MarginalLoss, marginal_learning_rate
 
 
 def mixed_schema() -> Schema:
@@ -124,6 +124,26 @@ def test_the_released_counts_carry_noise_of_the_stated_std() -> None:
     assert np.std(measured.two_way[0][1:]) == pytest.approx(measured.two_way_std, rel=0.02)
     z = calibrate_noise_multiplier(1.0, 1e-5, 1.0, 1)
     assert math.isclose(zcdp_budget(1.0, 1e-5), 1 / (2 * z**2))
+
+
+def measured_with_noise(rows: int, two_way_std: float) -> MarginalMeasurements:
+    """Measurements of ``rows`` rows (exact totals) whose pairs carry noise of ``two_way_std``."""
+    counts = np.array([rows / 2, rows / 2])
+    return MarginalMeasurements((2, 2), (counts, counts), ((0, 1),), (np.full(4, rows / 4),), 1.0, two_way_std,
+                                1.0, (np.arange(2), np.arange(2)))
+
+
+def test_relative_noise_is_a_pair_cells_noise_std_over_the_noisy_row_total() -> None:
+    assert measured_with_noise(30_000, 60.0).relative_noise == pytest.approx(0.002)
+
+
+@pytest.mark.parametrize(("relative_noise", "share"), [(MARGINAL_NOISE_REF / 10, 1.0), (MARGINAL_NOISE_REF, 1.0),
+                                                       (MARGINAL_NOISE_REF * 1.6, 0.625),
+                                                       (MARGINAL_NOISE_REF * 2, 0.5), (MARGINAL_NOISE_REF * 10, 0.5)])
+def test_the_marginal_fit_slows_down_in_proportion_to_the_noise_to_half_its_rate(relative_noise: float,
+                                                                                 share: float) -> None:
+    measured = measured_with_noise(10_000, relative_noise * 10_000)
+    assert marginal_learning_rate(0.006, measured) == pytest.approx(0.006 * share)
 
 
 @pytest.mark.parametrize("accountant", ["rdp", "prv"])

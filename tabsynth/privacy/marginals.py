@@ -62,6 +62,17 @@ class MarginalMeasurements:
         return groups[a], groups[b]
 
     @property
+    def total(self) -> float:
+        """The noisy row total: the mean of the one-way marginals' sums (at least 1)."""
+        return max(1.0, float(np.mean([counts.sum() for counts in self.one_way])))
+
+    @property
+    def relative_noise(self) -> float:
+        """The noise std of a pair's cell (a one-way cell's without pairs) over the noisy row total:
+        how much of the table one cell's noise is (Adult: 0.0056 at epsilon 0.3, 0.0018 at 1)."""
+        return (self.two_way_std if self.pairs else self.one_way_std) / self.total
+
+    @property
     def noise_multiplier(self) -> float:
         """The noise multiplier of the single Gaussian mechanism with the same privacy."""
         return 1.0 / math.sqrt(2.0 * self.rho)
