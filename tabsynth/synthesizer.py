@@ -174,8 +174,8 @@ class Synthesizer:
     gets, one-hot; 0: none); ``batch_size`` (expected Poisson batch), ``epochs`` or ``steps`` (discriminator
     steps, each one accounted; the steps that ``epochs`` give, and the public warm start's, stop at
     ``max_steps``, so a large table costs no more fitting time than a table of ``max_steps`` batches,
-    while an explicit ``steps`` is taken as given); ``generator_steps`` per discriminator step (free: no private data);
-    learning rates; ``objective`` "gan" or "wgan-gp" (``gp_weight``); ``clip_bound`` (of the whole
+    while an explicit ``steps`` is taken as given); ``generator_steps`` per discriminator step (free:
+    no private data); learning rates; ``objective`` "gan" or "wgan-gp" (``gp_weight``); ``clip_bound`` (of the whole
     per-example gradient, shared by the groups), ``clip_grouping`` ("flat"; "weight_bias": weights and
     biases clipped apart; "clustered", the default: one group per tensor, merged by weight clustering
     into ``clip_clusters`` groups), ``adaptive_clipping`` ("off"; "public": bounds from mean gradient
