@@ -39,7 +39,7 @@ from tabsynth.sampling import rake, systematic_resample, target_distributions
 from tabsynth.rules import Rule
 from tabsynth.schema import Schema, SchemaError, column_differences
 from tabsynth.store import CompactStore
-from tabsynth.training import DPGANTrainer, MarginalLoss, TrainingPlan, marginal_learning_rate
+from tabsynth.training import DPGANTrainer, MarginalLoss, TrainingPlan, marginal_learning_rate, marginal_step_count
 
 MODEL_FORMAT = "tabsynth.model"
 MODEL_VERSION = 6  # 4: binary codes up to 128 values, marginal settings; 5: numbers as cell and place;
@@ -71,7 +71,7 @@ class Settings:
     epochs: float = 10.0
     steps: int | None = None
     max_steps: int = 1000
-    generator_steps: int = 2
+    generator_steps: int = 1
     generator_lr: float = 2e-4
     discriminator_lr: float = 2e-4
     objective: Literal["wgan-gp", "gan"] = "gan"
@@ -89,7 +89,7 @@ class Settings:
     marginal_fraction: float = 0.7
     marginal_pairs: int = 128
     marginal_weight: float = 5.0
-    marginal_steps: int = 4000
+    marginal_steps: int = 5000
     marginal_lr: float = 6e-3
     oversample: float = 1.25
     sample_precision: Literal["auto", "float32", "bfloat16"] = "auto"
@@ -188,8 +188,9 @@ class Synthesizer:
     DP discovery; 0 skips it); the DP marginals: ``marginal_fraction`` (share of the zCDP budget left
     for training that one Gaussian mechanism spends on all one-way and two-way marginals, composed
     with DP-SGD by the accountant; 0 turns them off), ``marginal_pairs`` (most two-way marginals),
-    ``marginal_steps`` generator steps fitting them alone at ``marginal_lr`` (the rate at low noise;
-    down to half of it for noisier marginals, e.g. at epsilon 0.3 on 30,000 rows) before the GAN, and
+    ``marginal_steps`` generator steps fitting them alone at ``marginal_lr`` before the GAN (the step
+    count and rate at low noise; for noisier marginals, e.g. at epsilon 0.3 on 30,000 rows, down to
+    4/5 of the steps and half the rate), and
     ``marginal_weight`` of their loss in every GAN generator step;
     ``on_invalid`` for values outside a declared domain; ``oversample`` (generator rows drawn per
     sampled row, for calibration) and ``sample_precision`` ("auto": the generator's hidden layers in
@@ -317,7 +318,8 @@ class Synthesizer:
                         total = ledger.spent_epsilon + trainer.epsilon_spent()
                         bar.set_postfix(epsilon=f"{total:.3f}", g_loss=f"{loss:.3f}")
                 trainer.run(data, progress, public=public_data, warm_start_steps=warm_start_steps,
-                            marginal_steps=s.marginal_steps)
+                            marginal_steps=(marginal_step_count(s.marginal_steps, measurements)
+                                            if measurements is not None else 0))
 
         dp_sgd = "Poisson-subsampled Gaussian (DP-SGD on the discriminator)"
         if measurements is None:

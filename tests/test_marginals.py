@@ -19,7 +19,8 @@ from tabsynth.privacy.accounting import RDP_ORDERS, calibrate_noise_multiplier, 
 from tabsynth.encoding import NUMBER_CELLS
 from tabsynth.privacy.marginals import (MAX_PAIR_CELLS, PAIR_RESOLUTION, MarginalMeasurements, choose_pairs, count_chunks,
                                         measure_marginals, pair_counts, pair_groups)
-from tabsynth.training import MARGINAL_NOISE_REF, SQUARED_WEIGHT, MarginalLoss, marginal_learning_rate
+from tabsynth.training import (MARGINAL_NOISE_REF, SQUARED_WEIGHT, MarginalLoss, marginal_learning_rate,
+                               marginal_step_count)
 
 
 def mixed_schema() -> Schema:
@@ -144,6 +145,13 @@ def test_the_marginal_fit_slows_down_in_proportion_to_the_noise_to_half_its_rate
                                                                                  share: float) -> None:
     measured = measured_with_noise(10_000, relative_noise * 10_000)
     assert marginal_learning_rate(0.006, measured) == pytest.approx(0.006 * share)
+
+
+@pytest.mark.parametrize(("relative_noise", "steps"), [(MARGINAL_NOISE_REF, 5000), (MARGINAL_NOISE_REF * 1.125, 4444),
+                                                       (MARGINAL_NOISE_REF * 2, 4000), (MARGINAL_NOISE_REF * 10, 4000)])
+def test_the_marginal_fit_takes_fewer_steps_for_noisier_marginals_down_to_four_fifths(relative_noise: float,
+                                                                                    steps: int) -> None:
+    assert marginal_step_count(5000, measured_with_noise(10_000, relative_noise * 10_000)) == steps
 
 
 @pytest.mark.parametrize("accountant", ["rdp", "prv"])
