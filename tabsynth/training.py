@@ -174,7 +174,8 @@ def marginal_learning_rate(full_rate: float, measured: MarginalMeasurements) -> 
 
 
 def marginal_step_count(full_steps: int, measured: MarginalMeasurements) -> int:
-    """The marginal fit's steps: ``full_steps`` times the effort, but at least ``MIN_MARGINAL_STEP_SHARE`` of them."""
+    """The marginal fit's steps: ``full_steps`` times the effort, and at least
+    ``MIN_MARGINAL_STEP_SHARE`` of them."""
     return round(full_steps * max(MIN_MARGINAL_STEP_SHARE, marginal_effort(measured)))
 
 
