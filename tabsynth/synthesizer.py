@@ -293,6 +293,9 @@ class Synthesizer:
             plan = TrainingPlan(steps, sample_rate, expected_batch, sigma, joint_delta, s.accountant, marginal_sigma)
 
             generator, discriminator = self._networks(encoder, torch_generator_seed, device)
+            marginal_lr, marginal_steps = ((marginal_learning_rate(s.marginal_lr, measurements),
+                                            marginal_step_count(s.marginal_steps, measurements))
+                                           if measurements is not None else (s.marginal_lr, 0))
             warm_start_steps = (_epoch_steps(s.warm_start_epochs, len(public_data), max(2.0, expected_batch),
                                              s.max_steps)
                                 if public_data is not None and s.warm_start_epochs > 0 else 0)
@@ -307,9 +310,7 @@ class Synthesizer:
                                    schedule=self._clipping_schedule(public_data is not None, steps),
                                    marginal_loss=(MarginalLoss(encoder.cell_specs, measurements, device)
                                                   if measurements is not None else None),
-                                   marginal_weight=s.marginal_weight,
-                                   marginal_lr=(marginal_learning_rate(s.marginal_lr, measurements)
-                                                if measurements is not None else s.marginal_lr),
+                                   marginal_weight=s.marginal_weight, marginal_lr=marginal_lr,
                                    generator_dtype=_precision_dtype(s.fit_precision, device))
             with tqdm(total=steps, desc="DP-GAN training", unit="step", disable=not s.verbose) as bar:
                 def progress(step: int, loss: float) -> None:
@@ -318,8 +319,7 @@ class Synthesizer:
                         total = ledger.spent_epsilon + trainer.epsilon_spent()
                         bar.set_postfix(epsilon=f"{total:.3f}", g_loss=f"{loss:.3f}")
                 trainer.run(data, progress, public=public_data, warm_start_steps=warm_start_steps,
-                            marginal_steps=(marginal_step_count(s.marginal_steps, measurements)
-                                            if measurements is not None else 0))
+                            marginal_steps=marginal_steps)
 
         dp_sgd = "Poisson-subsampled Gaussian (DP-SGD on the discriminator)"
         if measurements is None:
