@@ -54,7 +54,9 @@ class Span:
 
     ``role`` is "missing" for the one-dimensional missing-value indicator, "place" for a number's
     place inside its cell (encoded and decoded, but not modelled: the networks see zeros there and
-    sampling draws it uniformly), else "value".
+    sampling draws it uniformly), else "value". ``values``: for a binary code, how many integers it
+    codes (its bits' integer is clipped below that); the generator draws such a code as one of its
+    values, not bit by bit.
     """
 
     column: str
@@ -62,6 +64,7 @@ class Span:
     end: int
     activation: Activation
     role: Role = "value"
+    values: int | None = None
 
     @property
     def width(self) -> int:
@@ -259,7 +262,8 @@ class Encoder:
                 offset += 1
             specs += [replace(spec, missing=missing) for spec in codec.cell_specs(offset)]
             for width, activation, role in codec.value_spans():
-                spans.append(Span(codec.column.name, offset, offset + width, activation, role))
+                values = codec.code_values if role == "value" and activation == "sigmoid" else None
+                spans.append(Span(codec.column.name, offset, offset + width, activation, role, values))
                 offset += width
             field += int(codec.column.nullable) + codec.fields
         self.layout: tuple[Span, ...] = tuple(spans)
@@ -382,6 +386,7 @@ class _Codec:
     width = 1
     field = 0
     absent = 0.0  # compact value of a missing row
+    code_values: int | None = None  # a binary code's number of integers
 
     def __init__(self, column: Column) -> None:
         self.column = column
@@ -574,6 +579,7 @@ class _BinaryCodeCodec(_Codec):
     def __init__(self, column: IntegerColumn) -> None:
         super().__init__(column)
         self.width = max(1, int(np.ceil(np.log2(column.n_values))))
+        self.code_values = column.n_values
 
     def encode(self, frame: pd.DataFrame, present: np.ndarray, policy: InvalidPolicy) -> np.ndarray:
         values = _numbers(frame, self.column.name, present)

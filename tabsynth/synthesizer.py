@@ -42,8 +42,8 @@ from tabsynth.store import CompactStore
 from tabsynth.training import DPGANTrainer, MarginalLoss, TrainingPlan, marginal_learning_rate, marginal_step_count
 
 MODEL_FORMAT = "tabsynth.model"
-MODEL_VERSION = 6  # 4: binary codes up to 128 values, marginal settings; 5: numbers as cell and place;
-# 6: the generator's latent class
+MODEL_VERSION = 7  # 4: binary codes up to 128 values, marginal settings; 5: numbers as cell and place;
+# 6: the generator's latent class; 7: the generator draws binary codes as whole values
 SAMPLE_CHUNK = 131_072  # rows per sampled batch (and per Parquet row group)
 GENERATOR_BATCH = 16_384  # rows per generator forward pass: small enough for its buffers to be reused, not page-faulted anew
 DISCOVERY_ROWS = 1_000_000  # DP domain discovery reads a Poisson subsample of about this many rows
@@ -308,7 +308,8 @@ class Synthesizer:
                                    torch_generator=device_gen, privacy_rng=privacy_rng,
                                    privacy_generator=privacy_gen,
                                    schedule=self._clipping_schedule(public_data is not None, steps),
-                                   marginal_loss=(MarginalLoss(encoder.cell_specs, measurements, device)
+                                   marginal_loss=(MarginalLoss(generator.heads.raw_cell_specs(encoder.cell_specs),
+                                                               measurements, device)
                                                   if measurements is not None else None),
                                    marginal_weight=s.marginal_weight, marginal_lr=marginal_lr,
                                    generator_dtype=_precision_dtype(s.fit_precision, device))
@@ -372,7 +373,7 @@ class Synthesizer:
     def _generator(self, encoder: Encoder) -> Generator:
         """An untrained generator of these settings, shaped by the encoder layout."""
         s = self.settings
-        return Generator(s.noise_dim, encoder.layout, encoder.dim, s.generator_hidden, s.temperature, s.latent_classes)
+        return Generator(s.noise_dim, encoder.layout, s.generator_hidden, s.temperature, s.latent_classes)
 
     def _resolve_schema(self, source: TableSource, schema: Schema | None, public: pd.DataFrame | None,
                         ledger: PrivacyLedger, epsilon: float, delta: float, dp_rows: float,

@@ -14,7 +14,8 @@ from opacus.accountants import PRVAccountant, RDPAccountant
 from tabsynth import (BooleanColumn, CategoricalColumn, ContinuousColumn, Encoder, GeoPointColumn, IntegerColumn,
                       Schema)
 from tabsynth.geo import BoundingBox
-from tabsynth.models import SoftCells
+from tabsynth.encoding import CellSpec
+from tabsynth.models import OutputHeads, SoftCells
 from tabsynth.privacy.accounting import RDP_ORDERS, calibrate_noise_multiplier, compute_epsilon, zcdp_budget
 from tabsynth.encoding import NUMBER_CELLS
 from tabsynth.privacy.marginals import (MAX_PAIR_CELLS, PAIR_RESOLUTION, MarginalMeasurements, choose_pairs, count_chunks,
@@ -44,13 +45,26 @@ def mixed_frame(n: int = 500, seed: int = 0) -> pd.DataFrame:
     })
 
 
+def raw_specs(encoder: Encoder) -> tuple[OutputHeads, tuple[CellSpec, ...]]:
+    """The generator heads of ``encoder``'s layout and its marginal cells located in their raw outputs."""
+    heads = OutputHeads(encoder.layout)
+    return heads, heads.raw_cell_specs(encoder.cell_specs)
+
+
 def hard_raw(encoder: Encoder, frame: pd.DataFrame) -> torch.Tensor:
     """Generator outputs (pre-activation) whose draws are, almost surely, the rows of ``frame``."""
+    heads = OutputHeads(encoder.layout)
     dense = encoder.encode(frame)
-    raw = dense * 60.0 - 30.0  # logits: one-hot and bits become near-certain
+    raw = torch.full((len(frame), heads.raw_dim), -30.0)
     for span in encoder.layout:
-        if span.activation == "tanh":
-            raw[:, span.start:span.end] = torch.atanh(dense[:, span.start:span.end].clamp(-0.999999, 0.999999))
+        block = dense[:, span.start:span.end]
+        if span.start in heads.code_starts:  # logits: the code's value near-certain
+            values = (block @ 2.0 ** torch.arange(span.width)).long()
+            raw[torch.arange(len(frame)), heads.dense_to_raw[span.start] + values] = 30.0
+        elif span.role != "place":
+            start = heads.dense_to_raw[span.start]
+            raw[:, start:start + span.width] = (torch.atanh(block.clamp(-0.999999, 0.999999)) if span.activation == "tanh"
+                                                else block * 60.0 - 30.0)  # logits: one-hot and bits near-certain
     return raw
 
 
@@ -58,7 +72,7 @@ def test_soft_cells_of_certain_outputs_are_the_encoders_marginal_cells() -> None
     encoder = Encoder(mixed_schema())
     frame = mixed_frame()
     cells, sizes, names = encoder.marginal_cells(encoder.encode_compact(frame))
-    probs = SoftCells(encoder.cell_specs)(hard_raw(encoder, frame))
+    probs = SoftCells(raw_specs(encoder)[1])(hard_raw(encoder, frame))
     assert [spec.name for spec in encoder.cell_specs] == names
     assert [p.shape[1] for p in probs] == sizes == [spec.size for spec in encoder.cell_specs]
     for j, p in enumerate(probs):
@@ -79,7 +93,7 @@ def test_the_marginal_loss_is_zero_for_the_exact_table_and_positive_for_another(
     one, two = count_chunks([cells], sizes, pairs)
     exact = MarginalMeasurements(tuple(sizes), tuple(c.astype(float) for c in one), tuple(pairs),
                                  tuple(c.astype(float) for c in two), 0.0, 0.0, 1.0, ungrouped(sizes))
-    loss = MarginalLoss(encoder.cell_specs, exact, "cpu")
+    loss = MarginalLoss(raw_specs(encoder)[1], exact, "cpu")
     same = loss(hard_raw(encoder, frame))
     other = loss(hard_raw(encoder, mixed_frame(n=400, seed=1)))
     # Only the soft binning of the numbers' one-way marginals keeps the exact table's loss above 0.
@@ -218,9 +232,10 @@ def test_the_marginal_loss_estimates_each_pair_as_the_mean_outer_product_of_cell
     pairs = [(0, 2), (0, 4), (1, 3), (2, 5), (3, 4)]
     zeros = MarginalMeasurements(tuple(sizes), tuple(np.zeros(s) for s in sizes), tuple(pairs),
                                  tuple(np.zeros(sizes[a] * sizes[b]) for a, b in pairs), 0.0, 0.0, 1.0, ungrouped(sizes))
-    loss = MarginalLoss(encoder.cell_specs, zeros, "cpu")
-    raw = torch.randn(64, encoder.dim, generator=torch.Generator().manual_seed(0))
-    probs = SoftCells(encoder.cell_specs)(raw)
+    heads, specs = raw_specs(encoder)
+    loss = MarginalLoss(specs, zeros, "cpu")
+    raw = torch.randn(64, heads.raw_dim, generator=torch.Generator().manual_seed(0))
+    probs = SoftCells(specs)(raw)
     expected = torch.cat([p.mean(0) for p in probs] + [(probs[a].t() @ probs[b] / 64).ravel() for a, b in pairs])
     torch.testing.assert_close(loss.estimates(raw), expected)
 
@@ -267,8 +282,9 @@ def test_the_marginal_loss_estimates_grouped_pairs_from_the_summed_cell_probabil
     zeros = MarginalMeasurements(tuple(sizes), tuple(np.zeros(s) for s in sizes), tuple(pairs),
                                  tuple(np.zeros(pair_sizes[a] * pair_sizes[b]) for a, b in pairs), 0.0, 0.0, 1.0,
                                  groups)
+    heads, specs = raw_specs(encoder)
     loss = MarginalLoss(specs, zeros, "cpu")
-    raw = torch.randn(64, encoder.dim, generator=torch.Generator().manual_seed(0))
+    raw = torch.randn(64, heads.raw_dim, generator=torch.Generator().manual_seed(0))
     probs = SoftCells(specs)(raw)
     folded = [torch.zeros(64, pair_sizes[j]).index_add_(1, torch.as_tensor(g), p) for j, (g, p) in enumerate(zip(groups, probs))]
     expected = torch.cat([p.mean(0) for p in probs] + [(folded[a].t() @ folded[b] / 64).ravel() for a, b in pairs])
@@ -323,10 +339,11 @@ def test_the_marginal_loss_estimates_a_coarse_pair_over_its_coarse_groups() -> N
     measured = measure_marginals([cells], sizes, pairs, 1.0, rng, coarsen=[False] * 4,
                                  missing=[False] * 4, ordered=[True, True, False, False])
     assert measured.coarse == (True, False, True)
+    heads, specs = raw_specs(encoder)
     loss = MarginalLoss(specs, measured, "cpu")
     # One coarse axis each for age and hours; the category enters its coarse pair on its own axis.
     assert loss.pair_width == sum(sizes) + 2 * PAIR_RESOLUTION
-    raw = torch.randn(64, encoder.dim, generator=torch.Generator().manual_seed(0))
+    raw = torch.randn(64, heads.raw_dim, generator=torch.Generator().manual_seed(0))
     probs = SoftCells(specs)(raw)
 
     def folded(m: int) -> torch.Tensor:
@@ -342,7 +359,7 @@ def test_the_marginal_loss_estimates_a_coarse_pair_over_its_coarse_groups() -> N
 def one_category_loss(probabilities: tuple[float, ...]) -> MarginalLoss:
     """The marginal loss of a single categorical column whose measured shares are ``probabilities``."""
     schema = Schema((CategoricalColumn("c", categories=tuple("abcdefgh"[:len(probabilities)])),))
-    specs = Encoder(schema).cell_specs
+    specs = raw_specs(Encoder(schema))[1]
     target = np.asarray(probabilities) * 1000.0
     measured = MarginalMeasurements((len(target),), (target,), (), (), 0.0, 0.0, 1.0, ungrouped([len(target)]))
     return MarginalLoss(specs, measured, "cpu")

@@ -20,7 +20,7 @@ def encoder() -> Encoder:
 
 def trained_like_generator(enc: Encoder, latent_classes: int = 0) -> Generator:
     """A generator whose batch-norm statistics are not the identity, as after training."""
-    generator = Generator(8, enc.layout, enc.dim, (32, 32), latent_classes=latent_classes)
+    generator = Generator(8, enc.layout, (32, 32), latent_classes=latent_classes)
     init_linear(generator, torch.Generator().manual_seed(0))
     generator.train()
     with torch.no_grad():
@@ -43,7 +43,7 @@ def test_folded_batch_norm_layers_compute_the_eval_mode_body() -> None:
 def test_compact_draws_follow_the_same_distribution_as_hard_one_hot_draws() -> None:
     enc = encoder()
     heads = OutputHeads(enc.layout)
-    logits = torch.randn(1, enc.dim, generator=torch.Generator().manual_seed(2)).repeat(40_000, 1)
+    logits = torch.randn(1, heads.raw_dim, generator=torch.Generator().manual_seed(2)).repeat(40_000, 1)
     gen = torch.Generator().manual_seed(3)
     fast = enc.marginal_cells(heads.sample_compact(logits, gen).numpy())[0]
     slow = enc.marginal_cells(enc.compress(heads(logits, gen, hard=True)))[0]
@@ -72,11 +72,12 @@ def test_soft_cells_are_the_probabilities_of_the_sampled_cells() -> None:
     from tabsynth.models import SoftCells
 
     enc = Encoder(Schema((CategoricalColumn("c", nullable=True, categories=("a", "b", "c")),
-                          IntegerColumn("small", lower=0, upper=4),  # 3 bits: codes 5-7 fold into the last cell
+                          IntegerColumn("small", lower=0, upper=4),  # drawn as one of its 5 values
                           BooleanColumn("flag"))))
-    raw = (2.0 * torch.randn(1, enc.dim, generator=torch.Generator().manual_seed(5))).repeat(60_000, 1)
-    sampled = enc.marginal_cells(OutputHeads(enc.layout).sample_compact(raw, torch.Generator().manual_seed(6)).numpy())[0]
-    for j, probs in enumerate(SoftCells(enc.cell_specs)(raw[:1])):
+    heads = OutputHeads(enc.layout)
+    raw = (2.0 * torch.randn(1, heads.raw_dim, generator=torch.Generator().manual_seed(5))).repeat(60_000, 1)
+    sampled = enc.marginal_cells(heads.sample_compact(raw, torch.Generator().manual_seed(6)).numpy())[0]
+    for j, probs in enumerate(SoftCells(heads.raw_cell_specs(enc.cell_specs))(raw[:1])):
         shares = torch.bincount(torch.from_numpy(sampled[:, j]), minlength=probs.shape[1]) / len(sampled)
         assert (shares - probs[0]).abs().max() < 0.01, enc.cell_specs[j].name
 
@@ -95,7 +96,7 @@ def test_a_numbers_place_in_its_cell_is_drawn_uniformly_whatever_the_generator_o
     heads = OutputHeads(enc.layout)
     places = enc.compact.place_compact
     assert len(places) == 1  # x: its cell is a category, its place is not modelled
-    raw = torch.full((50_000, enc.dim), 3.0)
+    raw = torch.full((50_000, heads.raw_dim), 3.0)
     drawn = heads.sample_compact(raw, torch.Generator().manual_seed(7))[:, places].ravel()
     quartiles = torch.quantile(drawn, torch.tensor([0.25, 0.5, 0.75]))
     torch.testing.assert_close(quartiles, torch.tensor([-0.5, 0.0, 0.5]), atol=0.02, rtol=0)
@@ -106,14 +107,15 @@ def test_the_networks_see_no_place_in_a_cell_for_real_or_generated_rows() -> Non
     enc = encoder()
     place = enc.compact.place_dense
     real = enc.compact.expand(torch.tensor([[0.0, 1.0, 1.0, 1.0, 3.0, 0.7]]), places=False)
-    fake = OutputHeads(enc.layout)(torch.randn(10, enc.dim), torch.Generator().manual_seed(8))
+    heads = OutputHeads(enc.layout)
+    fake = heads(torch.randn(10, heads.raw_dim), torch.Generator().manual_seed(8))
     assert real[:, place].eq(0).all() and fake[:, place].eq(0).all()
     assert enc.compact.expand(torch.tensor([[0.0, 1.0, 1.0, 1.0, 3.0, 0.7]]))[0, place].item() == pytest.approx(0.7)
 
 
 def test_the_latent_class_is_one_hot_uniform_and_leaves_the_gaussian_inputs_alone() -> None:
     enc = encoder()
-    generator = Generator(8, enc.layout, enc.dim, (32,), latent_classes=4)
+    generator = Generator(8, enc.layout, (32,), latent_classes=4)
     assert generator.noise_dim == 12  # one Gaussian draw per row: 4 pick the class, 8 go in as they are
     noise = torch.randn(40_000, 12, generator=torch.Generator().manual_seed(0))
     inputs = generator.inputs(noise)
@@ -152,5 +154,20 @@ def test_sampling_draws_the_latent_class_as_an_integer_with_the_distribution_of_
 
 def test_a_category_without_alternatives_is_always_drawn() -> None:
     enc = Encoder(Schema((CategoricalColumn("only", categories=("x",)), BooleanColumn("flag"))))
-    drawn = OutputHeads(enc.layout).sample_compact(torch.randn(100, enc.dim), torch.Generator().manual_seed(0))
+    heads = OutputHeads(enc.layout)
+    drawn = heads.sample_compact(torch.randn(100, heads.raw_dim), torch.Generator().manual_seed(0))
     assert (enc.decode_compact(drawn.numpy())["only"] == "x").all()
+
+
+def test_a_binary_code_is_drawn_as_one_of_its_values_not_bit_by_bit() -> None:
+    # A row split evenly between 0 (bits 000) and 7 (111): drawn bit by bit, it would give all eight codes.
+    enc = Encoder(Schema((IntegerColumn("small", lower=0, upper=7),)))
+    heads = OutputHeads(enc.layout)
+    assert heads.raw_dim == 8 and enc.dim == 3  # a logit per value; the discriminator still sees three bits
+    logits = torch.full((20_000, 8), -30.0)
+    logits[:, [0, 7]] = 0.0
+    draws = torch.Generator().manual_seed(0)
+    fast = enc.decode_compact(heads.sample_compact(logits, draws).numpy())["small"]
+    dense = heads(logits, draws, hard=True)
+    assert set(fast.unique()) == {0, 7} and abs((fast == 7).mean() - 0.5) < 0.02
+    assert set(dense.sum(1).tolist()) == {0.0, 3.0}  # the bits of 0 or of 7, never a mix
