@@ -66,7 +66,7 @@ class OutputHeads(nn.Module):
         self.temperature = temperature
         self.compact = CompactLayout(layout)
         number_raw, number_dense, number_field, place_dense, place_field = [], [], [], [], []
-        bit_raw, bit_dense, bit_field, bit_shift = [], [], [], []
+        bit_raw, bit_dense, bit_field = [], [], []
         self.softmax_spans: list[tuple[int, int, int]] = []  # categories: (raw start, raw end, dense start)
         self.code_spans: list[tuple[int, int, int, int]] = []  # codes: (raw start, raw end, dense start, bits)
         self.drawn_fields: list[tuple[int, int, int]] = []  # categories and codes: (raw start, raw end, compact field)
@@ -87,11 +87,12 @@ class OutputHeads(nn.Module):
                 self.drawn_fields.append((raw, raw + width, field))
                 self.register_buffer(f"code_bits_{len(self.code_spans) - 1}", _bits_of(width, span.width),
                                      persistent=False)
-            elif span.activation == "sigmoid":
-                bit_raw += range(raw, raw + width)
-                bit_dense += range(span.start, span.end)
-                bit_field += [field] * width
-                bit_shift += range(width)
+            elif span.activation == "sigmoid":  # a boolean, missing flag or code of two values: one bit, one field
+                if span.width != 1:
+                    raise ValueError(f"span {span}: a sigmoid span of several bits must be a binary code (values)")
+                bit_raw.append(raw)
+                bit_dense.append(span.start)
+                bit_field.append(field)
             else:
                 self.softmax_spans.append((raw, raw + width, span.start))
                 self.drawn_fields.append((raw, raw + width, field))
@@ -107,12 +108,7 @@ class OutputHeads(nn.Module):
         for name, values in (("number_raw", number_raw), ("number_dense", number_dense),
                              ("place_dense", place_dense), ("bit_raw", bit_raw), ("bit_dense", bit_dense)):
             self.register_buffer(name, long(values), persistent=False)
-        self.number_field, self.place_field = long(number_field), long(place_field)
-        # (bits, fields) matrix of 2^i: the fields of all drawn bits are one matrix product.
-        self.bit_fields, column = torch.unique(long(bit_field), return_inverse=True)
-        weights = torch.zeros((len(bit_raw), len(self.bit_fields)))
-        weights[torch.arange(len(bit_raw)), column] = 2.0 ** long(bit_shift).float()
-        self.register_buffer("bit_weights", weights, persistent=False)
+        self.number_field, self.place_field, self.bit_field = long(number_field), long(place_field), long(bit_field)
 
     def forward(self, raw: torch.Tensor, generator: torch.Generator | None, hard: bool = False) -> torch.Tensor:
         out = raw.new_empty((raw.shape[0], self.compact.dense_dim))
@@ -161,34 +157,38 @@ class OutputHeads(nn.Module):
         """
         return self.sample_compact_columns(raw.t().contiguous(), generator)
 
-    def sample_compact_columns(self, columns: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        """``sample_compact`` of raw outputs given column by column (``columns`` is raw transposed).
+    def sample_compact_columns(self, columns: torch.Tensor, generator: torch.Generator | None,
+                               numbers: torch.Tensor | None = None) -> torch.Tensor:
+        """``sample_compact`` of raw outputs given column by column (``columns`` is raw transposed), as
+        float32 compact rows; ``numbers``: the scaled numbers' rows of ``columns`` in more precision.
 
         Rows of ``columns`` are contiguous, so every reduction over a span's values runs as a few
         whole-vector operations instead of many short strided ones (about twice as fast on a CPU).
+        ``columns`` may be bfloat16: each part is widened to float32 where it is first read.
         """
         n, device = columns.shape[1], columns.device
-        out = torch.empty((self.compact.dim, n), dtype=columns.dtype, device=device)
+        out = torch.empty((self.compact.dim, n), dtype=torch.float32, device=device)
         if len(self.number_raw):
-            out[self.number_field.to(device)] = torch.tanh(columns.index_select(0, self.number_raw))
+            numbers = columns.index_select(0, self.number_raw) if numbers is None else numbers
+            out[self.number_field.to(device)] = torch.tanh(numbers.float())
         if len(self.place_dense):
             places = torch.rand((len(self.place_dense), n), generator=generator, device=device)
-            out[self.place_field.to(device)] = (2.0 * places - 1.0).to(columns.dtype)
+            out[self.place_field.to(device)] = 2.0 * places - 1.0
         if len(self.bit_raw):
             uniform = torch.rand((len(self.bit_raw), n), generator=generator, device=device)
-            drawn = (uniform < torch.sigmoid(columns.index_select(0, self.bit_raw))).to(columns.dtype)
-            out[self.bit_fields.to(device)] = self.bit_weights.t().to(columns.dtype) @ drawn
+            probabilities = torch.sigmoid(columns.index_select(0, self.bit_raw).float())
+            out[self.bit_field.to(device)] = (uniform < probabilities).float()
         if self.drawn_fields:
             uniform = torch.rand((len(self.drawn_fields), n), generator=generator, device=device)
             for k, (start, end, field) in enumerate(self.drawn_fields):
                 logits = columns[start:end]
-                cdf = torch.exp(logits - logits.amax(0))  # unnormalised weights, then their running sums
+                cdf = (logits - logits.amax(0).float()).exp_()  # unnormalised float32 weights, then their running sums
                 for i in range(1, end - start):
                     cdf[i].add_(cdf[i - 1])
                 # The number of values before the last whose cumulative weight lies below the draw
                 # (summed as bytes: several times faster than summing booleans).
                 below = (cdf[:-1] < uniform[k] * cdf[-1]).view(torch.uint8)
-                out[field] = below.sum(0, dtype=torch.int16 if end - start < 2**15 else torch.int32).to(columns.dtype)
+                out[field] = below.sum(0, dtype=torch.int16 if end - start < 2**15 else torch.int32).float()
         return out.t()
 
 
@@ -357,11 +357,10 @@ class Generator(nn.Module):
         for weight, bias in layers[1:-2]:
             hidden = torch.addmm(bias, hidden, weight).relu_()
         weight, bias = layers[-2]
-        columns = torch.addmm(bias, weight, hidden.t()).float()
+        columns = torch.addmm(bias, weight, hidden.t())
         weight, bias = layers[-1]
-        if len(bias) and weight.dtype != hidden.dtype:
-            columns[self.heads.number_raw] = torch.addmm(bias, weight, hidden.t().float())
-        return self.heads.sample_compact_columns(columns, generator)
+        numbers = torch.addmm(bias, weight, hidden.t().float()) if len(bias) and weight.dtype != hidden.dtype else None
+        return self.heads.sample_compact_columns(columns, generator, numbers)
 
     def folded_layers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The eval-mode body as (weight^T, bias) pairs, each batch norm folded into its linear layer."""
