@@ -65,8 +65,7 @@ class OutputHeads(nn.Module):
         super().__init__()
         self.temperature = temperature
         self.compact = CompactLayout(layout)
-        number_raw, number_dense, number_field, place_dense, place_field = [], [], [], [], []
-        bit_raw, bit_dense, bit_field = [], [], []
+        number_raw, bit_raw, bit_dense, bit_field = [], [], [], []
         self.softmax_spans: list[tuple[int, int, int]] = []  # categories: (raw start, raw end, dense start)
         self.code_spans: list[tuple[int, int, int, int]] = []  # codes: (raw start, raw end, dense start, bits)
         self.drawn_fields: list[tuple[int, int, int]] = []  # categories and codes: (raw start, raw end, compact field)
@@ -74,14 +73,10 @@ class OutputHeads(nn.Module):
         raw = field = 0
         for span in layout:
             width = span.values if draws_whole(span) else span.width
-            if span.role == "place":
-                place_dense += range(span.start, span.end)
-                place_field += range(field, field + span.width)
+            if span.role == "place":  # not modelled: no raw output
                 width = 0
             elif span.activation == "tanh":
                 number_raw += range(raw, raw + width)
-                number_dense += range(span.start, span.end)
-                number_field += range(field, field + width)
             elif draws_whole(span):
                 self.code_spans.append((raw, raw + width, span.start, span.width))
                 self.drawn_fields.append((raw, raw + width, field))
@@ -96,19 +91,20 @@ class OutputHeads(nn.Module):
             else:
                 self.softmax_spans.append((raw, raw + width, span.start))
                 self.drawn_fields.append((raw, raw + width, field))
-            if width:
+            if draws_whole(span):
+                dense_to_raw[span.start] = raw
+            elif width:
                 dense_to_raw.update({span.start + i: raw + i for i in range(span.width)})
             raw += width
             field += span.fields
         self.raw_dim = raw
         self.dense_to_raw = dense_to_raw
         self.code_starts = {dense for _, _, dense, _ in self.code_spans}
-        long = lambda values: torch.tensor(values, dtype=torch.long)  # noqa: E731
         # Buffers so that the indices follow the module to the training device.
-        for name, values in (("number_raw", number_raw), ("number_dense", number_dense),
-                             ("place_dense", place_dense), ("bit_raw", bit_raw), ("bit_dense", bit_dense)):
-            self.register_buffer(name, long(values), persistent=False)
-        self.number_field, self.place_field, self.bit_field = long(number_field), long(place_field), long(bit_field)
+        for name, values in (("number_raw", number_raw), ("number_dense", self.compact.number_dense),
+                             ("place_dense", self.compact.place_dense), ("bit_raw", bit_raw), ("bit_dense", bit_dense)):
+            self.register_buffer(name, torch.as_tensor(values, dtype=torch.long).clone(), persistent=False)
+        self.bit_field = torch.tensor(bit_field, dtype=torch.long)
 
     def forward(self, raw: torch.Tensor, generator: torch.Generator | None, hard: bool = False) -> torch.Tensor:
         out = raw.new_empty((raw.shape[0], self.compact.dense_dim))
@@ -170,10 +166,10 @@ class OutputHeads(nn.Module):
         out = torch.empty((self.compact.dim, n), dtype=torch.float32, device=device)
         if len(self.number_raw):
             numbers = columns.index_select(0, self.number_raw) if numbers is None else numbers
-            out[self.number_field.to(device)] = torch.tanh(numbers.float())
+            out[self.compact.number_compact.to(device)] = torch.tanh(numbers.float())
         if len(self.place_dense):
             places = torch.rand((len(self.place_dense), n), generator=generator, device=device)
-            out[self.place_field.to(device)] = 2.0 * places - 1.0
+            out[self.compact.place_compact.to(device)] = 2.0 * places - 1.0
         if len(self.bit_raw):
             uniform = torch.rand((len(self.bit_raw), n), generator=generator, device=device)
             probabilities = torch.sigmoid(columns.index_select(0, self.bit_raw).float())
@@ -391,4 +387,4 @@ class Discriminator(nn.Module):
         return self.net(x).squeeze(-1)
 
 
-__all__ = ["Discriminator", "Generator", "OutputHeads", "SoftCells", "draws_whole", "init_linear"]
+__all__ = ["Discriminator", "Generator", "OutputHeads", "SoftCells", "init_linear"]
