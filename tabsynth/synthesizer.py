@@ -190,7 +190,7 @@ class Synthesizer:
     with DP-SGD by the accountant; 0 turns them off), ``marginal_pairs`` (most two-way marginals),
     ``marginal_steps`` generator steps fitting them alone at ``marginal_lr`` before the GAN (the step
     count and rate at low noise; for noisier marginals, e.g. at epsilon 0.3 on 30,000 rows, down to
-    4/5 of the steps and half the rate), and
+    4/5 of the steps and a third of the rate), and
     ``marginal_weight`` of their loss in every GAN generator step;
     ``on_invalid`` for values outside a declared domain; ``oversample`` (generator rows drawn per
     sampled row, for calibration) and ``sample_precision`` ("auto": the generator's hidden layers in

@@ -154,8 +154,9 @@ def test_relative_noise_is_a_pair_cells_noise_std_over_the_noisy_row_total() -> 
 
 @pytest.mark.parametrize(("relative_noise", "share"), [(MARGINAL_NOISE_REF / 10, 1.0), (MARGINAL_NOISE_REF, 1.0),
                                                        (MARGINAL_NOISE_REF * 1.6, 0.625),
-                                                       (MARGINAL_NOISE_REF * 2, 0.5), (MARGINAL_NOISE_REF * 10, 0.5)])
-def test_the_marginal_fit_slows_down_in_proportion_to_the_noise_to_half_its_rate(relative_noise: float,
+                                                       (MARGINAL_NOISE_REF * 2, 0.5), (MARGINAL_NOISE_REF * 3, 1 / 3),
+                                                       (MARGINAL_NOISE_REF * 10, 1 / 3)])
+def test_the_marginal_fit_slows_down_in_proportion_to_the_noise_to_a_third_of_its_rate(relative_noise: float,
                                                                                  share: float) -> None:
     measured = measured_with_noise(10_000, relative_noise * 10_000)
     assert marginal_learning_rate(0.006, measured) == pytest.approx(0.006 * share)
