@@ -72,12 +72,13 @@ class OutputHeads(nn.Module):
         dense_to_raw: dict[int, int] = {}
         raw = field = 0
         for span in layout:
-            width = span.values if draws_whole(span) else span.width
+            whole = draws_whole(span)
+            width = span.values if whole else span.width
             if span.role == "place":  # not modelled: no raw output
                 width = 0
             elif span.activation == "tanh":
                 number_raw += range(raw, raw + width)
-            elif draws_whole(span):
+            elif whole:
                 self.code_spans.append((raw, raw + width, span.start, span.width))
                 self.drawn_fields.append((raw, raw + width, field))
                 self.register_buffer(f"code_bits_{len(self.code_spans) - 1}", _bits_of(width, span.width),
@@ -91,7 +92,7 @@ class OutputHeads(nn.Module):
             else:
                 self.softmax_spans.append((raw, raw + width, span.start))
                 self.drawn_fields.append((raw, raw + width, field))
-            if draws_whole(span):
+            if whole:
                 dense_to_raw[span.start] = raw
             elif width:
                 dense_to_raw.update({span.start + i: raw + i for i in range(span.width)})

@@ -90,7 +90,8 @@ class MarginalLoss:
     each row's outer product of cell probabilities (a mixture of product distributions), over the
     cells as they enter the pairs (coarsened by ``measured.groups``, or ``coarse_groups`` for a pair
     measured coarse); all pairs come from one Gram matrix of the rows' cell probabilities on every
-    such axis, O(batch * cells^2).
+    such axis, O(batch * cells^2). ``specs`` locate the cells in the generator's raw outputs
+    (``OutputHeads.raw_cell_specs``).
     """
 
     def __init__(self, specs: Sequence[CellSpec], measured: MarginalMeasurements, device: torch.device | str) -> None:
