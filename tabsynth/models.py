@@ -47,6 +47,20 @@ def draws_whole(span: Span) -> bool:
     return span.activation == "sigmoid" and span.values is not None and span.width > 1
 
 
+class Scratch:
+    """Buffers reused from one sampling batch to the next, by name and shape: memory freshly taken
+    from the system costs a page fault per page on first touch (as much as the product filling it)."""
+
+    def __init__(self) -> None:
+        self._tensors: dict[tuple, torch.Tensor] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        key = (name, shape, dtype, device)
+        if key not in self._tensors:
+            self._tensors[key] = torch.empty(shape, dtype=dtype, device=device)
+        return self._tensors[key]
+
+
 class OutputHeads(nn.Module):
     """Turns raw generator outputs into the encoded space, span by span.
 
@@ -155,16 +169,20 @@ class OutputHeads(nn.Module):
         return self.sample_compact_columns(raw.t().contiguous(), generator)
 
     def sample_compact_columns(self, columns: torch.Tensor, generator: torch.Generator | None,
-                               numbers: torch.Tensor | None = None) -> torch.Tensor:
+                               numbers: torch.Tensor | None = None, out: torch.Tensor | None = None,
+                               scratch: Scratch | None = None) -> torch.Tensor:
         """``sample_compact`` of raw outputs given column by column (``columns`` is raw transposed), as
-        float32 compact rows; ``numbers``: the scaled numbers' rows of ``columns`` in more precision.
+        float32 compact rows; ``numbers``: the scaled numbers' rows of ``columns`` in more precision;
+        ``out``: where to write the compact fields (by rows, transposed); ``scratch``: reusable buffers.
 
         Rows of ``columns`` are contiguous, so every reduction over a span's values runs as a few
         whole-vector operations instead of many short strided ones (about twice as fast on a CPU).
         ``columns`` may be bfloat16: each part is widened to float32 where it is first read.
         """
         n, device = columns.shape[1], columns.device
-        out = torch.empty((self.compact.dim, n), dtype=torch.float32, device=device)
+        scratch = Scratch() if scratch is None else scratch
+        if out is None:
+            out = torch.empty((self.compact.dim, n), dtype=torch.float32, device=device)
         if len(self.number_raw):
             numbers = columns.index_select(0, self.number_raw) if numbers is None else numbers
             out[self.compact.number_compact.to(device)] = torch.tanh(numbers.float())
@@ -177,15 +195,20 @@ class OutputHeads(nn.Module):
             out[self.bit_field.to(device)] = (uniform < probabilities).float()
         if self.drawn_fields:
             uniform = torch.rand((len(self.drawn_fields), n), generator=generator, device=device)
+            widest = max(end - start for start, end, _ in self.drawn_fields)
+            weights = scratch.get("weights", (widest, n), torch.float32, device)
+            below = scratch.get("below", (widest - 1, n), torch.bool, device)
             for k, (start, end, field) in enumerate(self.drawn_fields):
-                logits = columns[start:end]
-                cdf = (logits - logits.amax(0).float()).exp_()  # unnormalised float32 weights, then their running sums
-                for i in range(1, end - start):
+                logits, values = columns[start:end], end - start
+                # unnormalised float32 weights, then their running sums
+                cdf = torch.sub(logits, logits.amax(0).float(), out=weights[:values]).exp_()
+                for i in range(1, values):
                     cdf[i].add_(cdf[i - 1])
                 # The number of values before the last whose cumulative weight lies below the draw
                 # (summed as bytes: several times faster than summing booleans).
-                below = (cdf[:-1] < uniform[k] * cdf[-1]).view(torch.uint8)
-                out[field] = below.sum(0, dtype=torch.int16 if end - start < 2**15 else torch.int32).float()
+                torch.lt(cdf[:-1], uniform[k] * cdf[-1], out=below[:values - 1])
+                below_bytes = below[:values - 1].view(torch.uint8)
+                out[field] = below_bytes.sum(0, dtype=torch.int16 if values < 2**15 else torch.int32).float()
         return out.t()
 
 
@@ -302,20 +325,23 @@ class Generator(nn.Module):
         """
         k = self.latent_classes
         layers = self._sampling_layers(hidden_dtype)
-        out = []
+        out = torch.empty((self.heads.compact.dim, n), dtype=torch.float32)
+        scratch = Scratch()
         for start in range(0, n, batch_size):
             size = min(batch_size, n - start)
             gaussian = torch.randn((size, self.noise_dim - k), generator=generator)
             classes = torch.randint(0, k, (size,), generator=generator) if k else None
-            out.append(self._sample_compact(layers, gaussian, classes, generator))
-        return torch.cat(out)
+            self._sample_compact(layers, gaussian, classes, generator, out[:, start:start + size], scratch)
+        return out.t()
 
     def sample_compact(self, noise: torch.Tensor, generator: torch.Generator | None = None,
                        hidden_dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The rows ``heads.sample_compact(raw(noise))`` draws, computed as ``sample`` computes them."""
         classes = self.latent_class(noise) if self.latent_classes else None
-        return self._sample_compact(self._sampling_layers(hidden_dtype), noise[:, self.latent_classes:],
-                                    classes, generator)
+        out = torch.empty((self.heads.compact.dim, len(noise)), dtype=torch.float32, device=noise.device)
+        self._sample_compact(self._sampling_layers(hidden_dtype), noise[:, self.latent_classes:],
+                             classes, generator, out, Scratch())
+        return out.t()
 
     def _sampling_layers(self, hidden_dtype: torch.dtype) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The folded layers in ``hidden_dtype`` (the first with its latent-class rows scaled, the last
@@ -339,25 +365,30 @@ class Generator(nn.Module):
         return layers
 
     def _sample_compact(self, layers: list[tuple[torch.Tensor, torch.Tensor]], gaussian: torch.Tensor,
-                        classes: torch.Tensor | None, generator: torch.Generator | None) -> torch.Tensor:
-        """The layers of ``_sampling_layers``, then the heads' compact draws.
+                        classes: torch.Tensor | None, generator: torch.Generator | None, out: torch.Tensor,
+                        scratch: Scratch) -> None:
+        """The layers of ``_sampling_layers``, then the heads' compact draws into ``out`` (compact fields by rows).
 
         The one-hot class times the first layer's weights is one of their rows: a lookup, not a
         product. The output layer is computed transposed, for ``OutputHeads.sample_compact_columns``.
         """
         k = self.latent_classes
+        n, device = len(gaussian), gaussian.device
         weight, bias = layers[0]
-        hidden = torch.addmm(bias, gaussian.to(weight.dtype), weight[k:])
+        hidden = torch.addmm(bias, gaussian.to(weight.dtype), weight[k:],
+                             out=scratch.get("hidden0", (n, weight.shape[1]), weight.dtype, device))
         if classes is not None:
             hidden.add_(weight[:k].index_select(0, classes))
         hidden.relu_()
-        for weight, bias in layers[1:-2]:
-            hidden = torch.addmm(bias, hidden, weight).relu_()
+        for i, (weight, bias) in enumerate(layers[1:-2], 1):
+            buffer = scratch.get(f"hidden{i % 2}", (n, weight.shape[1]), weight.dtype, device)
+            hidden = torch.addmm(bias, hidden, weight, out=buffer).relu_()
         weight, bias = layers[-2]
-        columns = torch.addmm(bias, weight, hidden.t())
+        columns = torch.addmm(bias, weight, hidden.t(),
+                              out=scratch.get("columns", (weight.shape[0], n), weight.dtype, device))
         weight, bias = layers[-1]
         numbers = torch.addmm(bias, weight, hidden.t().float()) if len(bias) and weight.dtype != hidden.dtype else None
-        return self.heads.sample_compact_columns(columns, generator, numbers)
+        self.heads.sample_compact_columns(columns, generator, numbers, out, scratch)
 
     def folded_layers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The eval-mode body as (weight^T, bias) pairs, each batch norm folded into its linear layer."""

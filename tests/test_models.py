@@ -152,6 +152,15 @@ def test_sampling_draws_the_latent_class_as_an_integer_with_the_distribution_of_
         assert (shares - reference_shares).abs().max() < 0.015, enc.cell_specs[j].name
 
 
+def test_sampling_in_batches_reuses_buffers_without_one_batch_overwriting_another() -> None:
+    generator = trained_like_generator(encoder(), latent_classes=4)
+    with torch.no_grad():
+        whole = generator.sample(10_000, torch.Generator().manual_seed(5), batch_size=3_000)
+        first = generator.sample(3_000, torch.Generator().manual_seed(5), batch_size=3_000)
+    torch.testing.assert_close(whole[:3_000], first)  # same draws, untouched by the three batches after it
+    assert not torch.equal(whole[9_000:], whole[:1_000])  # the last, shorter batch is its own
+
+
 def test_a_category_without_alternatives_is_always_drawn() -> None:
     enc = Encoder(Schema((CategoricalColumn("only", categories=("x",)), BooleanColumn("flag"))))
     heads = OutputHeads(enc.layout)
