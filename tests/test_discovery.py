@@ -120,6 +120,21 @@ def test_adult_keeps_the_main_levels_and_plausible_age_bounds(adult_train: pd.Da
     assert 15 <= age.lower < age.upper <= 95
 
 
+def test_adult_categorical_columns_share_one_gaussian_and_keep_every_category_of_600_rows(
+        adult_train: pd.DataFrame) -> None:
+    # The discovery share of epsilon = 1 (30% over Adult's 15 columns, delta 3e-6): a Laplace histogram
+    # per column would need 712 rows to clear its threshold; the joint Gaussian needs about 313.
+    ledger = PrivacyLedger(1.0, 1e-5)
+    schema = discover_schema(adult_train, ledger, 0.3, 3e-6, np.random.default_rng(0))
+    release = ledger.entries[0].details["categories"]
+    assert release["mechanism"] == "gaussian_histogram_threshold" and release["columns"] == 9
+    assert release["threshold"] < 400
+    for column in schema.columns:
+        if isinstance(column, CategoricalColumn):
+            counts = adult_train[column.name].value_counts()
+            assert set(counts.index[counts >= 600]) <= set(column.categories), column.name
+
+
 def test_discovery_is_reproducible_for_a_fixed_seed() -> None:
     frame = people()
     (first, ledger_a), (second, ledger_b) = discover(frame, seed=11), discover(frame, seed=11)

@@ -5,12 +5,22 @@ import math
 import numpy as np
 import pytest
 
+from dp_accounting.pld import privacy_loss_distribution
+from scipy.stats import norm
+
 from tabsynth.privacy import (
     default_numeric_candidates,
     dp_histogram_threshold,
     dp_quantiles,
     histogram_threshold,
     laplace_count,
+)
+from tabsynth.privacy.mechanisms import (
+    GAUSSIAN_HISTOGRAMS,
+    LAPLACE_HISTOGRAMS,
+    gaussian_delta,
+    gaussian_noise_std,
+    plan_category_release,
 )
 
 
@@ -151,3 +161,59 @@ def test_integer_candidates_are_integers_including_all_small_ones():
     assert np.all(grid == np.round(grid)) and np.all(np.diff(grid) > 0)
     assert set(range(-1000, 1001)) <= set(grid.astype(int).tolist())
     assert grid[-1] >= 1e12
+
+
+@pytest.mark.parametrize("epsilon, delta, sensitivity", [(0.18, 2e-6, 3.0), (1.0, 1e-5, 1.0), (0.02, 1e-7, 1.0)])
+def test_gaussian_noise_std_is_the_least_that_meets_delta_by_an_independent_accountant(epsilon, delta, sensitivity):
+    std = gaussian_noise_std(epsilon, delta, sensitivity)
+    pld = privacy_loss_distribution.from_gaussian_mechanism(std, sensitivity=sensitivity,
+                                                             value_discretization_interval=1e-5)
+    assert pld.get_delta_for_epsilon(epsilon) <= delta * 1.001  # Google's dp-accounting, pessimistic PLD
+    assert pld.get_delta_for_epsilon(epsilon) >= delta * 0.98  # and not looser than needed
+    smaller = privacy_loss_distribution.from_gaussian_mechanism(0.99 * std, sensitivity=sensitivity,
+                                                                 value_discretization_interval=1e-5)
+    assert smaller.get_delta_for_epsilon(epsilon) > delta
+
+
+def test_gaussian_delta_is_monotone_in_noise_and_never_negative():
+    deltas = [gaussian_delta(0.5, std) for std in (0.5, 1.0, 2.0, 8.0, 1e4)]
+    assert all(a > b for a, b in zip(deltas, deltas[1:])) and deltas[-1] >= 0.0
+
+
+def test_many_categorical_columns_release_through_one_gaussian_with_a_lower_threshold():
+    # Adult at epsilon 1: 9 categorical columns share 0.18 and delta 3e-6 of the discovery budget
+    gaussian = plan_category_release(0.18, 3e-6, 9)
+    laplace_threshold = histogram_threshold(0.18 / 9, 3e-6 / 9)
+    assert gaussian.mechanism == GAUSSIAN_HISTOGRAMS
+    assert gaussian.threshold < 0.5 * laplace_threshold
+    # its delta: the Gaussian's own curve plus, per column, the chance a value held by one row clears the threshold
+    spent = (gaussian_delta(0.18, gaussian.noise, math.sqrt(9))
+             + 9 * float(norm.sf((gaussian.threshold - 1.0) / gaussian.noise)))
+    assert spent <= 3e-6 * (1 + 1e-9)
+
+
+def test_a_single_categorical_column_keeps_the_laplace_histogram():
+    release = plan_category_release(0.02, 3e-7, 1)
+    assert release.mechanism == LAPLACE_HISTOGRAMS
+    assert release.threshold == pytest.approx(histogram_threshold(0.02, 3e-7))
+    assert release.noise == pytest.approx(1 / 0.02)
+
+
+def test_gaussian_release_keeps_values_above_the_threshold_and_never_a_singleton():
+    release = plan_category_release(0.18, 3e-6, 9)
+    common = int(release.threshold + 6 * release.noise)
+    values = np.array(["common"] * common + ["rare"] + ["edge"] * int(round(release.threshold)), dtype=object)
+    draws = [release.release(values, np.random.default_rng(seed)) for seed in range(400)]
+    assert all("common" in d and "rare" not in d for d in draws)
+    assert 0.4 < np.mean(["edge" in d for d in draws]) < 0.6  # a count at the threshold: half the time
+    noisy = np.array([d["common"] for d in draws]) - common
+    assert noisy.std() == pytest.approx(release.noise, rel=0.1)
+
+
+def test_category_release_validates_its_arguments():
+    with pytest.raises(ValueError, match="columns"):
+        plan_category_release(1.0, 1e-6, 0)
+    with pytest.raises(ValueError, match="epsilon"):
+        plan_category_release(0.0, 1e-6, 3)
+    with pytest.raises(ValueError, match="delta"):
+        gaussian_noise_std(1.0, 0.0)

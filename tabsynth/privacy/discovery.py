@@ -16,9 +16,12 @@ import pandas as pd
 from tabsynth.geo import BoundingBox
 from tabsynth.privacy.ledger import PrivacyLedger
 from tabsynth.privacy.mechanisms import (
+    GAUSSIAN_HISTOGRAMS,
+    LAPLACE_HISTOGRAMS,
+    CategoryRelease,
     default_numeric_candidates,
-    dp_histogram_threshold,
     dp_quantiles,
+    plan_category_release,
 )
 from tabsynth.schema import (
     _LAT,
@@ -42,7 +45,12 @@ PURPOSE = "domain discovery"
 NEW_CATEGORIES_PURPOSE = "new categories"
 RANGE_MECHANISM = "laplace_histogram_range"
 QUANTILE_MECHANISM = "dp_quantiles"
-HISTOGRAM_MECHANISM = "dp_histogram_threshold"
+HISTOGRAM_MECHANISM = "thresholded_histograms"  # a categorical column's plan: its share of one CategoryRelease
+_RELEASE_COMPOSITION = {
+    LAPLACE_HISTOGRAMS: "basic: epsilon and delta split evenly over the categorical columns",
+    GAUSSIAN_HISTOGRAMS: "one Gaussian mechanism on every categorical column's counts, calibrated exactly to "
+                         "epsilon and part of delta; the rest of delta bounds the release of a value held by one row",
+}
 RANGE_SHARE = 0.5  # of a numeric column's epsilon spent on its range; the rest buys the inner knots
 RANGE_FAILURE = 1e-3  # chance that some empty bin or bin group of a range histogram clears its threshold
 RANGE_LEVELS = (1, 2, 4, 8, 16)  # bins summed per group when looking for sparse tails
@@ -87,10 +95,11 @@ def discover_schema(
     a threshold that empty regions almost never clear (post-processing, so a lone extreme record cannot
     set a bound). The other half buys the inner knots from ONE ``dp_quantiles`` call over a grid fixed by
     the released bounds (exponential mechanism, utility sensitivity <= 1). A geo coordinate spends its
-    whole share on such a histogram. A categorical column runs ``dp_histogram_threshold`` (Laplace counts,
-    sensitivity 1, and a threshold that a value held only by the differing row clears with probability
-    delta/h), delta being split evenly over the h categorical columns; categories are sorted by a
-    data-independent key and a catch-all absorbs every value that was not released. The whole
+    whole share on such a histogram. The h categorical columns release their category sets together
+    (``plan_category_release`` at h shares of epsilon and the whole delta: one Gaussian mechanism on
+    all their counts, or a Laplace histogram per column, whichever has the lower threshold; a value
+    held only by the differing row clears it with probability at most delta/h); categories are
+    sorted by a data-independent key and a catch-all absorbs every value that was not released. The whole
     (epsilon, delta) is spent before any mechanism runs, as one entry whose details name the mechanisms
     and per-column budgets, never a value.
     """
@@ -104,9 +113,11 @@ def discover_schema(
     budgeted = [p for p in plans if p.needs_budget]
     histograms = [p for p in plans if p.kind == "categorical"]
     epsilon_each, delta_each = _split_budget(epsilon, delta, len(budgeted), len(histograms))
+    release = plan_category_release(epsilon_each * len(histograms), float(delta), len(histograms)) \
+        if histograms else None
     if budgeted:
         _spend(ledger, plans, float(epsilon), float(delta) if histograms else 0.0, epsilon_each, delta_each,
-               n_knots)
+               n_knots, release)
 
     specs: dict[str, Column] = {}
     geo_bounds: dict[str, tuple[float, float]] = {}
@@ -115,7 +126,7 @@ def discover_schema(
         if plan.kind == "boolean":
             specs[plan.name] = BooleanColumn(plan.name, nullable=_nullable(series.dtype), dtype=str(series.dtype))
         elif plan.kind == "categorical":
-            specs[plan.name] = _discover_categorical(series, epsilon_each, delta_each, rng, catch_all)
+            specs[plan.name] = _discover_categorical(series, release, rng, catch_all)
         elif plan.kind in ("integer", "continuous"):
             specs[plan.name] = _discover_number(series, plan.kind == "integer", epsilon_each, n_knots, rng)
         elif plan.kind == "datetime":
@@ -136,9 +147,9 @@ def discover_new_categories(frame: pd.DataFrame, schema: Schema, ledger: Privacy
                             delta: float, rng: np.random.Generator) -> Schema:
     """``schema`` (inferred from PUBLIC data) with the categories of the private ``frame`` it lacks, found under DP.
 
-    For every categorical column, the private values outside its categories go through
-    ``dp_histogram_threshold`` (epsilon and delta split evenly over the categorical columns: basic
-    composition, since one row touches every column); a value is added only if its noisy count clears
+    For every categorical column, the private values outside its categories go through one
+    ``CategoryRelease`` of all the categorical columns (``plan_category_release``: one row touches every
+    column, so their noise is composed); a value is added only if its noisy count clears
     the threshold, so a category held by a handful of records never appears. Restricting a column to its
     unknown values is a per-row map, so each row still adds 1 to at most one count. The whole
     (epsilon, delta) is charged as one ledger entry before any mechanism runs, whether or not anything is
@@ -149,16 +160,18 @@ def discover_new_categories(frame: pd.DataFrame, schema: Schema, ledger: Privacy
     if not categorical:
         return schema
     epsilon_each, delta_each = _split_budget(epsilon, delta, len(categorical), len(categorical))
-    ledger.spend(NEW_CATEGORIES_PURPOSE, HISTOGRAM_MECHANISM, float(epsilon), float(delta),
-                 composition="basic: epsilon and delta split evenly over the categorical columns",
+    release = plan_category_release(float(epsilon), float(delta), len(categorical))
+    ledger.spend(NEW_CATEGORIES_PURPOSE, release.mechanism, float(epsilon), float(delta),
+                 composition=_RELEASE_COMPOSITION[release.mechanism],
                  columns={c.name: {"epsilon": epsilon_each, "delta": delta_each} for c in categorical},
+                 categories=release.details(),
                  note="private categories missing from the public table; rows holding a category that is "
                       "neither public nor released are left out of training")
     for column in categorical:
         series = frame[column.name].dropna()
         values = series.astype(object) if isinstance(series.dtype, pd.CategoricalDtype) else series
         unknown = pd.Index(column.levels, dtype=object).get_indexer(values) < 0
-        released = dp_histogram_threshold(values[unknown].to_numpy(dtype=object), epsilon_each, delta_each, rng)
+        released = release.release(values[unknown].to_numpy(dtype=object), rng)
         if released:
             schema = schema.replace_column(replace(column, categories=column.categories + tuple(_sorted(list(released)))))
     return schema
@@ -289,16 +302,16 @@ def _split_budget(epsilon: float, delta: float, n_budgeted: int, n_histograms: i
 
 
 def _spend(ledger: PrivacyLedger, plans: Sequence[_Plan], epsilon: float, delta: float, epsilon_each: float,
-           delta_each: float, n_knots: int) -> None:
+           delta_each: float, n_knots: int, release: CategoryRelease | None) -> None:
     """Record the whole discovery as ONE ledger entry, before any mechanism touches the data."""
     per_column: dict[str, dict[str, Any]] = {}
     used: set[str] = set()
     for plan in plans:
         if not plan.needs_budget:
             continue
-        used.update(plan.mechanisms)
+        used.update(release.mechanism if m == HISTOGRAM_MECHANISM and release else m for m in plan.mechanisms)
         if plan.kind == "categorical":
-            split = {HISTOGRAM_MECHANISM: {"epsilon": epsilon_each, "delta": delta_each}}
+            split = {release.mechanism: {"epsilon": epsilon_each, "delta": delta_each}}
         elif len(plan.mechanisms) == 2:
             split = {RANGE_MECHANISM: {"epsilon": epsilon_each * RANGE_SHARE, "delta": 0.0},
                      QUANTILE_MECHANISM: {"epsilon": epsilon_each * (1 - RANGE_SHARE), "delta": 0.0,
@@ -308,9 +321,12 @@ def _spend(ledger: PrivacyLedger, plans: Sequence[_Plan], epsilon: float, delta:
         per_column[plan.name] = {"kind": plan.kind, "epsilon": epsilon_each,
                                  "delta": delta_each if plan.kind == "categorical" else 0.0,
                                  "mechanisms": split}
-    ledger.spend(PURPOSE, "+".join(sorted(used)), epsilon, delta,
-                 composition="basic: epsilon split evenly over columns, delta over categorical columns",
-                 columns=per_column)
+    extra = {} if release is None else {"categories": release.details()}
+    composition = "basic: epsilon split evenly over columns, delta over categorical columns"
+    if release is not None and release.mechanism == GAUSSIAN_HISTOGRAMS:
+        composition += "; the categorical columns' shares spent together by one Gaussian mechanism"
+    ledger.spend(PURPOSE, "+".join(sorted(used)), epsilon, delta, composition=composition, columns=per_column,
+                 **extra)
 
 
 # --- mechanisms per kind --------------------------------------------------------------------------
@@ -450,7 +466,7 @@ def _dp_coordinate_range(series: pd.Series, axis: str, epsilon: float,
     return _dp_range(np.clip(values, low_end, high_end), edges, epsilon, rng)
 
 
-def _discover_categorical(series: pd.Series, epsilon: float, delta: float, rng: np.random.Generator,
+def _discover_categorical(series: pd.Series, release: CategoryRelease, rng: np.random.Generator,
                           catch_all: Any) -> Column:
     """Categorical spec: the values released by the thresholded DP histogram, in a data-independent order."""
     name = str(series.name)
@@ -458,7 +474,7 @@ def _discover_categorical(series: pd.Series, epsilon: float, delta: float, rng: 
     values = present.astype(object).to_numpy() if isinstance(series.dtype, pd.CategoricalDtype) \
         else present.to_numpy(dtype=object)
     try:
-        released = dp_histogram_threshold(values, epsilon, delta, rng)
+        released = release.release(values, rng)
     except TypeError as exc:
         raise SchemaError(f"column {name!r}: values must be hashable to be discovered as categories") from exc
     # A released value equal to the catch-all is kept as the catch-all itself: it still decodes to itself.

@@ -6,18 +6,29 @@ Every function takes an explicit ``numpy.random.Generator``; none touches global
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy.optimize import brentq
+from scipy.stats import norm
 
 __all__ = [
+    "CategoryRelease",
     "default_numeric_candidates",
     "dp_histogram_threshold",
     "dp_quantiles",
+    "gaussian_delta",
+    "gaussian_noise_std",
     "histogram_threshold",
     "laplace_count",
+    "plan_category_release",
 ]
+
+LAPLACE_HISTOGRAMS = "dp_histogram_threshold"  # one Laplace histogram per column, basic composition
+GAUSSIAN_HISTOGRAMS = "gaussian_histogram_threshold"  # one Gaussian mechanism on every column's histogram
+_GAUSSIAN_DELTA_SHARES = np.linspace(0.02, 0.98, 49)  # splits of delta tried between the Gaussian and the thresholds
 
 
 def _check_epsilon(epsilon: float) -> float:
@@ -88,13 +99,105 @@ def dp_histogram_threshold(
         if not math.isfinite(min_count):
             raise ValueError(f"min_count must be finite, got {min_count!r}")
         tau = max(tau, min_count)
-    rng = _check_rng(rng)
-    codes, uniques = pd.factorize(arr, use_na_sentinel=True)  # order of first appearance: reproducible
+    return _thresholded_counts(arr, lambda size: _check_rng(rng).laplace(0.0, 1.0 / epsilon, size=size), tau)
+
+
+def _thresholded_counts(values: np.ndarray, noise: Any, tau: float) -> dict[Any, float]:
+    """Each non-null value's count plus ``noise(number of values)``, kept where it reaches ``tau``, most frequent first."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)  # order of first appearance: reproducible
     counts = np.bincount(codes[codes >= 0], minlength=len(uniques))
-    noisy = counts + rng.laplace(0.0, 1.0 / epsilon, size=counts.size)
+    noisy = counts + noise(counts.size)
     keep = np.flatnonzero(noisy >= tau)
     keep = keep[np.argsort(-noisy[keep], kind="stable")]
     return {_as_python(uniques[i]): float(noisy[i]) for i in keep}
+
+
+def gaussian_delta(epsilon: float, std: float, sensitivity: float = 1.0) -> float:
+    """The exact delta at ``epsilon`` of the Gaussian mechanism of noise ``std`` and L2 ``sensitivity``
+    (Balle & Wang 2018, Theorem 8): Phi(s/2std - eps std/s) - e^eps Phi(-s/2std - eps std/s)."""
+    a, b = sensitivity / (2.0 * std), epsilon * std / sensitivity
+    return float(max(0.0, norm.cdf(a - b) - math.exp(epsilon) * norm.cdf(-a - b)))
+
+
+def gaussian_noise_std(epsilon: float, delta: float, sensitivity: float = 1.0) -> float:
+    """The least noise std (to relative precision 1e-9) that makes the Gaussian mechanism of L2
+    ``sensitivity`` (epsilon, delta)-DP, from its exact privacy curve (``gaussian_delta``)."""
+    epsilon = _check_epsilon(epsilon)
+    delta = float(delta)
+    if not (0.0 < delta < 1.0):
+        raise ValueError(f"delta must be in (0, 1), got {delta!r}")
+    if not (math.isfinite(sensitivity) and sensitivity > 0):
+        raise ValueError(f"sensitivity must be a positive finite number, got {sensitivity!r}")
+    hi = sensitivity
+    while gaussian_delta(epsilon, hi, sensitivity) > delta:
+        hi *= 2.0
+    lo = hi / 2.0
+    while lo > 1e-12 * sensitivity and gaussian_delta(epsilon, lo, sensitivity) <= delta:
+        lo /= 2.0
+    std = brentq(lambda x: math.log(gaussian_delta(epsilon, x, sensitivity) / delta), lo, hi, xtol=1e-12, rtol=1e-10)
+    while gaussian_delta(epsilon, std, sensitivity) > delta:  # the root may sit just below; step up
+        std *= 1.0 + 1e-9
+    return std
+
+
+@dataclass(frozen=True)
+class CategoryRelease:
+    """How the category sets of ``columns`` categorical columns are released together under (epsilon, delta).
+
+    Each row adds 1 to one count per column (a null to none). ``GAUSSIAN_HISTOGRAMS``: one Gaussian
+    mechanism on all the columns' counts (L2 sensitivity sqrt(columns)), calibrated exactly to
+    (epsilon, delta_gaussian), every count that reaches ``threshold`` released; a value held only by
+    the differing row (count 1) is released with probability P[1 + N(0, noise^2) >= threshold] =
+    delta_threshold per column, and delta = delta_gaussian + columns * delta_threshold (Korolova et
+    al. 2009; Wilkins et al. 2024 for the Gaussian case). ``LAPLACE_HISTOGRAMS``: one Laplace
+    thresholded histogram per column at (epsilon, delta) / columns (``dp_histogram_threshold``),
+    by basic composition. Noise across columns composes far better for a Gaussian (Adult's 9
+    categorical columns at epsilon 0.18, delta 3e-6: threshold 313 rows against 712); a single
+    column does better with Laplace. ``plan_category_release`` picks the lower threshold.
+    """
+
+    mechanism: str
+    columns: int
+    epsilon: float
+    delta: float
+    noise: float  # per count: the Laplace scale, or the Gaussian std
+    threshold: float
+
+    def release(self, values: np.ndarray, rng: np.random.Generator) -> dict[Any, float]:
+        """The released values of one of the columns, with their noisy counts, most frequent first."""
+        arr = np.asarray(values, dtype=object) if not isinstance(values, np.ndarray) else values
+        if arr.ndim != 1:
+            raise ValueError(f"values must be 1-D, got shape {arr.shape}")
+        rng = _check_rng(rng)
+        if self.mechanism == GAUSSIAN_HISTOGRAMS:
+            return _thresholded_counts(arr, lambda size: rng.normal(0.0, self.noise, size=size), self.threshold)
+        return _thresholded_counts(arr, lambda size: rng.laplace(0.0, self.noise, size=size), self.threshold)
+
+    def details(self) -> dict[str, Any]:
+        """What the ledger records (no counts)."""
+        return {"mechanism": self.mechanism, "columns": self.columns, "epsilon": self.epsilon, "delta": self.delta,
+                "noise_std" if self.mechanism == GAUSSIAN_HISTOGRAMS else "laplace_scale": self.noise,
+                "threshold": self.threshold}
+
+
+def plan_category_release(epsilon: float, delta: float, columns: int) -> CategoryRelease:
+    """The ``CategoryRelease`` of ``columns`` columns under (epsilon, delta) with the lower threshold.
+
+    Depends on (epsilon, delta, columns) alone, so the choice costs nothing. The Gaussian's split of
+    delta between its own curve and the thresholds is the best of a fixed grid.
+    """
+    epsilon = _check_epsilon(epsilon)
+    if isinstance(columns, bool) or not isinstance(columns, (int, np.integer)) or columns < 1:
+        raise ValueError(f"columns must be a positive integer, got {columns!r}")
+    each = epsilon / columns
+    best = CategoryRelease(LAPLACE_HISTOGRAMS, int(columns), epsilon, float(delta), 1.0 / each,
+                           histogram_threshold(each, delta / columns))
+    for share in _GAUSSIAN_DELTA_SHARES:
+        std = gaussian_noise_std(epsilon, share * delta, math.sqrt(columns))
+        threshold = 1.0 + std * float(norm.isf((1.0 - share) * delta / columns))
+        if threshold < best.threshold:
+            best = CategoryRelease(GAUSSIAN_HISTOGRAMS, int(columns), epsilon, float(delta), std, threshold)
+    return best
 
 
 def dp_quantiles(
