@@ -63,6 +63,16 @@ def test_extreme_value_does_not_set_the_upper_bound() -> None:
     assert income.lower < 50_000
 
 
+def test_a_sparse_tail_next_to_the_bulk_widens_the_range() -> None:
+    # 150 rows at 70 beside 20,000 in [30, 63]: too few for the threshold that guards against empty
+    # regions anywhere, enough for the lower one that grows the range bin by bin outwards.
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"age": pd.array(np.concatenate([rng.integers(30, 64, 20_000), np.full(150, 70)]),
+                                          dtype="int64")})
+    uppers = [discover(frame, seed=seed)[0]["age"].upper for seed in range(10)]
+    assert sum(upper >= 70 for upper in uppers) >= 9 and max(uppers) <= 100
+
+
 def test_ledger_holds_one_entry_for_the_given_epsilon_without_table_values() -> None:
     frame = people()
     ledger = PrivacyLedger(1.0, 1e-5)

@@ -53,6 +53,7 @@ _RELEASE_COMPOSITION = {
 }
 RANGE_SHARE = 0.5  # of a numeric column's epsilon spent on its range; the rest buys the inner knots
 RANGE_FAILURE = 1e-3  # chance that some empty bin or bin group of a range histogram clears its threshold
+RANGE_GROWTH_FAILURE = 0.05  # chance that an empty bin next to the range extends it (see _dp_range)
 RANGE_LEVELS = (1, 2, 4, 8, 16)  # bins summed per group when looking for sparse tails
 KNOT_GRID = 257  # evenly spaced knot candidates added inside the released range
 GEO_STEP = 0.1  # degrees per bin of the latitude/longitude range histograms
@@ -342,6 +343,9 @@ def _dp_range(values: np.ndarray, edges: np.ndarray, epsilon: float, rng: np.ran
     level with a threshold that an all-empty group clears with probability <= beta/(levels*groups), so
     with probability >= 1 - beta no empty region, e.g. one holding a lone outlier, widens the range.
     The finest level that clears sets the range; coarser groups lying wholly outside it extend it.
+    Then the range grows bin by bin outwards while the next bin clears a lower threshold, one that an
+    empty bin clears with probability ``RANGE_GROWTH_FAILURE``: a sparse tail beside the bulk (Adult's
+    ages above 64 at epsilon 0.01) is kept, and a false step widens the range by one bin only.
     """
     n_bins = len(edges) - 1
     index = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, n_bins - 1)
@@ -366,7 +370,15 @@ def _dp_range(values: np.ndarray, edges: np.ndarray, epsilon: float, rng: np.ran
         _, first = np.unique((np.arange(n_bins) - anchor) // levels[-1], return_index=True)
         mode = int(np.argmax(np.add.reduceat(noisy, first)))
         lower, upper = edges[first[mode]], edges[first[mode + 1] if mode + 1 < len(first) else n_bins]
-    return float(lower), float(upper)
+    # Sparse tails: grow the range bin by bin while the next bin outwards clears a lower threshold, one
+    # that an empty bin clears with probability RANGE_GROWTH_FAILURE (a false step widens by one bin only).
+    step = math.log(1.0 / (2.0 * RANGE_GROWTH_FAILURE)) / epsilon
+    low, high = int(np.searchsorted(edges, lower)), int(np.searchsorted(edges, upper))  # bins [low, high)
+    while low > 0 and noisy[low - 1] >= step:
+        low -= 1
+    while high < n_bins and noisy[high] >= step:
+        high += 1
+    return float(edges[low]), float(edges[high])
 
 
 def _group_threshold(size: int, n_tests: int, epsilon: float) -> float:
