@@ -116,7 +116,7 @@ def gaussian_delta(epsilon: float, std: float, sensitivity: float = 1.0) -> floa
     """The exact delta at ``epsilon`` of the Gaussian mechanism of noise ``std`` and L2 ``sensitivity``
     (Balle & Wang 2018, Theorem 8): Phi(s/2std - eps std/s) - e^eps Phi(-s/2std - eps std/s)."""
     a, b = sensitivity / (2.0 * std), epsilon * std / sensitivity
-    return float(max(0.0, norm.cdf(a - b) - math.exp(epsilon) * norm.cdf(-a - b)))
+    return float(max(0.0, norm.cdf(a - b) - math.exp(epsilon + norm.logcdf(-a - b))))  # no overflow at large epsilon
 
 
 def gaussian_noise_std(epsilon: float, delta: float, sensitivity: float = 1.0) -> float:
@@ -134,7 +134,7 @@ def gaussian_noise_std(epsilon: float, delta: float, sensitivity: float = 1.0) -
     lo = hi / 2.0
     while lo > 1e-12 * sensitivity and gaussian_delta(epsilon, lo, sensitivity) <= delta:
         lo /= 2.0
-    std = brentq(lambda x: math.log(gaussian_delta(epsilon, x, sensitivity) / delta), lo, hi, xtol=1e-12, rtol=1e-10)
+    std = brentq(lambda x: gaussian_delta(epsilon, x, sensitivity) - delta, lo, hi, xtol=1e-12 * lo, rtol=1e-10)
     while gaussian_delta(epsilon, std, sensitivity) > delta:  # the root may sit just below; step up
         std *= 1.0 + 1e-9
     return std
