@@ -329,7 +329,8 @@ class Generator(nn.Module):
         scratch = Scratch()
         for start in range(0, n, batch_size):
             size = min(batch_size, n - start)
-            gaussian = torch.randn((size, self.noise_dim - k), generator=generator)
+            gaussian = torch.randn((size, self.noise_dim - k), generator=generator,
+                                   out=scratch.get("gaussian", (size, self.noise_dim - k), torch.float32, out.device))
             classes = torch.randint(0, k, (size,), generator=generator) if k else None
             self._sample_compact(layers, gaussian, classes, generator, out[:, start:start + size], scratch)
         return out.t()
@@ -387,7 +388,10 @@ class Generator(nn.Module):
         columns = torch.addmm(bias, weight, hidden.t(),
                               out=scratch.get("columns", (weight.shape[0], n), weight.dtype, device))
         weight, bias = layers[-1]
-        numbers = torch.addmm(bias, weight, hidden.t().float()) if len(bias) and weight.dtype != hidden.dtype else None
+        numbers = None
+        if len(bias) and weight.dtype != hidden.dtype:
+            widened = scratch.get("hidden_float32", (hidden.shape[1], n), torch.float32, device).copy_(hidden.t())
+            numbers = torch.addmm(bias, weight, widened, out=scratch.get("numbers", (len(bias), n), torch.float32, device))
         self.heads.sample_compact_columns(columns, generator, numbers, out, scratch)
 
     def folded_layers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
