@@ -63,7 +63,7 @@ class ModelFileError(ValueError):
 class Settings:
     """Training settings; see ``Synthesizer`` for their meaning."""
 
-    generator_hidden: tuple[int, ...] = (256, 256)
+    generator_hidden: tuple[int, ...] = (256,)
     discriminator_hidden: tuple[int, ...] = (128, 128)
     noise_dim: int = 64
     latent_classes: int = 32
