@@ -89,9 +89,6 @@ def dp_histogram_threshold(
     ``min_count`` can only raise tau (a higher threshold keeps the guarantee).  Nulls (None, NaN, NaT,
     pd.NA) are excluded; they are the missing indicator's business.
     """
-    arr = np.asarray(values, dtype=object) if not isinstance(values, np.ndarray) else values
-    if arr.ndim != 1:
-        raise ValueError(f"values must be 1-D, got shape {arr.shape}")
     epsilon = _check_epsilon(epsilon)
     tau = histogram_threshold(epsilon, delta)
     if min_count is not None:
@@ -99,14 +96,18 @@ def dp_histogram_threshold(
         if not math.isfinite(min_count):
             raise ValueError(f"min_count must be finite, got {min_count!r}")
         tau = max(tau, min_count)
-    return _thresholded_counts(arr, lambda size: _check_rng(rng).laplace(0.0, 1.0 / epsilon, size=size), tau)
+    return _thresholded_counts(values, _check_rng(rng).laplace, 1.0 / epsilon, tau)
 
 
-def _thresholded_counts(values: np.ndarray, noise: Any, tau: float) -> dict[Any, float]:
-    """Each non-null value's count plus ``noise(number of values)``, kept where it reaches ``tau``, most frequent first."""
-    codes, uniques = pd.factorize(values, use_na_sentinel=True)  # order of first appearance: reproducible
+def _thresholded_counts(values: Any, sample: Any, scale: float, tau: float) -> dict[Any, float]:
+    """Each non-null value's count plus ``sample(0, scale, size)`` noise, kept where it reaches ``tau``,
+    most frequent first."""
+    arr = np.asarray(values, dtype=object) if not isinstance(values, np.ndarray) else values
+    if arr.ndim != 1:
+        raise ValueError(f"values must be 1-D, got shape {arr.shape}")
+    codes, uniques = pd.factorize(arr, use_na_sentinel=True)  # order of first appearance: reproducible
     counts = np.bincount(codes[codes >= 0], minlength=len(uniques))
-    noisy = counts + noise(counts.size)
+    noisy = counts + sample(0.0, scale, size=counts.size)
     keep = np.flatnonzero(noisy >= tau)
     keep = keep[np.argsort(-noisy[keep], kind="stable")]
     return {_as_python(uniques[i]): float(noisy[i]) for i in keep}
@@ -165,13 +166,9 @@ class CategoryRelease:
 
     def release(self, values: np.ndarray, rng: np.random.Generator) -> dict[Any, float]:
         """The released values of one of the columns, with their noisy counts, most frequent first."""
-        arr = np.asarray(values, dtype=object) if not isinstance(values, np.ndarray) else values
-        if arr.ndim != 1:
-            raise ValueError(f"values must be 1-D, got shape {arr.shape}")
         rng = _check_rng(rng)
-        if self.mechanism == GAUSSIAN_HISTOGRAMS:
-            return _thresholded_counts(arr, lambda size: rng.normal(0.0, self.noise, size=size), self.threshold)
-        return _thresholded_counts(arr, lambda size: rng.laplace(0.0, self.noise, size=size), self.threshold)
+        sample = rng.normal if self.mechanism == GAUSSIAN_HISTOGRAMS else rng.laplace
+        return _thresholded_counts(values, sample, self.noise, self.threshold)
 
     def details(self) -> dict[str, Any]:
         """What the ledger records (no counts)."""
