@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 import torch
 
 from tabsynth.schema import (
+    ORDERED_CATEGORY,
     BooleanColumn,
     CategoricalColumn,
     Column,
@@ -777,15 +778,16 @@ def _restore_categories(codes: np.ndarray, missing: np.ndarray, column: Categori
     """Category codes (nulls where ``missing``) as a Series in the column's recorded dtype: the levels
     are cast once and then taken by code."""
     levels = list(column.levels)
-    if column.dtype == "category":
-        return pd.Series(pd.Categorical.from_codes(np.where(missing, -1, codes), dtype=pd.CategoricalDtype(levels)))
+    if column.dtype in ("category", ORDERED_CATEGORY):
+        dtype = pd.CategoricalDtype(levels, ordered=column.dtype == ORDERED_CATEGORY)
+        return pd.Series(pd.Categorical.from_codes(np.where(missing, -1, codes), dtype=dtype))
     with_null = int(missing.any())
     table = pd.Series(levels + [None] * with_null, dtype=object)  # a trailing null for missing rows
     if column.dtype is not None and column.dtype != "object":
         fallback = "Int64" if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
                                   for v in levels) else "object"
         table = _cast(table, column.dtype, fallback)
-    return pd.Series(table.array.take(np.where(missing, len(levels), codes)))
+    return pd.Series(table.array.take(np.where(missing, len(levels), codes)), dtype=table.dtype)  # object stays object
 
 
 def _cast(series: pd.Series, dtype: str, fallback: str) -> pd.Series:

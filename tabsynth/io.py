@@ -73,12 +73,14 @@ class TableSource:
         return self._concat(self.batches())
 
     def _concat(self, frames: Iterable[pd.DataFrame]) -> pd.DataFrame:
-        """Batches as one frame; categoricals whose batches differ in categories stay categorical."""
-        empty = self.empty()
+        """Batches as one frame; categoricals whose batches differ in categories stay categorical, their
+        categories in the batches' order (an ordered one's order is its meaning)."""
+        empty, frames = self.empty(), list(frames)
         frame = pd.concat([empty, *frames], ignore_index=True)
         for name, dtype in empty.dtypes.items():
             if isinstance(dtype, pd.CategoricalDtype) and frame[name].dtype != dtype:
-                frame[name] = frame[name].astype(pd.CategoricalDtype(ordered=dtype.ordered))
+                levels = dict.fromkeys(level for batch in frames for level in batch[name].cat.categories)
+                frame[name] = frame[name].astype(pd.CategoricalDtype(list(levels), ordered=dtype.ordered))
         return frame
 
 

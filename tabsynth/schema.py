@@ -285,10 +285,10 @@ class Schema:
         updated = []
         for column in self.columns:
             if isinstance(column, GeoPointColumn):
-                column = replace(column, lat_dtype=column.lat_dtype or str(frame[column.lat].dtype),
-                                 lon_dtype=column.lon_dtype or str(frame[column.lon].dtype))
+                column = replace(column, lat_dtype=column.lat_dtype or dtype_text(frame[column.lat].dtype),
+                                 lon_dtype=column.lon_dtype or dtype_text(frame[column.lon].dtype))
             elif column.dtype is None:
-                column = replace(column, dtype=str(frame[column.name].dtype))
+                column = replace(column, dtype=dtype_text(frame[column.name].dtype))
             updated.append(column)
         return replace(self, columns=tuple(updated), column_order=tuple(frame.columns))
 
@@ -385,6 +385,20 @@ class Schema:
 
 
 # --- table checks shared by the encoder and the synthesizer ---------------------------------
+
+
+ORDERED_CATEGORY = "category[ordered]"  # dtype text of an ordered categorical
+
+
+def dtype_text(dtype: Any) -> str:
+    """A pandas dtype as text that ``pandas_dtype`` reads back as the same dtype: ``str(dtype)``, except
+    that a string dtype with NA semantics names its storage ("string" alone would read back as pyarrow's)
+    and an ordered categorical is ``ORDERED_CATEGORY`` (its levels come from the schema)."""
+    if isinstance(dtype, pd.StringDtype) and dtype.na_value is pd.NA:
+        return f"string[{dtype.storage}]"
+    if isinstance(dtype, pd.CategoricalDtype) and dtype.ordered:
+        return ORDERED_CATEGORY
+    return str(dtype)
 
 
 def check_frame(frame: Any, argument: str) -> None:
@@ -495,7 +509,7 @@ def _infer_geo(frame: pd.DataFrame, name: str, lat: str, lon: str) -> GeoPointCo
     nullable = bool(lats.isna().any() or lons.isna().any())
     region = BoundingBox(float(lats.min()), float(lats.max()), float(lons.min()), float(lons.max()))
     return GeoPointColumn(name, nullable=nullable, lat=lat, lon=lon, region=region,
-                          lat_dtype=str(frame[lat].dtype), lon_dtype=str(frame[lon].dtype))
+                          lat_dtype=dtype_text(frame[lat].dtype), lon_dtype=dtype_text(frame[lon].dtype))
 
 
 def quantile_knots(quantiles: np.ndarray, integral: bool = False) -> tuple[float, ...] | None:
@@ -534,7 +548,7 @@ def _quantile_knots(values: np.ndarray, lower: float, upper: float, n_knots: int
 
 def _infer_column(series: pd.Series, kind: str | None, max_categories: int, n_knots: int,
                   catch_all: Any) -> Column:
-    name, dtype = str(series.name), str(series.dtype)
+    name, dtype = str(series.name), dtype_text(series.dtype)
     values = series.dropna()
     nullable = len(values) < len(series)
     if kind is not None and kind not in COLUMN_KINDS:

@@ -119,6 +119,30 @@ def test_schema_encodes_the_private_frame_and_decodes_to_its_dtypes() -> None:
     assert dict(decoded.dtypes) == dict(frame.dtypes)
 
 
+@pytest.mark.parametrize("dtype", [object, "string[python]", "string[pyarrow]", "str"])
+def test_a_categorical_column_decodes_to_its_string_dtype(dtype: object) -> None:
+    frame = people()[["city"]].astype(dtype)
+    schema, _ = discover(frame)
+    encoder = Encoder(schema, on_invalid="clip")
+    assert encoder.decode(encoder.encode(frame))["city"].dtype == frame["city"].dtype
+
+
+@pytest.mark.parametrize("ordered", [False, True])
+def test_a_category_column_decodes_to_the_released_levels_ordered_as_its_dtype(ordered: bool) -> None:
+    frame = people()[["city"]].astype(pd.CategoricalDtype(["Paris", "Lyon", RARE], ordered=ordered))
+    schema, _ = discover(frame)
+    encoder = Encoder(schema, on_invalid="clip")
+    dtype = encoder.decode(encoder.encode(frame))["city"].dtype
+    assert isinstance(dtype, pd.CategoricalDtype) and dtype.ordered == ordered
+    assert RARE not in dtype.categories  # the levels are the DP release, not the private dtype's list
+
+
+def test_an_ordered_categorical_keeps_its_dtypes_order_not_the_alphabets() -> None:
+    frame = people()[["city"]].astype(pd.CategoricalDtype(["Paris", "Lyon", RARE], ordered=True))
+    schema, _ = discover(frame)
+    assert schema["city"].categories == ("Paris", "Lyon")
+
+
 def test_adult_keeps_the_main_levels_and_plausible_age_bounds(adult_train: pd.DataFrame) -> None:
     schema, ledger = discover(adult_train)
     assert ledger.entries[0].epsilon == pytest.approx(EPS_PER_COLUMN * adult_train.shape[1])

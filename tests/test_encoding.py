@@ -242,6 +242,17 @@ def test_unknown_category_maps_to_the_catch_all_on_request() -> None:
 
 
 @pytest.mark.parametrize("dtype", ["str", "string[pyarrow]", "string[python]", "category", object])
+def test_categories_decode_to_the_recorded_string_dtype(dtype: object) -> None:
+    frame = pd.DataFrame({"c": pd.Series(["a", None, "b", "a"], dtype=dtype)})
+    schema = Schema((CategoricalColumn("c", nullable=True, categories=("a", "b")),)).with_dtypes(frame)
+    encoder = Encoder(schema)
+    decoded = encoder.decode(encoder.encode(frame))["c"]
+    assert decoded.dtype == frame["c"].dtype
+    assert decoded.isna().tolist() == [False, True, False, False]
+    assert decoded.dropna().tolist() == ["a", "b", "a"]
+
+
+@pytest.mark.parametrize("dtype", ["str", "string[pyarrow]", "string[python]", "category", object])
 def test_categories_get_the_same_codes_whatever_the_string_dtype(dtype: object) -> None:
     schema = Schema((CategoricalColumn("c", nullable=True, categories=("b", "a", "c"), catch_all="other"),))
     encoder = Encoder(schema, on_invalid="clip")

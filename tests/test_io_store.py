@@ -42,6 +42,15 @@ def test_a_parquet_directory_is_read_in_batches_with_the_files_dtypes(tmp_path: 
     pd.testing.assert_frame_equal(source.read(), frame)
 
 
+def test_an_ordered_categorical_read_in_batches_keeps_its_order(tmp_path: Path) -> None:
+    levels = ["low", "mid", "high"]  # not alphabetical
+    frame = pd.DataFrame({"grade": pd.Categorical(np.tile(levels, 100), categories=levels, ordered=True)})
+    frame.to_parquet(tmp_path / "t.parquet", row_group_size=64)
+    read = open_table(tmp_path / "t.parquet", "t").read()
+    assert read["grade"].dtype.ordered and list(read["grade"].dtype.categories) == levels
+    assert read["grade"].tolist() == frame["grade"].tolist()
+
+
 def test_the_stored_arrow_schema_carries_no_row_count(tmp_path: Path) -> None:
     typed_frame().to_parquet(tmp_path / "t.parquet")
     schema = open_table(tmp_path / "t.parquet", "t").arrow_schema

@@ -36,6 +36,7 @@ from tabsynth.schema import (
     IntegerColumn,
     Schema,
     SchemaError,
+    dtype_text,
     quantile_knots,
 )
 
@@ -125,7 +126,7 @@ def discover_schema(
     for plan in plans:
         series = frame[plan.name]
         if plan.kind == "boolean":
-            specs[plan.name] = BooleanColumn(plan.name, nullable=_nullable(series.dtype), dtype=str(series.dtype))
+            specs[plan.name] = BooleanColumn(plan.name, nullable=_nullable(series.dtype), dtype=dtype_text(series.dtype))
         elif plan.kind == "categorical":
             specs[plan.name] = _discover_categorical(series, release, rng, catch_all)
         elif plan.kind in ("integer", "continuous"):
@@ -139,7 +140,7 @@ def discover_schema(
         name = _geo_name(lat, set(specs))
         region = BoundingBox(*geo_bounds["lat"], *geo_bounds["lon"])
         specs[lat] = GeoPointColumn(name, nullable=True, lat=lat, lon=lon, region=region,
-                                    lat_dtype=str(frame[lat].dtype), lon_dtype=str(frame[lon].dtype))
+                                    lat_dtype=dtype_text(frame[lat].dtype), lon_dtype=dtype_text(frame[lon].dtype))
     ordered = [specs[name] for name in targets if name in specs]
     return Schema(tuple(ordered), tuple(targets))
 
@@ -419,7 +420,7 @@ def _discover_number(series: pd.Series, integer: bool, epsilon: float, n_knots: 
     edges = _numeric_edges(integer)
     range_epsilon = epsilon * RANGE_SHARE if n_knots > 2 else epsilon
     lower, upper = _dp_range(values, edges, range_epsilon, rng, anchor=int(np.searchsorted(edges, 0.0)))
-    common = {"name": name, "nullable": _nullable(series.dtype), "dtype": str(series.dtype)}
+    common = {"name": name, "nullable": _nullable(series.dtype), "dtype": dtype_text(series.dtype)}
     if integer:
         lower_int, upper_int = int(lower), max(int(upper) - 1, int(lower) + 1)  # bins are [a, b): b - 1 is in
         column = IntegerColumn(**common, lower=lower_int, upper=upper_int)
@@ -452,7 +453,7 @@ def _discover_datetime(series: pd.Series, epsilon: float, n_knots: int, rng: np.
     edges = months.astype(f"datetime64[{unit}]").astype(np.int64).astype(np.float64)
     range_epsilon = epsilon * RANGE_SHARE if n_knots > 2 else epsilon
     lower, upper = _dp_range(values, edges, range_epsilon, rng)
-    column = DatetimeColumn(str(series.name), nullable=True, dtype=str(series.dtype), lower=_iso(lower, unit),
+    column = DatetimeColumn(str(series.name), nullable=True, dtype=dtype_text(series.dtype), lower=_iso(lower, unit),
                             upper=_iso(upper, unit), resolution=unit)
     if n_knots <= 2:
         return column
@@ -491,8 +492,13 @@ def _discover_categorical(series: pd.Series, release: CategoryRelease, rng: np.r
         raise SchemaError(f"column {name!r}: values must be hashable to be discovered as categories") from exc
     # A released value equal to the catch-all is kept as the catch-all itself: it still decodes to itself.
     categories = [v for v in released if not _same(v, catch_all)]
-    return CategoricalColumn(name, nullable=_nullable(series.dtype), dtype=str(series.dtype),
-                             categories=tuple(_sorted(categories)), catch_all=catch_all)
+    if isinstance(series.dtype, pd.CategoricalDtype) and series.dtype.ordered:  # the dtype's order, a declared one
+        position = {value: i for i, value in enumerate(series.dtype.categories)}
+        categories.sort(key=position.__getitem__)
+    else:
+        categories = _sorted(categories)
+    return CategoricalColumn(name, nullable=_nullable(series.dtype), dtype=dtype_text(series.dtype),
+                             categories=tuple(categories), catch_all=catch_all)
 
 
 def _same(value: Any, other: Any) -> bool:
