@@ -73,6 +73,24 @@ def test_a_sparse_tail_next_to_the_bulk_widens_the_range() -> None:
     assert sum(upper >= 70 for upper in uppers) >= 9 and max(uppers) <= 100
 
 
+def test_a_smooth_columns_knots_are_distinct_and_near_its_quantiles() -> None:
+    # Distinct knots: a repeated one would read as a point mass. 15 inner knots at 0.05 each side.
+    frame = people()
+    income = discover(frame)[0]["income"]
+    inner = np.array(income.knots[1:-1])
+    levels = np.linspace(0, 1, len(income.knots))[1:-1]
+    ranks = np.searchsorted(np.sort(frame["income"]), inner) / len(frame)
+    assert len(np.unique(income.knots)) == len(income.knots)
+    assert np.abs(ranks - levels).max() < 0.05
+
+
+def test_a_point_mass_at_zero_stays_one_among_the_knots() -> None:
+    rng = np.random.default_rng(0)
+    gains = np.where(rng.random(20_000) < 0.9, 0, rng.lognormal(8, 1, 20_000).round()).astype(np.int64)
+    column = discover(pd.DataFrame({"gain": gains}))[0]["gain"]
+    assert column.knots is not None and list(column.knots).count(0.0) >= 2
+
+
 def test_ledger_holds_one_entry_for_the_given_epsilon_without_table_values() -> None:
     frame = people()
     ledger = PrivacyLedger(1.0, 1e-5)

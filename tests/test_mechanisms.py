@@ -20,6 +20,7 @@ from tabsynth.privacy.mechanisms import (
     LAPLACE_HISTOGRAMS,
     gaussian_delta,
     gaussian_noise_std,
+    histogram_quantiles,
     plan_category_release,
 )
 
@@ -222,3 +223,45 @@ def test_category_release_validates_its_arguments():
 def test_category_release_plans_at_extreme_budgets_without_overflow():
     assert plan_category_release(3000.0, 1e-5, 9).threshold < 2.0  # a value held by two rows is kept
     assert plan_category_release(1e-4, 1e-9, 9).threshold > 1e5
+
+
+def _rank_error(x: np.ndarray, got: np.ndarray, levels: np.ndarray) -> float:
+    return float(np.mean(np.abs(np.searchsorted(np.sort(x), got) / len(x) - levels)))
+
+
+def test_histogram_quantiles_stay_accurate_where_many_exponential_mechanisms_fail():
+    x = np.random.default_rng(0).lognormal(12, 0.5, size=30_000)  # fnlwgt-like
+    levels, edges = np.linspace(0, 1, 17)[1:-1], np.linspace(20_000, 600_000, 33)
+    cand = np.linspace(20_000, 600_000, 257)
+    hist = [_rank_error(x, histogram_quantiles(x, levels, 0.005, edges, np.random.default_rng(s)), levels)
+            for s in range(5)]
+    expo = [_rank_error(x, dp_quantiles(x, levels, 0.005, cand, np.random.default_rng(s)), levels) for s in range(5)]
+    assert np.mean(hist) < 0.03 < 0.1 < np.mean(expo)
+
+
+def test_histogram_quantiles_follow_the_noiseless_cdf_at_large_epsilon():
+    x = np.random.default_rng(1).uniform(0, 100, size=10_000)
+    got = histogram_quantiles(x, [0.25, 0.5, 0.75], 1e6, np.linspace(0, 100, 101), np.random.default_rng(0))
+    np.testing.assert_allclose(got, np.quantile(x, [0.25, 0.5, 0.75]), atol=0.5)
+
+
+def test_histogram_quantiles_keep_an_integer_point_mass_at_its_value():
+    x = np.concatenate([np.zeros(9_000), np.random.default_rng(2).integers(1, 1000, 1_000)])
+    edges = np.array([0.0, 1.0, 10.0, 100.0, 1000.0])
+    got = histogram_quantiles(x, [0.1, 0.5, 0.85, 0.95], 1.0, edges, np.random.default_rng(0), integer=True)
+    assert got[:3].tolist() == [0.0, 0.0, 0.0] and got[3] > 1
+
+
+def test_histogram_quantiles_of_noise_alone_stay_sorted_inside_the_edges():
+    for seed in range(20):
+        got = histogram_quantiles(np.array([]), [0.1, 0.5, 0.9], 1.0, np.array([0.0, 4.0, 8.0]),
+                                  np.random.default_rng(seed))
+        assert np.all(np.diff(got) >= 0) and 0.0 <= got[0] and got[-1] <= 8.0
+
+
+def test_histogram_quantiles_reject_bad_edges_and_nan():
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="edges"):
+        histogram_quantiles(np.array([1.0]), [0.5], 1.0, np.array([3.0, 1.0]), rng)
+    with pytest.raises(ValueError, match="NaN"):
+        histogram_quantiles(np.array([np.nan]), [0.5], 1.0, np.arange(5.0), rng)

@@ -19,8 +19,7 @@ from tabsynth.privacy.mechanisms import (
     GAUSSIAN_HISTOGRAMS,
     LAPLACE_HISTOGRAMS,
     CategoryRelease,
-    default_numeric_candidates,
-    dp_quantiles,
+    histogram_quantiles,
     plan_category_release,
 )
 from tabsynth.schema import (
@@ -45,7 +44,7 @@ __all__ = ["discover_new_categories", "discover_schema", "known_rows"]
 PURPOSE = "domain discovery"
 NEW_CATEGORIES_PURPOSE = "new categories"
 RANGE_MECHANISM = "laplace_histogram_range"
-QUANTILE_MECHANISM = "dp_quantiles"
+QUANTILE_MECHANISM = "histogram_quantiles"
 HISTOGRAM_MECHANISM = "thresholded_histograms"  # a categorical column's plan: its share of one CategoryRelease
 _RELEASE_COMPOSITION = {
     LAPLACE_HISTOGRAMS: "basic: epsilon and delta split evenly over the categorical columns",
@@ -56,7 +55,8 @@ RANGE_SHARE = 0.5  # of a numeric column's epsilon spent on its range; the rest 
 RANGE_FAILURE = 1e-3  # chance that some empty bin or bin group of a range histogram clears its threshold
 RANGE_GROWTH_FAILURE = 0.05  # chance that an empty bin next to the range extends it (see _dp_range)
 RANGE_LEVELS = (1, 2, 4, 8, 16)  # bins summed per group when looking for sparse tails
-KNOT_GRID = 257  # evenly spaced knot candidates added inside the released range
+KNOT_BINS = 32  # even bins of the released range in the knots' histogram
+KNOT_OCTAVES = 8  # and its quarter-octave bins down to 2^-8 of the range
 GEO_STEP = 0.1  # degrees per bin of the latitude/longitude range histograms
 
 
@@ -95,8 +95,8 @@ def discover_schema(
     its share on a Laplace histogram over fixed data-independent bins (each row falls in one bin: L1
     sensitivity 1, so epsilon-DP); the bounds are the outermost bins or bin groups whose noisy count clears
     a threshold that empty regions almost never clear (post-processing, so a lone extreme record cannot
-    set a bound). The other half buys the inner knots from ONE ``dp_quantiles`` call over a grid fixed by
-    the released bounds (exponential mechanism, utility sensitivity <= 1). A geo coordinate spends its
+    set a bound). The other half buys the inner knots from ONE ``histogram_quantiles`` call: a second
+    Laplace histogram, over bins fixed by the released bounds, whose noise all the knots share. A geo coordinate spends its
     whole share on such a histogram. The h categorical columns release their category sets together
     (``plan_category_release`` at h shares of epsilon and the whole delta: one Gaussian mechanism on
     all their counts, or a Laplace histogram per column, whichever has the lower threshold; a value
@@ -395,14 +395,27 @@ def _group_threshold(size: int, n_tests: int, epsilon: float) -> float:
     return float(np.min((log_inverse - size * np.log1p(-x * x)) / x)) / epsilon
 
 
-def _dp_knots(values: np.ndarray, lower: float, upper: float, grid: np.ndarray, epsilon: float, n_knots: int,
-              integral: bool, rng: np.random.Generator) -> tuple[float, ...] | None:
-    """Knots [lower, DP inner quantiles..., upper] from ONE dp_quantiles call over a grid inside the bounds."""
+def _dp_knots(values: np.ndarray, lower: float, upper: float, epsilon: float, n_knots: int, integral: bool,
+              rng: np.random.Generator, zero_bin: bool = True) -> tuple[float, ...] | None:
+    """Knots [lower, DP inner quantiles..., upper] read off ONE histogram over ``_knot_edges`` of the bounds."""
     levels = np.linspace(0.0, 1.0, n_knots)[1:-1]
-    candidates = np.concatenate([grid[(grid >= lower) & (grid <= upper)], np.linspace(lower, upper, KNOT_GRID)])
-    candidates = np.unique(np.round(candidates) if integral else candidates)
-    inner = dp_quantiles(np.clip(values, lower, upper), levels, epsilon, candidates, rng)
+    edges = _knot_edges(lower, upper, integral, zero_bin)
+    inner = histogram_quantiles(np.clip(values, lower, upper), levels, epsilon, edges, rng, integer=integral)
     return quantile_knots(np.concatenate([[lower], inner, [upper]]), integral=integral)
+
+
+def _knot_edges(lower: float, upper: float, integral: bool, zero_bin: bool) -> np.ndarray:
+    """Bins for the knots' histogram, fixed by the released bounds: ``KNOT_BINS`` even bins, the range
+    histogram's quarter-octave edges down to 2^-``KNOT_OCTAVES`` of the range (fine bins near zero for
+    a heavy tail), and with ``zero_bin`` a bin holding 0 alone (so that a point mass at 0 stays one)."""
+    edges = np.linspace(lower, upper, KNOT_BINS + 1)
+    if zero_bin:
+        grid = _numeric_edges(integral)
+        floor = (upper - lower) / 2.0**KNOT_OCTAVES
+        edges = np.union1d(edges, grid[(grid > lower) & (grid < upper) & (np.abs(grid) >= floor)])
+        if lower <= 0.0 < upper:
+            edges = np.union1d(edges, [0.0, min(upper, 1.0 if integral else float(grid[grid > 0][0]))])
+    return np.unique(np.round(edges)) if integral else edges
 
 
 def _numeric_edges(integer: bool) -> np.ndarray:
@@ -426,13 +439,11 @@ def _discover_number(series: pd.Series, integer: bool, epsilon: float, n_knots: 
         column = IntegerColumn(**common, lower=lower_int, upper=upper_int)
         if column.uses_binary_code or n_knots <= 2:
             return column
-        knots = _dp_knots(values, lower_int, upper_int, default_numeric_candidates(integer=True),
-                          epsilon - range_epsilon, n_knots, True, rng)
+        knots = _dp_knots(values, lower_int, upper_int, epsilon - range_epsilon, n_knots, True, rng)
         return IntegerColumn(**common, lower=lower_int, upper=upper_int, knots=knots)
     if n_knots <= 2:
         return ContinuousColumn(**common, lower=lower, upper=upper)
-    knots = _dp_knots(values, lower, upper, default_numeric_candidates(integer=False), epsilon - range_epsilon,
-                      n_knots, False, rng)
+    knots = _dp_knots(values, lower, upper, epsilon - range_epsilon, n_knots, False, rng)
     return ContinuousColumn(**common, lower=lower, upper=upper, knots=knots)
 
 
@@ -457,9 +468,7 @@ def _discover_datetime(series: pd.Series, epsilon: float, n_knots: int, rng: np.
                             upper=_iso(upper, unit), resolution=unit)
     if n_knots <= 2:
         return column
-    day = float(np.timedelta64(1, "D").astype(f"timedelta64[{unit}]").astype(np.int64))
-    days = np.arange(lower, upper + day, day)
-    knots = _dp_knots(values, lower, upper, days, epsilon - range_epsilon, n_knots, True, rng)
+    knots = _dp_knots(values, lower, upper, epsilon - range_epsilon, n_knots, True, rng, zero_bin=False)
     return DatetimeColumn(column.name, nullable=True, dtype=column.dtype, lower=column.lower, upper=column.upper,
                           resolution=unit, knots=knots)
 
