@@ -84,11 +84,15 @@ def test_a_smooth_columns_knots_are_distinct_and_near_its_quantiles() -> None:
     assert np.abs(ranks - levels).max() < 0.05
 
 
-def test_a_point_mass_at_zero_stays_one_among_the_knots() -> None:
+@pytest.mark.parametrize("dtype", ["int64", "float64"])
+def test_a_point_mass_at_zero_stays_one_and_decodes_to_exact_zeros(dtype: str) -> None:
     rng = np.random.default_rng(0)
-    gains = np.where(rng.random(20_000) < 0.9, 0, rng.lognormal(8, 1, 20_000).round()).astype(np.int64)
-    column = discover(pd.DataFrame({"gain": gains}))[0]["gain"]
+    gains = np.where(rng.random(20_000) < 0.9, 0.0, rng.lognormal(8, 1, 20_000).round()).astype(dtype)
+    frame = pd.DataFrame({"gain": gains})
+    column = discover(frame)[0]["gain"]
     assert column.knots is not None and list(column.knots).count(0.0) >= 2
+    encoder = Encoder(Schema((column,)).with_dtypes(frame), on_invalid="clip")
+    assert (encoder.decode(encoder.encode(frame))["gain"] == 0).mean() == pytest.approx(0.9, abs=0.01)
 
 
 def test_ledger_holds_one_entry_for_the_given_epsilon_without_table_values() -> None:

@@ -396,25 +396,31 @@ def _group_threshold(size: int, n_tests: int, epsilon: float) -> float:
 
 
 def _dp_knots(values: np.ndarray, lower: float, upper: float, epsilon: float, n_knots: int, integral: bool,
-              rng: np.random.Generator, zero_bin: bool = True) -> tuple[float, ...] | None:
-    """Knots [lower, DP inner quantiles..., upper] read off ONE histogram over ``_knot_edges`` of the bounds."""
+              rng: np.random.Generator, numeric: bool = True) -> tuple[float, ...] | None:
+    """Knots [lower, DP inner quantiles..., upper] read off ONE histogram over ``_knot_edges`` of the bounds.
+
+    A quantile inside the bin that holds 0 alone is 0, so that a point mass at 0 (zero-inflated amounts)
+    repeats among the knots and the encoder keeps it one cell.
+    """
     levels = np.linspace(0.0, 1.0, n_knots)[1:-1]
-    edges = _knot_edges(lower, upper, integral, zero_bin)
+    edges = _knot_edges(lower, upper, integral, numeric)
     inner = histogram_quantiles(np.clip(values, lower, upper), levels, epsilon, edges, rng, integer=integral)
+    if numeric and lower <= 0.0 < upper:
+        inner[(inner >= 0.0) & (inner < edges[np.searchsorted(edges, 0.0) + 1])] = 0.0
     return quantile_knots(np.concatenate([[lower], inner, [upper]]), integral=integral)
 
 
-def _knot_edges(lower: float, upper: float, integral: bool, zero_bin: bool) -> np.ndarray:
-    """Bins for the knots' histogram, fixed by the released bounds: ``KNOT_BINS`` even bins, the range
-    histogram's quarter-octave edges down to 2^-``KNOT_OCTAVES`` of the range (fine bins near zero for
-    a heavy tail), and with ``zero_bin`` a bin holding 0 alone (so that a point mass at 0 stays one)."""
+def _knot_edges(lower: float, upper: float, integral: bool, numeric: bool) -> np.ndarray:
+    """Bins for the knots' histogram, fixed by the released bounds: ``KNOT_BINS`` even bins and, for
+    numbers (not datetimes), the range histogram's quarter-octave edges down to 2^-``KNOT_OCTAVES`` of
+    the range (fine bins near zero for a heavy tail) and a bin holding 0 alone."""
     edges = np.linspace(lower, upper, KNOT_BINS + 1)
-    if zero_bin:
+    if numeric:
         grid = _numeric_edges(integral)
         floor = (upper - lower) / 2.0**KNOT_OCTAVES
         edges = np.union1d(edges, grid[(grid > lower) & (grid < upper) & (np.abs(grid) >= floor)])
         if lower <= 0.0 < upper:
-            edges = np.union1d(edges, [0.0, min(upper, 1.0 if integral else float(grid[grid > 0][0]))])
+            edges = np.union1d(edges, [0.0, min(upper, float(grid[grid > 0][0]))])
     return np.unique(np.round(edges)) if integral else edges
 
 
@@ -468,7 +474,7 @@ def _discover_datetime(series: pd.Series, epsilon: float, n_knots: int, rng: np.
                             upper=_iso(upper, unit), resolution=unit)
     if n_knots <= 2:
         return column
-    knots = _dp_knots(values, lower, upper, epsilon - range_epsilon, n_knots, True, rng, zero_bin=False)
+    knots = _dp_knots(values, lower, upper, epsilon - range_epsilon, n_knots, True, rng, numeric=False)
     return DatetimeColumn(column.name, nullable=True, dtype=column.dtype, lower=column.lower, upper=column.upper,
                           resolution=unit, knots=knots)
 
