@@ -19,6 +19,7 @@ from tabsynth import (
     Schema,
 )
 from tabsynth.privacy import PrivacyLedger, discover_schema
+from tabsynth.privacy.discovery import _laplace_sum_threshold
 
 EPS_PER_COLUMN = 0.1
 DELTA = 1e-6
@@ -93,6 +94,35 @@ def test_a_point_mass_at_zero_stays_one_and_decodes_to_exact_zeros(dtype: str) -
     assert column.knots is not None and list(column.knots).count(0.0) >= 2
     encoder = Encoder(Schema((column,)).with_dtypes(frame), on_invalid="clip")
     assert (encoder.decode(encoder.encode(frame))["gain"] == 0).mean() == pytest.approx(0.9, abs=0.01)
+
+
+def test_a_tail_too_thin_for_single_bins_grows_the_range_by_runs_of_bins() -> None:
+    # 40 children per year of age beside 20,000 adults: below 10, no single-year bin clears the growth
+    # threshold (46 rows at 0.05); runs of 4 or 8 of them do. Growing bin by bin, no seed got below 6.
+    rng = np.random.default_rng(0)
+    ages = np.concatenate([rng.integers(16, 64, 20_000), np.repeat(np.arange(16), 40)])
+    frame = pd.DataFrame({"age": pd.array(ages, dtype="int64")})
+    lowers = [discover(frame, seed=seed)[0]["age"].lower for seed in range(20)]
+    assert sum(lower <= 5 for lower in lowers) >= 12 and min(lowers) >= -2
+
+
+def test_a_column_too_sparse_to_locate_falls_back_near_zero_not_on_a_far_empty_region() -> None:
+    # 30 values (a disability rating of 1-6) among 20,000 nulls: no bin or group clears a threshold.
+    values = np.full(20_000, None, dtype=object)
+    values[:30] = np.tile(np.arange(1, 7), 5)
+    frame = pd.DataFrame({"rating": pd.array(values, dtype="Int64")})
+    ranges = [(c.lower, c.upper) for c in (discover(frame, seed=seed)[0]["rating"] for seed in range(10))]
+    assert all(-2 <= lower and upper <= 16 for lower, upper in ranges)
+
+
+def test_growth_thresholds_are_the_exact_tails_of_sums_of_laplace_noise() -> None:
+    # An independent computation: Monte Carlo sums of Laplace(1/epsilon) noise exceed each threshold
+    # with the stated probability.
+    rng = np.random.default_rng(0)
+    for size, failure in [(1, 0.05), (2, 0.002), (4, 0.01), (16, 0.001)]:
+        threshold = _laplace_sum_threshold(size, failure, 0.5)
+        sums = rng.laplace(0.0, 2.0, size=(400_000, size)).sum(1)
+        assert (sums >= threshold).mean() == pytest.approx(failure, rel=0.15)
 
 
 def test_ledger_holds_one_entry_for_the_given_epsilon_without_table_values() -> None:
