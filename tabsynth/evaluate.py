@@ -123,7 +123,8 @@ class _Encoded:
 
 
 def _encode_column(real: pd.Series, synthetic: pd.Series, name: str, bins: int) -> _Encoded:
-    """Map a column to shared integer codes: quantile bins of real data, or categories."""
+    """Map a column to shared integer codes: quantile bins of real data, the nearest of a float column's
+    few real values, or categories."""
     if _is_numeric_dtype(real.dtype) and real.nunique(dropna=True) > bins:
         r = _numeric_values(real, name)
         s = _numeric_values(synthetic, name)
@@ -140,6 +141,18 @@ def _encode_column(real: pd.Series, synthetic: pd.Series, name: str, bins: int) 
             c[np.isnan(values)] = n_values  # nulls are their own category
             codes.append(c)
         return _Encoded(name, codes[0], codes[1], n_values + 1, True)
+    if pd.api.types.is_float_dtype(real.dtype) and _is_numeric_dtype(synthetic.dtype):
+        # A float column of few real values (a density per area): each synthetic value counts towards
+        # the nearest of them, so a generator of continuous values is not scored as all wrong.
+        r, s = _numeric_values(real, name), _numeric_values(synthetic, name)
+        levels = np.unique(r[~np.isnan(r)])
+        midpoints = (levels[:-1] + levels[1:]) / 2.0
+        codes = []
+        for values in (r, s):
+            c = np.searchsorted(midpoints, values, side="left").astype(np.int64)
+            c[np.isnan(values)] = levels.size  # nulls are their own category
+            codes.append(c)
+        return _Encoded(name, codes[0], codes[1], levels.size + 1, True)
     both = pd.concat([real, synthetic], ignore_index=True)
     codes, uniques = pd.factorize(both, use_na_sentinel=True)
     codes = codes.astype(np.int64, copy=False)

@@ -105,6 +105,15 @@ def test_numeric_binning_uses_real_quantiles() -> None:
     assert not bool(table["categorical"].iloc[0])
 
 
+def test_a_float_column_of_few_values_scores_synthetic_values_by_the_nearest_real_one() -> None:
+    real = pd.DataFrame({"density": np.repeat([16.3, 73.0, 4187.9], [200, 300, 500])})
+    close = pd.DataFrame({"density": real["density"] * 1.001})  # continuous values beside the real ones
+    table = marginal_tvd(real, close)
+    assert _tvd(table, ("density",)) == 0.0 and not bool(table["categorical"].iloc[0])
+    shifted = pd.DataFrame({"density": np.repeat([16.3, 73.0, 4187.9], [500, 300, 200])})
+    assert _tvd(marginal_tvd(real, shifted), ("density",)) == pytest.approx(0.3)
+
+
 def test_resample_of_real_has_small_tvd(mixed: pd.DataFrame) -> None:
     resample = mixed.sample(len(mixed), replace=True, random_state=1)
     report = fidelity_report(mixed, resample)
