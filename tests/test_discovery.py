@@ -115,6 +115,25 @@ def test_a_column_too_sparse_to_locate_falls_back_near_zero_not_on_a_far_empty_r
     assert all(-2 <= lower and upper <= 16 for lower, upper in ranges)
 
 
+def test_a_point_mass_at_zero_far_below_the_bulk_joins_the_range() -> None:
+    # 1% zeros, then incomes from a few thousand up: empty bins between, and too few zeros for the
+    # threshold that guards every bin at once; the bin of 0 alone is tested on its own.
+    values = np.concatenate([np.zeros(200), np.random.default_rng(1).lognormal(10, 0.5, 19_800)])
+    frame = pd.DataFrame({"income": values})
+    lowers = [discover(frame, seed=seed)[0]["income"].lower for seed in range(20)]
+    assert sum(-1.0 < lower <= 0.0 for lower in lowers) >= 18
+
+
+def test_a_binary_coded_integer_spends_the_knots_share_on_a_second_range_histogram() -> None:
+    # 30 rows at 70 beside 20,000 in [30, 63]: one histogram at half the share finds them in 11 of 40
+    # seeds, the sum of two (the knots' half has nothing to buy for a binary code) in 22.
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"age": pd.array(np.concatenate([rng.integers(30, 64, 20_000), np.full(30, 70)]),
+                                          dtype="int64")})
+    uppers = [discover(frame, seed=seed)[0]["age"].upper for seed in range(40)]
+    assert sum(upper >= 70 for upper in uppers) >= 18 and max(uppers) <= 100
+
+
 def test_growth_thresholds_are_the_exact_tails_of_sums_of_laplace_noise() -> None:
     # An independent computation: Monte Carlo sums of Laplace(1/epsilon) noise exceed each threshold
     # with the stated probability.

@@ -322,6 +322,8 @@ def _spend(ledger: PrivacyLedger, plans: Sequence[_Plan], epsilon: float, delta:
             split = {RANGE_MECHANISM: {"epsilon": epsilon_each * RANGE_SHARE, "delta": 0.0},
                      QUANTILE_MECHANISM: {"epsilon": epsilon_each * (1 - RANGE_SHARE), "delta": 0.0,
                                           "quantiles": n_knots - 2}}
+            if plan.kind == "integer":  # see _discover_number
+                split[QUANTILE_MECHANISM]["if_binary_code"] = f"a second {RANGE_MECHANISM} instead"
         else:
             split = {RANGE_MECHANISM: {"epsilon": epsilon_each, "delta": 0.0}}
         per_column[plan.name] = {"kind": plan.kind, "epsilon": epsilon_each,
@@ -339,7 +341,7 @@ def _spend(ledger: PrivacyLedger, plans: Sequence[_Plan], epsilon: float, delta:
 
 
 def _dp_range(values: np.ndarray, edges: np.ndarray, epsilon: float, rng: np.random.Generator,
-              anchor: int = 0, fallback: int | None = None) -> tuple[float, float]:
+              anchor: int = 0, zero: int | None = None) -> tuple[float, float]:
     """DP (lower, upper): outermost edges of the bins or bin groups whose Laplace-noised count clears a threshold.
 
     Bins [edges[i], edges[i+1]) are fixed in advance and values beyond the ends fall in the end bins, so
@@ -352,20 +354,38 @@ def _dp_range(values: np.ndarray, edges: np.ndarray, epsilon: float, rng: np.ran
     clears with probability ``RANGE_GROWTH_FAILURE``, or else the next 2, 4 or 8 bins together clear
     theirs (``RUN_GROWTH_FAILURE``): a sparse tail beside the bulk (Adult's ages above 64 at epsilon
     0.01) is kept, and so is one spread over bins too fine to clear alone (the single-year bins of
-    small integers: children's ages, rare race codes between common ones). When nothing clears (too
-    few values to locate at this epsilon), the range starts from the ``fallback`` bin (numbers: the
-    bin of 0; a guess, not a noisy mode far out in empty bins) or else the noisy mode of the coarsest level.
+    small integers: children's ages, rare race codes between common ones). For numbers, ``zero`` is the
+    bin holding 0 alone: a point mass there is common (incomes, amounts, counts) and may lie far from
+    the bulk beyond empty bins (ACS incomes: 13% zeros, then dollars from ~100 up), so it is tested on
+    its own, at a threshold an empty bin clears with probability ``RANGE_FAILURE``, and joins the range
+    if it clears. When nothing clears (too few values to locate at this epsilon), the range starts
+    from the ``zero`` bin (a guess, not a noisy mode far out in empty bins), or without one from the
+    noisy mode of the coarsest level.
     """
+    noisy = _noisy_histogram(values, edges, epsilon, rng)
+    return _range_of(noisy, edges, epsilon, 1, anchor, zero)
+
+
+def _noisy_histogram(values: np.ndarray, edges: np.ndarray, epsilon: float, rng: np.random.Generator) -> np.ndarray:
+    """Counts of the bins [edges[i], edges[i+1]) (values beyond the ends in the end bins) plus
+    Laplace(1/epsilon) noise: one row changes one count by one, so epsilon-DP."""
     n_bins = len(edges) - 1
     index = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, n_bins - 1)
-    noisy = np.bincount(index, minlength=n_bins) + rng.laplace(0.0, 1.0 / epsilon, size=n_bins)
+    return np.bincount(index, minlength=n_bins) + rng.laplace(0.0, 1.0 / epsilon, size=n_bins)
+
+
+def _range_of(noisy: np.ndarray, edges: np.ndarray, epsilon: float, copies: int, anchor: int,
+              zero: int | None) -> tuple[float, float]:
+    """``_dp_range``'s bounds read off ``noisy``, the sum of ``copies`` independent noisy histograms at
+    ``epsilon`` each (post-processing): every threshold is that of a sum of ``copies`` times as many noises."""
+    n_bins = len(edges) - 1
     levels = [g for g in RANGE_LEVELS if g <= n_bins]
     lower = upper = None
     for size in levels:
         _, first = np.unique((np.arange(n_bins) - anchor) // size, return_index=True)
         sums = np.add.reduceat(noisy, first)
         low_edges, high_edges = edges[first], edges[np.append(first[1:], n_bins)]
-        kept = np.flatnonzero(sums >= _group_threshold(size, len(first) * len(levels), epsilon))
+        kept = np.flatnonzero(sums >= _group_threshold(copies * size, len(first) * len(levels), epsilon))
         if kept.size == 0:
             continue
         if lower is None:
@@ -375,8 +395,11 @@ def _dp_range(values: np.ndarray, edges: np.ndarray, epsilon: float, rng: np.ran
             lower = low_edges[kept[0]]
         if low_edges[kept[-1]] >= upper:
             upper = high_edges[kept[-1]]
-    if lower is None and fallback is not None:  # nothing cleared: the fallback bin, a data-independent guess
-        lower, upper = edges[fallback], edges[fallback + 1]
+    if zero is not None and noisy[zero] >= _laplace_sum_threshold(copies, RANGE_FAILURE, epsilon):
+        lower = edges[zero] if lower is None else min(lower, edges[zero])
+        upper = edges[zero + 1] if upper is None else max(upper, edges[zero + 1])
+    if lower is None and zero is not None:  # nothing cleared: the bin of 0, a data-independent guess
+        lower, upper = edges[zero], edges[zero + 1]
     elif lower is None:  # or the noisy mode of the coarsest level
         _, first = np.unique((np.arange(n_bins) - anchor) // levels[-1], return_index=True)
         mode = int(np.argmax(np.add.reduceat(noisy, first)))
@@ -384,19 +407,19 @@ def _dp_range(values: np.ndarray, edges: np.ndarray, epsilon: float, rng: np.ran
     # Sparse tails: grow the range outwards while the next bin, or the next 2, 4 or 8 together, clears
     # its growth threshold (``_growth_thresholds``).
     low, high = int(np.searchsorted(edges, lower)), int(np.searchsorted(edges, upper))  # bins [low, high)
-    while grown := _growth(noisy[:low][::-1], epsilon):
+    while grown := _growth(noisy[:low][::-1], epsilon, copies):
         low -= grown
-    while grown := _growth(noisy[high:], epsilon):
+    while grown := _growth(noisy[high:], epsilon, copies):
         high += grown
     return float(edges[low]), float(edges[high])
 
 
-def _growth(outwards: np.ndarray, epsilon: float) -> int:
+def _growth(outwards: np.ndarray, epsilon: float, copies: int = 1) -> int:
     """Bins to grow a range by, given the noisy counts beyond it from the nearest outwards: the first of
     1, 2, 4, 8 bins whose sum clears its ``_growth_threshold``, and of a run that clears, the prefix
     with the largest noisy sum (empty bins at the run's far end add only noise), or 0."""
     for size in GROWTH_SIZES:
-        if size <= len(outwards) and outwards[:size].sum() >= _growth_threshold(size, epsilon):
+        if size <= len(outwards) and outwards[:size].sum() >= _growth_threshold(size, epsilon, copies):
             return int(np.argmax(np.cumsum(outwards[:size]))) + 1
     return 0
 
@@ -406,11 +429,12 @@ def _group_threshold(size: int, n_tests: int, epsilon: float) -> float:
     return _laplace_sum_threshold(size, RANGE_FAILURE / n_tests, epsilon)
 
 
-def _growth_threshold(size: int, epsilon: float) -> float:
-    """Threshold for growing a range by ``size`` bins: an empty bin clears it with probability
-    ``RANGE_GROWTH_FAILURE`` (a false step widens the range by one bin), an empty run of 2, 4 or 8 bins
-    with probability ``RUN_GROWTH_FAILURE``."""
-    return _laplace_sum_threshold(size, RANGE_GROWTH_FAILURE if size == 1 else RUN_GROWTH_FAILURE, epsilon)
+def _growth_threshold(size: int, epsilon: float, copies: int = 1) -> float:
+    """Threshold for growing a range by ``size`` bins (of ``copies`` summed histograms): an empty bin
+    clears it with probability ``RANGE_GROWTH_FAILURE`` (a false step widens the range by one bin), an
+    empty run of 2, 4 or 8 bins with probability ``RUN_GROWTH_FAILURE``."""
+    failure = RANGE_GROWTH_FAILURE if size == 1 else RUN_GROWTH_FAILURE
+    return _laplace_sum_threshold(copies * size, failure, epsilon)
 
 
 def _laplace_sum_threshold(size: int, failure: float, epsilon: float) -> float:
@@ -476,25 +500,41 @@ def _numeric_edges(integer: bool) -> np.ndarray:
 
 def _discover_number(series: pd.Series, integer: bool, epsilon: float, n_knots: int,
                      rng: np.random.Generator) -> Column:
-    """Integer or continuous spec: bounds from the DP range histogram, knots from DP inner quantiles."""
+    """Integer or continuous spec: bounds from the DP range histogram, knots from DP inner quantiles.
+
+    An integer whose first range makes it a binary code (at most 128 values) has no
+    knots: the knots' share buys a second range histogram instead (the same bins, fresh noise; basic
+    composition), and the bounds are read again off the sum of both, whose noise is sqrt(2) smaller
+    relative to the counts.
+    """
     name = str(series.name)
     values = series.dropna().to_numpy(dtype=np.float64)
     edges = _numeric_edges(integer)
     range_epsilon = epsilon * RANGE_SHARE if n_knots > 2 else epsilon
     zero = int(np.searchsorted(edges, 0.0))  # the bin [0, smallest magnitude)
-    lower, upper = _dp_range(values, edges, range_epsilon, rng, anchor=zero, fallback=zero)
+    noisy = _noisy_histogram(values, edges, range_epsilon, rng)
+    lower, upper = _range_of(noisy, edges, range_epsilon, 1, zero, zero)
     common = {"name": name, "nullable": _nullable(series.dtype), "dtype": dtype_text(series.dtype)}
     if integer:
-        lower_int, upper_int = int(lower), max(int(upper) - 1, int(lower) + 1)  # bins are [a, b): b - 1 is in
-        column = IntegerColumn(**common, lower=lower_int, upper=upper_int)
-        if column.uses_binary_code or n_knots <= 2:
+        column = _integer_column(common, lower, upper)
+        if n_knots <= 2:
             return column
-        knots = _dp_knots(values, lower_int, upper_int, epsilon - range_epsilon, n_knots, True, rng)
-        return IntegerColumn(**common, lower=lower_int, upper=upper_int, knots=knots)
+        if column.uses_binary_code:
+            if not math.isclose(epsilon - range_epsilon, range_epsilon):  # the sum's thresholds need equal noise
+                return column
+            noisy = noisy + _noisy_histogram(values, edges, range_epsilon, rng)
+            return _integer_column(common, *_range_of(noisy, edges, range_epsilon, 2, zero, zero))
+        knots = _dp_knots(values, column.lower, column.upper, epsilon - range_epsilon, n_knots, True, rng)
+        return replace(column, knots=knots)
     if n_knots <= 2:
         return ContinuousColumn(**common, lower=lower, upper=upper)
     knots = _dp_knots(values, lower, upper, epsilon - range_epsilon, n_knots, False, rng)
     return ContinuousColumn(**common, lower=lower, upper=upper, knots=knots)
+
+
+def _integer_column(common: dict[str, Any], lower: float, upper: float) -> IntegerColumn:
+    """An integer spec from range edges: bins are [a, b), so b - 1 is the largest value in."""
+    return IntegerColumn(**common, lower=int(lower), upper=max(int(upper) - 1, int(lower) + 1))
 
 
 def _datetime_unit(dtype: Any) -> str:
