@@ -23,6 +23,7 @@ from tabsynth.privacy.mechanisms import (
     CategoryRelease,
     histogram_quantiles,
     plan_category_release,
+    quantiles_of_counts,
 )
 from tabsynth.schema import (
     _LAT,
@@ -523,7 +524,17 @@ def _discover_number(series: pd.Series, integer: bool, epsilon: float, n_knots: 
             if not math.isclose(epsilon - range_epsilon, range_epsilon):  # the sum's thresholds need equal noise
                 return column
             noisy = noisy + _noisy_histogram(values, edges, range_epsilon, rng)
-            return _integer_column(common, *_range_of(noisy, edges, range_epsilon, 2, zero, zero))
+            lower, upper = _range_of(noisy, edges, range_epsilon, 2, zero, zero)
+            column = _integer_column(common, lower, upper)
+            if column.uses_binary_code:
+                return column
+            # Wider than a code after all (a sparse tail found): knots read off the same two histograms.
+            low, high = int(np.searchsorted(edges, lower)), int(np.searchsorted(edges, upper))
+            levels = np.linspace(0.0, 1.0, n_knots)[1:-1]
+            inner = np.clip(quantiles_of_counts(noisy[low:high], edges[low:high + 1], levels, integer=True),
+                            column.lower, column.upper)
+            return replace(column, knots=quantile_knots(np.concatenate([[column.lower], inner, [column.upper]]),
+                                                        integral=True))
         knots = _dp_knots(values, column.lower, column.upper, epsilon - range_epsilon, n_knots, True, rng)
         return replace(column, knots=knots)
     if n_knots <= 2:

@@ -269,10 +269,15 @@ def histogram_quantiles(
     n_bins = bins.size - 1
     index = np.clip(np.searchsorted(bins, x, side="right") - 1, 0, n_bins - 1)
     noisy = np.bincount(index, minlength=n_bins) + rng.laplace(0.0, 1.0 / epsilon, size=n_bins)
-    cdf = np.concatenate([[0.0], np.cumsum(np.clip(noisy, 0.0, None))])
+    return quantiles_of_counts(noisy, bins, q, integer)
+
+
+def quantiles_of_counts(counts: np.ndarray, edges: np.ndarray, quantiles: np.ndarray, integer: bool = False) -> np.ndarray:
+    """Quantiles of a (noisy) histogram: ``histogram_quantiles``' post-processing, for counts already released."""
+    cdf = np.concatenate([[0.0], np.cumsum(np.clip(counts, 0.0, None))])
     if cdf[-1] <= 0:
-        return np.interp(q, np.linspace(0.0, 1.0, bins.size), bins)
-    out = np.interp(q * cdf[-1], cdf, bins)  # cdf is non-decreasing; flat runs take their first edge
+        return np.interp(quantiles, np.linspace(0.0, 1.0, len(edges)), edges)
+    out = np.interp(np.asarray(quantiles) * cdf[-1], cdf, edges)  # cdf is non-decreasing; flat runs take their first edge
     return np.floor(out) if integer else out
 
 
