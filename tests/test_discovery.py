@@ -45,6 +45,13 @@ def discover(frame: pd.DataFrame, seed: int = 0, **kwargs) -> tuple[Schema, Priv
     return schema, ledger
 
 
+def ages_beside_a_tail_at_70(tail_rows: int) -> pd.DataFrame:
+    """20,000 ages in [30, 63] and ``tail_rows`` more at 70, beyond two empty years."""
+    rng = np.random.default_rng(0)
+    ages = np.concatenate([rng.integers(30, 64, 20_000), np.full(tail_rows, 70)])
+    return pd.DataFrame({"age": pd.array(ages, dtype="int64")})
+
+
 def test_category_held_by_one_record_is_dropped_common_one_kept() -> None:
     schema, _ = discover(people())
     city = schema["city"]
@@ -67,10 +74,7 @@ def test_extreme_value_does_not_set_the_upper_bound() -> None:
 def test_a_sparse_tail_next_to_the_bulk_widens_the_range() -> None:
     # 150 rows at 70 beside 20,000 in [30, 63]: too few for the threshold that guards against empty
     # regions anywhere, enough for the lower one that grows the range bin by bin outwards.
-    rng = np.random.default_rng(0)
-    frame = pd.DataFrame({"age": pd.array(np.concatenate([rng.integers(30, 64, 20_000), np.full(150, 70)]),
-                                          dtype="int64")})
-    uppers = [discover(frame, seed=seed)[0]["age"].upper for seed in range(10)]
+    uppers = [discover(ages_beside_a_tail_at_70(150), seed=seed)[0]["age"].upper for seed in range(10)]
     assert sum(upper >= 70 for upper in uppers) >= 9 and max(uppers) <= 100
 
 
@@ -127,10 +131,7 @@ def test_a_point_mass_at_zero_far_below_the_bulk_joins_the_range() -> None:
 def test_a_binary_coded_integer_spends_the_knots_share_on_a_second_range_histogram() -> None:
     # 30 rows at 70 beside 20,000 in [30, 63]: one histogram at half the share finds them in 11 of 40
     # seeds, the sum of two (the knots' half has nothing to buy for a binary code) in 22.
-    rng = np.random.default_rng(0)
-    frame = pd.DataFrame({"age": pd.array(np.concatenate([rng.integers(30, 64, 20_000), np.full(30, 70)]),
-                                          dtype="int64")})
-    uppers = [discover(frame, seed=seed)[0]["age"].upper for seed in range(40)]
+    uppers = [discover(ages_beside_a_tail_at_70(30), seed=seed)[0]["age"].upper for seed in range(40)]
     assert sum(upper >= 70 for upper in uppers) >= 18 and max(uppers) <= 100
 
 

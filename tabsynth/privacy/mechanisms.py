@@ -198,6 +198,19 @@ def plan_category_release(epsilon: float, delta: float, columns: int) -> Categor
     return best
 
 
+def _quantile_inputs(values: Any, quantiles: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Checked float arrays of the values (1-D, no NaN) and the quantile levels (in [0, 1])."""
+    x = np.asarray(values, dtype=float)
+    if x.ndim != 1:
+        raise ValueError(f"values must be 1-D, got shape {x.shape}")
+    if np.isnan(x).any():
+        raise ValueError("values must not contain NaN (drop missing values first)")
+    q = np.asarray(quantiles, dtype=float)
+    if q.ndim != 1 or q.size == 0 or np.any(~((q >= 0) & (q <= 1))):
+        raise ValueError(f"quantiles must be a non-empty 1-D sequence of numbers in [0, 1], got {quantiles!r}")
+    return x, q
+
+
 def dp_quantiles(
     values: np.ndarray,
     quantiles: Sequence[float],
@@ -212,14 +225,7 @@ def dp_quantiles(
     max(q, 1-q) <= 1 even though n is private; sampling uses exp(eps_q*u/(2*max(q, 1-q))) with
     eps_q = epsilon/len(quantiles) (basic composition).  Outputs are made monotone in q (post-processing).
     """
-    x = np.asarray(values, dtype=float)
-    if x.ndim != 1:
-        raise ValueError(f"values must be 1-D, got shape {x.shape}")
-    if np.isnan(x).any():
-        raise ValueError("values must not contain NaN (drop missing values first)")
-    q = np.asarray(quantiles, dtype=float)
-    if q.ndim != 1 or q.size == 0 or np.any(~((q >= 0) & (q <= 1))):
-        raise ValueError(f"quantiles must be a non-empty 1-D sequence of numbers in [0, 1], got {quantiles!r}")
+    x, q = _quantile_inputs(values, quantiles)
     epsilon = _check_epsilon(epsilon)
     cand = np.asarray(candidates, dtype=float)
     if cand.ndim != 1 or cand.size == 0 or not np.all(np.isfinite(cand)) or np.any(np.diff(cand) < 0):
@@ -255,12 +261,7 @@ def histogram_quantiles(
     does not grow with their number (Adult's fnlwgt, 15 quantiles at epsilon 0.005: mean rank error
     0.025 against 0.14). With no count above 0, the quantiles are spread evenly over the edges.
     """
-    x = np.asarray(values, dtype=float)
-    if x.ndim != 1 or np.isnan(x).any():
-        raise ValueError("values must be a 1-D array without NaN (drop missing values first)")
-    q = np.asarray(quantiles, dtype=float)
-    if q.ndim != 1 or q.size == 0 or np.any(~((q >= 0) & (q <= 1))):
-        raise ValueError(f"quantiles must be a non-empty 1-D sequence of numbers in [0, 1], got {quantiles!r}")
+    x, q = _quantile_inputs(values, quantiles)
     epsilon = _check_epsilon(epsilon)
     bins = np.asarray(edges, dtype=float)
     if bins.ndim != 1 or bins.size < 2 or not np.all(np.isfinite(bins)) or np.any(np.diff(bins) <= 0):
