@@ -101,8 +101,9 @@ def discover_schema(
     sensitivity 1, so epsilon-DP); the bounds are the outermost bins or bin groups whose noisy count clears
     a threshold that empty regions almost never clear (post-processing, so a lone extreme record cannot
     set a bound). The other half buys the inner knots from ONE ``histogram_quantiles`` call: a second
-    Laplace histogram, over bins fixed by the released bounds, whose noise all the knots share. A geo coordinate spends its
-    whole share on such a histogram. The h categorical columns release their category sets together
+    Laplace histogram, over bins fixed by the released bounds, whose noise all the knots share (an
+    integer of at most 128 values needs no knots: its second histogram refines its range instead). A
+    geo coordinate spends its whole share on such a histogram. The h categorical columns release their category sets together
     (``plan_category_release`` at h shares of epsilon and the whole delta: one Gaussian mechanism on
     all their counts, or a Laplace histogram per column, whichever has the lower threshold; a value
     held only by the differing row clears it with probability at most delta/h); categories are
@@ -131,7 +132,8 @@ def discover_schema(
     for plan in plans:
         series = frame[plan.name]
         if plan.kind == "boolean":
-            specs[plan.name] = BooleanColumn(plan.name, nullable=_nullable(series.dtype), dtype=dtype_text(series.dtype))
+            specs[plan.name] = BooleanColumn(plan.name, nullable=_nullable(series.dtype),
+                                             dtype=dtype_text(series.dtype))
         elif plan.kind == "categorical":
             specs[plan.name] = _discover_categorical(series, release, rng, catch_all)
         elif plan.kind in ("integer", "continuous"):
@@ -342,7 +344,7 @@ def _spend(ledger: PrivacyLedger, plans: Sequence[_Plan], epsilon: float, delta:
 
 
 def _dp_range(values: np.ndarray, edges: np.ndarray, epsilon: float, rng: np.random.Generator,
-              anchor: int = 0, zero: int | None = None) -> tuple[float, float]:
+              anchor: int = 0) -> tuple[float, float]:
     """DP (lower, upper): outermost edges of the bins or bin groups whose Laplace-noised count clears a threshold.
 
     Bins [edges[i], edges[i+1]) are fixed in advance and values beyond the ends fall in the end bins, so
@@ -355,16 +357,10 @@ def _dp_range(values: np.ndarray, edges: np.ndarray, epsilon: float, rng: np.ran
     clears with probability ``RANGE_GROWTH_FAILURE``, or else the next 2, 4 or 8 bins together clear
     theirs (``RUN_GROWTH_FAILURE``): a sparse tail beside the bulk (Adult's ages above 64 at epsilon
     0.01) is kept, and so is one spread over bins too fine to clear alone (the single-year bins of
-    small integers: children's ages, rare race codes between common ones). For numbers, ``zero`` is the
-    bin holding 0 alone: a point mass there is common (incomes, amounts, counts) and may lie far from
-    the bulk beyond empty bins (ACS incomes: 13% zeros, then dollars from ~100 up), so it is tested on
-    its own, at a threshold an empty bin clears with probability ``RANGE_FAILURE``, and joins the range
-    if it clears. When nothing clears (too few values to locate at this epsilon), the range starts
-    from the ``zero`` bin (a guess, not a noisy mode far out in empty bins), or without one from the
-    noisy mode of the coarsest level.
+    small integers: children's ages, rare race codes between common ones). When nothing clears, the
+    range starts from the noisy mode of the coarsest level (numbers: see ``_range_of``'s ``zero``).
     """
-    noisy = _noisy_histogram(values, edges, epsilon, rng)
-    return _range_of(noisy, edges, epsilon, 1, anchor, zero)
+    return _range_of(_noisy_histogram(values, edges, epsilon, rng), edges, epsilon, 1, anchor, None)
 
 
 def _noisy_histogram(values: np.ndarray, edges: np.ndarray, epsilon: float, rng: np.random.Generator) -> np.ndarray:
@@ -378,7 +374,14 @@ def _noisy_histogram(values: np.ndarray, edges: np.ndarray, epsilon: float, rng:
 def _range_of(noisy: np.ndarray, edges: np.ndarray, epsilon: float, copies: int, anchor: int,
               zero: int | None) -> tuple[float, float]:
     """``_dp_range``'s bounds read off ``noisy``, the sum of ``copies`` independent noisy histograms at
-    ``epsilon`` each (post-processing): every threshold is that of a sum of ``copies`` times as many noises."""
+    ``epsilon`` each (post-processing): every threshold is that of a sum of ``copies`` times as many noises.
+
+    For numbers, ``zero`` is the bin holding 0 alone: a point mass there is common (incomes, amounts,
+    counts) and may lie far from the bulk beyond empty bins (ACS incomes: 13% zeros, then dollars from
+    ~100 up), so it is tested on its own, at a threshold an empty bin clears with probability
+    ``RANGE_FAILURE``, and joins the range if it clears. When nothing clears (too few values to locate
+    at this epsilon), the range starts from that bin: a guess, not a noisy mode far out in empty bins.
+    """
     n_bins = len(edges) - 1
     levels = [g for g in RANGE_LEVELS if g <= n_bins]
     lower = upper = None

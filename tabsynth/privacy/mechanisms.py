@@ -25,6 +25,7 @@ __all__ = [
     "histogram_threshold",
     "laplace_count",
     "plan_category_release",
+    "quantiles_of_counts",
 ]
 
 LAPLACE_HISTOGRAMS = "dp_histogram_threshold"  # one Laplace histogram per column, basic composition
@@ -273,7 +274,8 @@ def histogram_quantiles(
     return quantiles_of_counts(noisy, bins, q, integer)
 
 
-def quantiles_of_counts(counts: np.ndarray, edges: np.ndarray, quantiles: np.ndarray, integer: bool = False) -> np.ndarray:
+def quantiles_of_counts(counts: np.ndarray, edges: np.ndarray, quantiles: np.ndarray,
+                        integer: bool = False) -> np.ndarray:
     """Quantiles of a (noisy) histogram: ``histogram_quantiles``' post-processing, for counts already released."""
     cdf = np.concatenate([[0.0], np.cumsum(np.clip(counts, 0.0, None))])
     if cdf[-1] <= 0:
