@@ -107,7 +107,17 @@ def test_a_tail_too_thin_for_single_bins_grows_the_range_by_runs_of_bins() -> No
     ages = np.concatenate([rng.integers(16, 64, 20_000), np.repeat(np.arange(16), 40)])
     frame = pd.DataFrame({"age": pd.array(ages, dtype="int64")})
     lowers = [discover(frame, seed=seed)[0]["age"].lower for seed in range(20)]
-    assert sum(lower <= 5 for lower in lowers) >= 12 and min(lowers) >= -2
+    assert sum(lower <= 5 for lower in lowers) >= 12 and min(lowers) >= 0  # growth never crosses 0
+
+
+def test_growth_into_a_tail_stops_at_zero_for_negative_values_too() -> None:
+    # The mirror of the children's ages: losses down to -63, thin near zero. A false step would make
+    # a loss positive; growth may reach the bin of 0, never beyond.
+    rng = np.random.default_rng(0)
+    losses = -np.concatenate([rng.integers(16, 64, 20_000), np.repeat(np.arange(16), 40)])
+    frame = pd.DataFrame({"loss": pd.array(losses, dtype="int64")})
+    uppers = [discover(frame, seed=seed)[0]["loss"].upper for seed in range(20)]
+    assert max(uppers) <= 0 and sum(upper >= -5 for upper in uppers) >= 12
 
 
 def test_a_column_too_sparse_to_locate_falls_back_near_zero_not_on_a_far_empty_region() -> None:

@@ -411,9 +411,14 @@ def _range_of(noisy: np.ndarray, edges: np.ndarray, epsilon: float, copies: int,
     # Sparse tails: grow the range outwards while the next bin, or the next 2, 4 or 8 together, clears
     # its growth threshold (``_growth_thresholds``).
     low, high = int(np.searchsorted(edges, lower)), int(np.searchsorted(edges, upper))  # bins [low, high)
-    while grown := _growth(noisy[:low][::-1], epsilon, copies):
+    # Growth does not cross 0: negative values beside a non-negative range (or positive ones beside a
+    # negative range) need a threshold that guards every bin, as a lone false step would make a count
+    # or an amount negative.
+    floor = zero if zero is not None and low >= zero else 0
+    ceiling = zero + 1 if zero is not None and high <= zero else n_bins
+    while grown := _growth(noisy[floor:low][::-1], epsilon, copies):
         low -= grown
-    while grown := _growth(noisy[high:], epsilon, copies):
+    while grown := _growth(noisy[high:ceiling], epsilon, copies):
         high += grown
     return float(edges[low]), float(edges[high])
 
