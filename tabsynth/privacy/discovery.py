@@ -22,6 +22,7 @@ from tabsynth.privacy.mechanisms import (
     LAPLACE_HISTOGRAMS,
     CategoryRelease,
     histogram_quantiles,
+    laplace_histogram,
     plan_category_release,
     quantiles_of_counts,
 )
@@ -103,10 +104,10 @@ def discover_schema(
     set a bound). The other half buys the inner knots from ONE ``histogram_quantiles`` call: a second
     Laplace histogram, over bins fixed by the released bounds, whose noise all the knots share (an
     integer of at most 128 values needs no knots: its second histogram refines its range instead). A
-    geo coordinate spends its whole share on such a histogram. The h categorical columns release their category sets together
-    (``plan_category_release`` at h shares of epsilon and the whole delta: one Gaussian mechanism on
-    all their counts, or a Laplace histogram per column, whichever has the lower threshold; a value
-    held only by the differing row clears it with probability at most delta/h); categories are
+    geo coordinate spends its whole share on such a histogram. The h categorical columns release their
+    category sets together (``plan_category_release`` at h shares of epsilon and the whole delta: one
+    Gaussian mechanism on all their counts, or a Laplace histogram per column, whichever has the lower
+    threshold; a value held only by the differing row clears it with probability at most delta/h); categories are
     sorted by a data-independent key and a catch-all absorbs every value that was not released. The whole
     (epsilon, delta) is spent before any mechanism runs, as one entry whose details name the mechanisms
     and per-column budgets, never a value.
@@ -360,15 +361,7 @@ def _dp_range(values: np.ndarray, edges: np.ndarray, epsilon: float, rng: np.ran
     small integers: children's ages, rare race codes between common ones). When nothing clears, the
     range starts from the noisy mode of the coarsest level (numbers: see ``_range_of``'s ``zero``).
     """
-    return _range_of(_noisy_histogram(values, edges, epsilon, rng), edges, epsilon, 1, anchor, None)
-
-
-def _noisy_histogram(values: np.ndarray, edges: np.ndarray, epsilon: float, rng: np.random.Generator) -> np.ndarray:
-    """Counts of the bins [edges[i], edges[i+1]) (values beyond the ends in the end bins) plus
-    Laplace(1/epsilon) noise: one row changes one count by one, so epsilon-DP."""
-    n_bins = len(edges) - 1
-    index = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, n_bins - 1)
-    return np.bincount(index, minlength=n_bins) + rng.laplace(0.0, 1.0 / epsilon, size=n_bins)
+    return _range_of(laplace_histogram(values, edges, epsilon, rng), edges, epsilon, 1, anchor, None)
 
 
 def _range_of(noisy: np.ndarray, edges: np.ndarray, epsilon: float, copies: int, anchor: int,
@@ -521,7 +514,7 @@ def _discover_number(series: pd.Series, integer: bool, epsilon: float, n_knots: 
     edges = _numeric_edges(integer)
     range_epsilon = epsilon * RANGE_SHARE if n_knots > 2 else epsilon
     zero = int(np.searchsorted(edges, 0.0))  # the bin [0, smallest magnitude)
-    noisy = _noisy_histogram(values, edges, range_epsilon, rng)
+    noisy = laplace_histogram(values, edges, range_epsilon, rng)
     lower, upper = _range_of(noisy, edges, range_epsilon, 1, zero, zero)
     common = {"name": name, "nullable": _nullable(series.dtype), "dtype": dtype_text(series.dtype)}
     if integer:
@@ -531,7 +524,7 @@ def _discover_number(series: pd.Series, integer: bool, epsilon: float, n_knots: 
         if column.uses_binary_code:
             if not math.isclose(epsilon - range_epsilon, range_epsilon):  # the sum's thresholds need equal noise
                 return column
-            noisy = noisy + _noisy_histogram(values, edges, range_epsilon, rng)
+            noisy = noisy + laplace_histogram(values, edges, range_epsilon, rng)
             lower, upper = _range_of(noisy, edges, range_epsilon, 2, zero, zero)
             column = _integer_column(common, lower, upper)
             if column.uses_binary_code:

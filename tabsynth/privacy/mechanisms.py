@@ -24,6 +24,7 @@ __all__ = [
     "histogram_quantiles",
     "histogram_threshold",
     "laplace_count",
+    "laplace_histogram",
     "plan_category_release",
     "quantiles_of_counts",
 ]
@@ -263,15 +264,19 @@ def histogram_quantiles(
     0.025 against 0.14). With no count above 0, the quantiles are spread evenly over the edges.
     """
     x, q = _quantile_inputs(values, quantiles)
+    return quantiles_of_counts(laplace_histogram(x, edges, epsilon, rng), np.asarray(edges, dtype=float), q, integer)
+
+
+def laplace_histogram(values: np.ndarray, edges: np.ndarray, epsilon: float, rng: np.random.Generator) -> np.ndarray:
+    """Counts of the fixed bins [edges[i], edges[i+1]) (values beyond the ends in the end bins) plus
+    Laplace(1/epsilon) noise: one row changes one count by one (L1 sensitivity 1), so epsilon-DP."""
     epsilon = _check_epsilon(epsilon)
     bins = np.asarray(edges, dtype=float)
     if bins.ndim != 1 or bins.size < 2 or not np.all(np.isfinite(bins)) or np.any(np.diff(bins) <= 0):
         raise ValueError("edges must be at least two finite numbers, strictly increasing")
-    rng = _check_rng(rng)
     n_bins = bins.size - 1
-    index = np.clip(np.searchsorted(bins, x, side="right") - 1, 0, n_bins - 1)
-    noisy = np.bincount(index, minlength=n_bins) + rng.laplace(0.0, 1.0 / epsilon, size=n_bins)
-    return quantiles_of_counts(noisy, bins, q, integer)
+    index = np.clip(np.searchsorted(bins, np.asarray(values, dtype=float), side="right") - 1, 0, n_bins - 1)
+    return np.bincount(index, minlength=n_bins) + _check_rng(rng).laplace(0.0, 1.0 / epsilon, size=n_bins)
 
 
 def quantiles_of_counts(counts: np.ndarray, edges: np.ndarray, quantiles: np.ndarray,
@@ -280,7 +285,8 @@ def quantiles_of_counts(counts: np.ndarray, edges: np.ndarray, quantiles: np.nda
     cdf = np.concatenate([[0.0], np.cumsum(np.clip(counts, 0.0, None))])
     if cdf[-1] <= 0:
         return np.interp(quantiles, np.linspace(0.0, 1.0, len(edges)), edges)
-    out = np.interp(np.asarray(quantiles) * cdf[-1], cdf, edges)  # cdf is non-decreasing; flat runs take their first edge
+    # cdf is non-decreasing: a flat run (empty bins) answers its first edge
+    out = np.interp(np.asarray(quantiles) * cdf[-1], cdf, edges)
     return np.floor(out) if integer else out
 
 
