@@ -4,9 +4,10 @@ cross-example coupling (no batch norm), so per-example gradients are well define
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -47,6 +48,64 @@ def draws_whole(span: Span) -> bool:
     return span.activation == "sigmoid" and span.values is not None and span.width > 1
 
 
+@dataclass(frozen=True)
+class DrawnColumn:
+    """A column the generator draws as one of its values (a category, a code drawn whole, a number's
+    cell): its logits [start, end) in the raw outputs, its compact field, and its missing flag's raw
+    index, dense index and field (None: not nullable)."""
+
+    name: str
+    start: int
+    end: int
+    field: int
+    missing_raw: int | None = None
+    missing_dense: int | None = None
+    missing_field: int | None = None
+
+    @property
+    def values(self) -> int:
+        return self.end - self.start
+
+    @property
+    def size(self) -> int:
+        """Its marginal cells: the values, then missing if nullable."""
+        return self.values + int(self.missing_raw is not None)
+
+    @property
+    def raw_positions(self) -> list[int]:
+        """The raw outputs its cells' logits occupy, in cell order."""
+        return [*range(self.start, self.end), *([] if self.missing_raw is None else [self.missing_raw])]
+
+
+@dataclass(frozen=True)
+class DrawnCells:
+    """One column's draw: its value one-hot (rows x values) and missing flag (rows x 1, or None)."""
+
+    values: torch.Tensor
+    missing: torch.Tensor | None
+
+    @property
+    def cells(self) -> torch.Tensor:
+        """The drawn marginal cell, one-hot (a missing row's value does not count)."""
+        if self.missing is None:
+            return self.values
+        return torch.cat([(1 - self.missing) * self.values, self.missing], 1)
+
+
+def topological_order(names: Sequence[str], edges: Sequence[tuple[str, str]]) -> list[str]:
+    """``names`` ordered so that every edge's parent comes before its child (ties keep ``names``'
+    order); a cycle is refused."""
+    remaining, order = list(names), []
+    while remaining:
+        ready = [name for name in remaining
+                 if not any(child == name and parent in remaining for parent, child in edges)]
+        if not ready:
+            raise ValueError(f"the conditioning edges form a cycle among {sorted(remaining)}")
+        order.append(ready[0])
+        remaining.remove(ready[0])
+    return order
+
+
 class Scratch:
     """Buffers reused from one sampling batch to the next, by name and shape: memory freshly taken
     from the system costs a page fault per page on first touch (as much as the product filling it)."""
@@ -73,12 +132,21 @@ class OutputHeads(nn.Module):
     the discriminator cannot tell fakes by softness) and passes the relaxed gradient at
     ``temperature`` backwards (straight-through Gumbel-softmax); ``hard=True`` (sampling) skips the
     relaxation.
+
+    ``edges`` (parent, child) between drawn columns (categories, codes drawn whole, numbers' cells)
+    form a DAG: parents are drawn first, and each child's logits (its values' and its missing
+    flag's) get a learned weight for each parent's drawn cell (a row of an ``edge_weights`` matrix,
+    parent cells by child cells). A child then depends on its parents beyond what the shared input
+    carries: a code and its label can agree exactly.
     """
 
-    def __init__(self, layout: Sequence[Span], temperature: float = 0.2) -> None:
+    def __init__(self, layout: Sequence[Span], temperature: float = 0.2,
+                 edges: Sequence[tuple[str, str]] = ()) -> None:
         super().__init__()
         self.temperature = temperature
         self.compact = CompactLayout(layout)
+        drawn_columns: dict[str, DrawnColumn] = {}
+        missing_of: dict[str, tuple[int, int, int]] = {}  # column -> its missing flag's (raw, dense, field)
         number_raw, bit_raw, bit_dense, bit_field = [], [], [], []
         self.softmax_spans: list[tuple[int, int, int]] = []  # categories: (raw start, raw end, dense start)
         self.code_spans: list[tuple[int, int, int, int]] = []  # codes: (raw start, raw end, dense start, bits)
@@ -97,15 +165,19 @@ class OutputHeads(nn.Module):
                 self.drawn_fields.append((raw, raw + width, field))
                 self.register_buffer(f"code_bits_{len(self.code_spans) - 1}", _bits_of(width, span.width),
                                      persistent=False)
+                drawn_columns[span.column] = DrawnColumn(span.column, raw, raw + width, field)
             elif span.activation == "sigmoid":  # a boolean, missing flag or code of two values: one bit, one field
                 if span.width != 1:
                     raise ValueError(f"span {span}: a sigmoid span of several bits must be a binary code (values)")
                 bit_raw.append(raw)
                 bit_dense.append(span.start)
                 bit_field.append(field)
+                if span.role == "missing":
+                    missing_of[span.column] = (raw, span.start, field)
             else:
                 self.softmax_spans.append((raw, raw + width, span.start))
                 self.drawn_fields.append((raw, raw + width, field))
+                drawn_columns[span.column] = DrawnColumn(span.column, raw, raw + width, field)
             if whole:
                 dense_to_raw[span.start] = raw
             elif width:
@@ -120,25 +192,164 @@ class OutputHeads(nn.Module):
                              ("place_dense", self.compact.place_dense), ("bit_raw", bit_raw), ("bit_dense", bit_dense)):
             self.register_buffer(name, torch.as_tensor(values, dtype=torch.long).clone(), persistent=False)
         self.bit_field = torch.tensor(bit_field, dtype=torch.long)
+        for name, (raw_index, dense_index, field_index) in missing_of.items():
+            if name in drawn_columns:
+                drawn_columns[name] = replace(drawn_columns[name], missing_raw=raw_index, missing_dense=dense_index,
+                                              missing_field=field_index)
+        self._drawable = tuple(drawn_columns)
+        self._set_edges(drawn_columns, edges)
+
+    def drawable_columns(self) -> tuple[str, ...]:
+        """The columns drawn as one of their values, which conditioning edges may join."""
+        return self._drawable
+
+    def _set_edges(self, drawn_columns: dict[str, DrawnColumn], edges: Sequence[tuple[str, str]]) -> None:
+        """Check the conditioning graph, order its columns parents first, and make one weight per edge
+        (zeros: a new edge changes nothing until trained)."""
+        self.edges = tuple((str(parent), str(child)) for parent, child in edges)
+        for parent, child in self.edges:
+            for name in (parent, child):
+                if name not in drawn_columns:
+                    raise ValueError(f"column {name!r} cannot be conditioned on or conditioned: the generator "
+                                     f"does not draw it as a category or code")
+            if parent == child:
+                raise ValueError(f"column {parent!r} cannot be conditioned on itself")
+        if len(set(self.edges)) != len(self.edges):
+            raise ValueError("the conditioning edges repeat an edge")
+        involved = [name for name in drawn_columns if any(name in edge for edge in self.edges)]
+        self.conditioned = tuple(drawn_columns[name] for name in topological_order(involved, self.edges))
+        self.parents = {child: tuple(i for i, (_, c) in enumerate(self.edges) if c == child) for child in involved}
+        self.edge_weights = nn.ParameterList(
+            nn.Parameter(torch.zeros(drawn_columns[parent].size, drawn_columns[child].size))
+            for parent, child in self.edges)
+        self.has_children = {parent for parent, _ in self.edges}
+        self.children_of = {parent: [c for c in self.conditioned if (parent, c.name) in self.edges]
+                            for parent in self.has_children}
+        cuts = {0, self.raw_dim}
+        for column in self.conditioned:  # the raw pieces ``condition`` splits into
+            cuts.update((column.start, column.end))
+            if column.missing_raw is not None:
+                cuts.update((column.missing_raw, column.missing_raw + 1))
+        cuts = sorted(cuts)
+        self.piece_starts, self.piece_widths = cuts[:-1], [b - a for a, b in zip(cuts[:-1], cuts[1:])]
+
+    def set_edge_weights(self, weights: Sequence[np.ndarray]) -> None:
+        """Set each edge's weights (parent cells x child cells, as ``edges``)."""
+        if len(weights) != len(self.edges):
+            raise ValueError(f"{len(weights)} weight matrices for {len(self.edges)} edges")
+        with torch.no_grad():
+            for parameter, weight in zip(self.edge_weights, weights):
+                parameter.copy_(torch.as_tensor(np.asarray(weight), dtype=parameter.dtype))
+
+    def ancestors(self) -> dict[str, frozenset[str]]:
+        """Each conditioned column's ancestors in the conditioning graph (parents, their parents, ...)."""
+        found: dict[str, frozenset[str]] = {}
+        for column in self.conditioned:  # parents first: their ancestors are known
+            parents = [self.edges[i][0] for i in self.parents[column.name]]
+            found[column.name] = frozenset(parents).union(*(found[p] for p in parents))
+        return found
+
+    def condition(self, raw: torch.Tensor, generator: torch.Generator | None, hard: bool = False,
+                  inverse: bool = False) -> tuple[torch.Tensor, dict[str, "DrawnCells"]]:
+        """Draw the columns other columns are conditioned on, parents first, and add to each child's
+        logits (its values' and its missing flag's) the weights of its parents' drawn cells.
+
+        Returns the adjusted raw outputs and, per parent column, its draw: straight-through
+        Gumbel-softmax as ``forward`` draws (exact if ``hard``), or with ``inverse`` by inverse CDF,
+        straight-through with the probabilities' gradient (cheaper: the marginal fit, which needs no
+        draws of the other columns). Without edges: ``raw`` itself and nothing drawn.
+        """
+        if not self.edges:
+            return raw, {}
+        with torch.autocast(raw.device.type, enabled=False):  # small products: float32 is faster and exact
+            # One split of ``raw`` into pieces and one concatenation back: slicing or indexing ``raw``
+            # would each cost a raw-sized gradient (zero-filled, on fresh pages) in the backward pass.
+            pieces = dict(zip(self.piece_starts, raw.float().split(self.piece_widths, 1)))
+            terms: dict[str, torch.Tensor] = {}
+            drawn: dict[str, DrawnCells] = {}
+            for column in self.conditioned:
+                term = terms.get(column.name)
+                if term is not None:
+                    pieces[column.start] = pieces[column.start] + term[:, :column.values]
+                    if column.missing_raw is not None:
+                        pieces[column.missing_raw] = pieces[column.missing_raw] + term[:, column.values:]
+                if column.name not in self.has_children:
+                    continue
+                if inverse:
+                    drawn[column.name] = self._draw_inverse(column, pieces, generator)
+                else:
+                    values = self._draw(pieces[column.start], generator, hard)
+                    missing = (None if column.missing_raw is None
+                               else self._draw_bits(pieces[column.missing_raw], generator, hard))
+                    drawn[column.name] = DrawnCells(values, missing)
+                updates = drawn[column.name].cells @ self.edge_weights_of(column.name)
+                children = self.children_of[column.name]
+                for child, update in zip(children, updates.split([c.size for c in children], 1)):
+                    terms[child.name] = update if child.name not in terms else terms[child.name] + update
+            return torch.cat(list(pieces.values()), 1), drawn
+
+    def _draw_inverse(self, column: DrawnColumn, pieces: dict[int, torch.Tensor],
+                      generator: torch.Generator | None) -> "DrawnCells":
+        """``column``'s draw by inverse CDF (one uniform per row, not one per value), straight-through
+        with the gradient of its probabilities (not of a Gumbel-softmax relaxation)."""
+        logits = pieces[column.start]
+        n = len(logits)
+        probabilities = torch.softmax(logits, 1)
+        with torch.no_grad():
+            uniform = torch.rand((n, 1), generator=generator, device=logits.device)
+            value = (probabilities.cumsum(1) < uniform).sum(1).clamp_(max=column.values - 1)
+        values = _straight_through(nn.functional.one_hot(value, column.values).to(logits.dtype), probabilities)
+        if column.missing_raw is None:
+            return DrawnCells(values, None)
+        flag = torch.sigmoid(pieces[column.missing_raw])
+        drawn = (torch.rand((n, 1), generator=generator, device=logits.device) < flag.detach()).to(logits.dtype)
+        return DrawnCells(values, _straight_through(drawn, flag))
+
+    def edge_weights_of(self, parent: str) -> torch.Tensor:
+        """The weights of all edges out of ``parent``, side by side (its children in ``children`` order)."""
+        indices = [self.edges.index((parent, child.name)) for child in self.children_of[parent]]
+        return torch.cat([self.edge_weights[i] for i in indices], 1)
 
     def forward(self, raw: torch.Tensor, generator: torch.Generator | None, hard: bool = False) -> torch.Tensor:
+        return self.draw(raw, generator, hard)[0]
+
+    def draw(self, raw: torch.Tensor, generator: torch.Generator | None,
+             hard: bool = False) -> tuple[torch.Tensor, torch.Tensor, dict[str, "DrawnCells"]]:
+        """Encoded rows drawn from ``raw``, the raw outputs adjusted by the conditioning, and the
+        conditioning columns' draws (``condition``), which the encoded rows reuse."""
+        raw, parents = self.condition(raw, generator, hard)
+        drawn_by_start = {self.conditioned_column(name).start: cells.values for name, cells in parents.items()}
         out = raw.new_empty((raw.shape[0], self.compact.dense_dim))
         if len(self.place_dense):  # not modelled: zeros, as ``CompactLayout.expand(places=False)`` gives them
             out[:, self.place_dense] = 0.0
         if len(self.number_raw):
             out[:, self.number_dense] = torch.tanh(raw[:, self.number_raw])
         if len(self.bit_raw):
-            logits = raw[:, self.bit_raw]
-            u = torch.rand(logits.shape, generator=generator, device=raw.device).clamp(1e-6, 1 - 1e-6)
-            noisy = logits + torch.log(u) - torch.log1p(-u)
-            drawn = (noisy > 0).to(raw.dtype)
-            out[:, self.bit_dense] = drawn if hard else _straight_through(drawn, torch.sigmoid(noisy / self.temperature))
+            out[:, self.bit_dense] = self._draw_bits(raw[:, self.bit_raw], generator, hard)
+            for name, cells in parents.items():
+                if cells.missing is not None:
+                    out[:, self.conditioned_column(name).missing_dense] = cells.missing[:, 0]
         for start, end, dense in self.softmax_spans:
-            out[:, dense:dense + end - start] = self._draw(raw[:, start:end], generator, hard)
+            values = drawn_by_start.get(start)
+            if values is None:
+                values = self._draw(raw[:, start:end], generator, hard)
+            out[:, dense:dense + end - start] = values
         for k, (start, end, dense, width) in enumerate(self.code_spans):
-            bits = getattr(self, f"code_bits_{k}")
-            out[:, dense:dense + width] = self._draw(raw[:, start:end], generator, hard) @ bits
-        return out
+            values = drawn_by_start.get(start)
+            values = self._draw(raw[:, start:end], generator, hard) if values is None else values
+            out[:, dense:dense + width] = values @ getattr(self, f"code_bits_{k}")
+        return out, raw, parents
+
+    def conditioned_column(self, name: str) -> "DrawnColumn":
+        """Where the conditioned column ``name`` lies in the raw outputs and compact fields."""
+        return next(column for column in self.conditioned if column.name == name)
+
+    def _draw_bits(self, logits: torch.Tensor, generator: torch.Generator | None, hard: bool) -> torch.Tensor:
+        """Logistic draws of independent bits (straight-through at ``temperature`` unless ``hard``)."""
+        u = torch.rand(logits.shape, generator=generator, device=logits.device).clamp(1e-6, 1 - 1e-6)
+        noisy = logits + torch.log(u) - torch.log1p(-u)
+        drawn = (noisy > 0).to(logits.dtype)
+        return drawn if hard else _straight_through(drawn, torch.sigmoid(noisy / self.temperature))
 
     def _draw(self, logits: torch.Tensor, generator: torch.Generator | None, hard: bool) -> torch.Tensor:
         """One-hot Gumbel-max draws of ``logits`` (straight-through Gumbel-softmax unless ``hard``)."""
@@ -195,21 +406,63 @@ class OutputHeads(nn.Module):
             out[self.bit_field.to(device)] = (uniform < probabilities).float()
         if self.drawn_fields:
             uniform = torch.rand((len(self.drawn_fields), n), generator=generator, device=device)
-            widest = max(end - start for start, end, _ in self.drawn_fields)
-            weights = scratch.get("weights", (widest, n), torch.float32, device)
-            below = scratch.get("below", (widest - 1, n), torch.bool, device)
+            conditioned = {column.start for column in self.conditioned}
             for k, (start, end, field) in enumerate(self.drawn_fields):
-                logits, values = columns[start:end], end - start
-                # unnormalised float32 weights, then their running sums
-                cdf = torch.sub(logits, logits.amax(0).float(), out=weights[:values]).exp_()
-                for i in range(1, values):
-                    cdf[i].add_(cdf[i - 1])
-                # The number of values before the last whose cumulative weight lies below the draw
-                # (summed as bytes: several times faster than summing booleans).
-                torch.lt(cdf[:-1], uniform[k] * cdf[-1], out=below[:values - 1])
-                below_bytes = below[:values - 1].view(torch.uint8)
-                out[field] = below_bytes.sum(0, dtype=torch.int16 if values < 2**15 else torch.int32).float()
+                if start not in conditioned:
+                    self._draw_values(columns[start:end], uniform[k], out[field], scratch)
+            if self.edges:
+                self._draw_conditioned(columns, uniform, generator, out, scratch)
         return out.t()
+
+    def _draw_conditioned(self, columns: torch.Tensor, uniform: torch.Tensor, generator: torch.Generator | None,
+                          out: torch.Tensor, scratch: Scratch) -> None:
+        """``sample_compact_columns`` for the conditioned columns, parents first: each child's logits
+        (values' and missing flag's) plus its parents' weights at their drawn cells."""
+        n, device = columns.shape[1], columns.device
+        uniform_of = {field: k for k, (_, _, field) in enumerate(self.drawn_fields)}
+        widest = max(column.size for column in self.conditioned)
+        logits_buffer = scratch.get("conditioned_logits", (widest, n), torch.float32, device)
+        term_buffer = scratch.get("conditioned_term", (widest, n), torch.float32, device)
+        # child cells x parent cells, contiguous: a parent's drawn cells pick whole columns
+        transposed = [weight.detach().t().contiguous() for weight in self.edge_weights]
+        drawn_cell: dict[str, torch.Tensor] = {}
+        for column in self.conditioned:
+            logits = columns[column.start:column.end]
+            if self.parents[column.name]:
+                size = column.size
+                logits = logits_buffer[:size]
+                logits[:column.values].copy_(columns[column.start:column.end])
+                if column.missing_raw is not None:
+                    logits[column.values].copy_(columns[column.missing_raw])
+                for i in self.parents[column.name]:
+                    torch.index_select(transposed[i], 1, drawn_cell[self.edges[i][0]], out=term_buffer[:size])
+                    logits.add_(term_buffer[:size])
+                if column.missing_raw is not None:
+                    draw = torch.rand(n, generator=generator, device=device)
+                    out[column.missing_field] = (draw < torch.sigmoid(logits[column.values])).float()
+                logits = logits[:column.values]
+            self._draw_values(logits, uniform[uniform_of[column.field]], out[column.field], scratch)
+            if column.name in self.has_children:
+                cell = out[column.field].long()
+                if column.missing_field is not None:
+                    cell = torch.where(out[column.missing_field] > 0, column.values, cell)
+                drawn_cell[column.name] = cell
+
+    def _draw_values(self, logits: torch.Tensor, uniform: torch.Tensor, out: torch.Tensor, scratch: Scratch) -> None:
+        """Inverse-CDF draws of one value per column of ``logits`` (values x rows) into ``out`` (rows)."""
+        values, n = logits.shape
+        widest = max(end - start for start, end, _ in self.drawn_fields)
+        weights = scratch.get("weights", (widest, n), torch.float32, logits.device)
+        below = scratch.get("below", (widest - 1, n), torch.bool, logits.device)
+        # unnormalised float32 weights, then their running sums
+        cdf = torch.sub(logits, logits.amax(0).float(), out=weights[:values]).exp_()
+        for i in range(1, values):
+            cdf[i].add_(cdf[i - 1])
+        # The number of values before the last whose cumulative weight lies below the draw
+        # (summed as bytes: several times faster than summing booleans).
+        torch.lt(cdf[:-1], uniform * cdf[-1], out=below[:values - 1])
+        below_bytes = below[:values - 1].view(torch.uint8)
+        out.copy_(below_bytes.sum(0, dtype=torch.int16 if values < 2**15 else torch.int32).float())
 
 
 def _bits_of(values: int, width: int) -> torch.Tensor:
@@ -288,11 +541,11 @@ class Generator(nn.Module):
     """
 
     def __init__(self, noise_dim: int, layout: Sequence[Span], hidden: Sequence[int],
-                 temperature: float = 0.2, latent_classes: int = 0) -> None:
+                 temperature: float = 0.2, latent_classes: int = 0, edges: Sequence[tuple[str, str]] = ()) -> None:
         super().__init__()
         self.latent_classes = latent_classes
         self.noise_dim = noise_dim + latent_classes
-        self.heads = OutputHeads(layout, temperature)
+        self.heads = OutputHeads(layout, temperature, edges)
         self.body = nn.Sequential(*_mlp([self.noise_dim, *hidden], nn.ReLU, norm=True),
                                   nn.Linear(hidden[-1], self.heads.raw_dim))
 

@@ -14,7 +14,7 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Iterator, Literal, Sequence
 
 import numpy as np
 import pandas as pd
@@ -26,29 +26,33 @@ from tqdm.auto import tqdm
 
 from tabsynth.encoding import Encoder
 from tabsynth.io import TableLike, TableSource, open_table, schema_from_text, schema_to_text
-from tabsynth.models import Discriminator, Generator, init_linear
+from tabsynth.models import Discriminator, Generator, OutputHeads, init_linear
 from tabsynth.privacy.accounting import ACCOUNTANTS, calibrate_noise_multiplier, zcdp_budget
 from tabsynth.privacy.clipping import ADAPTIVE_CLIPPING, GROUPINGS, MAX_COUNT_SHARE, ClippingSchedule
 from tabsynth.privacy.discovery import discover_new_categories, discover_schema, known_rows
 from tabsynth.privacy.dp_sgd import ClippingGroups
 from tabsynth.privacy.ledger import BudgetExceededError, PrivacyLedger
-from tabsynth.privacy.marginals import (MarginalMeasurements, choose_pairs, group_cells, histograms, measure_marginals,
-                                        pair_groups, pair_size_bounds)
+from tabsynth.privacy.marginals import (MarginalMeasurements, choose_pairs, dependence_forest, group_cells, histograms,
+                                        measure_marginals, pair_groups, pair_size_bounds)
 from tabsynth.privacy.mechanisms import laplace_count
 from tabsynth.sampling import rake, systematic_resample, target_distributions
 from tabsynth.rules import Rule
 from tabsynth.schema import Schema, SchemaError, column_differences
 from tabsynth.store import CompactStore
-from tabsynth.training import DPGANTrainer, MarginalLoss, TrainingPlan, marginal_learning_rate, marginal_step_count
+from tabsynth.training import (DPGANTrainer, MarginalLoss, TrainingPlan, initial_edge_weights, marginal_learning_rate,
+                               marginal_step_count)
 
 MODEL_FORMAT = "tabsynth.model"
-MODEL_VERSION = 7  # 4: binary codes up to 128 values, marginal settings; 5: numbers as cell and place;
-# 6: the generator's latent class; 7: the generator draws binary codes as whole values
+MODEL_VERSION = 8  # 4: binary codes up to 128 values, marginal settings; 5: numbers as cell and place;
+# 6: the generator's latent class; 7: the generator draws binary codes as whole values; 8: conditioning edges
 SAMPLE_CHUNK = 131_072  # rows per sampled batch (and per Parquet row group)
 GENERATOR_BATCH = 16_384  # rows per generator forward pass: small enough for its buffers to be reused, not page-faulted anew
 DISCOVERY_ROWS = 1_000_000  # DP domain discovery reads a Poisson subsample of about this many rows
 CLUSTER_AFTER_FRACTION = 0.1  # share of DP steps that estimate per-tensor bounds before clustering (no public data)
 MAX_REJECTION_DRAWS = 50  # generator rows drawn per wanted row before sampling with rules gives up
+# A pair's noisy dependence (total variation from independence, less the noise's share) above which
+# its columns may be drawn one given the other.
+MIN_EDGE_DEPENDENCE = 0.02
 REJECTION_BATCH = 4096  # least generator rows drawn per round of rejection sampling
 PUBLIC_ROWS = 1_000_000  # schema inference and warm start read a uniform sample of the public table
 UNIT_OF_PRIVACY = ("one row of the private table (add/remove adjacency); a person spanning k rows "
@@ -89,8 +93,9 @@ class Settings:
     marginal_fraction: float = 0.7
     marginal_pairs: int = 128
     marginal_weight: float = 5.0
-    marginal_steps: int = 5000
+    marginal_steps: int = 3000
     marginal_lr: float = 6e-3
+    conditioning: bool = True
     oversample: float = 1.25
     sample_precision: Literal["auto", "float32", "bfloat16"] = "auto"
     fit_precision: Literal["auto", "float32", "bfloat16"] = "auto"
@@ -160,6 +165,8 @@ class Settings:
         for name in ("sample_precision", "fit_precision"):
             if getattr(self, name) not in ("auto", "float32", "bfloat16"):
                 raise ValueError(f"{name} must be 'auto', 'float32' or 'bfloat16', got {getattr(self, name)!r}")
+        if not isinstance(self.conditioning, bool):
+            raise ValueError(f"conditioning must be True or False, got {self.conditioning!r}")
         if self.on_invalid not in ("raise", "clip"):
             raise ValueError(f"on_invalid must be 'raise' or 'clip', got {self.on_invalid!r}")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
@@ -191,7 +198,12 @@ class Synthesizer:
     ``marginal_steps`` generator steps fitting them alone at ``marginal_lr`` before the GAN (the step
     count and rate at low noise; for noisier marginals, e.g. at epsilon 0.3 on 30,000 rows, down to
     4/5 of the steps and a third of the rate), and
-    ``marginal_weight`` of their loss in every GAN generator step;
+    ``marginal_weight`` of their loss in every GAN generator step; ``conditioning`` (default on):
+    the generator draws some columns given the drawn values of others, along a maximum spanning
+    forest of the marginals' noisy dependence (``MIN_EDGE_DEPENDENCE``; post-processing, free),
+    each edge's weights starting at the measured pair's pointwise mutual information, so that
+    strongly tied columns (a code and its label, a relationship and a marital status) keep their
+    structural zeros, which a generator drawing columns independently given its input blurs;
     ``on_invalid`` for values outside a declared domain; ``oversample`` (generator rows drawn per
     sampled row, for calibration) and ``sample_precision`` ("auto": the generator's hidden layers in
     bfloat16 when the CPU computes it natively, which doubles sampling speed and leaves fidelity
@@ -292,7 +304,11 @@ class Synthesizer:
                                           f"small for {steps} DP-SGD steps: {exc}") from None
             plan = TrainingPlan(steps, sample_rate, expected_batch, sigma, joint_delta, s.accountant, marginal_sigma)
 
-            generator, discriminator = self._networks(encoder, torch_generator_seed, device)
+            edges = self._conditioning_edges(encoder, measurements)
+            generator, discriminator = self._networks(encoder, torch_generator_seed, device, edges)
+            if edges:
+                names = [spec.name for spec in encoder.cell_specs]
+                generator.heads.set_edge_weights(initial_edge_weights(measurements, names, edges))
             marginal_lr, marginal_steps = ((marginal_learning_rate(s.marginal_lr, measurements),
                                             marginal_step_count(s.marginal_steps, measurements))
                                            if measurements is not None else (s.marginal_lr, 0))
@@ -309,7 +325,7 @@ class Synthesizer:
                                    privacy_generator=privacy_gen,
                                    schedule=self._clipping_schedule(public_data is not None, steps),
                                    marginal_loss=(MarginalLoss(generator.heads.raw_cell_specs(encoder.cell_specs),
-                                                               measurements, device)
+                                                               measurements, device, generator.heads.ancestors())
                                                   if measurements is not None else None),
                                    marginal_weight=s.marginal_weight, marginal_lr=marginal_lr,
                                    generator_dtype=_precision_dtype(s.fit_precision, device))
@@ -343,7 +359,7 @@ class Synthesizer:
         self.arrow_schema_ = source.arrow_schema
         warm_start = {"public_rows": len(public_data), "steps": warm_start_steps} if warm_start_steps else None
         self.report_ = _privacy_report(ledger, plan, trainer.groups, trainer.schedule, trainer.steps_done,
-                                       warm_start, round(dp_rows), measurements)
+                                       warm_start, round(dp_rows), measurements, edges)
         return self
 
     def _clipping_schedule(self, has_public: bool, steps: int) -> ClippingSchedule:
@@ -360,20 +376,34 @@ class Synthesizer:
         cluster_after = 0 if has_public or clusters is None else max(1, math.ceil(CLUSTER_AFTER_FRACTION * steps))
         return ClippingSchedule(adaptive, clusters, min(cluster_after, steps), target_quantile=s.clip_quantile)
 
-    def _networks(self, encoder: Encoder, seed: int, device: torch.device) -> tuple[Generator, Discriminator]:
-        """Fresh generator and discriminator shaped by the encoder layout, initialised from ``seed``."""
+    def _networks(self, encoder: Encoder, seed: int, device: torch.device,
+                  edges: Sequence[tuple[str, str]]) -> tuple[Generator, Discriminator]:
+        """Fresh generator (conditioned along ``edges``) and discriminator shaped by the encoder layout,
+        initialised from ``seed``."""
         s = self.settings
         init = torch.Generator(device="cpu").manual_seed(seed)
-        generator = self._generator(encoder)
+        generator = self._generator(encoder, edges)
         discriminator = Discriminator(encoder.dim, s.discriminator_hidden)
         init_linear(generator, init)
         init_linear(discriminator, init)
         return generator.to(device), discriminator.to(device)
 
-    def _generator(self, encoder: Encoder) -> Generator:
-        """An untrained generator of these settings, shaped by the encoder layout."""
+    def _generator(self, encoder: Encoder, edges: Sequence[tuple[str, str]]) -> Generator:
+        """An untrained generator of these settings, shaped by the encoder layout, conditioned along ``edges``."""
         s = self.settings
-        return Generator(s.noise_dim, encoder.layout, s.generator_hidden, s.temperature, s.latent_classes)
+        return Generator(s.noise_dim, encoder.layout, s.generator_hidden, s.temperature, s.latent_classes, edges)
+
+    def _conditioning_edges(self, encoder: Encoder, measurements: MarginalMeasurements | None
+                            ) -> list[tuple[str, str]]:
+        """Which drawn columns the generator draws given which (``dependence_forest`` of the DP
+        marginals: post-processing, free); none without marginals or with ``conditioning`` off."""
+        if measurements is None or not self.settings.conditioning:
+            return []
+        heads = OutputHeads(encoder.layout)
+        specs = heads.raw_cell_specs(encoder.cell_specs)
+        drawable = heads.drawable_columns()
+        eligible = [spec.kind == "softmax" and spec.name in drawable for spec in specs]
+        return dependence_forest(measurements, [spec.name for spec in specs], eligible, MIN_EDGE_DEPENDENCE)
 
     def _resolve_schema(self, source: TableSource, schema: Schema | None, public: pd.DataFrame | None,
                         ledger: PrivacyLedger, epsilon: float, delta: float, dp_rows: float,
@@ -497,6 +527,7 @@ class Synthesizer:
         settings.pop("seed")  # the seed stays with the user; it never travels with a release
         metadata = {"format": MODEL_FORMAT, "version": MODEL_VERSION, "settings": settings,
                     "schema": self.schema_.to_dict(), "report": self.report_,
+                    "edges": [list(edge) for edge in self.generator_.heads.edges],
                     "arrow_schema": None if self.arrow_schema_ is None else schema_to_text(self.arrow_schema_)}
         tensors = {f"generator.{k}": v.detach().contiguous() for k, v in self.generator_.state_dict().items()}
         tensors.update({f"marginal.{j}": torch.from_numpy(np.asarray(t, dtype=np.float64))
@@ -538,7 +569,7 @@ class Synthesizer:
             self = cls(**dict(metadata["settings"]))
             self.schema_ = Schema.from_dict(metadata["schema"])
             self.encoder_ = Encoder(self.schema_, on_invalid=self.settings.on_invalid)
-            self.generator_ = self._generator(self.encoder_)
+            self.generator_ = self._generator(self.encoder_, [tuple(edge) for edge in metadata["edges"]])
             self.generator_.load_state_dict({k.removeprefix("generator."): v for k, v in tensors.items()
                                              if k.startswith("generator.")})
             self.marginal_targets_ = [tensors[f"marginal.{j}"].numpy()
@@ -577,7 +608,7 @@ def _clipping_note(schedule: ClippingSchedule) -> dict[str, str]:
 
 def _privacy_report(ledger: PrivacyLedger, plan: TrainingPlan, groups: ClippingGroups, schedule: ClippingSchedule,
                     steps: int, warm_start: dict[str, int] | None, row_count: int,
-                    marginals: MarginalMeasurements | None) -> dict[str, Any]:
+                    marginals: MarginalMeasurements | None, edges: Sequence[tuple[str, str]]) -> dict[str, Any]:
     """The JSON-able report: totals with the accountant, the DP-SGD mechanism, clipping and the ledger."""
     return {
         "epsilon": ledger.spent_epsilon, "delta": ledger.spent_delta,
@@ -589,7 +620,8 @@ def _privacy_report(ledger: PrivacyLedger, plan: TrainingPlan, groups: ClippingG
                      "groups": [list(g) for g in groups.names], "final_bounds": list(groups.clip_bounds),
                      "final_noise_stds": list(groups.noise_stds), "count_noise_std": groups.count_noise_std,
                      "effective_noise_multiplier": groups.noise_multiplier},
-        "marginals": None if marginals is None else marginals.details(),
+        "marginals": None if marginals is None else {**marginals.details(),
+                                                     "conditioning_edges": [list(edge) for edge in edges]},
         "warm_start": warm_start,
         "dp_row_count": row_count,
         "unit_of_privacy": UNIT_OF_PRIVACY,

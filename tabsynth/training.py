@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Literal, Sequence
+from typing import Callable, Collection, Literal, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch.func import grad
 
 from tabsynth.encoding import CellSpec
-from tabsynth.models import Discriminator, Generator, SoftCells
+from tabsynth.models import Discriminator, DrawnCells, Generator, SoftCells
 from tabsynth.privacy.accounting import compute_epsilon
 from tabsynth.privacy.clipping import ClippingSchedule, group_norms, positive_bounds, quantile_count_noise
 from tabsynth.privacy.marginals import MarginalMeasurements
@@ -94,7 +94,8 @@ class MarginalLoss:
     (``OutputHeads.raw_cell_specs``).
     """
 
-    def __init__(self, specs: Sequence[CellSpec], measured: MarginalMeasurements, device: torch.device | str) -> None:
+    def __init__(self, specs: Sequence[CellSpec], measured: MarginalMeasurements, device: torch.device | str,
+                 ancestors: Mapping[str, Collection[str]] | None = None) -> None:
         sizes = list(measured.sizes)
         if [spec.size for spec in specs] != sizes:
             raise ValueError("the measured marginals do not match the encoder's cells")
@@ -102,19 +103,35 @@ class MarginalLoss:
         total = measured.total
         offsets = np.concatenate([[0], np.cumsum(sizes)])
         width = int(offsets[-1])
-        # The Gram matrix's axes: every marginal as it enters pairs, then, once each, as it enters
-        # coarse pairs where that differs (a category is the same in both).
-        axes: dict[tuple[int, bool], np.ndarray] = {(j, False): groups for j, groups in enumerate(measured.groups)}
+        names = [spec.name for spec in specs]
+        ancestors = ancestors or {}
+        # The Gram matrix's axes, keyed (marginal, coarse, drawn): every marginal as it enters pairs,
+        # then, once each, as it enters coarse pairs where that differs (a category is the same in
+        # both), and as its drawn cells where it enters a pair beside one of its descendants.
+        axes: dict[tuple[int, bool, bool], np.ndarray] = {(j, False, False): g for j, g in enumerate(measured.groups)}
+        pair_keys = []
         for m, (a, b) in enumerate(measured.pairs):
-            for j, groups in zip((a, b), measured.pair_axes(m)):
-                if measured.coarse[m] and not np.array_equal(groups, measured.groups[j]):
-                    axes[j, True] = groups
+            keys = []
+            for j, other, groups in zip((a, b), (b, a), measured.pair_axes(m)):
+                key = (j, measured.coarse[m] and not np.array_equal(groups, measured.groups[j]),
+                       names[j] in ancestors.get(names[other], ()))
+                axes.setdefault(key, groups)
+                keys.append(key)
+            pair_keys.append(keys)
+        # Rows of the drawn cells, after the soft cells' rows: one block per marginal drawn in some pair.
+        drawn_marginals = list(dict.fromkeys(j for j, _, drawn in axes if drawn))
+        self.drawn_names = [names[j] for j in drawn_marginals]
+        drawn_start = dict(zip(drawn_marginals, width + np.cumsum([0] + [sizes[j] for j in drawn_marginals])))
         axis_start, source, column, pair_width = {}, [], [], 0
-        for (j, coarse), groups in axes.items():
-            axis_start[j, coarse] = pair_width
-            source.append(offsets[j] + np.arange(sizes[j]))
+        for (j, coarse, drawn), groups in sorted(axes.items(), key=lambda item: item[0][2]):  # soft axes first
+            if drawn and not any(key[2] for key in axis_start):
+                self.soft_width = pair_width
+            axis_start[j, coarse, drawn] = pair_width
+            source.append((drawn_start[j] if drawn else offsets[j]) + np.arange(sizes[j]))
             column.append(pair_width + groups)
             pair_width += int(groups.max()) + 1
+        if not drawn_marginals:
+            self.soft_width = pair_width
         as_tensor = lambda values, dtype: torch.as_tensor(values, dtype=dtype, device=device)  # noqa: E731
         # Cell probabilities -> pair-cell probabilities: each cell's column on each axis it lies on.
         source, column = np.concatenate(source), np.concatenate(column)
@@ -122,48 +139,96 @@ class MarginalLoss:
         self.pair_source = None if len(source) == width else as_tensor(source, torch.long)  # None: every cell once
         self.pair_column = None if identity else as_tensor(column, torch.long)
         self.pair_width = pair_width
+        # The estimates: one-way cells, then the soft axes' Gram matrix, then the drawn axes' products
+        # with the soft axes (a drawn axis meets only soft ones: never its own kind), all flattened.
+        soft, drawn_base = self.soft_width, width + self.soft_width**2
         index, segment = [np.arange(width)], [np.repeat(np.arange(len(sizes)), sizes)]
-        for m, ((a, b), coarse) in enumerate(zip(measured.pairs, measured.coarse, strict=True)):
+        for m, (key_a, key_b) in enumerate(pair_keys):
             rows_axis, columns_axis = measured.pair_axes(m)
-            start_a, start_b = (axis_start.get((j, coarse), axis_start[j, False]) for j in (a, b))
-            rows = (start_a + np.arange(int(rows_axis.max()) + 1))[:, None] * pair_width
-            rows = rows + start_b + np.arange(int(columns_axis.max()) + 1)
-            index.append(width + rows.ravel())  # after the one-way cells: the flattened Gram matrix
-            segment.append(np.full(rows.size, len(sizes) + m))
+            a = axis_start[key_a] + np.arange(int(rows_axis.max()) + 1)[:, None]
+            b = axis_start[key_b] + np.arange(int(columns_axis.max()) + 1)[None, :]
+            if key_a[2]:
+                cells = drawn_base + (a - soft) * soft + b
+            elif key_b[2]:
+                cells = drawn_base + (b - soft) * soft + a
+            else:
+                cells = width + a * soft + b
+            index.append(cells.ravel())
+            segment.append(np.full(cells.size, len(sizes) + m))
         self.index = as_tensor(np.concatenate(index), torch.long)
         self.segment = as_tensor(np.concatenate(segment), torch.long)
         self.targets = as_tensor(np.concatenate([*measured.one_way, *measured.two_way]) / total, torch.float32)
         self.n_marginals = len(sizes) + len(measured.pairs)
         self.has_pairs = bool(measured.pairs)
 
-    def estimates(self, raw: torch.Tensor) -> torch.Tensor:
+    def estimates(self, raw: torch.Tensor, drawn: Mapping[str, DrawnCells] | None = None) -> torch.Tensor:
         """The batch's one-way cells, then every pair's cells, in the order of the targets."""
-        return self._estimates(*self._cell_probabilities(raw))
+        return self._estimates(*self._cell_probabilities(raw, drawn))
 
-    def _cell_probabilities(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _cell_probabilities(self, raw: torch.Tensor, drawn: Mapping[str, DrawnCells] | None
+                            ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Each row's one-way cell probabilities, and on the pairs' axes (None without pairs), both
-        transposed (a row per cell, a column per batch row): the cells then move as whole rows."""
+        transposed (a row per cell, a column per batch row): the cells then move as whole rows.
+
+        A conditioned column's probabilities are given its parents' draws, so in a pair with its
+        ancestor the ancestor enters as drawn (``drawn``: ``OutputHeads.condition``'s draws): the
+        mean of drawn cell times conditional probabilities is the pair's probability, as the mean of
+        two conditional probabilities would not be."""
         probs = torch.cat([block.t() for block in self.cells(raw)])
         if not self.has_pairs:
             return probs, None
         if self.pair_column is None:
             return probs, probs
-        source = probs if self.pair_source is None else probs.index_select(0, self.pair_source)
+        if self.drawn_names:
+            if drawn is None or any(name not in drawn for name in self.drawn_names):
+                raise ValueError(f"the marginal loss needs the draws of {self.drawn_names}")
+            rows = torch.cat([probs, *(drawn[name].cells.t().to(probs.dtype) for name in self.drawn_names)])
+        else:
+            rows = probs
+        source = rows if self.pair_source is None else rows.index_select(0, self.pair_source)
         return probs, probs.new_zeros((self.pair_width, len(raw))).index_add_(0, self.pair_column, source)
 
     def _estimates(self, probs: torch.Tensor, grouped: torch.Tensor | None) -> torch.Tensor:
         if grouped is None:
             return probs.mean(1)
-        return torch.cat([probs.mean(1), (grouped @ grouped.t()).ravel() / probs.shape[1]]).index_select(0, self.index)
+        soft = grouped[:self.soft_width]
+        products = [soft @ soft.t()]
+        if self.soft_width < self.pair_width:
+            products.append(grouped[self.soft_width:] @ soft.t())
+        flat = torch.cat([probs.mean(1), *(product.ravel() / probs.shape[1] for product in products)])
+        return flat.index_select(0, self.index)
 
-    def __call__(self, raw: torch.Tensor) -> torch.Tensor:
+    def __call__(self, raw: torch.Tensor, drawn: Mapping[str, DrawnCells] | None = None) -> torch.Tensor:
         """The loss of a batch of at least two rows (its halves' estimates enter the squared term)."""
-        probs, grouped = self._cell_probabilities(raw)
+        probs, grouped = self._cell_probabilities(raw, drawn)
         half = len(raw) // 2
         first, second = (self._estimates(probs[:, rows], None if grouped is None else grouped[:, rows]) - self.targets
                          for rows in (slice(None, half), slice(half, None)))
         per_cell = ((first + second) / 2).abs() + SQUARED_WEIGHT * first * second
         return torch.zeros(self.n_marginals, device=raw.device).index_add_(0, self.segment, per_cell).mean()
+
+
+def initial_edge_weights(measured: MarginalMeasurements, names: Sequence[str],
+                         edges: Sequence[tuple[str, str]]) -> list[np.ndarray]:
+    """Per conditioning edge (parent, child), weights that start the child's draw at its measured
+    dependence on the parent: the pointwise mutual information log P(a, b) / (P(a) P(b)) of the
+    measured pair, its counts clipped at 0 plus one noise std each (so a cell the noise alone could
+    fill is unlikely, not impossible), spread from the pair's groups to every cell. A structural zero
+    (a code and its label) is then near-impossible from the first step, which the marginal fit's small
+    steps would take thousands of steps to learn. Post-processing of the release."""
+    index = {name: j for j, name in enumerate(names)}
+    weights = []
+    for parent, child in edges:
+        a, b = index[parent], index[child]
+        m = next(m for m, pair in enumerate(measured.pairs) if pair in ((a, b), (b, a)))
+        rows, columns = measured.pair_axes(m)
+        joint = np.clip(measured.two_way[m], 0.0, None).reshape(int(rows.max()) + 1, int(columns.max()) + 1)
+        joint = joint + measured.two_way_std
+        joint /= joint.sum()
+        information = np.log(joint) - np.log(joint.sum(1, keepdims=True)) - np.log(joint.sum(0, keepdims=True))
+        spread = information[rows][:, columns]
+        weights.append(spread if measured.pairs[m] == (a, b) else spread.T)
+    return weights
 
 
 def marginal_effort(measured: MarginalMeasurements) -> float:
@@ -316,11 +381,11 @@ class DPGANTrainer:
         self.g_optimizer.zero_grad(set_to_none=True)
         self.discriminator.requires_grad_(False)
         with self._generator_precision():
-            raw = self._raw(batch_size)
-            scores = self.discriminator(self.generator.heads(raw, self.torch_generator)).float()
+            rows, raw, drawn = self.generator.heads.draw(self._raw(batch_size), self.torch_generator)
+            scores = self.discriminator(rows).float()
             loss = -scores.mean() if self.objective == "wgan-gp" else torch.nn.functional.softplus(-scores).mean()
             if self.marginal_loss is not None and self.marginal_weight > 0:
-                loss = loss + self.marginal_weight * self.marginal_loss(raw).float()
+                loss = loss + self.marginal_weight * self.marginal_loss(raw, drawn).float()
         loss.backward()
         self.g_optimizer.step()
         self.discriminator.requires_grad_(True)
@@ -330,7 +395,8 @@ class DPGANTrainer:
         """A generator step on the DP marginals alone (post-processing: no private data, no budget)."""
         self.marginal_optimizer.zero_grad(set_to_none=True)
         with self._generator_precision():
-            loss = self.marginal_loss(self._raw(batch_size)).float()
+            raw, drawn = self.generator.heads.condition(self._raw(batch_size), self.torch_generator, inverse=True)
+            loss = self.marginal_loss(raw, drawn).float()
         loss.backward()
         self.marginal_optimizer.step()
         return float(loss.detach())
@@ -370,5 +436,6 @@ class DPGANTrainer:
         self.groups = self._groups_for(step + 1, bounds, public)
 
 
-__all__ = ["DPGANTrainer", "MarginalLoss", "TrainingPlan", "gan_loss", "gan_row_losses", "marginal_effort",
+__all__ = ["DPGANTrainer", "MarginalLoss", "TrainingPlan", "gan_loss", "gan_row_losses", "initial_edge_weights",
+           "marginal_effort",
            "marginal_learning_rate", "marginal_step_count", "wgan_gp_loss"]

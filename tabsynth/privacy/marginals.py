@@ -188,6 +188,59 @@ def choose_pairs(sizes: Sequence[int], max_pairs: int, public_cells: np.ndarray 
     return sorted(pairs[i] for i in np.argsort(score, kind="stable")[:max_pairs])
 
 
+def noisy_dependence(measured: MarginalMeasurements) -> np.ndarray:
+    """Per measured pair, how far its noisy joint distribution lies from the product of its own
+    margins (total variation), less what the noise alone adds to that distance on average (half
+    the cells times the mean absolute noise, over the total). Post-processing of the release."""
+    scores = []
+    noise = 0.5 * measured.two_way_std * math.sqrt(2.0 / math.pi) / measured.total
+    for m, counts in enumerate(measured.two_way):
+        rows, columns = (int(g.max()) + 1 for g in measured.pair_axes(m))
+        joint = _distribution(np.clip(counts, 0.0, None)).reshape(rows, columns)
+        product = np.outer(joint.sum(1), joint.sum(0))
+        scores.append(0.5 * float(np.abs(joint - product).sum()) - noise * joint.size)
+    return np.array(scores)
+
+
+def dependence_forest(measured: MarginalMeasurements, names: Sequence[str], eligible: Sequence[bool],
+                      min_dependence: float) -> list[tuple[str, str]]:
+    """Parent -> child edges of a maximum spanning forest of the measured pairs by ``noisy_dependence``
+    (Chow-Liu style), among ``eligible`` marginals and pairs measured at full resolution whose
+    dependence exceeds ``min_dependence``; each tree is rooted at its first marginal. Post-processing."""
+    scores = noisy_dependence(measured)
+    candidates = sorted((m for m, (a, b) in enumerate(measured.pairs)
+                         if eligible[a] and eligible[b] and not measured.coarse[m] and scores[m] > min_dependence),
+                        key=lambda m: -scores[m])
+    component = list(range(len(names)))
+
+    def find(j: int) -> int:
+        while component[j] != j:
+            j = component[j]
+        return j
+
+    neighbours: dict[int, list[int]] = {}
+    for m in candidates:  # Kruskal: the strongest pairs first, skipping any that would close a cycle
+        a, b = measured.pairs[m]
+        if find(a) != find(b):
+            component[find(a)] = find(b)
+            neighbours.setdefault(a, []).append(b)
+            neighbours.setdefault(b, []).append(a)
+    edges, seen = [], set()
+    for root in sorted(neighbours):
+        if root in seen:
+            continue
+        seen.add(root)
+        queue = [root]
+        while queue:
+            parent = queue.pop(0)
+            for child in sorted(neighbours[parent]):
+                if child not in seen:
+                    seen.add(child)
+                    edges.append((names[parent], names[child]))
+                    queue.append(child)
+    return edges
+
+
 def measure_marginals(chunks: Iterable[np.ndarray], sizes: Sequence[int], pairs: Sequence[tuple[int, int]],
                       rho: float, rng: np.random.Generator, coarsen: Sequence[bool] | None = None,
                       missing: Sequence[bool] | None = None, ordered: Sequence[bool] | None = None
@@ -227,4 +280,5 @@ def _noisy(counts: np.ndarray, std: float, rng: np.random.Generator) -> np.ndarr
 
 
 __all__ = ["MAX_PAIR_CELLS", "PAIR_RESOLUTION", "MarginalMeasurements", "choose_pairs", "count_chunks", "dependence",
-           "group_cells", "histograms", "measure_marginals", "pair_counts", "pair_groups", "pair_size_bounds"]
+           "dependence_forest", "group_cells", "histograms", "measure_marginals", "noisy_dependence", "pair_counts",
+           "pair_groups", "pair_size_bounds"]

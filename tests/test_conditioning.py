@@ -1,0 +1,142 @@
+"""Conditioning edges: the generator draws a column given the drawn cells of its parents (a tree chosen
+from the DP marginals). The fast sampling path, the training draws and the marginal loss's estimates
+must all describe that one distribution."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from tabsynth import BooleanColumn, CategoricalColumn, ContinuousColumn, Encoder, IntegerColumn, Schema, Synthesizer
+from tabsynth.models import OutputHeads
+from tabsynth.privacy.marginals import dependence_forest, measure_marginals
+from tabsynth.training import MarginalLoss
+
+EDGES = (("c", "small"), ("small", "d"))  # a nullable parent, and a chain: c is an ancestor of d
+
+
+def encoder() -> Encoder:
+    return Encoder(Schema((CategoricalColumn("c", nullable=True, categories=("a", "b", "c")),
+                           IntegerColumn("small", lower=0, upper=5),
+                           CategoricalColumn("d", categories=("p", "q", "r", "s")),
+                           ContinuousColumn("x", lower=0.0, upper=1.0), BooleanColumn("flag"))))
+
+
+def conditioned_heads(enc: Encoder, scale: float = 3.0) -> OutputHeads:
+    """Heads along ``EDGES`` with strong random weights."""
+    heads = OutputHeads(enc.layout, edges=EDGES)
+    gen = torch.Generator().manual_seed(0)
+    heads.set_edge_weights([scale * torch.randn(w.shape, generator=gen).numpy() for w in heads.edge_weights])
+    return heads
+
+
+def joint(cells: np.ndarray, a: int, b: int) -> np.ndarray:
+    """Shares of the (a, b) cell pairs of ``cells`` (rows x marginals), flattened."""
+    return np.bincount(cells[:, a] * 16 + cells[:, b], minlength=16 * 16) / len(cells)
+
+
+def exact_measurements(enc: Encoder, frame: pd.DataFrame):
+    specs = enc.cell_specs
+    cells = enc.marginal_cells(enc.encode_compact(frame))[0]
+    pairs = [(a, b) for a in range(len(specs)) for b in range(a + 1, len(specs))]
+    return measure_marginals([cells], [s.size for s in specs], pairs, 1e9, np.random.default_rng(0),
+                             [s.binned for s in specs], [s.missing is not None for s in specs])
+
+
+def frame_with_a_copied_code(n: int = 2000, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 6, size=n)
+    return pd.DataFrame({"c": pd.Series(rng.choice(["a", "b", "c", None], size=n), dtype=object),
+                         "small": small, "d": np.array(["p", "q", "r", "s", "p", "q"])[small],
+                         "x": rng.random(n), "flag": rng.random(n) < 0.3})
+
+
+def test_the_fast_sampling_path_draws_children_given_their_parents_as_the_training_draws_do() -> None:
+    enc = encoder()
+    heads = conditioned_heads(enc)
+    raw = torch.randn(1, heads.raw_dim, generator=torch.Generator().manual_seed(1)).repeat(40_000, 1)
+    fast = enc.marginal_cells(heads.sample_compact(raw, torch.Generator().manual_seed(2)).numpy())[0]
+    with torch.no_grad():
+        slow = enc.marginal_cells(enc.compress(heads(raw, torch.Generator().manual_seed(3), hard=True)))[0]
+    for a, b in [(0, 1), (1, 2), (0, 2)]:
+        assert np.abs(joint(fast, a, b) - joint(slow, a, b)).max() < 0.015, (a, b)
+    # the weights matter: the child's draw is not the one its own logits alone would give
+    plain = enc.marginal_cells(OutputHeads(enc.layout).sample_compact(raw, torch.Generator().manual_seed(2)).numpy())[0]
+    assert np.abs(joint(fast, 0, 1) - joint(plain, 0, 1)).max() > 0.05
+
+
+def test_a_pair_with_an_ancestor_is_estimated_from_the_ancestors_draws() -> None:
+    enc = encoder()
+    heads = conditioned_heads(enc)
+    specs = heads.raw_cell_specs(enc.cell_specs)
+    measured = exact_measurements(enc, frame_with_a_copied_code())
+    raw = torch.randn(1, heads.raw_dim, generator=torch.Generator().manual_seed(1)).repeat(40_000, 1)
+    with torch.no_grad():
+        sampled = enc.marginal_cells(enc.compress(heads(raw, torch.Generator().manual_seed(3), hard=True)))[0]
+        adjusted, drawn = heads.condition(raw, torch.Generator().manual_seed(4), inverse=True)
+        with_draws = MarginalLoss(specs, measured, "cpu", heads.ancestors()).estimates(adjusted, drawn)
+        soft_only = MarginalLoss(specs, measured, "cpu").estimates(adjusted)
+    widths = [int(g.max()) + 1 for g in measured.groups]
+    offset = sum(measured.sizes)
+    for m, (a, b) in enumerate(measured.pairs):
+        cells = widths[a] * widths[b]
+        rows, columns = measured.groups[a][sampled[:, a]], measured.groups[b][sampled[:, b]]
+        expected = np.bincount(rows * widths[b] + columns, minlength=cells) / len(sampled)
+        error = np.abs(with_draws[offset:offset + cells].numpy() - expected).max()
+        assert error < 0.015, measured.pairs[m]
+        if (a, b) == (0, 1):  # without the parent's draws, a child and its parent would look independent
+            assert np.abs(soft_only[offset:offset + cells].numpy() - expected).max() > 0.03
+        offset += cells
+
+
+@pytest.mark.parametrize("edges, message", [
+    ((("c", "small"), ("small", "c")), "cycle"),
+    ((("c", "c"),), "itself"),
+    ((("c", "nope"),), "'nope'"),
+    ((("c", "flag"),), "'flag'"),  # a boolean is a bit, not drawn as one of several values
+    ((("c", "d"), ("c", "d")), "repeat"),
+])
+def test_a_conditioning_graph_that_is_not_a_dag_of_drawn_columns_is_refused(edges: tuple, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        OutputHeads(encoder().layout, edges=edges)
+
+
+def test_the_forest_joins_dependent_drawn_columns_and_leaves_independent_ones_out() -> None:
+    enc = encoder()
+    measured = exact_measurements(enc, frame_with_a_copied_code(20_000))
+    names = [s.name for s in enc.cell_specs]
+    # independent columns of 20,000 rows lie about 0.02 from independence by chance alone
+    edges = dependence_forest(measured, names, [name != "flag" for name in names], 0.1)
+    assert edges == [("small", "d")]
+
+
+def test_drawn_given_its_parent_a_copied_code_keeps_its_label_before_any_training_step() -> None:
+    frame = frame_with_a_copied_code(3000)
+    schema = encoder().schema
+    fast = dict(steps=1, batch_size=256, generator_hidden=(16,), discriminator_hidden=(8,), noise_dim=4, seed=0,
+                marginal_steps=0, marginal_weight=0.0)
+    labels = np.array(["p", "q", "r", "s", "p", "q"])
+
+    def agreement(synth: Synthesizer) -> float:
+        sample = synth.sample(3000, seed=1)
+        return float((labels[sample["small"].to_numpy()] == sample["d"].to_numpy()).mean())
+
+    conditioned = Synthesizer(**fast).fit(frame, epsilon=20.0, schema=schema)
+    assert ["small", "d"] in conditioned.privacy_report()["marginals"]["conditioning_edges"]
+    assert agreement(conditioned) > 0.95
+    assert agreement(Synthesizer(**fast, conditioning=False).fit(frame, epsilon=20.0, schema=schema)) < 0.6
+
+
+def test_conditioning_edges_and_weights_survive_save_and_load(tmp_path: Path) -> None:
+    frame = frame_with_a_copied_code(1000)
+    synth = Synthesizer(steps=1, batch_size=256, generator_hidden=(16,), discriminator_hidden=(8,), noise_dim=4,
+                        seed=0, marginal_steps=5).fit(frame, epsilon=20.0, schema=encoder().schema)
+    assert synth.generator_.heads.edges
+    synth.save(tmp_path / "model.tabsynth")
+    loaded = Synthesizer.load(tmp_path / "model.tabsynth")
+    assert loaded.generator_.heads.edges == synth.generator_.heads.edges
+    pd.testing.assert_frame_equal(loaded.sample(500, seed=3), synth.sample(500, seed=3))
