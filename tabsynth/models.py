@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Callable, Sequence
 
 import numpy as np
@@ -84,9 +85,9 @@ class DrawnCells:
     values: torch.Tensor
     missing: torch.Tensor | None
 
-    @property
+    @cached_property
     def cells(self) -> torch.Tensor:
-        """The drawn marginal cell, one-hot (a missing row's value does not count)."""
+        """The drawn marginal cell, one-hot (a missing row's value does not count); computed once."""
         if self.missing is None:
             return self.values
         return torch.cat([(1 - self.missing) * self.values, self.missing], 1)
@@ -297,8 +298,9 @@ class OutputHeads(nn.Module):
         probabilities = torch.softmax(logits, 1)
         with torch.no_grad():
             uniform = torch.rand((n, 1), generator=generator, device=logits.device)
-            value = (probabilities.cumsum(1) < uniform).sum(1).clamp_(max=column.values - 1)
-        values = _straight_through(nn.functional.one_hot(value, column.values).to(logits.dtype), probabilities)
+            value = (probabilities.cumsum(1) < uniform).sum(1, keepdim=True).clamp_(max=column.values - 1)
+            hard = torch.zeros_like(probabilities).scatter_(1, value, 1.0)
+        values = _straight_through(hard, probabilities)
         if column.missing_raw is None:
             return DrawnCells(values, None)
         flag = torch.sigmoid(pieces[column.missing_raw])
