@@ -32,7 +32,7 @@ from tabsynth.privacy.clipping import ADAPTIVE_CLIPPING, GROUPINGS, MAX_COUNT_SH
 from tabsynth.privacy.discovery import discover_new_categories, discover_schema, known_rows
 from tabsynth.privacy.dp_sgd import ClippingGroups
 from tabsynth.privacy.ledger import BudgetExceededError, PrivacyLedger
-from tabsynth.privacy.marginals import (MarginalMeasurements, choose_pairs, dependence_forest, group_cells, histograms,
+from tabsynth.privacy.marginals import (MarginalMeasurements, choose_pairs, dependence_stars, group_cells, histograms,
                                         measure_marginals, pair_groups, pair_size_bounds)
 from tabsynth.privacy.mechanisms import laplace_count
 from tabsynth.sampling import rake, systematic_resample, target_distributions
@@ -199,8 +199,9 @@ class Synthesizer:
     count and rate at low noise; for noisier marginals, e.g. at epsilon 0.3 on 30,000 rows, down to
     4/5 of the steps and a third of the rate), and
     ``marginal_weight`` of their loss in every GAN generator step; ``conditioning`` (default on):
-    the generator draws some columns given the drawn values of others, along a maximum spanning
-    forest of the marginals' noisy dependence (``MIN_EDGE_DEPENDENCE``; post-processing, free),
+    the generator draws some columns given the drawn values of others, each child given up to three
+    parents that are children of none, joined strongest first by the marginals' noisy dependence
+    (``MIN_EDGE_DEPENDENCE``; ``dependence_stars``; post-processing, free),
     each edge's weights starting at the measured pair's pointwise mutual information, so that
     strongly tied columns (a code and its label, a relationship and a marital status) keep their
     structural zeros, which a generator drawing columns independently given its input blurs;
@@ -395,7 +396,7 @@ class Synthesizer:
 
     def _conditioning_edges(self, encoder: Encoder, measurements: MarginalMeasurements | None
                             ) -> list[tuple[str, str]]:
-        """Which drawn columns the generator draws given which (``dependence_forest`` of the DP
+        """Which drawn columns the generator draws given which (``dependence_stars`` of the DP
         marginals: post-processing, free); none without marginals or with ``conditioning`` off."""
         if measurements is None or not self.settings.conditioning:
             return []
@@ -403,7 +404,7 @@ class Synthesizer:
         specs = heads.raw_cell_specs(encoder.cell_specs)
         drawable = heads.drawable_columns()
         eligible = [spec.kind == "softmax" and spec.name in drawable for spec in specs]
-        return dependence_forest(measurements, [spec.name for spec in specs], eligible, MIN_EDGE_DEPENDENCE)
+        return dependence_stars(measurements, [spec.name for spec in specs], eligible, MIN_EDGE_DEPENDENCE)
 
     def _resolve_schema(self, source: TableSource, schema: Schema | None, public: pd.DataFrame | None,
                         ledger: PrivacyLedger, epsilon: float, delta: float, dp_rows: float,

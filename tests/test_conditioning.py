@@ -13,7 +13,7 @@ import torch
 
 from tabsynth import BooleanColumn, CategoricalColumn, ContinuousColumn, Encoder, IntegerColumn, Schema, Synthesizer
 from tabsynth.models import OutputHeads
-from tabsynth.privacy.marginals import dependence_forest, measure_marginals
+from tabsynth.privacy.marginals import dependence_stars, measure_marginals
 from tabsynth.training import MarginalLoss
 
 EDGES = (("c", "small"), ("small", "d"))  # a nullable parent, and a chain: c is an ancestor of d
@@ -105,13 +105,27 @@ def test_a_conditioning_graph_that_is_not_a_dag_of_drawn_columns_is_refused(edge
         OutputHeads(encoder().layout, edges=edges)
 
 
-def test_the_forest_joins_dependent_drawn_columns_and_leaves_independent_ones_out() -> None:
+def test_dependent_drawn_columns_are_joined_and_independent_ones_left_out() -> None:
     enc = encoder()
     measured = exact_measurements(enc, frame_with_a_copied_code(20_000))
     names = [s.name for s in enc.cell_specs]
     # independent columns of 20,000 rows lie about 0.02 from independence by chance alone
-    edges = dependence_forest(measured, names, [name != "flag" for name in names], 0.1)
+    edges = dependence_stars(measured, names, [name != "flag" for name in names], 0.1)
     assert edges == [("small", "d")]
+
+
+def test_the_conditioning_graph_is_one_level_deep_with_at_most_three_parents_per_child() -> None:
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 4, size=5000)
+    frame = pd.DataFrame({f"k{i}": (base + (rng.random(5000) < 0.1 * i)) % 4 for i in range(6)})
+    schema = Schema(tuple(IntegerColumn(name, lower=0, upper=3) for name in frame.columns))
+    enc = Encoder(schema)
+    measured = exact_measurements(enc, frame)
+    edges = dependence_stars(measured, list(frame.columns), [True] * 6, 0.02)
+    parents, children = {p for p, _ in edges}, [c for _, c in edges]
+    assert edges and not parents & set(children)
+    assert max(children.count(c) for c in children) <= 3
+    OutputHeads(enc.layout, edges=edges)  # a valid DAG of drawn columns
 
 
 def test_drawn_given_its_parent_a_copied_code_keeps_its_label_before_any_training_step() -> None:
