@@ -419,26 +419,31 @@ class OutputHeads(nn.Module):
     def _draw_conditioned(self, columns: torch.Tensor, uniform: torch.Tensor, generator: torch.Generator | None,
                           out: torch.Tensor, scratch: Scratch) -> None:
         """``sample_compact_columns`` for the conditioned columns, parents first: each child's logits
-        (values' and missing flag's) plus its parents' weights at their drawn cells."""
+        (values' and missing flag's) plus its parents' weights at their drawn cells, as one product of
+        its weights with its parents' one-hot drawn cells."""
         n, device = columns.shape[1], columns.device
         uniform_of = {field: k for k, (_, _, field) in enumerate(self.drawn_fields)}
+        parents = [column for column in self.conditioned if column.name in self.has_children]
+        offsets = dict(zip((column.name for column in parents),
+                           np.cumsum([0] + [column.size for column in parents]).tolist()))
+        one_hot = scratch.get("parent_cells", (offsets[parents[-1].name] + parents[-1].size, n), torch.float32, device)
+        one_hot.zero_()
         widest = max(column.size for column in self.conditioned)
         logits_buffer = scratch.get("conditioned_logits", (widest, n), torch.float32, device)
-        term_buffer = scratch.get("conditioned_term", (widest, n), torch.float32, device)
-        # child cells x parent cells, contiguous: a parent's drawn cells pick whole columns
-        transposed = [weight.detach().t().contiguous() for weight in self.edge_weights]
-        drawn_cell: dict[str, torch.Tensor] = {}
+        own_buffer = scratch.get("own_parent_cells", (len(one_hot), n), torch.float32, device)
         for column in self.conditioned:
             logits = columns[column.start:column.end]
             if self.parents[column.name]:
-                size = column.size
-                logits = logits_buffer[:size]
+                edges = self.parents[column.name]
+                weights = torch.cat([self.edge_weights[i].detach().t() for i in edges], 1)
+                rows = torch.cat([torch.arange(offsets[self.edges[i][0]], offsets[self.edges[i][0]] + len(self.edge_weights[i]))
+                                  for i in edges]).to(device)
+                own = torch.index_select(one_hot, 0, rows, out=own_buffer[:len(rows)])
+                logits = logits_buffer[:column.size]
                 logits[:column.values].copy_(columns[column.start:column.end])
                 if column.missing_raw is not None:
                     logits[column.values].copy_(columns[column.missing_raw])
-                for i in self.parents[column.name]:
-                    torch.index_select(transposed[i], 1, drawn_cell[self.edges[i][0]], out=term_buffer[:size])
-                    logits.add_(term_buffer[:size])
+                logits.addmm_(weights, own)
                 if column.missing_raw is not None:
                     draw = torch.rand(n, generator=generator, device=device)
                     out[column.missing_field] = (draw < torch.sigmoid(logits[column.values])).float()
@@ -448,7 +453,7 @@ class OutputHeads(nn.Module):
                 cell = out[column.field].long()
                 if column.missing_field is not None:
                     cell = torch.where(out[column.missing_field] > 0, column.values, cell)
-                drawn_cell[column.name] = cell
+                one_hot.scatter_(0, (offsets[column.name] + cell)[None, :], 1.0)
 
     def _draw_values(self, logits: torch.Tensor, uniform: torch.Tensor, out: torch.Tensor, scratch: Scratch) -> None:
         """Inverse-CDF draws of one value per column of ``logits`` (values x rows) into ``out`` (rows)."""
