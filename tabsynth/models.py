@@ -72,11 +72,6 @@ class DrawnColumn:
         """Its marginal cells: the values, then missing if nullable."""
         return self.values + int(self.missing_raw is not None)
 
-    @property
-    def raw_positions(self) -> list[int]:
-        """The raw outputs its cells' logits occupy, in cell order."""
-        return [*range(self.start, self.end), *([] if self.missing_raw is None else [self.missing_raw])]
-
 
 @dataclass(frozen=True)
 class DrawnCells:
@@ -338,7 +333,8 @@ class OutputHeads(nn.Module):
             out[:, dense:dense + end - start] = values
         for k, (start, end, dense, width) in enumerate(self.code_spans):
             values = drawn_by_start.get(start)
-            values = self._draw(raw[:, start:end], generator, hard) if values is None else values
+            if values is None:
+                values = self._draw(raw[:, start:end], generator, hard)
             out[:, dense:dense + width] = values @ getattr(self, f"code_bits_{k}")
         return out, raw, parents
 
