@@ -221,6 +221,19 @@ class OutputHeads(nn.Module):
         self.has_children = {parent for parent, _ in self.edges}
         self.children_of = {parent: [c for c in self.conditioned if (parent, c.name) in self.edges]
                             for parent in self.has_children}
+        parents = [column for column in self.conditioned if column.name in self.has_children]
+        self.parents_are_roots = all(not self.parents[column.name] for column in parents)
+        # ``_draw_roots_inverse``: each parent's values at k * widest + value among their logits side
+        # by side, the padding at the index past them (a -inf column)
+        widest = max((column.values for column in parents), default=0)
+        total = sum(column.values for column in parents)
+        index, offset = [], 0
+        for column in parents:
+            index += [offset + v if v < column.values else total for v in range(widest)]
+            offset += column.values
+        self.register_buffer("padded_index", torch.tensor(index, dtype=torch.long), persistent=False)
+        last = [[column.values - 1] for column in parents]
+        self.register_buffer("last_values", torch.tensor(last, dtype=torch.long).reshape(-1, 1), persistent=False)
         cuts = {0, self.raw_dim}
         for column in self.conditioned:  # the raw pieces ``condition`` splits into
             cuts.update((column.start, column.end))
@@ -271,7 +284,10 @@ class OutputHeads(nn.Module):
                         pieces[column.missing_raw] = pieces[column.missing_raw] + term[:, column.values:]
                 if column.name not in self.has_children:
                     continue
-                if inverse:
+                if inverse and self.parents_are_roots:
+                    if not drawn:
+                        drawn = self._draw_roots_inverse(pieces, generator)
+                elif inverse:
                     drawn[column.name] = self._draw_inverse(column, pieces, generator)
                 else:
                     values = self._draw(pieces[column.start], generator, hard)
@@ -301,6 +317,30 @@ class OutputHeads(nn.Module):
         flag = torch.sigmoid(pieces[column.missing_raw])
         drawn = (torch.rand((n, 1), generator=generator, device=logits.device) < flag.detach()).to(logits.dtype)
         return DrawnCells(values, _straight_through(drawn, flag))
+
+    def _draw_roots_inverse(self, pieces: dict[int, torch.Tensor],
+                            generator: torch.Generator | None) -> dict[str, "DrawnCells"]:
+        """``_draw_inverse`` of every parent at once, when no parent has parents: their logits padded
+        to a common width (with -inf), one softmax, one cumulative sum, one draw; per parent, a
+        dozen small operations fewer in each marginal step."""
+        parents = [column for column in self.conditioned if column.name in self.has_children]
+        logits = torch.cat([pieces[column.start] for column in parents], 1)
+        n, count, widest = len(logits), len(parents), int(self.padded_index.numel()) // len(parents)
+        padded = torch.cat([logits, logits.new_full((n, 1), -math.inf)], 1).index_select(1, self.padded_index)
+        probabilities = torch.softmax(padded.view(n, count, widest), 2)
+        with torch.no_grad():
+            uniform = torch.rand((n, count, 1), generator=generator, device=logits.device)
+            value = torch.minimum((probabilities.cumsum(2) < uniform).sum(2, keepdim=True), self.last_values)
+            hard = torch.zeros_like(probabilities).scatter_(2, value, 1.0)
+        values = _straight_through(hard, probabilities).view(n, count * widest)
+        missing = [column for column in parents if column.missing_raw is not None]
+        flags = {}
+        if missing:
+            flag = torch.sigmoid(torch.cat([pieces[column.missing_raw] for column in missing], 1))
+            drawn = (torch.rand(flag.shape, generator=generator, device=flag.device) < flag.detach()).to(flag.dtype)
+            flags = dict(zip((column.name for column in missing), _straight_through(drawn, flag).split(1, 1)))
+        return {column.name: DrawnCells(values[:, k * widest:k * widest + column.values], flags.get(column.name))
+                for k, column in enumerate(parents)}
 
     def edge_weights_of(self, parent: str) -> torch.Tensor:
         """The weights of all edges out of ``parent``, side by side (its children in ``children`` order)."""

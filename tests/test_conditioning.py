@@ -17,6 +17,7 @@ from tabsynth.privacy.marginals import dependence_stars, measure_marginals
 from tabsynth.training import MarginalLoss
 
 EDGES = (("c", "small"), ("small", "d"))  # a nullable parent, and a chain: c is an ancestor of d
+STARS = (("c", "small"), ("d", "small"), ("d", "x"))  # one level deep: the parents are drawn in one batch
 
 
 def encoder() -> Encoder:
@@ -26,9 +27,9 @@ def encoder() -> Encoder:
                            ContinuousColumn("x", lower=0.0, upper=1.0), BooleanColumn("flag"))))
 
 
-def conditioned_heads(enc: Encoder, scale: float = 3.0) -> OutputHeads:
-    """Heads along ``EDGES`` with strong random weights."""
-    heads = OutputHeads(enc.layout, edges=EDGES)
+def conditioned_heads(enc: Encoder, scale: float = 3.0, edges: tuple = EDGES) -> OutputHeads:
+    """Heads along ``edges`` with strong random weights."""
+    heads = OutputHeads(enc.layout, edges=edges)
     gen = torch.Generator().manual_seed(0)
     heads.set_edge_weights([scale * torch.randn(w.shape, generator=gen).numpy() for w in heads.edge_weights])
     return heads
@@ -69,9 +70,10 @@ def test_the_fast_sampling_path_draws_children_given_their_parents_as_the_traini
     assert np.abs(joint(fast, 0, 1) - joint(plain, 0, 1)).max() > 0.05
 
 
-def test_a_pair_with_an_ancestor_is_estimated_from_the_ancestors_draws() -> None:
+@pytest.mark.parametrize("edges", [EDGES, STARS], ids=["chain", "parents drawn together"])
+def test_a_pair_with_an_ancestor_is_estimated_from_the_ancestors_draws(edges: tuple) -> None:
     enc = encoder()
-    heads = conditioned_heads(enc)
+    heads = conditioned_heads(enc, edges=edges)
     specs = heads.raw_cell_specs(enc.cell_specs)
     measured = exact_measurements(enc, frame_with_a_copied_code())
     raw = torch.randn(1, heads.raw_dim, generator=torch.Generator().manual_seed(1)).repeat(40_000, 1)
