@@ -221,10 +221,10 @@ class OutputHeads(nn.Module):
         self.has_children = {parent for parent, _ in self.edges}
         self.children_of = {parent: [c for c in self.conditioned if (parent, c.name) in self.edges]
                             for parent in self.has_children}
-        parents = [column for column in self.conditioned if column.name in self.has_children]
+        self.parent_columns = parents = [column for column in self.conditioned if column.name in self.has_children]
         self.parents_are_roots = all(not self.parents[column.name] for column in parents)
-        # ``_draw_roots_inverse``: each parent's values at k * widest + value among their logits side
-        # by side, the padding at the index past them (a -inf column)
+        # ``_draw_inverse`` of all parents: each parent's values at k * widest + value among their
+        # logits side by side, the padding at the index past them (a -inf column)
         widest = max((column.values for column in parents), default=0)
         total = sum(column.values for column in parents)
         index, offset = [], 0
@@ -286,9 +286,9 @@ class OutputHeads(nn.Module):
                     continue
                 if inverse and self.parents_are_roots:
                     if not drawn:
-                        drawn = self._draw_roots_inverse(pieces, generator)
+                        drawn = self._draw_inverse(self.parent_columns, pieces, generator)
                 elif inverse:
-                    drawn[column.name] = self._draw_inverse(column, pieces, generator)
+                    drawn.update(self._draw_inverse([column], pieces, generator))
                 else:
                     values = self._draw(pieces[column.start], generator, hard)
                     missing = (None if column.missing_raw is None
@@ -300,47 +300,35 @@ class OutputHeads(nn.Module):
                     terms[child.name] = update if child.name not in terms else terms[child.name] + update
             return torch.cat(list(pieces.values()), 1), drawn
 
-    def _draw_inverse(self, column: DrawnColumn, pieces: dict[int, torch.Tensor],
-                      generator: torch.Generator | None) -> "DrawnCells":
-        """``column``'s draw by inverse CDF (one uniform per row, not one per value), straight-through
-        with the gradient of its probabilities (not of a Gumbel-softmax relaxation)."""
-        logits = pieces[column.start]
-        n = len(logits)
-        probabilities = torch.softmax(logits, 1)
-        with torch.no_grad():
-            uniform = torch.rand((n, 1), generator=generator, device=logits.device)
-            value = (probabilities.cumsum(1) < uniform).sum(1, keepdim=True).clamp_(max=column.values - 1)
-            hard = torch.zeros_like(probabilities).scatter_(1, value, 1.0)
-        values = _straight_through(hard, probabilities)
-        if column.missing_raw is None:
-            return DrawnCells(values, None)
-        flag = torch.sigmoid(pieces[column.missing_raw])
-        drawn = (torch.rand((n, 1), generator=generator, device=logits.device) < flag.detach()).to(logits.dtype)
-        return DrawnCells(values, _straight_through(drawn, flag))
+    def _draw_inverse(self, columns: Sequence[DrawnColumn], pieces: dict[int, torch.Tensor],
+                      generator: torch.Generator | None) -> dict[str, "DrawnCells"]:
+        """Draws of ``columns`` by inverse CDF (one uniform per row, not one per value), straight-through
+        with the gradient of their probabilities (not of a Gumbel-softmax relaxation).
 
-    def _draw_roots_inverse(self, pieces: dict[int, torch.Tensor],
-                            generator: torch.Generator | None) -> dict[str, "DrawnCells"]:
-        """``_draw_inverse`` of every parent at once, when no parent has parents: their logits padded
-        to a common width (with -inf), one softmax, one cumulative sum, one draw; per parent, a
-        dozen small operations fewer in each marginal step."""
-        parents = [column for column in self.conditioned if column.name in self.has_children]
-        logits = torch.cat([pieces[column.start] for column in parents], 1)
-        n, count, widest = len(logits), len(parents), int(self.padded_index.numel()) // len(parents)
-        padded = torch.cat([logits, logits.new_full((n, 1), -math.inf)], 1).index_select(1, self.padded_index)
+        ``columns`` is one column, or every parent when no parent has parents: their logits are then
+        padded to a common width (``padded_index``, with -inf) and drawn together, a dozen small
+        operations fewer per parent in each marginal step."""
+        logits = torch.cat([pieces[column.start] for column in columns], 1)
+        n, count = len(logits), len(columns)
+        if count == 1:
+            widest, padded, last = columns[0].values, logits, logits.new_full((1, 1), columns[0].values - 1).long()
+        else:
+            widest, last = int(self.padded_index.numel()) // count, self.last_values
+            padded = torch.cat([logits, logits.new_full((n, 1), -math.inf)], 1).index_select(1, self.padded_index)
         probabilities = torch.softmax(padded.view(n, count, widest), 2)
         with torch.no_grad():
             uniform = torch.rand((n, count, 1), generator=generator, device=logits.device)
-            value = torch.minimum((probabilities.cumsum(2) < uniform).sum(2, keepdim=True), self.last_values)
+            value = torch.minimum((probabilities.cumsum(2) < uniform).sum(2, keepdim=True), last)
             hard = torch.zeros_like(probabilities).scatter_(2, value, 1.0)
         values = _straight_through(hard, probabilities).view(n, count * widest)
-        missing = [column for column in parents if column.missing_raw is not None]
+        missing = [column for column in columns if column.missing_raw is not None]
         flags = {}
         if missing:
             flag = torch.sigmoid(torch.cat([pieces[column.missing_raw] for column in missing], 1))
             drawn = (torch.rand(flag.shape, generator=generator, device=flag.device) < flag.detach()).to(flag.dtype)
             flags = dict(zip((column.name for column in missing), _straight_through(drawn, flag).split(1, 1)))
         return {column.name: DrawnCells(values[:, k * widest:k * widest + column.values], flags.get(column.name))
-                for k, column in enumerate(parents)}
+                for k, column in enumerate(columns)}
 
     def edge_weights_of(self, parent: str) -> torch.Tensor:
         """The weights of all edges out of ``parent``, side by side (its children in ``children`` order)."""
@@ -459,7 +447,7 @@ class OutputHeads(nn.Module):
         its weights with its parents' one-hot drawn cells."""
         n, device = columns.shape[1], columns.device
         uniform_of = {field: k for k, (_, _, field) in enumerate(self.drawn_fields)}
-        parents = [column for column in self.conditioned if column.name in self.has_children]
+        parents = self.parent_columns
         offsets = dict(zip((column.name for column in parents),
                            np.cumsum([0] + [column.size for column in parents]).tolist()))
         one_hot = scratch.get("parent_cells", (offsets[parents[-1].name] + parents[-1].size, n), torch.float32, device)
@@ -472,7 +460,7 @@ class OutputHeads(nn.Module):
             if self.parents[column.name]:
                 edges = self.parents[column.name]
                 weights = torch.cat([self.edge_weights[i].detach().t() for i in edges], 1)
-                rows = torch.cat([torch.arange(offsets[self.edges[i][0]], offsets[self.edges[i][0]] + len(self.edge_weights[i]))
+                rows = torch.cat([offsets[self.edges[i][0]] + torch.arange(len(self.edge_weights[i]))
                                   for i in edges]).to(device)
                 own = torch.index_select(one_hot, 0, rows, out=own_buffer[:len(rows)])
                 logits = logits_buffer[:column.size]
