@@ -585,10 +585,21 @@ def _infer_column(series: pd.Series, kind: str | None, max_categories: int, n_kn
         if not np.all(numbers == np.round(numbers)):
             raise SchemaError(f"column {name!r} was declared integer but holds fractions")
         column = IntegerColumn(**common, lower=int(lower), upper=int(upper))
-        knots = None if column.uses_binary_code else _quantile_knots(numbers, lower, upper, n_knots, True)
+        knots = None if column.uses_binary_code else _inferred_knots(numbers, lower, upper, n_knots, True)
         return replace(column, knots=knots)
     return ContinuousColumn(**common, lower=lower, upper=upper,
-                            knots=_quantile_knots(numbers, lower, upper, n_knots))
+                            knots=_inferred_knots(numbers, lower, upper, n_knots))
+
+
+def _inferred_knots(numbers: np.ndarray, lower: float, upper: float, n_knots: int,
+                    integral: bool = False) -> tuple[float, ...] | None:
+    """Quantile knots; or, for a column of fewer distinct values than ``n_knots`` (a density per
+    region, a rate in steps), each value twice: every value is then a point mass that decodes
+    exactly, where quantile knots would leave a value met by one knot to be spread over its cells."""
+    distinct = np.unique(numbers)
+    if 2 <= len(distinct) < n_knots:
+        return quantile_knots(np.repeat(distinct, 2), integral)
+    return _quantile_knots(numbers, lower, upper, n_knots, integral)
 
 
 def _guess_kind(series: pd.Series, values: pd.Series, max_categories: int) -> str:

@@ -14,6 +14,7 @@ from tabsynth import (
     CategoricalColumn,
     ContinuousColumn,
     DatetimeColumn,
+    Encoder,
     GeoPointColumn,
     IntegerColumn,
     PointSetRegion,
@@ -144,9 +145,19 @@ def test_infer_folds_rare_levels_into_a_catch_all_beyond_max_categories() -> Non
 
 
 def test_infer_gives_zero_inflated_columns_repeated_knots() -> None:
-    frame = pd.DataFrame({"gain": [0] * 90 + list(range(1000, 11000, 1000))})
+    frame = pd.DataFrame({"gain": [0] * 900 + list(range(1000, 101000, 1000))})
     knots = Schema.infer(frame)["gain"].knots
-    assert knots[0] == 0 and knots.count(0.0) > len(knots) // 2 and knots[-1] == 10000
+    assert knots[0] == 0 and knots.count(0.0) > len(knots) // 2 and knots[-1] == 100000
+
+
+@pytest.mark.parametrize("values", [[16.3, 73.0, 2674.3, 2731.2, 4187.9], [0, 1000, 250000]])
+def test_infer_makes_every_value_of_a_column_of_few_values_a_point_mass(values: list[float]) -> None:
+    frame = pd.DataFrame({"density": np.random.default_rng(0).choice(values, 1000)})
+    column = Schema.infer(frame)["density"]
+    assert column.knots == tuple(float(v) for v in np.repeat(values, 2))
+    encoder = Encoder(Schema((column,)))
+    decoded = encoder.decode(encoder.encode(frame))["density"]
+    np.testing.assert_array_equal(decoded.to_numpy(dtype=float), frame["density"].to_numpy(dtype=float))
 
 
 def test_infer_splits_integer_knot_segments_too_wide_for_float32() -> None:
