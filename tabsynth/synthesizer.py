@@ -33,7 +33,8 @@ from tabsynth.privacy.discovery import discover_new_categories, discover_schema,
 from tabsynth.privacy.dp_sgd import ClippingGroups
 from tabsynth.privacy.ledger import BudgetExceededError, PrivacyLedger
 from tabsynth.privacy.marginals import (MarginalMeasurements, choose_pairs, dependence_stars, group_cells, histograms,
-                                        measure_marginals, pair_groups, pair_size_bounds)
+                                        measure_marginals, pair_groups, pair_size_bounds, public_prior,
+                                        with_public_pairs)
 from tabsynth.privacy.mechanisms import laplace_count
 from tabsynth.sampling import rake, systematic_resample, target_distributions
 from tabsynth.rules import Rule
@@ -436,17 +437,23 @@ class Synthesizer:
         coarsen = [spec.binned for spec in specs]
         ordered = [spec.binned or spec.kind == "bits" for spec in specs]
         missing = [spec.missing is not None for spec in specs]
-        public_cells = public_coarse_cells = None
+        cells = public_cells = public_coarse_cells = None
         if public is not None and len(public):
             cells = encoder.marginal_cells(public.take(np.arange(len(public))))[0]
             counts = histograms(cells, sizes)
             public_cells = group_cells(cells, pair_groups(counts, coarsen, missing))
             public_coarse_cells = group_cells(cells, pair_groups(counts, ordered, missing))
-        pairs = choose_pairs(pair_size_bounds(sizes, coarsen, missing), s.marginal_pairs, public_cells,
-                             pair_size_bounds(sizes, ordered, missing), public_coarse_cells)
+        bounds, coarse_bounds = pair_size_bounds(sizes, coarsen, missing), pair_size_bounds(sizes, ordered, missing)
+        pairs = choose_pairs(bounds, s.marginal_pairs, public_cells, coarse_bounds, public_coarse_cells)
         chunks = (encoder.marginal_cells(chunk)[0] for chunk in data.chunks())
         rho = s.marginal_fraction * zcdp_budget(epsilon, delta, s.accountant)
-        return measure_marginals(chunks, sizes, pairs, rho, rng, coarsen, missing, ordered)
+        measured = measure_marginals(chunks, sizes, pairs, rho, rng, coarsen, missing, ordered)
+        if cells is None:
+            return measured
+        # Public data is free: the measurements shrink towards it, and pairs left unmeasured (the
+        # next most dependent on it, as many again at most) take their dependence from it.
+        more = choose_pairs(bounds, 2 * s.marginal_pairs, public_cells, coarse_bounds, public_coarse_cells)
+        return with_public_pairs(public_prior(measured, cells), cells, [p for p in more if p not in pairs])
 
     # --- sampling -------------------------------------------------------------------------
 

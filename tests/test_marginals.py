@@ -19,7 +19,8 @@ from tabsynth.models import OutputHeads, SoftCells
 from tabsynth.privacy.accounting import RDP_ORDERS, calibrate_noise_multiplier, compute_epsilon, zcdp_budget
 from tabsynth.encoding import NUMBER_CELLS
 from tabsynth.privacy.marginals import (MAX_PAIR_CELLS, PAIR_RESOLUTION, MarginalMeasurements, choose_pairs, count_chunks,
-                                        measure_marginals, pair_counts, pair_groups)
+                                        measure_marginals, pair_counts, pair_groups, public_prior,
+                                        with_public_pairs)
 from tabsynth.training import (MARGINAL_NOISE_REF, SQUARED_WEIGHT, MarginalLoss, marginal_learning_rate,
                                marginal_step_count)
 
@@ -139,6 +140,79 @@ def test_the_released_counts_carry_noise_of_the_stated_std() -> None:
     assert np.std(measured.two_way[0][1:]) == pytest.approx(measured.two_way_std, rel=0.02)
     z = calibrate_noise_multiplier(1.0, 1e-5, 1.0, 1)
     assert math.isclose(zcdp_budget(1.0, 1e-5), 1 / (2 * z**2))
+
+
+def two_years(rows: int, shift: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cells of a public and a private year of (education-like, occupation-like) columns, dependent;
+    the private year's first column has ``shift`` of its rows moved to other values."""
+    rng = np.random.default_rng(seed)
+    def year(moved: float) -> np.ndarray:
+        a = np.minimum(rng.geometric(0.15, rows) - 1, 15)
+        a = np.where(rng.random(rows) < moved, rng.integers(0, 16, rows), a)
+        b = np.where(rng.random(rows) < 0.6, a % 12, rng.integers(0, 12, rows))
+        return np.column_stack([a, b])
+    return year(0.0), year(shift)
+
+
+def distance_to(exact: np.ndarray, counts: np.ndarray) -> float:
+    clipped = np.clip(counts, 0, None)
+    return 0.5 * float(np.abs(clipped / clipped.sum() - exact / exact.sum()).sum())
+
+
+def test_a_public_year_like_the_private_one_takes_most_of_the_noise_out_of_the_marginals() -> None:
+    public, private = two_years(30_000, 0.0, seed=10)
+    measured = measure_marginals([private], [16, 12], [(0, 1)], 0.0002, np.random.default_rng(11))
+    prior = public_prior(measured, public)
+    exact = pair_counts(private, [16, 12], [(0, 1)])[0]
+    assert distance_to(exact, prior.two_way[0]) < distance_to(exact, measured.two_way[0]) / 2.5
+    exact_one = np.bincount(private[:, 0], minlength=16)
+    assert distance_to(exact_one, prior.one_way[0]) < distance_to(exact_one, measured.one_way[0]) / 1.3
+    assert prior.details()["shrunk_towards_public_table"] and prior.rho == measured.rho
+
+
+def test_a_public_year_unlike_the_private_one_leaves_the_measurements_nearly_as_they_are() -> None:
+    public, private = two_years(30_000, 0.5, seed=12)  # half the private rows' first column moved
+    measured = measure_marginals([private], [16, 12], [(0, 1)], 0.0002, np.random.default_rng(13))
+    prior = public_prior(measured, public)
+    exact = pair_counts(private, [16, 12], [(0, 1)])[0]
+    assert distance_to(exact, prior.two_way[0]) < 1.1 * distance_to(exact, measured.two_way[0])
+    assert distance_to(exact, prior.two_way[0]) < distance_to(exact, pair_counts(public, [16, 12], [(0, 1)])[0])
+
+
+def test_a_value_new_in_the_private_year_keeps_its_measured_count() -> None:
+    public, private = two_years(30_000, 0.0, seed=14)
+    public = public[public[:, 0] != 3]  # value 3 (about 1,800 private rows) is absent from the public year
+    measured = measure_marginals([private], [16, 12], [(0, 1)], 0.0002, np.random.default_rng(15))
+    prior = public_prior(measured, public)
+    assert prior.one_way[0][3] == measured.one_way[0][3]
+    assert prior.one_way[0][3] > 1_000
+
+
+def test_a_pair_not_measured_takes_the_public_dependence_and_the_private_margins() -> None:
+    public, private = two_years(30_000, 0.0, seed=16)
+    private = private.copy()
+    private[:5_000, 1] = 11  # the private year has more of the last value of the second column
+    cells = np.column_stack([private, private[:, 0] % 3])
+    measured = measure_marginals([cells], [16, 12, 3], [(0, 2)], 1e6, np.random.default_rng(17))  # nearly exact
+    public_cells = np.column_stack([public, public[:, 0] % 3])
+    extended = with_public_pairs(measured, public_cells, [(0, 1)])
+    assert extended.pairs == ((0, 2), (0, 1)) and extended.public_pairs == 1
+    table = extended.two_way[1].reshape(16, 12)
+    np.testing.assert_allclose(table.sum(1), measured.one_way[0], rtol=1e-3)  # private margins
+    np.testing.assert_allclose(table.sum(0), measured.one_way[1], rtol=1e-3)
+    public_table = pair_counts(public, [16, 12], [(0, 1)])[0].reshape(16, 12)
+    diagonal = lambda t: float(sum(t[a, a % 12] for a in range(16)) / t.sum())  # noqa: E731  (b = a % 12 for 60%)
+    assert abs(diagonal(table) - diagonal(public_table)) < 0.1
+    details = extended.details()
+    assert details["two_way_marginals"] == 1 and details["two_way_marginals_from_public_table"] == 1
+    assert details["zcdp_rho"] == measured.rho
+
+
+def test_public_pairs_must_be_new() -> None:
+    cells = np.zeros((10, 2), dtype=np.int64)
+    measured = measure_marginals([cells], [2, 2], [(0, 1)], 1.0, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="new pairs"):
+        with_public_pairs(measured, cells, [(0, 1)])
 
 
 def measured_with_noise(rows: int, two_way_std: float) -> MarginalMeasurements:

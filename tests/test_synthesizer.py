@@ -63,6 +63,16 @@ def test_training_epsilon_recomputes_from_the_reported_mechanism(fitted: Synthes
     assert training["epsilon"] == pytest.approx(recomputed)
 
 
+def test_public_data_shrinks_the_marginals_and_fills_the_pairs_left_unmeasured(cps: pd.DataFrame) -> None:
+    synth = Synthesizer(**{**FAST, "marginal_pairs": 2}).fit(cps, epsilon=1.0, public=load_demo("cps_1992"))
+    marginals = synth.privacy_report()["marginals"]
+    assert marginals["two_way_marginals"] == 2  # measured: the pairs most dependent on the public table
+    assert marginals["two_way_marginals_from_public_table"] == 2  # 4 columns: 6 pairs, at most as many again
+    assert marginals["shrunk_towards_public_table"]
+    without = Synthesizer(**FAST).fit(cps, epsilon=1.0).privacy_report()["marginals"]
+    assert not without["shrunk_towards_public_table"] and without["two_way_marginals_from_public_table"] == 0
+
+
 @pytest.mark.parametrize("epsilon", [0.3, 1.0, 3.0])
 @pytest.mark.parametrize("settings", [dict(steps=2, batch_size=32), dict(steps=6, batch_size=256),
                                       dict(epochs=0.5, batch_size=100, clip_grouping="weight_bias"),
