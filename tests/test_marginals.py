@@ -188,6 +188,18 @@ def test_a_value_new_in_the_private_year_keeps_its_measured_count() -> None:
     assert prior.one_way[0][3] > 1_000
 
 
+def test_point_masses_enter_pairs_each_as_its_own_cell_and_the_empty_gaps_merge_away() -> None:
+    rng = np.random.default_rng(18)
+    shares = rng.dirichlet(np.full(20, 2.0))  # 20 values of unequal shares (1% to 12%), as a density per region
+    atoms = rng.choice(20, 30_000, p=shares) * 2  # cells 0, 2, ..., 38: the point masses; odd cells: the gaps
+    cells = np.column_stack([atoms, rng.integers(0, 3, 30_000)])
+    measured = measure_marginals([cells], [39, 3], [(0, 1)], 1.0, np.random.default_rng(19), coarsen=[True, False])
+    groups = measured.groups[0]
+    held = np.flatnonzero(np.bincount(atoms, minlength=39))
+    assert len(np.unique(groups[held])) == len(held)  # no two values share a cell
+    assert groups.max() + 1 == len(held)  # and the gaps add none
+
+
 def test_a_pair_not_measured_takes_the_public_dependence_and_the_private_margins() -> None:
     public, private = two_years(30_000, 0.0, seed=16)
     private = private.copy()

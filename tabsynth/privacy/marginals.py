@@ -28,6 +28,7 @@ import numpy as np
 MAX_PAIR_CELLS = 4096  # two-way marginals with more cells than this are not measured (noise would swamp them)
 PAIR_RESOLUTION = 20  # a coarsened marginal enters two-way marginals with at most this many cells (plus missing)
 ONE_WAY_SHARE = 0.3  # of rho, for the one-way marginals when two-way ones are measured too
+EMPTY_CELL_STDS = 2.0  # a one-way cell's noisy count below this many noise stds counts as empty in ``pair_groups``
 PRIOR_OUTLIER = 4.0  # stds: a cell this far from the public prior keeps its measurement (``public_prior``)
 
 
@@ -105,23 +106,34 @@ def pair_counts(cells: np.ndarray, sizes: Sequence[int], pairs: Sequence[tuple[i
 
 
 def pair_groups(counts: Sequence[np.ndarray], coarsen: Sequence[bool], missing: Sequence[bool],
-                resolution: int = PAIR_RESOLUTION) -> tuple[np.ndarray, ...]:
+                resolution: int = PAIR_RESOLUTION, empty: float = 0.0) -> tuple[np.ndarray, ...]:
     """Each marginal's cells as they enter two-way marginals, from its (noisy) one-way ``counts``: a
-    marginal to ``coarsen`` (ordered cells) of more than ``resolution`` values is cut into at most
-    that many runs of neighbouring cells holding about equal shares of the counts (a heavy cell is a
-    run of its own); other cells and a last, missing cell stay apart. Post-processing: free."""
+    marginal to ``coarsen`` (ordered cells) of more than ``resolution`` values is cut into
+    ``resolution`` runs of neighbouring cells (``_merged_runs``; a cell of at most ``empty`` counts
+    is empty); other cells and a last, missing cell stay apart. Post-processing: free."""
     groups = []
     for count, coarse, has_missing in zip(counts, coarsen, missing, strict=True):
         values = len(count) - int(has_missing)
         if coarse and values > resolution:
-            mass = np.clip(np.asarray(count[:values], dtype=np.float64), 0.0, None) + 1e-9
-            middle = (np.cumsum(mass) - mass / 2) / mass.sum()  # where each cell's share sits, in (0, 1)
-            merged = np.unique(np.minimum((middle * resolution).astype(np.int64), resolution - 1),
-                               return_inverse=True)[1]
+            merged = _merged_runs(np.clip(np.asarray(count[:values], dtype=np.float64), 0.0, None), resolution, empty)
         else:
             merged = np.arange(values)
         groups.append(np.append(merged, merged[-1] + 1) if has_missing else merged)
     return tuple(groups)
+
+
+def _merged_runs(mass: np.ndarray, runs: int, empty: float) -> np.ndarray:
+    """Each cell's run of neighbouring cells, at most ``runs`` of them: when at most ``runs`` cells hold
+    more than ``empty`` and no two of them are neighbours (a number's point masses, with empty gaps
+    between), each of those is a run and an empty cell joins the run on its left; else runs of
+    about equal shares of the mass (a heavy cell is a run of its own)."""
+    held = mass > empty
+    if 0 < held.sum() <= runs and not (held[1:] & held[:-1]).any():
+        owner = np.maximum.accumulate(np.where(held, np.arange(len(mass)), -1))
+        return np.unique(np.where(owner < 0, int(np.argmax(held)), owner), return_inverse=True)[1]
+    mass = mass + 1e-9
+    middle = (np.cumsum(mass) - mass / 2) / mass.sum()  # where each cell's share sits, in (0, 1)
+    return np.unique(np.minimum((middle * runs).astype(np.int64), runs - 1), return_inverse=True)[1]
 
 
 def pair_size_bounds(sizes: Sequence[int], coarsen: Sequence[bool], missing: Sequence[bool],
@@ -329,8 +341,10 @@ def measure_marginals(chunks: Iterable[np.ndarray], sizes: Sequence[int], pairs:
     two_std = math.sqrt(len(pairs) / (2.0 * (1.0 - one_share) * rho)) if pairs else 0.0
     noisy_one = tuple(_noisy(c, one_std, rng) for c in one)
     coarsen, missing = coarsen or [False] * k, missing or [False] * k
-    groups = pair_groups(noisy_one, coarsen, missing)
-    coarse_groups = pair_groups(noisy_one, [c or o for c, o in zip(coarsen, ordered or coarsen, strict=True)], missing)
+    empty = EMPTY_CELL_STDS * one_std
+    groups = pair_groups(noisy_one, coarsen, missing, empty=empty)
+    coarse_groups = pair_groups(noisy_one, [c or o for c, o in zip(coarsen, ordered or coarsen, strict=True)], missing,
+                                empty=empty)
     measured = MarginalMeasurements(sizes, noisy_one, pairs, (), one_std, two_std, rho, groups, coarse_groups)
     axes = [measured.pair_axes(m) for m in range(len(pairs))]
     noisy_two = tuple(_noisy(_fold(c, rows, columns), two_std, rng)
