@@ -248,8 +248,8 @@ def with_public_pairs(measured: MarginalMeasurements, public_cells: np.ndarray,
         rows, columns = extended.pair_axes(m)
         margins = [np.bincount(groups, weights=one_way[j], minlength=int(groups.max()) + 1)
                    for j, groups in ((a, rows), (b, columns))]
-        table = _fold(counts, rows, columns).reshape(len(margins[0]), len(margins[1]))
-        two_way.append(_raked(table, *margins).ravel() * (measured.total / max(1.0, float(margins[0].sum()))))
+        raked = _raked(_fold(counts, rows, columns).reshape(len(margins[0]), len(margins[1])), *margins).ravel()
+        two_way.append(raked * (measured.total / raked.sum()) if raked.sum() > 0 else raked)
     return replace(extended, two_way=measured.two_way + tuple(two_way))
 
 
