@@ -280,7 +280,8 @@ def _shrink(noisy: np.ndarray, public: np.ndarray, std: float, total: float) -> 
 def noisy_dependence(measured: MarginalMeasurements) -> np.ndarray:
     """Per measured pair, how far its noisy joint distribution lies from the product of its own
     margins (total variation), less what the noise alone adds to that distance on average (half
-    the cells times the mean absolute noise, over the total). Post-processing of the release."""
+    the cells times the mean absolute noise, over the total; a pair from a public table, which
+    carries no such noise, loses the same share: a cautious score). Post-processing of the release."""
     scores = []
     noise = 0.5 * measured.two_way_std * math.sqrt(2.0 / math.pi) / measured.total
     for m, counts in enumerate(measured.two_way):
