@@ -32,9 +32,9 @@ from tabsynth.privacy.clipping import ADAPTIVE_CLIPPING, GROUPINGS, MAX_COUNT_SH
 from tabsynth.privacy.discovery import discover_new_categories, discover_schema, known_rows
 from tabsynth.privacy.dp_sgd import ClippingGroups
 from tabsynth.privacy.ledger import BudgetExceededError, PrivacyLedger
-from tabsynth.privacy.marginals import (MarginalMeasurements, choose_pairs, dependence_stars, group_cells, histograms,
-                                        measure_marginals, pair_groups, pair_size_bounds, public_prior,
-                                        with_public_pairs)
+from tabsynth.privacy.marginals import (PUBLIC_PAIR_CELLS, MarginalMeasurements, choose_pairs, dependence_stars,
+                                        group_cells, histograms, measure_marginals, pair_groups, pair_size_bounds,
+                                        public_prior, with_public_pairs)
 from tabsynth.privacy.mechanisms import laplace_count
 from tabsynth.sampling import rake, systematic_resample, target_distributions
 from tabsynth.rules import Rule
@@ -451,8 +451,10 @@ class Synthesizer:
         if cells is None:
             return measured
         # Public data is free: the measurements shrink towards it, and pairs left unmeasured (the
-        # next most dependent on it, as many again at most) take their dependence from it.
-        more = choose_pairs(bounds, 2 * s.marginal_pairs, public_cells, coarse_bounds, public_coarse_cells)
+        # next most dependent on it, as many again at most, up to PUBLIC_PAIR_CELLS cells: there is
+        # no noise to spread) take their dependence from it.
+        more = choose_pairs(bounds, 2 * s.marginal_pairs, public_cells, coarse_bounds, public_coarse_cells,
+                            max_cells=PUBLIC_PAIR_CELLS)
         return with_public_pairs(public_prior(measured, cells), cells, [p for p in more if p not in pairs])
 
     # --- sampling -------------------------------------------------------------------------

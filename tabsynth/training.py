@@ -212,8 +212,8 @@ def initial_edge_weights(measured: MarginalMeasurements, names: Sequence[str],
                          edges: Sequence[tuple[str, str]]) -> list[np.ndarray]:
     """Per conditioning edge (parent, child), weights that start the child's draw at its measured
     dependence on the parent: the pointwise mutual information log P(a, b) / (P(a) P(b)) of the
-    measured pair, its counts clipped at 0 plus one noise std each (so a cell the noise alone could
-    fill is unlikely, not impossible), spread from the pair's groups to every cell. A structural zero
+    measured pair, its counts clipped at 0 plus its cells' mean noise std each, at least one count
+    (so a cell the noise alone could fill is unlikely, not impossible), spread from the pair's groups to every cell. A structural zero
     (a code and its label) is then near-impossible from the first step, which the marginal fit's small
     steps would take thousands of steps to learn. Post-processing of the release."""
     index = {name: j for j, name in enumerate(names)}
@@ -223,7 +223,7 @@ def initial_edge_weights(measured: MarginalMeasurements, names: Sequence[str],
         m = next(m for m, pair in enumerate(measured.pairs) if pair in ((a, b), (b, a)))
         rows, columns = measured.pair_axes(m)
         joint = np.clip(measured.two_way[m], 0.0, None).reshape(int(rows.max()) + 1, int(columns.max()) + 1)
-        joint = joint + measured.two_way_std
+        joint = joint + max(1.0, measured.noise_of(m) / len(measured.two_way[m]))
         joint /= joint.sum()
         information = np.log(joint) - np.log(joint.sum(1, keepdims=True)) - np.log(joint.sum(0, keepdims=True))
         spread = information[rows][:, columns]

@@ -19,7 +19,7 @@ from tabsynth.models import OutputHeads, SoftCells
 from tabsynth.privacy.accounting import RDP_ORDERS, calibrate_noise_multiplier, compute_epsilon, zcdp_budget
 from tabsynth.encoding import NUMBER_CELLS
 from tabsynth.privacy.marginals import (MAX_PAIR_CELLS, PAIR_RESOLUTION, MarginalMeasurements, choose_pairs, count_chunks,
-                                        measure_marginals, pair_counts, pair_groups, public_prior,
+                                        measure_marginals, noisy_dependence, pair_counts, pair_groups, public_prior,
                                         with_public_pairs)
 from tabsynth.training import (MARGINAL_NOISE_REF, SQUARED_WEIGHT, MarginalLoss, marginal_learning_rate,
                                marginal_step_count)
@@ -218,6 +218,30 @@ def test_a_pair_not_measured_takes_the_public_dependence_and_the_private_margins
     details = extended.details()
     assert details["two_way_marginals"] == 1 and details["two_way_marginals_from_public_table"] == 1
     assert details["zcdp_rho"] == measured.rho
+
+
+def test_a_public_pair_may_be_larger_than_a_measured_one_and_its_dependence_is_that_of_a_sample() -> None:
+    rng = np.random.default_rng(20)
+    code = rng.integers(0, 100, 20_000)
+    cells = np.column_stack([code, code % 60, rng.integers(0, 2, 20_000)])  # a code and its category: 6,000 cells
+    measured = measure_marginals([cells], [100, 60, 2], [(0, 2)], 0.01, np.random.default_rng(21))
+    extended = with_public_pairs(measured, cells, [(0, 1)])
+    assert 100 * 60 > MAX_PAIR_CELLS and extended.coarse == (False, False)
+    assert extended.noise_of(0) == measured.two_way_std * 200  # the measured pair keeps its noise
+    assert 0.7 < noisy_dependence(extended)[1] < 1.0
+    independent = with_public_pairs(measured, np.column_stack([code, rng.integers(0, 60, 20_000), cells[:, 2]]),
+                                    [(0, 1)])
+    assert abs(noisy_dependence(independent)[1]) < 0.02  # a sample's chance dependence is not taken for one
+
+
+def test_counts_shrunk_towards_a_like_public_year_carry_less_noise_in_the_dependence_score() -> None:
+    public, private = two_years(30_000, 0.0, seed=22)
+    measured = measure_marginals([private], [16, 12], [(0, 1)], 0.0002, np.random.default_rng(23))
+    prior = public_prior(measured, public)
+    assert prior.noise_of(0) < measured.noise_of(0) / 2
+    exact = pair_counts(private, [16, 12], [(0, 1)])[0].reshape(16, 12) / len(private)
+    truth = 0.5 * np.abs(exact - np.outer(exact.sum(1), exact.sum(0))).sum()
+    assert abs(noisy_dependence(prior)[0] - truth) < abs(noisy_dependence(measured)[0] - truth)
 
 
 def test_public_pairs_must_be_new() -> None:

@@ -26,6 +26,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 MAX_PAIR_CELLS = 4096  # two-way marginals with more cells than this are not measured (noise would swamp them)
+PUBLIC_PAIR_CELLS = 4 * MAX_PAIR_CELLS  # the same for pairs taken from a public table (no noise to swamp them)
 PAIR_RESOLUTION = 20  # a coarsened marginal enters two-way marginals with at most this many cells (plus missing)
 ONE_WAY_SHARE = 0.3  # of rho, for the one-way marginals when two-way ones are measured too
 EMPTY_CELL_STDS = 2.0  # a one-way cell's noisy count below this many noise stds counts as empty in ``pair_groups``
@@ -47,6 +48,12 @@ class MarginalMeasurements:
     coarse_groups: tuple[np.ndarray, ...] | None = None  # per marginal: its cells in coarse pairs (None: as groups)
     public_prior: bool = False  # the counts were shrunk towards a public table's (``public_prior``)
     public_pairs: int = 0  # the last pairs are not measured: from a public table (``with_public_pairs``)
+    pair_noise: tuple[float, ...] = ()  # per pair, the sum of its cells' noise stds as the counts stand (empty: raw)
+
+    def noise_of(self, m: int) -> float:
+        """The sum of pair ``m``'s cells' noise stds: ``two_way_std`` each as measured, less once
+        shrunk towards a public table, a public sample's own for a pair from one."""
+        return self.pair_noise[m] if self.pair_noise else self.two_way_std * len(self.two_way[m])
 
     @property
     def pair_sizes(self) -> tuple[int, ...]:
@@ -56,8 +63,9 @@ class MarginalMeasurements:
     @cached_property
     def coarse(self) -> tuple[bool, ...]:
         """Per pair: measured over ``coarse_groups`` (too large over ``groups``)."""
-        sizes = self.pair_sizes
-        return tuple(sizes[a] * sizes[b] > MAX_PAIR_CELLS for a, b in self.pairs)
+        sizes, measured = self.pair_sizes, len(self.pairs) - self.public_pairs
+        return tuple(sizes[a] * sizes[b] > (MAX_PAIR_CELLS if m < measured else PUBLIC_PAIR_CELLS)
+                     for m, (a, b) in enumerate(self.pairs))
 
     def pair_axes(self, m: int) -> tuple[np.ndarray, np.ndarray]:
         """The groups of pair ``m``'s two marginals, as it was measured."""
@@ -179,9 +187,9 @@ def dependence(cells: np.ndarray, sizes: Sequence[int], pairs: Sequence[tuple[in
 
 
 def choose_pairs(sizes: Sequence[int], max_pairs: int, public_cells: np.ndarray | None = None,
-                 coarse_sizes: Sequence[int] | None = None, public_coarse_cells: np.ndarray | None = None
-                 ) -> list[tuple[int, int]]:
-    """The two-way marginals to measure: every pair of at most ``MAX_PAIR_CELLS`` cells (over
+                 coarse_sizes: Sequence[int] | None = None, public_coarse_cells: np.ndarray | None = None,
+                 max_cells: int = MAX_PAIR_CELLS) -> list[tuple[int, int]]:
+    """The two-way marginals to measure: every pair of at most ``max_cells`` cells (over
     ``coarse_sizes`` where ``sizes`` give it more), or, when more than ``max_pairs`` qualify, those
     most dependent on the public table (without one: the smallest). ``sizes`` and ``public_cells``
     are as the marginals enter the pairs (after ``pair_groups``), ``coarse_*`` as they enter coarse pairs."""
@@ -190,9 +198,9 @@ def choose_pairs(sizes: Sequence[int], max_pairs: int, public_cells: np.ndarray 
     fine, coarse = [], []
     for a in range(len(sizes)):
         for b in range(a + 1, len(sizes)):
-            if sizes[a] * sizes[b] <= MAX_PAIR_CELLS:
+            if sizes[a] * sizes[b] <= max_cells:
                 fine.append((a, b))
-            elif coarse_sizes[a] * coarse_sizes[b] <= MAX_PAIR_CELLS:
+            elif coarse_sizes[a] * coarse_sizes[b] <= max_cells:
                 coarse.append((a, b))
     pairs = fine + coarse
     if len(pairs) <= max_pairs:
@@ -220,11 +228,12 @@ def public_prior(measured: MarginalMeasurements, public_cells: np.ndarray) -> Ma
     model from the public count (a category new this year, a real shift) keeps its measurement.
     ``public_cells``: the public rows' one-way cells (``Encoder.marginal_cells``)."""
     public_one, public_two = count_chunks([public_cells], measured.sizes, measured.pairs)
-    one_way = tuple(_shrink(y, q, measured.one_way_std, measured.total)
+    one_way = tuple(_shrink(y, q, measured.one_way_std, measured.total)[0]
                     for y, q in zip(measured.one_way, public_one, strict=True))
-    two_way = tuple(_shrink(y, _fold(q, *measured.pair_axes(m)), measured.two_way_std, measured.total)
-                    for m, (y, q) in enumerate(zip(measured.two_way, public_two, strict=True)))
-    return replace(measured, one_way=one_way, two_way=two_way, public_prior=True)
+    shrunk = [_shrink(y, _fold(q, *measured.pair_axes(m)), measured.two_way_std, measured.total)
+              for m, (y, q) in enumerate(zip(measured.two_way, public_two, strict=True))]
+    return replace(measured, one_way=one_way, two_way=tuple(counts for counts, _ in shrunk), public_prior=True,
+                   pair_noise=tuple(noise for _, noise in shrunk))
 
 
 def with_public_pairs(measured: MarginalMeasurements, public_cells: np.ndarray,
@@ -243,14 +252,17 @@ def with_public_pairs(measured: MarginalMeasurements, public_cells: np.ndarray,
     public_two = count_chunks([public_cells], measured.sizes, pairs)[1]
     extended = replace(measured, pairs=measured.pairs + tuple(pairs), public_pairs=len(pairs))
     one_way = [np.clip(counts, 0.0, None) for counts in measured.one_way]
-    two_way = []
+    two_way, noise = [], []
     for m, ((a, b), counts) in enumerate(zip(pairs, public_two, strict=True), start=len(measured.pairs)):
         rows, columns = extended.pair_axes(m)
         margins = [np.bincount(groups, weights=one_way[j], minlength=int(groups.max()) + 1)
                    for j, groups in ((a, rows), (b, columns))]
-        raked = _raked(_fold(counts, rows, columns).reshape(len(margins[0]), len(margins[1])), *margins).ravel()
+        folded = _fold(counts, rows, columns)
+        raked = _raked(folded.reshape(len(margins[0]), len(margins[1])), *margins).ravel()
         two_way.append(raked * (measured.total / raked.sum()) if raked.sum() > 0 else raked)
-    return replace(extended, two_way=measured.two_way + tuple(two_way))
+        noise.append(float(np.sqrt(folded).sum()) * measured.total / max(1, len(public_cells)))  # binomial, scaled
+    return replace(extended, two_way=measured.two_way + tuple(two_way),
+                   pair_noise=tuple(measured.noise_of(m) for m in range(len(measured.pairs))) + tuple(noise))
 
 
 def _raked(table: np.ndarray, rows: np.ndarray, columns: np.ndarray, iterations: int = 25) -> np.ndarray:
@@ -265,30 +277,32 @@ def _raked(table: np.ndarray, rows: np.ndarray, columns: np.ndarray, iterations:
     return table
 
 
-def _shrink(noisy: np.ndarray, public: np.ndarray, std: float, total: float) -> np.ndarray:
-    """``public_prior`` for one marginal: noisy counts, public counts (over the same cells)."""
+def _shrink(noisy: np.ndarray, public: np.ndarray, std: float, total: float) -> tuple[np.ndarray, float]:
+    """``public_prior`` for one marginal: noisy counts, public counts (over the same cells) -> the
+    shrunk counts and the sum of their cells' noise stds (a cell keeps that share of the noise)."""
     if public.sum() <= 0:
-        return noisy
+        return noisy, std * len(noisy)
     prior = public * (total / public.sum())
     deviation = noisy - prior
     change = max(0.0, float((deviation**2).sum()) - len(noisy) * std**2) / prior.sum()
     variance = change * prior
-    shrunk = prior + variance / (variance + std**2) * deviation
-    return np.where(np.abs(deviation) > PRIOR_OUTLIER * np.sqrt(variance + std**2), noisy, shrunk)
+    weight = np.where(np.abs(deviation) > PRIOR_OUTLIER * np.sqrt(variance + std**2), 1.0,
+                      variance / (variance + std**2))
+    return prior + weight * deviation, std * float(weight.sum())
 
 
 def noisy_dependence(measured: MarginalMeasurements) -> np.ndarray:
     """Per measured pair, how far its noisy joint distribution lies from the product of its own
     margins (total variation), less what the noise alone adds to that distance on average (half
-    the cells times the mean absolute noise, over the total; a pair from a public table, which
-    carries no such noise, loses the same share: a cautious score). Post-processing of the release."""
+    the sum of its cells' mean absolute noise, over the total: ``noise_of``, which also covers counts
+    shrunk towards a public table and a public sample's own chance dependence). Post-processing."""
     scores = []
-    noise = 0.5 * measured.two_way_std * math.sqrt(2.0 / math.pi) / measured.total
     for m, counts in enumerate(measured.two_way):
         rows, columns = (int(g.max()) + 1 for g in measured.pair_axes(m))
         joint = _distribution(np.clip(counts, 0.0, None)).reshape(rows, columns)
         product = np.outer(joint.sum(1), joint.sum(0))
-        scores.append(0.5 * float(np.abs(joint - product).sum()) - noise * joint.size)
+        noise = 0.5 * math.sqrt(2.0 / math.pi) * measured.noise_of(m) / measured.total
+        scores.append(0.5 * float(np.abs(joint - product).sum()) - noise)
     return np.array(scores)
 
 
@@ -357,6 +371,6 @@ def _noisy(counts: np.ndarray, std: float, rng: np.random.Generator) -> np.ndarr
     return np.asarray(counts, dtype=np.float64) + rng.normal(0.0, std, size=len(counts))
 
 
-__all__ = ["MAX_PAIR_CELLS", "PAIR_RESOLUTION", "MarginalMeasurements", "choose_pairs", "count_chunks", "dependence",
+__all__ = ["MAX_PAIR_CELLS", "PAIR_RESOLUTION", "PUBLIC_PAIR_CELLS", "MarginalMeasurements", "choose_pairs", "count_chunks", "dependence",
            "dependence_stars", "group_cells", "histograms", "measure_marginals", "noisy_dependence", "pair_counts",
            "pair_groups", "pair_size_bounds", "public_prior", "with_public_pairs"]
