@@ -292,7 +292,7 @@ def _shrink(noisy: np.ndarray, public: np.ndarray, std: float, total: float) -> 
 
 
 def noisy_dependence(measured: MarginalMeasurements) -> np.ndarray:
-    """Per measured pair, how far its noisy joint distribution lies from the product of its own
+    """Per pair, how far its noisy joint distribution lies from the product of its own
     margins (total variation), less what the noise alone adds to that distance on average (half
     the sum of its cells' mean absolute noise, over the total: ``noise_of``, which also covers counts
     shrunk towards a public table and a public sample's own chance dependence). Post-processing."""
