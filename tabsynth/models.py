@@ -234,6 +234,14 @@ class OutputHeads(nn.Module):
         self.register_buffer("padded_index", torch.tensor(index, dtype=torch.long), persistent=False)
         last = [[column.values - 1] for column in parents]
         self.register_buffer("last_values", torch.tensor(last, dtype=torch.long).reshape(-1, 1), persistent=False)
+        # Sampling's one-hot parent cells: each parent's cells stacked in ``parent_columns`` order;
+        # per child, the rows of its parents' cells in ``parents`` order (``_draw_conditioned``).
+        self.parent_offsets = dict(zip((column.name for column in parents),
+                                       np.cumsum([0] + [column.size for column in parents]).tolist()))
+        for k, column in enumerate(self.conditioned):
+            rows = [self.parent_offsets[self.edges[i][0]] + v for i in self.parents[column.name]
+                    for v in range(drawn_columns[self.edges[i][0]].size)]
+            self.register_buffer(f"parent_rows_{k}", torch.tensor(rows, dtype=torch.long), persistent=False)
         cuts = {0, self.raw_dim}
         for column in self.conditioned:  # the raw pieces ``condition`` splits into
             cuts.update((column.start, column.end))
@@ -447,21 +455,17 @@ class OutputHeads(nn.Module):
         its weights with its parents' one-hot drawn cells."""
         n, device = columns.shape[1], columns.device
         uniform_of = {field: k for k, (_, _, field) in enumerate(self.drawn_fields)}
-        parents = self.parent_columns
-        offsets = dict(zip((column.name for column in parents),
-                           np.cumsum([0] + [column.size for column in parents]).tolist()))
-        one_hot = scratch.get("parent_cells", (offsets[parents[-1].name] + parents[-1].size, n), torch.float32, device)
+        last = self.parent_columns[-1]
+        one_hot = scratch.get("parent_cells", (self.parent_offsets[last.name] + last.size, n), torch.float32, device)
         one_hot.zero_()
         widest = max(column.size for column in self.conditioned)
         logits_buffer = scratch.get("conditioned_logits", (widest, n), torch.float32, device)
         own_buffer = scratch.get("own_parent_cells", (len(one_hot), n), torch.float32, device)
-        for column in self.conditioned:
+        for k, column in enumerate(self.conditioned):
             logits = columns[column.start:column.end]
             if self.parents[column.name]:
-                edges = self.parents[column.name]
-                weights = torch.cat([self.edge_weights[i].detach().t() for i in edges], 1)
-                rows = torch.cat([offsets[self.edges[i][0]] + torch.arange(len(self.edge_weights[i]))
-                                  for i in edges]).to(device)
+                weights = torch.cat([self.edge_weights[i].detach().t() for i in self.parents[column.name]], 1)
+                rows = getattr(self, f"parent_rows_{k}")
                 own = torch.index_select(one_hot, 0, rows, out=own_buffer[:len(rows)])
                 logits = logits_buffer[:column.size]
                 logits[:column.values].copy_(columns[column.start:column.end])
@@ -477,7 +481,7 @@ class OutputHeads(nn.Module):
                 cell = out[column.field].long()
                 if column.missing_field is not None:
                     cell = torch.where(out[column.missing_field] > 0, column.values, cell)
-                one_hot.scatter_(0, (offsets[column.name] + cell)[None, :], 1.0)
+                one_hot.scatter_(0, (self.parent_offsets[column.name] + cell)[None, :], 1.0)
 
     def _draw_values(self, logits: torch.Tensor, uniform: torch.Tensor, out: torch.Tensor, scratch: Scratch) -> None:
         """Inverse-CDF draws of one value per column of ``logits`` (values x rows) into ``out`` (rows)."""
