@@ -115,7 +115,8 @@ class ParquetSource(TableSource):
         self.path = path
         try:
             self.dataset = ds.dataset(str(path), format="parquet", partitioning="hive")
-            self._empty = self.dataset.schema.empty_table().to_pandas()
+            self._types = _nullable_types if self.dataset.schema.pandas_metadata is None else None
+            self._empty = self.dataset.schema.empty_table().to_pandas(types_mapper=self._types)
         except (OSError, ValueError, pa.ArrowException) as exc:
             raise TableReadError(f"cannot read {argument} {path} as Parquet: {exc}") from exc
         self.columns = list(self._empty.columns)
@@ -138,7 +139,7 @@ class ParquetSource(TableSource):
                                                  use_threads=False):
                 if batch.num_rows:
                     # Through a table so that the dataset's pandas metadata restores nullable ints, categories.
-                    yield pa.Table.from_batches([batch], schema=self.dataset.schema).to_pandas()
+                    yield pa.Table.from_batches([batch], schema=self.dataset.schema).to_pandas(types_mapper=self._types)
         except (OSError, pa.ArrowException) as exc:
             raise TableReadError(f"cannot read {self.path}: {exc}") from exc
 
@@ -148,6 +149,18 @@ class ParquetSource(TableSource):
     @property
     def arrow_schema(self) -> pa.Schema:
         return plain_schema(self.dataset.schema)
+
+
+_NULLABLE_DTYPES = {pa.int8(): pd.Int8Dtype(), pa.int16(): pd.Int16Dtype(), pa.int32(): pd.Int32Dtype(),
+                    pa.int64(): pd.Int64Dtype(), pa.uint8(): pd.UInt8Dtype(), pa.uint16(): pd.UInt16Dtype(),
+                    pa.uint32(): pd.UInt32Dtype(), pa.uint64(): pd.UInt64Dtype(), pa.bool_(): pd.BooleanDtype()}
+
+
+def _nullable_types(arrow_type: pa.DataType) -> object:
+    """pandas' nullable dtype for an Arrow integer or boolean type (None: pandas' default), for files
+    without pandas metadata (pyarrow, Spark, DuckDB): an integer column with nulls then stays an
+    integer column instead of turning float64 in the batches that hold a null."""
+    return _NULLABLE_DTYPES.get(arrow_type)
 
 
 def open_table(data: TableLike, argument: str) -> TableSource:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -40,6 +41,16 @@ def test_a_parquet_directory_is_read_in_batches_with_the_files_dtypes(tmp_path: 
     assert max(len(b) for b in batches) <= 64
     assert all(list(b.dtypes) == list(frame.dtypes) for b in batches)
     pd.testing.assert_frame_equal(source.read(), frame)
+
+
+def test_an_integer_column_with_nulls_from_a_file_without_pandas_metadata_stays_integer(tmp_path: Path) -> None:
+    # As pyarrow, Spark or DuckDB write it: pandas would read the column as float64 wherever a batch holds a null.
+    ages = pa.array([30, None, 41, 52] * 50, pa.int32())
+    pq.write_table(pa.table({"age": ages, "flag": pa.array([True, None, False, True] * 50)}), tmp_path / "t.parquet")
+    source = open_table(tmp_path / "t.parquet", "private table")
+    assert source.empty().dtypes.to_dict() == {"age": pd.Int32Dtype(), "flag": pd.BooleanDtype()}
+    batch = next(source.batches(batch_rows=64))
+    assert batch["age"].dtype == pd.Int32Dtype() and batch["age"].isna().sum() == 16
 
 
 def test_an_ordered_categorical_read_in_batches_keeps_its_order(tmp_path: Path) -> None:
