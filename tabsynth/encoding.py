@@ -442,12 +442,16 @@ def _numbers(frame: pd.DataFrame, name: str, present: np.ndarray) -> np.ndarray:
         raise SchemaError(f"column {name!r} must be numeric: {exc}") from exc
 
 
-def _check_whole(name: str, values: np.ndarray) -> None:
-    """Integer columns (and datetime ticks) must hold whole numbers."""
+def _whole(name: str, values: np.ndarray, policy: InvalidPolicy) -> np.ndarray:
+    """An integer column's values: fractional ones are rounded to the nearest whole number under
+    ``policy`` "clip" (the integer domain's nearest value), an error under "raise"."""
     fractional = np.isfinite(values) & (values != np.round(values))
-    if fractional.any():
-        raise SchemaError(f"column {name!r} is declared integer but holds fractional values "
-                          f"(e.g. {values[fractional][0]})")
+    if not fractional.any():
+        return values
+    if policy == "raise":
+        raise DomainError(f"column {name!r} is an integer column but holds {int(fractional.sum())} fractional "
+                          f"values (e.g. {values[fractional][0]}); pass on_invalid='clip' to round them")
+    return np.round(values)
 
 
 def _enforce_range(name: str, values: np.ndarray, lower: float, upper: float,
@@ -494,13 +498,12 @@ class _NumberCodec(_Codec):
     def value_spans(self) -> list[tuple[int, Activation, Role]]:
         return [(self.width, "softmax", "value"), (1, "tanh", "place")] if self.binned else [(1, "tanh", "value")]
 
-    def values(self, frame: pd.DataFrame, present: np.ndarray) -> np.ndarray:
-        return _numbers(frame, self.column.name, present)
+    def values(self, frame: pd.DataFrame, present: np.ndarray, policy: InvalidPolicy) -> np.ndarray:
+        values = _numbers(frame, self.column.name, present)
+        return _whole(self.column.name, values, policy) if self.integral else values
 
     def encode(self, frame: pd.DataFrame, present: np.ndarray, policy: InvalidPolicy) -> np.ndarray:
-        values = self.values(frame, present)
-        if self.integral:
-            _check_whole(self.column.name, values)
+        values = self.values(frame, present, policy)
         values = _enforce_range(self.column.name, values, self.lower, self.upper, policy)
         scaled = self.scaler.forward(values)
         if not self.binned:
@@ -543,7 +546,9 @@ class _DatetimeCodec(_NumberCodec):
     def __init__(self, column: DatetimeColumn) -> None:
         super().__init__(column, column.lower_ticks, column.upper_ticks, column.knots, integral=True)
 
-    def values(self, frame: pd.DataFrame, present: np.ndarray) -> np.ndarray:
+    def values(self, frame: pd.DataFrame, present: np.ndarray, policy: InvalidPolicy) -> np.ndarray:
+        """Ticks of the column's resolution; a finer timestamp falls to the start of its tick under
+        ``policy`` "clip" (a time of day to its date), an error under "raise"."""
         series = frame[self.column.name][present]
         try:
             stamps = pd.to_datetime(series)
@@ -551,12 +556,14 @@ class _DatetimeCodec(_NumberCodec):
             raise SchemaError(f"column {self.column.name!r} must hold timestamps: {exc}") from exc
         if getattr(stamps.dt, "tz", None) is not None:
             stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
-        raw = stamps.to_numpy().astype(f"datetime64[{self.column.resolution}]")
-        exact = raw.astype(stamps.to_numpy().dtype) == stamps.to_numpy()
-        if not exact.all():
-            raise SchemaError(f"column {self.column.name!r} has timestamps finer than its resolution "
-                              f"{self.column.resolution!r}")
-        return raw.astype(np.int64).astype(np.float64)
+        nanoseconds = stamps.to_numpy().astype("datetime64[ns]").astype(np.int64)
+        per_tick = int(np.timedelta64(1, self.column.resolution) // np.timedelta64(1, "ns"))
+        ticks, rest = np.divmod(nanoseconds, per_tick)
+        if policy == "raise" and rest.any():
+            raise DomainError(f"column {self.column.name!r} has {int(np.count_nonzero(rest))} timestamps finer "
+                              f"than its resolution {self.column.resolution!r}; pass on_invalid='clip' to "
+                              f"truncate them to it")
+        return ticks.astype(np.float64)
 
     def decode(self, block: np.ndarray, missing: np.ndarray) -> dict[str, pd.Series]:
         ticks = self.numbers(block).astype(np.int64)
@@ -583,8 +590,7 @@ class _BinaryCodeCodec(_Codec):
         self.code_values = column.n_values
 
     def encode(self, frame: pd.DataFrame, present: np.ndarray, policy: InvalidPolicy) -> np.ndarray:
-        values = _numbers(frame, self.column.name, present)
-        _check_whole(self.column.name, values)
+        values = _whole(self.column.name, _numbers(frame, self.column.name, present), policy)
         values = _enforce_range(self.column.name, values, self.column.lower, self.column.upper, policy)
         return (values - self.column.lower)[:, None]
 

@@ -230,6 +230,29 @@ def test_value_outside_bounds_is_clamped_on_request() -> None:
     assert decoded["age"].tolist() == [30, 120]
 
 
+def test_a_fraction_in_an_integer_column_raises_naming_the_column() -> None:
+    with pytest.raises(DomainError, match="column 'age' is an integer column but holds 1 fractional values"):
+        Encoder(simple_schema()).encode(pd.DataFrame({"age": [30, 40.4], "c": ["a", "b"]}))
+
+
+@pytest.mark.parametrize("upper", [120, 1000])  # a binary code, a number with knots
+def test_a_fraction_in_an_integer_column_is_rounded_on_request(upper: int) -> None:
+    # An integer schema inferred from a public year of whole values meets a private year with cents.
+    schema = Schema((IntegerColumn("age", lower=0, upper=upper), CategoricalColumn("c", categories=("a", "b"))))
+    encoder = Encoder(schema, on_invalid="clip")
+    decoded = encoder.decode(encoder.encode(pd.DataFrame({"age": [30.0, 40.4, 40.6], "c": ["a", "b", "a"]})))
+    assert decoded["age"].tolist() == [30, 40, 41]
+
+
+def test_a_timestamp_finer_than_the_resolution_raises_or_falls_to_its_day() -> None:
+    schema = Schema((DatetimeColumn("d", lower="2020-01-01", upper="2020-12-31", resolution="D"),))
+    frame = pd.DataFrame({"d": pd.to_datetime(["2020-03-01 00:00", "2020-03-02 18:30"])})
+    with pytest.raises(DomainError, match="column 'd' has 1 timestamps finer than its resolution 'D'"):
+        Encoder(schema).encode(frame)
+    encoder = Encoder(schema, on_invalid="clip")
+    assert encoder.decode(encoder.encode(frame))["d"].tolist() == list(pd.to_datetime(["2020-03-01", "2020-03-02"]))
+
+
 def test_unknown_category_raises_without_a_catch_all() -> None:
     with pytest.raises(DomainError, match=r"column 'c' holds 1 values outside its categories, e\.g\. \['q'\]"):
         Encoder(simple_schema(), on_invalid="clip").encode(pd.DataFrame({"age": [1], "c": ["q"]}))
