@@ -133,6 +133,12 @@ def test_infer_overrides_a_kind_or_a_whole_spec() -> None:
     assert schema["score"] is spec
 
 
+def test_infer_keeps_a_public_categorical_dtypes_levels_in_their_order() -> None:
+    levels = ["low", "middle", "high", "unused"]
+    public = pd.DataFrame({"v": pd.Categorical(["high", "low", "low", "middle"], categories=levels, ordered=True)})
+    assert Schema.infer(public)["v"].categories == tuple(levels)
+
+
 def test_infer_refuses_overrides_for_unknown_columns() -> None:
     with pytest.raises(SchemaError, match=r"\['nope'\]"):
         Schema.infer(pd.DataFrame({"a": [1, 2]}), overrides={"nope": "integer"})
