@@ -120,6 +120,24 @@ def test_growth_into_a_tail_stops_at_zero_for_negative_values_too() -> None:
     assert max(uppers) <= 0 and sum(upper >= -5 for upper in uppers) >= 12
 
 
+def test_a_quantity_centred_on_zero_keeps_both_signs() -> None:
+    # 1,500 standard normal values: each sign's bulk spreads over a dozen quarter-octave bins near 0,
+    # so one sign may clear alone; the other joins as the range's mirror image (without it, 4 seeds
+    # in 20 kept one sign; a range may also not be located at all at this epsilon).
+    ranges = []
+    for seed in range(20):
+        frame = pd.DataFrame({"x": np.random.default_rng(11 + seed).normal(size=1500)})
+        column = discover(frame, seed=seed)[0]["x"]
+        ranges.append((column.lower, column.upper))
+    located = [(lower, upper) for lower, upper in ranges if upper - lower > 0.01]
+    assert len(located) >= 15 and all(lower < -0.5 and upper > 0.5 for lower, upper in located)
+
+
+def test_a_non_negative_quantity_gets_no_negative_mirror() -> None:
+    frame = pd.DataFrame({"amount": np.random.default_rng(2).exponential(100.0, size=20_000)})
+    assert min(discover(frame, seed=seed)[0]["amount"].lower for seed in range(20)) >= 0
+
+
 def test_a_column_too_sparse_to_locate_falls_back_near_zero_not_on_a_far_empty_region() -> None:
     # 30 values (a disability rating of 1-6) among 20,000 nulls: no bin or group clears a threshold.
     values = np.full(20_000, None, dtype=object)

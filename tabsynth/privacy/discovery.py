@@ -409,11 +409,29 @@ def _range_of(noisy: np.ndarray, edges: np.ndarray, epsilon: float, copies: int,
     # or an amount negative.
     floor = zero if zero is not None and low >= zero else 0
     ceiling = zero + 1 if zero is not None and high <= zero else n_bins
+    low, high = _grown(noisy, low, high, floor, ceiling, epsilon, copies)
+    # A range of one sign may still have the other beside it (a quantity centred on 0: the bulk of each
+    # sign spread over many fine bins near 0 need not clear anywhere at first): the mirror image of the
+    # range across 0 joins it if its bins' sum clears the threshold of one test, then grows outwards.
+    if zero is not None and (floor == zero or ceiling == zero + 1):
+        if floor == zero:  # bins i and 2 * zero - 1 - i mirror each other across 0
+            start, stop = max(2 * zero - high, 0), 2 * zero - low
+        else:
+            start, stop = max(2 * zero - min(high, zero), high), min(2 * zero - low, n_bins)
+        if stop > start and noisy[start:stop].sum() >= _laplace_sum_threshold(copies * (stop - start), RANGE_FAILURE,
+                                                                                 epsilon):
+            low, high = _grown(noisy, min(low, start), max(high, stop), 0, n_bins, epsilon, copies)
+    return float(edges[low]), float(edges[high])
+
+
+def _grown(noisy: np.ndarray, low: int, high: int, floor: int, ceiling: int, epsilon: float,
+           copies: int) -> tuple[int, int]:
+    """Bins [low, high) grown outwards by ``_growth``, down to ``floor`` and up to ``ceiling`` at most."""
     while grown := _growth(noisy[floor:low][::-1], epsilon, copies):
         low -= grown
     while grown := _growth(noisy[high:ceiling], epsilon, copies):
         high += grown
-    return float(edges[low]), float(edges[high])
+    return low, high
 
 
 def _growth(outwards: np.ndarray, epsilon: float, copies: int = 1) -> int:
