@@ -2,7 +2,7 @@
 
 from tabsynth.encoding import DomainError, Encoder, Span
 from tabsynth.geo import BoundingBox, PointSetRegion, PolygonRegion, Region
-from tabsynth.rules import Condition, Rule, RuleError
+from tabsynth.rules import Condition, Rule, RuleError, RulesUnmetError
 from tabsynth.synthesizer import ModelFileError, Synthesizer
 from tabsynth.schema import (
     BooleanColumn,
@@ -21,6 +21,6 @@ __version__ = "0.1.0"
 __all__ = [
     "BooleanColumn", "BoundingBox", "CategoricalColumn", "Column", "Condition", "ContinuousColumn",
     "DatetimeColumn", "DomainError", "Encoder", "GeoPointColumn", "IntegerColumn", "PointSetRegion",
-    "PolygonRegion", "ModelFileError", "Region", "Rule", "RuleError", "Schema", "SchemaError", "Span",
+    "PolygonRegion", "ModelFileError", "Region", "Rule", "RuleError", "RulesUnmetError", "Schema", "SchemaError", "Span",
     "Synthesizer",
 ]

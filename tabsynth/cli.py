@@ -33,6 +33,7 @@ from tabsynth.datasets import load_demo
 from tabsynth.evaluate import fidelity_report, out_of_domain_fraction, tstr
 from tabsynth.io import PARQUET_SUFFIXES, is_csv, open_table, write_parquet
 from tabsynth.privacy.ledger import BudgetExceededError
+from tabsynth.rules import RulesUnmetError
 from tabsynth.schema import Schema, SchemaError
 from tabsynth.synthesizer import ModelFileError, Settings, Synthesizer
 
@@ -54,7 +55,7 @@ exit codes:
   2  usage error: bad arguments, an output that already exists (without --overwrite),
      an output path that is also an input or that cannot be created
   3  bad input data or schema: a missing input file, an unreadable table, a table that
-     does not match the schema, a malformed schema
+     does not match the schema, a malformed schema, edit rules the model's rows cannot meet
   4  privacy budget problem: epsilon/delta out of range or unreachable, budget exceeded
   5  corrupt or unreadable model file
   130  interrupted (Ctrl-C); no output was written"""
@@ -760,7 +761,7 @@ def _exit_code(exc: BaseException) -> int:
         return EXIT_MODEL
     if isinstance(exc, BudgetExceededError):
         return EXIT_BUDGET
-    if isinstance(exc, (SchemaError, FileNotFoundError, ValueError)):
+    if isinstance(exc, (SchemaError, FileNotFoundError, ValueError, RulesUnmetError)):
         return EXIT_DATA
     return EXIT_UNEXPECTED
 

@@ -18,7 +18,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-__all__ = ["Condition", "OPERATORS", "Rule", "RuleError"]
+__all__ = ["Condition", "OPERATORS", "Rule", "RuleError", "RulesUnmetError"]
 
 OPERATORS = ("<", "<=", ">", ">=", "==", "!=", "in", "not in", "is null", "not null")
 _COMPARISONS = {"<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal}
@@ -26,6 +26,11 @@ _COMPARISONS = {"<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.gre
 
 class RuleError(ValueError):
     """A malformed rule; the message names the rule's column and what is wrong."""
+
+
+class RulesUnmetError(RuntimeError):
+    """Sampling gave up: too few generated rows satisfy the schema's rules (the message names the rule
+    broken most). The rules or the model need changing, not the code."""
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,12 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import numbers
 import os
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal, Sequence
+from typing import Any, Callable, Iterator, Literal, Sequence
 
 import numpy as np
 import pandas as pd
@@ -37,7 +38,7 @@ from tabsynth.privacy.marginals import (PUBLIC_PAIR_CELLS, MarginalMeasurements,
                                         public_prior, with_public_pairs)
 from tabsynth.privacy.mechanisms import laplace_count
 from tabsynth.sampling import rake, systematic_resample, target_distributions
-from tabsynth.rules import Rule
+from tabsynth.rules import Rule, RulesUnmetError
 from tabsynth.schema import Schema, SchemaError, column_differences
 from tabsynth.store import CompactStore
 from tabsynth.training import (DPGANTrainer, MarginalLoss, TrainingPlan, initial_edge_weights, marginal_learning_rate,
@@ -106,72 +107,78 @@ class Settings:
     seed: int | None = None
     verbose: bool = False
 
-    def validate(self) -> None:
-        positive_ints = {"noise_dim": self.noise_dim, "batch_size": self.batch_size}
-        for name, value in positive_ints.items():
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("generator_hidden", "discriminator_hidden"):
-            value = getattr(self, name)
-            if not value or any(not isinstance(v, int) or v < 1 for v in value):
-                raise ValueError(f"{name} must be a non-empty sequence of positive integers, got {value!r}")
-        if not isinstance(self.latent_classes, int) or self.latent_classes < 0 or self.latent_classes == 1:
+    def validated(self) -> "Settings":
+        """These settings checked, numbers as plain ``int`` and ``float`` (numpy scalars accepted), or a
+        ``ValueError`` naming the first bad setting."""
+        values = asdict(self)
+        for name in ("noise_dim", "batch_size", "max_steps", "generator_steps", "clip_clusters"):
+            values[name] = _integer(name, values[name], 1)
+        for name in ("marginal_pairs", "marginal_steps"):
+            values[name] = _integer(name, values[name], 0)
+        if self.steps is not None:
+            values["steps"] = _integer("steps", self.steps, 1)
+        if self.seed is not None:
+            values["seed"] = _integer("seed", self.seed, 0)
+        latent = _integer("latent_classes", self.latent_classes, 0, "0 (none) or an integer >= 2")
+        if latent == 1:
             raise ValueError(f"latent_classes must be 0 (none) or an integer >= 2, got {self.latent_classes!r}")
-        if self.steps is not None and (not isinstance(self.steps, int) or self.steps < 1):
-            raise ValueError(f"steps must be a positive integer or None, got {self.steps!r}")
-        if isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int) or self.max_steps < 1:
-            raise ValueError(f"max_steps must be a positive integer, got {self.max_steps!r}")
-        if not (math.isfinite(self.epochs) and self.epochs > 0):
-            raise ValueError(f"epochs must be positive, got {self.epochs!r}")
-        if not isinstance(self.generator_steps, int) or self.generator_steps < 1:
-            raise ValueError(f"generator_steps must be a positive integer, got {self.generator_steps!r}")
-        for name in ("generator_lr", "discriminator_lr", "marginal_lr", "clip_bound", "temperature"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
-        if self.clip_grouping not in GROUPINGS:
-            raise ValueError(f"clip_grouping must be one of {GROUPINGS}, got {self.clip_grouping!r}")
-        if not isinstance(self.clip_clusters, int) or self.clip_clusters < 1:
-            raise ValueError(f"clip_clusters must be a positive integer, got {self.clip_clusters!r}")
-        if self.adaptive_clipping not in ("auto", *ADAPTIVE_CLIPPING):
-            raise ValueError(f"adaptive_clipping must be one of {('auto', *ADAPTIVE_CLIPPING)}, "
-                             f"got {self.adaptive_clipping!r}")
-        if not 0 < self.clip_quantile < 1:
-            raise ValueError(f"clip_quantile must lie in (0, 1), got {self.clip_quantile!r}")
-        if self.objective not in ("wgan-gp", "gan"):
-            raise ValueError(f"objective must be 'wgan-gp' or 'gan', got {self.objective!r}")
-        if self.accountant not in ACCOUNTANTS:
-            raise ValueError(f"accountant must be one of {ACCOUNTANTS}, got {self.accountant!r}")
+        values["latent_classes"] = latent
+        for name in ("generator_hidden", "discriminator_hidden"):
+            widths = getattr(self, name)
+            try:
+                values[name] = tuple(_integer(name, v, 1) for v in widths)
+            except (TypeError, ValueError):
+                values[name] = ()
+            if not values[name]:
+                raise ValueError(f"{name} must be a non-empty sequence of positive integers, got {widths!r}")
+        positive = lambda x: x > 0  # noqa: E731
+        for name in ("epochs", "generator_lr", "discriminator_lr", "marginal_lr", "clip_bound", "temperature"):
+            values[name] = _real(name, values[name], positive, "a positive number")
+        values["gp_weight"] = _real("gp_weight", self.gp_weight, lambda x: x >= 0, "a number >= 0")
+        values["clip_quantile"] = _real("clip_quantile", self.clip_quantile, lambda x: 0 < x < 1, "a number in (0, 1)")
         for name in ("count_fraction", "discovery_fraction"):
-            value = getattr(self, name)
-            if not 0 < value < 0.5:
-                raise ValueError(f"{name} must lie in (0, 0.5), got {value!r}")
-        if self.count_fraction + self.discovery_fraction >= 0.9:
+            values[name] = _real(name, values[name], lambda x: 0 < x < 0.5, "a number in (0, 0.5)")
+        values["new_category_fraction"] = _real("new_category_fraction", self.new_category_fraction,
+                                                lambda x: 0 <= x < 0.5, "a number in [0, 0.5)")
+        values["marginal_fraction"] = _real("marginal_fraction", self.marginal_fraction, lambda x: 0 <= x < 0.8,
+                                            "a number in [0, 0.8)")
+        for name in ("marginal_weight", "warm_start_epochs"):
+            values[name] = _real(name, values[name], lambda x: x >= 0, "a number >= 0")
+        values["oversample"] = _real("oversample", self.oversample, lambda x: x >= 1, "a number >= 1")
+        if values["count_fraction"] + values["discovery_fraction"] >= 0.9:
             raise ValueError("count_fraction + discovery_fraction must stay below 0.9 so that the marginals "
                              "and training keep a useful share of the budget")
-        if not 0 <= self.new_category_fraction < 0.5:
-            raise ValueError(f"new_category_fraction must lie in [0, 0.5), got {self.new_category_fraction!r}")
-        if not 0 <= self.marginal_fraction < 0.8:
-            raise ValueError(f"marginal_fraction must lie in [0, 0.8), got {self.marginal_fraction!r}")
-        for name in ("marginal_pairs", "marginal_steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-        if not (math.isfinite(self.marginal_weight) and self.marginal_weight >= 0):
-            raise ValueError(f"marginal_weight must be a number >= 0, got {self.marginal_weight!r}")
-        if not (math.isfinite(self.warm_start_epochs) and self.warm_start_epochs >= 0):
-            raise ValueError(f"warm_start_epochs must be a number >= 0, got {self.warm_start_epochs!r}")
-        if not (math.isfinite(self.oversample) and self.oversample >= 1):
-            raise ValueError(f"oversample must be a number >= 1, got {self.oversample!r}")
-        for name in ("sample_precision", "fit_precision"):
-            if getattr(self, name) not in ("auto", "float32", "bfloat16"):
-                raise ValueError(f"{name} must be 'auto', 'float32' or 'bfloat16', got {getattr(self, name)!r}")
-        if not isinstance(self.conditioning, bool):
-            raise ValueError(f"conditioning must be True or False, got {self.conditioning!r}")
-        if self.on_invalid not in ("raise", "clip"):
-            raise ValueError(f"on_invalid must be 'raise' or 'clip', got {self.on_invalid!r}")
-        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
-            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+        choices = {"clip_grouping": GROUPINGS, "adaptive_clipping": ("auto", *ADAPTIVE_CLIPPING),
+                   "objective": ("wgan-gp", "gan"), "accountant": ACCOUNTANTS,
+                   "sample_precision": ("auto", "float32", "bfloat16"), "fit_precision": ("auto", "float32", "bfloat16"),
+                   "on_invalid": ("raise", "clip")}
+        for name, allowed in choices.items():
+            if not isinstance(values[name], str) or values[name] not in allowed:
+                raise ValueError(f"{name} must be one of {tuple(allowed)}, got {values[name]!r}")
+        for name in ("conditioning", "verbose"):
+            if not isinstance(values[name], (bool, np.bool_)):
+                raise ValueError(f"{name} must be True or False, got {values[name]!r}")
+            values[name] = bool(values[name])
+        device = self.device
+        if not isinstance(device, str) or not (device in ("auto", "cpu", "cuda") or device.startswith("cuda:")):
+            raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+        return Settings(**values)
+
+
+def _integer(name: str, value: object, least: int, wanted: str | None = None) -> int:
+    """``value`` as an ``int`` if it is an integer (Python or numpy, not a bool) of at least ``least``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < least:
+        wanted = wanted or ("a positive integer" if least == 1 else f"an integer >= {least}")
+        raise ValueError(f"{name} must be {wanted}, got {value!r}")
+    return int(value)
+
+
+def _real(name: str, value: object, ok: Callable[[float], bool], wanted: str) -> float:
+    """``value`` as a ``float`` if it is a finite real number (Python or numpy, not a bool) for which ``ok`` holds."""
+    if (isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not math.isfinite(value)
+            or not ok(float(value))):
+        raise ValueError(f"{name} must be {wanted}, got {value!r}")
+    return float(value)
 
 
 class Synthesizer:
@@ -223,8 +230,7 @@ class Synthesizer:
         for key in ("generator_hidden", "discriminator_hidden"):
             if key in settings and not isinstance(settings[key], tuple):
                 settings[key] = tuple(settings[key])
-        self.settings = Settings(**settings)
-        self.settings.validate()
+        self.settings = Settings(**settings).validated()
 
     # --- fitting --------------------------------------------------------------------------
 
@@ -239,10 +245,12 @@ class Synthesizer:
         s = self.settings
         source = open_table(df, "df")
         public_source = open_table(public, "public") if public is not None else None
-        if not (isinstance(epsilon, (int, float)) and math.isfinite(epsilon) and epsilon > 0):
-            raise ValueError(f"epsilon must be a positive finite number, got {epsilon!r}")
-        if delta is not None and not (isinstance(delta, (int, float)) and 0 < delta < 1):
-            raise ValueError(f"delta must lie in (0, 1), got {delta!r}")
+        if public_source is not None:
+            _check_same_columns(source, public_source)
+            _check_same_kinds(source.empty(), public_source.empty())
+        epsilon = _real("epsilon", epsilon, lambda x: x > 0, "a positive finite number")
+        if delta is not None:
+            delta = _real("delta", delta, lambda x: 0 < x < 1, "a number in (0, 1)")
         device = _resolve_device(s.device)
         # ``seed`` fixes model randomness only. Every draw that protects privacy (Laplace, Gaussian,
         # Poisson sampling, discovery) comes from OS entropy: a known seed must not replay the noise.
@@ -265,7 +273,6 @@ class Synthesizer:
 
         public_frame = None
         if public_source is not None:
-            _check_same_columns(source, public_source)
             public_frame = public_source.sample(PUBLIC_ROWS / public_source.count_rows(), rng)[source.columns]
         schema = self._resolve_schema(source, schema, public_frame, ledger, epsilon, delta, dp_rows, privacy_rng)
         row_filter = None
@@ -468,10 +475,8 @@ class Synthesizer:
     def sample_batches(self, n: int | None = None, seed: int | None = None) -> Iterator[pd.DataFrame]:
         """``sample`` as DataFrames of at most ``SAMPLE_CHUNK`` rows each, for bounded memory."""
         self._check_fitted()
-        n = self.row_count_ if n is None else n
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(f"n must be a positive integer, got {n!r}")
-        rng = np.random.default_rng(seed)  # seed None: fresh entropy, also after load()
+        n = self.row_count_ if n is None else _integer("n", n, 1)
+        rng = np.random.default_rng(None if seed is None else _integer("seed", seed, 0))  # seed None: fresh entropy, also after load()
         gen = torch.Generator(device="cpu").manual_seed(int(rng.integers(2**63 - 1)))
         for start in range(0, int(n), SAMPLE_CHUNK):
             size = min(SAMPLE_CHUNK, int(n) - start)
@@ -498,7 +503,7 @@ class Synthesizer:
             drawn, kept = drawn + size, kept + int(valid.sum())
             frames.append(frame[valid])
             if kept < wanted and drawn >= MAX_REJECTION_DRAWS * wanted:
-                raise RuntimeError(_rule_failure(self.schema_.rules, frame, kept, drawn))
+                raise RulesUnmetError(_rule_failure(self.schema_.rules, frame, kept, drawn))
         frame = pd.concat(frames).reset_index(drop=True)
         # Raking reads the repaired values: re-encode them (every repaired value lies in the domain).
         pool = self.encoder_.encode_compact(frame) if self.marginal_targets_ else None
@@ -646,6 +651,35 @@ def _check_same_columns(private: TableSource, public: TableSource) -> None:
         raise SchemaError(f"the public table lacks columns {missing} of the private table")
     if extra:
         raise SchemaError(f"the public table has columns {extra} that the private table lacks")
+
+
+def _value_kind(dtype: Any) -> str | None:
+    """What a dtype holds, as far as the schema cares: "numbers", "booleans", "text", "timestamps" or
+    "durations" (a categorical dtype: what its categories hold); None for object columns, which may hold anything."""
+    if isinstance(dtype, pd.CategoricalDtype):
+        return _value_kind(dtype.categories.dtype)
+    if pd.api.types.is_bool_dtype(dtype):
+        return "booleans"
+    if pd.api.types.is_numeric_dtype(dtype):
+        return "numbers"
+    if pd.api.types.is_datetime64_any_dtype(dtype):
+        return "timestamps"
+    if pd.api.types.is_timedelta64_dtype(dtype):
+        return "durations"
+    if pd.api.types.is_string_dtype(dtype) and not pd.api.types.is_object_dtype(dtype):
+        return "text"
+    return None
+
+
+def _check_same_kinds(private: pd.DataFrame, public: pd.DataFrame) -> None:
+    """Each column must hold the same kind of values in both tables (dtypes are storage metadata, not
+    private values): a public string column would otherwise make a schema that no private number fits."""
+    for name in private.columns:
+        kinds = _value_kind(private[name].dtype), _value_kind(public[name].dtype)
+        if None not in kinds and kinds[0] != kinds[1]:
+            raise SchemaError(f"column {name!r} holds {kinds[0]} in the private table ({private[name].dtype}) but "
+                              f"{kinds[1]} in the public table ({public[name].dtype}); give both tables the "
+                              f"same type, or declare a schema")
 
 
 def _rule_failure(rules: tuple[Rule, ...], frame: pd.DataFrame, kept: int, drawn: int) -> str:

@@ -16,7 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from tabsynth import Schema, Synthesizer
-from tabsynth.cli import EXIT_BUDGET, EXIT_DATA, EXIT_INTERRUPTED, EXIT_MODEL, EXIT_OK, EXIT_USAGE, main
+from tabsynth.cli import EXIT_BUDGET, EXIT_DATA, EXIT_INTERRUPTED, EXIT_MODEL, EXIT_OK, EXIT_USAGE, _exit_code, main
+from tabsynth.rules import RulesUnmetError
 from tabsynth.io import plain_schema
 from tabsynth.datasets import load_demo
 
@@ -190,6 +191,10 @@ def test_bad_data_exits_3_and_leaves_no_output(cps: dict[str, Path], tmp_path: P
     assert main(["schema", "infer", str(garbage), "-o", str(tmp_path / "s.json")]) == EXIT_DATA
     assert "garbage.parquet" in _error_line(capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["garbage.parquet", "private.parquet"]
+
+
+def test_rules_the_model_cannot_meet_exit_3_as_a_data_problem() -> None:
+    assert _exit_code(RulesUnmetError("only 0 of 4,096 generated rows satisfy the schema's rules")) == EXIT_DATA
 
 
 def test_corrupt_model_exits_5(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

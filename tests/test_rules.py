@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tabsynth import Condition, Rule, RuleError, Schema, SchemaError, Synthesizer
+from tabsynth import Condition, Rule, RuleError, RulesUnmetError, Schema, SchemaError, Synthesizer
 from tabsynth.datasets import load_demo
 
 FAST = dict(marginal_steps=5, steps=3, batch_size=64, generator_hidden=(16,), discriminator_hidden=(16,), noise_dim=8, seed=0,
@@ -100,7 +100,7 @@ def test_rules_no_record_can_satisfy_give_a_clear_error(ruled: Synthesizer) -> N
     impossible = Rule(Condition("age", ">=", 0), Condition("age", "<", 0))
     ruled.schema_ = ruled.schema_.with_rules([impossible])
     try:
-        with pytest.raises(RuntimeError, match=r"rule broken most is 'if age >= 0 then age < 0' \(100% of rows\)"):
+        with pytest.raises(RulesUnmetError, match=r"rule broken most is 'if age >= 0 then age < 0' \(100% of rows\)"):
             ruled.sample(100, seed=0)
     finally:
         ruled.schema_ = schema_with_rule().with_dtypes(load_demo("cps_2004").head(1))

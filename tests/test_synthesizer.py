@@ -204,6 +204,22 @@ def test_settings_are_keyword_only_and_validated() -> None:
         Synthesizer(objective="vae")
 
 
+def test_settings_take_numpy_scalars_as_plain_numbers() -> None:
+    settings = Synthesizer(batch_size=np.int64(64), epochs=np.float32(2.0), seed=np.uint8(3)).settings
+    assert (settings.batch_size, settings.epochs, settings.seed) == (64, 2.0, 3)
+    assert [type(v) for v in (settings.batch_size, settings.epochs, settings.seed)] == [int, float, int]
+
+
+@pytest.mark.parametrize(("setting", "value", "message"), [
+    ("seed", -1, "seed must be an integer >= 0"), ("seed", 1.5, "seed must be an integer >= 0"),
+    ("epochs", "1", "epochs must be a positive number"), ("oversample", True, "oversample must be a number >= 1"),
+    ("verbose", "no", "verbose must be True or False"), ("generator_hidden", (16, 0), "generator_hidden must be"),
+])
+def test_a_bad_setting_is_named(setting: str, value: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Synthesizer(**{setting: value})
+
+
 @pytest.mark.parametrize("value", [0, -3, 2.5, True])
 def test_max_steps_must_be_a_positive_integer(value: object) -> None:
     with pytest.raises(ValueError, match="max_steps must be a positive integer"):
@@ -228,7 +244,12 @@ def test_latent_classes_must_be_none_or_at_least_two(value: object) -> None:
         Synthesizer(latent_classes=value)
 
 
-@pytest.mark.parametrize("epsilon", [0, -1, float("nan"), float("inf")])
+def test_fit_takes_a_numpy_epsilon(cps: pd.DataFrame) -> None:
+    report = Synthesizer(**FAST).fit(cps, epsilon=np.float32(1.0), delta=np.float64(1e-6)).privacy_report()
+    assert report["epsilon"] <= 1.0 and report["delta"] == 1e-6
+
+
+@pytest.mark.parametrize("epsilon", [0, -1, float("nan"), float("inf"), True, "1"])
 def test_fit_refuses_a_bad_epsilon(epsilon: float, cps: pd.DataFrame) -> None:
     with pytest.raises(ValueError, match="epsilon must be a positive finite number"):
         Synthesizer(**FAST).fit(cps, epsilon=epsilon)
@@ -242,6 +263,13 @@ def test_fit_refuses_a_delta_that_is_not_below_one_over_n(cps: pd.DataFrame) -> 
 def test_fit_refuses_a_public_table_with_different_columns(cps: pd.DataFrame) -> None:
     with pytest.raises(ValueError, match=r"public table lacks columns \['earnings'\]"):
         Synthesizer(**FAST).fit(cps, epsilon=1.0, public=load_demo("cps_1992").drop(columns="earnings"))
+
+
+def test_fit_refuses_a_public_column_holding_another_kind_of_value(cps: pd.DataFrame) -> None:
+    # Read as text, the public ages would make a schema of categories that no private number matches.
+    public = load_demo("cps_1992").astype({"age": "str"})
+    with pytest.raises(SchemaError, match=r"column 'age' holds numbers in the private table \(int64\) but text"):
+        Synthesizer(**FAST).fit(cps, epsilon=1.0, public=public)
 
 
 def test_sample_before_fit_says_so() -> None:
