@@ -133,6 +133,14 @@ def test_a_quantity_centred_on_zero_keeps_both_signs() -> None:
     assert len(located) >= 15 and all(lower < -0.5 and upper > 0.5 for lower, upper in located)
 
 
+def test_magnitudes_up_to_two_to_the_62_keep_their_range() -> None:
+    # Byte counts, national sums in cents: 1e15-1e18. The fixed bins stopped at 2^40 (~1.1e12) and
+    # capped every such value there.
+    values = np.random.default_rng(5).uniform(1e15, 1e18, size=5000).round()
+    column = discover(pd.DataFrame({"bytes": pd.array(values.astype(np.int64), dtype="int64")}))[0]["bytes"]
+    assert 1e14 <= column.lower <= 1e17 and 9e17 <= column.upper <= 2.4e18
+
+
 def test_a_non_negative_quantity_gets_no_negative_mirror() -> None:
     frame = pd.DataFrame({"amount": np.random.default_rng(2).exponential(100.0, size=20_000)})
     assert min(discover(frame, seed=seed)[0]["amount"].lower for seed in range(20)) >= 0

@@ -512,8 +512,9 @@ def _knot_edges(lower: float, upper: float, integral: bool, numeric: bool) -> np
 
 
 def _numeric_edges(integer: bool) -> np.ndarray:
-    """Fixed bin edges 0 and +-2^(k/4) for magnitudes 2^-10..2^40 (rounded and deduplicated for integers)."""
-    magnitudes = 2.0 ** (np.arange(-40, 161) / 4.0)
+    """Fixed bin edges 0 and +-2^(k/4) for magnitudes 2^-10..2^62 (rounded and deduplicated for integers):
+    up to most of int64's range (byte counts, national sums in cents); larger values fall in the end bins."""
+    magnitudes = 2.0 ** (np.arange(-40, 249) / 4.0)
     edges = np.concatenate([-magnitudes[::-1], [0.0], magnitudes])
     return np.unique(np.round(edges) + 0.0) if integer else edges
 
