@@ -19,6 +19,7 @@ from tabsynth.models import OutputHeads, SoftCells
 from tabsynth.privacy.accounting import RDP_ORDERS, calibrate_noise_multiplier, compute_epsilon, zcdp_budget
 from tabsynth.encoding import NUMBER_CELLS
 from tabsynth.privacy.marginals import (MAX_PAIR_CELLS, PAIR_RESOLUTION, MarginalMeasurements, choose_pairs, count_chunks,
+                                        fine_pair_cells,
                                         measure_marginals, noisy_dependence, pair_counts, pair_groups, public_prior,
                                         with_public_pairs)
 from tabsynth.training import (MARGINAL_NOISE_REF, SQUARED_WEIGHT, MarginalLoss, marginal_learning_rate,
@@ -140,6 +141,21 @@ def test_the_released_counts_carry_noise_of_the_stated_std() -> None:
     assert np.std(measured.two_way[0][1:]) == pytest.approx(measured.two_way_std, rel=0.02)
     z = calibrate_noise_multiplier(1.0, 1e-5, 1.0, 1)
     assert math.isclose(zcdp_budget(1.0, 1e-5), 1 / (2 * z**2))
+
+
+@pytest.mark.parametrize(("rho", "coarse"), [(0.0005, True), (10.0, False)])
+def test_a_pair_too_large_for_its_noise_is_measured_over_runs_of_its_ordered_marginal(rho: float,
+                                                                                      coarse: bool) -> None:
+    # An age-like code of 74 values by 16 categories: 1,184 cells of 25 rows on average. Noisy, most
+    # cells would hold more noise than rows; the age side is then cut into PAIR_RESOLUTION runs.
+    rng = np.random.default_rng(0)
+    cells = np.column_stack([rng.integers(0, 74, 30_000), rng.integers(0, 16, 30_000)])
+    measured = measure_marginals([cells], [74, 16], [(0, 1)], rho, rng, coarsen=[False, False],
+                                 ordered=[True, False])
+    assert measured.coarse == (coarse,)
+    assert measured.two_way[0].shape == ((PAIR_RESOLUTION if coarse else 74) * 16,)
+    assert measured.fine_cells == fine_pair_cells(measured.two_way_std, measured.total)
+    assert (measured.fine_cells < 74 * 16) == coarse
 
 
 def two_years(rows: int, shift: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
