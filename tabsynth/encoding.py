@@ -239,8 +239,10 @@ class Encoder:
     """Encode a DataFrame into a float32 tensor and decode any tensor back into a valid DataFrame.
 
     ``on_invalid`` decides what happens to values outside the declared domain at encode time:
-    "raise" (default) or "clip" (numbers clamp to their bounds, unknown categories go to the
-    catch-all, geo points move into their region). NaN in a non-nullable column always raises.
+    "raise" (default) or "clip" (numbers clamp to their bounds, a fraction in an integer column
+    rounds, a timestamp finer than its column's resolution falls to the start of its tick, unknown
+    categories go to the catch-all, geo points move into their region). NaN in a non-nullable column
+    always raises.
     """
 
     def __init__(self, schema: Schema, on_invalid: InvalidPolicy = "raise") -> None:
@@ -443,15 +445,15 @@ def _numbers(frame: pd.DataFrame, name: str, present: np.ndarray) -> np.ndarray:
 
 
 def _whole(name: str, values: np.ndarray, policy: InvalidPolicy) -> np.ndarray:
-    """An integer column's values: fractional ones are rounded to the nearest whole number under
+    """An integer column's values: fractional ones are rounded to the nearest whole number (halves to even) under
     ``policy`` "clip" (the integer domain's nearest value), an error under "raise"."""
     fractional = np.isfinite(values) & (values != np.round(values))
     if not fractional.any():
         return values
     if policy == "raise":
         raise DomainError(f"column {name!r} is an integer column but holds {int(fractional.sum())} fractional "
-                          f"values (e.g. {values[fractional][0]}); pass on_invalid='clip' to round them")
-    return np.round(values)
+                          f"values; pass on_invalid='clip' to round them")
+    return np.round(values)  # halves to even
 
 
 def _enforce_range(name: str, values: np.ndarray, lower: float, upper: float,
@@ -556,19 +558,18 @@ class _DatetimeCodec(_NumberCodec):
             raise SchemaError(f"column {self.column.name!r} must hold timestamps: {exc}") from exc
         if getattr(stamps.dt, "tz", None) is not None:
             stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
-        nanoseconds = stamps.to_numpy().astype("datetime64[ns]").astype(np.int64)
-        per_tick = int(np.timedelta64(1, self.column.resolution) // np.timedelta64(1, "ns"))
-        ticks, rest = np.divmod(nanoseconds, per_tick)
-        if policy == "raise" and rest.any():
-            raise DomainError(f"column {self.column.name!r} has {int(np.count_nonzero(rest))} timestamps finer "
-                              f"than its resolution {self.column.resolution!r}; pass on_invalid='clip' to "
-                              f"truncate them to it")
-        return ticks.astype(np.float64)
+        stamps = stamps.to_numpy()  # in pandas' own unit (ns, us, s): dates beyond 1677-2262 need a coarse one
+        ticks = stamps.astype(f"datetime64[{self.column.resolution}]")  # rounds down, before 1970 too
+        finer = int(np.count_nonzero(ticks.astype(stamps.dtype) != stamps))
+        if policy == "raise" and finer:
+            raise DomainError(f"column {self.column.name!r} has {finer} timestamps finer than its resolution "
+                              f"{self.column.resolution!r}; pass on_invalid='clip' to truncate them to it")
+        return ticks.astype(np.int64).astype(np.float64)
 
     def decode(self, block: np.ndarray, missing: np.ndarray) -> dict[str, pd.Series]:
         ticks = self.numbers(block).astype(np.int64)
         stamps = pd.Series(ticks.astype(f"datetime64[{self.column.resolution}]"))
-        stamps = stamps.astype("datetime64[ns]") if self.column.resolution in ("D", "h", "m") else stamps
+        stamps = stamps.astype("datetime64[s]") if self.column.resolution in ("D", "h", "m") else stamps  # pandas has no D unit
         stamps[missing] = pd.NaT
         dtype = self.column.dtype
         if dtype and "," in dtype:  # timezone-aware, e.g. "datetime64[ns, UTC]"

@@ -562,7 +562,8 @@ def _infer_column(series: pd.Series, kind: str | None, max_categories: int, n_kn
         return BooleanColumn(**common)
     if kind == "datetime":
         stamps = pd.to_datetime(values)
-        midnight = bool((stamps == stamps.dt.normalize()).all())
+        utc = stamps.dt.tz_convert("UTC") if getattr(stamps.dt, "tz", None) is not None else stamps
+        midnight = bool((utc == utc.dt.normalize()).all())  # ticks count in UTC: a local midnight is not one
         resolution = "D" if midnight else "s"
         column = DatetimeColumn(**common, lower=stamps.min().isoformat(), upper=stamps.max().isoformat(),
                                 resolution=resolution)

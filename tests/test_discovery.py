@@ -19,7 +19,7 @@ from tabsynth import (
     Schema,
 )
 from tabsynth.privacy import PrivacyLedger, discover_schema
-from tabsynth.privacy.discovery import _laplace_sum_threshold
+from tabsynth.privacy.discovery import _laplace_sum_threshold, _numeric_edges, _range_of
 
 EPS_PER_COLUMN = 0.1
 DELTA = 1e-6
@@ -139,6 +139,21 @@ def test_magnitudes_up_to_two_to_the_62_keep_their_range() -> None:
     values = np.random.default_rng(5).uniform(1e15, 1e18, size=5000).round()
     column = discover(pd.DataFrame({"bytes": pd.array(values.astype(np.int64), dtype="int64")}))[0]["bytes"]
     assert 1e14 <= column.lower <= 1e17 and 9e17 <= column.upper <= 2.4e18
+
+
+@pytest.mark.parametrize(("negative_per_bin", "takes_in_the_mirror"), [(0.0, False), (2.0, True)])
+def test_the_mirror_of_a_positive_range_joins_it_when_its_sum_clears_one_test(negative_per_bin: float,
+                                                                               takes_in_the_mirror: bool) -> None:
+    # A noisy histogram read at epsilon 1: 300 in each of 12 bins of [1, 8) and 2 in each mirror bin
+    # of (-8, -1], too few for any bin or group of them to clear alone, enough together (24 > 16.1).
+    edges = _numeric_edges(False)
+    zero = int(np.searchsorted(edges, 0.0))
+    positive = np.flatnonzero((edges[:-1] >= 1.0) & (edges[1:] <= 8.0))
+    noisy = np.zeros(len(edges) - 1)
+    noisy[positive] = 300.0
+    noisy[2 * zero - 1 - positive] = negative_per_bin
+    lower, upper = _range_of(noisy, edges, 1.0, 1, zero, zero)
+    assert upper == 8.0 and (lower == -8.0 if takes_in_the_mirror else lower == 1.0)
 
 
 def test_a_non_negative_quantity_gets_no_negative_mirror() -> None:

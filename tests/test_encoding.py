@@ -253,6 +253,15 @@ def test_a_timestamp_finer_than_the_resolution_raises_or_falls_to_its_day() -> N
     assert encoder.decode(encoder.encode(frame))["d"].tolist() == list(pd.to_datetime(["2020-03-01", "2020-03-02"]))
 
 
+def test_dates_beyond_the_nanosecond_range_encode_and_decode_exactly() -> None:
+    # A 9999-12-31 placeholder, historical dates: pandas holds them in seconds, not nanoseconds.
+    schema = Schema((DatetimeColumn("d", lower="1500-01-01", upper="9999-12-31", resolution="D",
+                                    dtype="datetime64[s]"),))
+    dates = np.array(["1600-05-01", "1969-12-31", "2020-03-02", "9999-12-31"], dtype="datetime64[s]")
+    encoder = Encoder(schema)
+    assert encoder.decode(encoder.encode(pd.DataFrame({"d": dates})))["d"].tolist() == list(pd.to_datetime(dates))
+
+
 def test_unknown_category_raises_without_a_catch_all() -> None:
     with pytest.raises(DomainError, match=r"column 'c' holds 1 values outside its categories, e\.g\. \['q'\]"):
         Encoder(simple_schema(), on_invalid="clip").encode(pd.DataFrame({"age": [1], "c": ["q"]}))

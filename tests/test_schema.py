@@ -139,6 +139,15 @@ def test_infer_keeps_a_public_categorical_dtypes_levels_in_their_order() -> None
     assert Schema.infer(public)["v"].categories == tuple(levels)
 
 
+def test_infer_keeps_times_of_a_timezone_aware_column_of_local_midnights() -> None:
+    # Ticks count in UTC, where New York's midnights are 05:00: a resolution of days would shift them.
+    public = pd.DataFrame({"d": pd.to_datetime(["2020-03-01", "2020-03-05"]).tz_localize("America/New_York")})
+    schema = Schema.infer(public)
+    assert schema["d"].resolution == "s"
+    encoder = Encoder(schema.with_dtypes(public))
+    assert encoder.decode(encoder.encode(public))["d"].tolist() == public["d"].tolist()
+
+
 def test_infer_refuses_overrides_for_unknown_columns() -> None:
     with pytest.raises(SchemaError, match=r"\['nope'\]"):
         Schema.infer(pd.DataFrame({"a": [1, 2]}), overrides={"nope": "integer"})

@@ -15,6 +15,7 @@ import torch
 from safetensors import safe_open
 
 from tabsynth import Schema, SchemaError, Synthesizer
+from tabsynth.synthesizer import _check_same_kinds
 from tabsynth.datasets import load_demo
 from tabsynth.privacy.accounting import compute_epsilon
 from tabsynth.synthesizer import ModelFileError
@@ -270,6 +271,26 @@ def test_fit_refuses_a_public_column_holding_another_kind_of_value(cps: pd.DataF
     public = load_demo("cps_1992").astype({"age": "str"})
     with pytest.raises(SchemaError, match=r"column 'age' holds numbers in the private table \(int64\) but text"):
         Synthesizer(**FAST).fit(cps, epsilon=1.0, public=public)
+
+
+@pytest.mark.parametrize(("private", "public"), [
+    (pd.Series([0, 1, 1]), pd.Series([True, False, True])),  # 0/1 against booleans
+    (pd.Series(["2020-03-01", "2020-03-02", "2020-03-05"]), pd.Series(pd.to_datetime(["2019-01-01"] * 3))),  # CSV dates
+    (pd.Series([1.5, 2.0, 3.0]), pd.Series([1, 2, 3])),  # floats against integers
+    (pd.Series(["a", "b", "c"]), pd.Series(["a", "b", "d"], dtype=object)),  # text against text in an object column
+])
+def test_compatible_kinds_of_value_pass_the_public_table_check(private: pd.Series, public: pd.Series) -> None:
+    _check_same_kinds(pd.DataFrame({"x": private}).iloc[:0], pd.DataFrame({"x": public}))
+
+
+def test_a_public_object_column_of_text_is_judged_by_its_values() -> None:
+    with pytest.raises(SchemaError, match="column 'x' holds numbers in the private table"):
+        _check_same_kinds(pd.DataFrame({"x": [1, 2]}).iloc[:0], pd.DataFrame({"x": pd.Series(["1", "2"], dtype=object)}))
+
+
+def test_a_declared_schema_makes_the_public_tables_dtypes_irrelevant(cps: pd.DataFrame) -> None:
+    public = load_demo("cps_1992").astype({"age": "str"})
+    Synthesizer(**FAST).fit(cps, epsilon=1.0, schema=Schema.infer(load_demo("cps_1992")), public=public)
 
 
 def test_sample_before_fit_says_so() -> None:

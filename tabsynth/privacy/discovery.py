@@ -359,7 +359,8 @@ def _dp_range(values: np.ndarray, edges: np.ndarray, epsilon: float, rng: np.ran
     theirs (``RUN_GROWTH_FAILURE``): a sparse tail beside the bulk (Adult's ages above 64 at epsilon
     0.01) is kept, and so is one spread over bins too fine to clear alone (the single-year bins of
     small integers: children's ages, rare race codes between common ones). When nothing clears, the
-    range starts from the noisy mode of the coarsest level (numbers: see ``_range_of``'s ``zero``).
+    range starts from the noisy mode of the coarsest level (numbers: see ``_range_of``'s ``zero``,
+    which also takes in a one-signed range's mirror image across 0 when that region clears).
     """
     return _range_of(laplace_histogram(values, edges, epsilon, rng), edges, epsilon, 1, anchor, None)
 
