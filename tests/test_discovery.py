@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -18,7 +19,7 @@ from tabsynth import (
     IntegerColumn,
     Schema,
 )
-from tabsynth.privacy import PrivacyLedger, discover_schema
+from tabsynth.privacy import DiscoveryWarning, PrivacyLedger, discover_schema
 from tabsynth.privacy.discovery import _laplace_sum_threshold, _numeric_edges, _range_of
 
 EPS_PER_COLUMN = 0.1
@@ -152,8 +153,8 @@ def test_the_mirror_of_a_positive_range_joins_it_when_its_sum_clears_one_test(ne
     noisy = np.zeros(len(edges) - 1)
     noisy[positive] = 300.0
     noisy[2 * zero - 1 - positive] = negative_per_bin
-    lower, upper = _range_of(noisy, edges, 1.0, 1, zero, zero)
-    assert upper == 8.0 and (lower == -8.0 if takes_in_the_mirror else lower == 1.0)
+    lower, upper, located = _range_of(noisy, edges, 1.0, 1, zero, zero)
+    assert located and upper == 8.0 and (lower == -8.0 if takes_in_the_mirror else lower == 1.0)
 
 
 def test_a_non_negative_quantity_gets_no_negative_mirror() -> None:
@@ -166,8 +167,22 @@ def test_a_column_too_sparse_to_locate_falls_back_near_zero_not_on_a_far_empty_r
     values = np.full(20_000, None, dtype=object)
     values[:30] = np.tile(np.arange(1, 7), 5)
     frame = pd.DataFrame({"rating": pd.array(values, dtype="Int64")})
-    ranges = [(c.lower, c.upper) for c in (discover(frame, seed=seed)[0]["rating"] for seed in range(10))]
+    with pytest.warns(DiscoveryWarning, match="'rating'"):
+        ranges = [(c.lower, c.upper) for c in (discover(frame, seed=seed)[0]["rating"] for seed in range(10))]
     assert all(-2 <= lower and upper <= 16 for lower, upper in ranges)
+
+
+def test_a_range_too_thin_to_locate_is_a_warning_naming_the_column() -> None:
+    # 300 values spread over two decades at epsilon 0.1: no bin or group clears; the bounds are a guess.
+    frame = pd.DataFrame({"spread": np.random.default_rng(3).uniform(10.0, 1000.0, size=300)})
+    with pytest.warns(DiscoveryWarning, match=r"could not locate the range of column\(s\) \['spread'\]"):
+        discover(frame)
+
+
+def test_a_located_range_gives_no_warning() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DiscoveryWarning)
+        discover(people())
 
 
 def test_a_point_mass_at_zero_far_below_the_bulk_joins_the_range() -> None:

@@ -9,7 +9,7 @@ from tabsynth.privacy.accounting import (
     effective_noise_multiplier,
     max_steps,
 )
-from tabsynth.privacy.discovery import discover_schema
+from tabsynth.privacy.discovery import DiscoveryWarning, discover_schema
 from tabsynth.privacy.ledger import BudgetExceededError, LedgerEntry, PrivacyLedger
 from tabsynth.privacy.mechanisms import (
     default_numeric_candidates,
@@ -23,6 +23,7 @@ __all__ = [
     "ACCOUNTANTS",
     "RDP_ORDERS",
     "BudgetExceededError",
+    "DiscoveryWarning",
     "LedgerEntry",
     "PrivacyLedger",
     "allocate_group_noise",

@@ -7,8 +7,9 @@ bound, knot and category comes out of an accounted DP mechanism, recorded as one
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, replace
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -43,7 +44,12 @@ from tabsynth.schema import (
     quantile_knots,
 )
 
-__all__ = ["discover_new_categories", "discover_schema", "known_rows"]
+__all__ = ["DiscoveryWarning", "discover_new_categories", "discover_schema", "known_rows"]
+
+
+class DiscoveryWarning(UserWarning):
+    """DP discovery could not locate a column's range at its budget: the bounds are a guess."""
+
 
 PURPOSE = "domain discovery"
 NEW_CATEGORIES_PURPOSE = "new categories"
@@ -130,6 +136,7 @@ def discover_schema(
 
     specs: dict[str, Column] = {}
     geo_bounds: dict[str, tuple[float, float]] = {}
+    unlocated: list[str] = []
     for plan in plans:
         series = frame[plan.name]
         if plan.kind == "boolean":
@@ -137,12 +144,22 @@ def discover_schema(
                                              dtype=dtype_text(series.dtype))
         elif plan.kind == "categorical":
             specs[plan.name] = _discover_categorical(series, release, rng, catch_all)
-        elif plan.kind in ("integer", "continuous"):
-            specs[plan.name] = _discover_number(series, plan.kind == "integer", epsilon_each, n_knots, rng)
-        elif plan.kind == "datetime":
-            specs[plan.name] = _discover_datetime(series, epsilon_each, n_knots, rng)
+        elif plan.kind in ("integer", "continuous", "datetime"):
+            discover = (_discover_datetime if plan.kind == "datetime" else
+                        partial(_discover_number, integer=plan.kind == "integer"))
+            specs[plan.name], located = discover(series, epsilon=epsilon_each, n_knots=n_knots, rng=rng)
+            unlocated += [] if located else [plan.name]
         else:
-            geo_bounds[plan.kind] = _dp_coordinate_range(series, plan.kind, epsilon_each, rng)
+            low, high, located = _dp_coordinate_range(series, plan.kind, epsilon_each, rng)
+            geo_bounds[plan.kind] = (low, high)
+            unlocated += [] if located else [plan.name]
+    if unlocated:
+        # Post-processing of the noisy histograms: saying so reveals nothing more than the release does.
+        warnings.warn(f"DP discovery could not locate the range of column(s) {unlocated} at epsilon "
+                      f"{epsilon_each:.3g} each (too few rows for any bin to clear its threshold); their bounds are "
+                      f"a guess near 0 (or the busiest region), so their synthetic values will be wrong. Declare "
+                      f"their bounds in a schema, pass a public table, or give discovery more budget",
+                      DiscoveryWarning, stacklevel=2)
     if pair is not None:
         lat, lon = pair
         name = _geo_name(lat, set(specs))
@@ -345,7 +362,7 @@ def _spend(ledger: PrivacyLedger, plans: Sequence[_Plan], epsilon: float, delta:
 
 
 def _dp_range(values: np.ndarray, edges: np.ndarray, epsilon: float, rng: np.random.Generator,
-              anchor: int = 0) -> tuple[float, float]:
+              anchor: int = 0) -> tuple[float, float, bool]:
     """DP (lower, upper): outermost edges of the bins or bin groups whose Laplace-noised count clears a threshold.
 
     Bins [edges[i], edges[i+1]) are fixed in advance and values beyond the ends fall in the end bins, so
@@ -366,8 +383,8 @@ def _dp_range(values: np.ndarray, edges: np.ndarray, epsilon: float, rng: np.ran
 
 
 def _range_of(noisy: np.ndarray, edges: np.ndarray, epsilon: float, copies: int, anchor: int,
-              zero: int | None) -> tuple[float, float]:
-    """``_dp_range``'s bounds read off ``noisy``, the sum of ``copies`` independent noisy histograms at
+              zero: int | None) -> tuple[float, float, bool]:
+    """``_dp_range``'s bounds read off ``noisy`` (and whether any bin cleared a threshold: else they are a guess), the sum of ``copies`` independent noisy histograms at
     ``epsilon`` each (post-processing): every threshold is that of a sum of ``copies`` times as many noises.
 
     For numbers, ``zero`` is the bin holding 0 alone: a point mass there is common (incomes, amounts,
@@ -396,6 +413,7 @@ def _range_of(noisy: np.ndarray, edges: np.ndarray, epsilon: float, copies: int,
     if zero is not None and noisy[zero] >= _laplace_sum_threshold(copies, RANGE_FAILURE, epsilon):
         lower = edges[zero] if lower is None else min(lower, edges[zero])
         upper = edges[zero + 1] if upper is None else max(upper, edges[zero + 1])
+    located = lower is not None
     if lower is None and zero is not None:  # nothing cleared: the bin of 0, a data-independent guess
         lower, upper = edges[zero], edges[zero + 1]
     elif lower is None:  # or the noisy mode of the coarsest level
@@ -422,7 +440,7 @@ def _range_of(noisy: np.ndarray, edges: np.ndarray, epsilon: float, copies: int,
         if stop > start and noisy[start:stop].sum() >= _laplace_sum_threshold(copies * (stop - start), RANGE_FAILURE,
                                                                                  epsilon):
             low, high = _grown(noisy, min(low, start), max(high, stop), 0, n_bins, epsilon, copies)
-    return float(edges[low]), float(edges[high])
+    return float(edges[low]), float(edges[high]), located
 
 
 def _grown(noisy: np.ndarray, low: int, high: int, floor: int, ceiling: int, epsilon: float,
@@ -521,8 +539,9 @@ def _numeric_edges(integer: bool) -> np.ndarray:
 
 
 def _discover_number(series: pd.Series, integer: bool, epsilon: float, n_knots: int,
-                     rng: np.random.Generator) -> Column:
-    """Integer or continuous spec: bounds from the DP range histogram, knots from DP inner quantiles.
+                     rng: np.random.Generator) -> tuple[Column, bool]:
+    """Integer or continuous spec: bounds from the DP range histogram, knots from DP inner quantiles;
+    and whether the range was located (some bin cleared a threshold) rather than guessed.
 
     An integer whose first range makes it a binary code (at most 128 values) has no
     knots: the knots' share buys a second range histogram instead (the same bins, fresh noise; basic
@@ -535,33 +554,33 @@ def _discover_number(series: pd.Series, integer: bool, epsilon: float, n_knots: 
     range_epsilon = epsilon * RANGE_SHARE if n_knots > 2 else epsilon
     zero = int(np.searchsorted(edges, 0.0))  # the bin [0, smallest magnitude)
     noisy = laplace_histogram(values, edges, range_epsilon, rng)
-    lower, upper = _range_of(noisy, edges, range_epsilon, 1, zero, zero)
+    lower, upper, located = _range_of(noisy, edges, range_epsilon, 1, zero, zero)
     common = {"name": name, "nullable": _nullable(series.dtype), "dtype": dtype_text(series.dtype)}
     if integer:
         column = _integer_column(common, lower, upper)
         if n_knots <= 2:
-            return column
+            return column, located
         if column.uses_binary_code:
             if not math.isclose(epsilon - range_epsilon, range_epsilon):  # the sum's thresholds need equal noise
-                return column
+                return column, located
             noisy = noisy + laplace_histogram(values, edges, range_epsilon, rng)
-            lower, upper = _range_of(noisy, edges, range_epsilon, 2, zero, zero)
+            lower, upper, located = _range_of(noisy, edges, range_epsilon, 2, zero, zero)
             column = _integer_column(common, lower, upper)
             if column.uses_binary_code:
-                return column
+                return column, located
             # Wider than a code after all (a sparse tail found): knots read off the same two histograms.
             low, high = int(np.searchsorted(edges, lower)), int(np.searchsorted(edges, upper))
             levels = np.linspace(0.0, 1.0, n_knots)[1:-1]
             inner = np.clip(quantiles_of_counts(noisy[low:high], edges[low:high + 1], levels, integer=True),
                             column.lower, column.upper)
             return replace(column, knots=quantile_knots(np.concatenate([[column.lower], inner, [column.upper]]),
-                                                        integral=True))
+                                                        integral=True)), located
         knots = _dp_knots(values, column.lower, column.upper, epsilon - range_epsilon, n_knots, True, rng)
-        return replace(column, knots=knots)
+        return replace(column, knots=knots), located
     if n_knots <= 2:
-        return ContinuousColumn(**common, lower=lower, upper=upper)
+        return ContinuousColumn(**common, lower=lower, upper=upper), located
     knots = _dp_knots(values, lower, upper, epsilon - range_epsilon, n_knots, False, rng)
-    return ContinuousColumn(**common, lower=lower, upper=upper, knots=knots)
+    return ContinuousColumn(**common, lower=lower, upper=upper, knots=knots), located
 
 
 def _integer_column(common: dict[str, Any], lower: float, upper: float) -> IntegerColumn:
@@ -575,8 +594,10 @@ def _datetime_unit(dtype: Any) -> str:
     return unit if unit in ("s", "ms", "us", "ns") else "s"
 
 
-def _discover_datetime(series: pd.Series, epsilon: float, n_knots: int, rng: np.random.Generator) -> Column:
-    """Datetime spec: bounds from a DP histogram over month bins 1900-2100, knots from DP quantiles on day ticks."""
+def _discover_datetime(series: pd.Series, epsilon: float, n_knots: int,
+                       rng: np.random.Generator) -> tuple[Column, bool]:
+    """Datetime spec: bounds from a DP histogram over month bins 1900-2100, knots from DP quantiles on day
+    ticks; and whether the range was located."""
     unit = _datetime_unit(series.dtype)
     stamps = series.dropna()
     if getattr(stamps.dt, "tz", None) is not None:
@@ -585,14 +606,14 @@ def _discover_datetime(series: pd.Series, epsilon: float, n_knots: int, rng: np.
     months = pd.date_range("1900-01-01", "2100-01-01", freq="MS").to_numpy()
     edges = months.astype(f"datetime64[{unit}]").astype(np.int64).astype(np.float64)
     range_epsilon = epsilon * RANGE_SHARE if n_knots > 2 else epsilon
-    lower, upper = _dp_range(values, edges, range_epsilon, rng)
+    lower, upper, located = _dp_range(values, edges, range_epsilon, rng)
     column = DatetimeColumn(str(series.name), nullable=True, dtype=dtype_text(series.dtype), lower=_iso(lower, unit),
                             upper=_iso(upper, unit), resolution=unit)
     if n_knots <= 2:
-        return column
+        return column, located
     knots = _dp_knots(values, lower, upper, epsilon - range_epsilon, n_knots, True, rng, numeric=False)
     return DatetimeColumn(column.name, nullable=True, dtype=column.dtype, lower=column.lower, upper=column.upper,
-                          resolution=unit, knots=knots)
+                          resolution=unit, knots=knots), located
 
 
 def _iso(ticks: float, unit: str) -> str:
@@ -601,8 +622,9 @@ def _iso(ticks: float, unit: str) -> str:
 
 
 def _dp_coordinate_range(series: pd.Series, axis: str, epsilon: float,
-                         rng: np.random.Generator) -> tuple[float, float]:
-    """DP (min, max) of a latitude or longitude from a Laplace histogram of fixed 0.1-degree bins."""
+                         rng: np.random.Generator) -> tuple[float, float, bool]:
+    """DP (min, max) of a latitude or longitude from a Laplace histogram of fixed 0.1-degree bins, and
+    whether it was located."""
     low_end, high_end = (-90.0, 90.0) if axis == "lat" else (-180.0, 360.0)
     n_bins = int(round((high_end - low_end) / GEO_STEP))
     edges = np.round(np.linspace(low_end, high_end, n_bins + 1), 6)
