@@ -15,9 +15,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from tabsynth import Schema, Synthesizer
-from tabsynth.cli import EXIT_BUDGET, EXIT_DATA, EXIT_INTERRUPTED, EXIT_MODEL, EXIT_OK, EXIT_USAGE, _exit_code, main
-from tabsynth.rules import RulesUnmetError
+from tabsynth import Condition, Rule, Schema, Synthesizer
+from tabsynth.cli import EXIT_BUDGET, EXIT_DATA, EXIT_INTERRUPTED, EXIT_MODEL, EXIT_OK, EXIT_USAGE, main
 from tabsynth.io import plain_schema
 from tabsynth.datasets import load_demo
 
@@ -193,8 +192,15 @@ def test_bad_data_exits_3_and_leaves_no_output(cps: dict[str, Path], tmp_path: P
     assert sorted(p.name for p in tmp_path.iterdir()) == ["garbage.parquet", "private.parquet"]
 
 
-def test_rules_the_model_cannot_meet_exit_3_as_a_data_problem() -> None:
-    assert _exit_code(RulesUnmetError("only 0 of 4,096 generated rows satisfy the schema's rules")) == EXIT_DATA
+def test_rules_the_model_cannot_meet_exit_3_as_a_data_problem_and_leave_no_output(
+        cps: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    synthesizer = Synthesizer.load(cps["model"])
+    synthesizer.schema_ = synthesizer.schema_.with_rules([Rule(Condition("age", ">=", 0), Condition("age", "<", 0))])
+    model, out = tmp_path / "impossible.tabsynth", tmp_path / "synthetic.parquet"
+    synthesizer.save(model)
+    assert main(["sample", str(model), "-n", "50", "-o", str(out), "--quiet"]) == EXIT_DATA
+    assert "rule broken most is 'if age >= 0 then age < 0'" in _error_line(capsys)
+    assert not out.exists()
 
 
 def test_corrupt_model_exits_5(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
