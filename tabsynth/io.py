@@ -116,7 +116,10 @@ class ParquetSource(TableSource):
         try:
             self.dataset = ds.dataset(str(path), format="parquet", partitioning="hive")
             self._types = _nullable_types if self.dataset.schema.pandas_metadata is None else None
-            self._empty = self.dataset.schema.empty_table().to_pandas(types_mapper=self._types)
+            # A field the file declares non-null keeps numpy's dtype: storage metadata, like nullability itself.
+            required = [f for f in self.dataset.schema if not f.nullable and f.type in _NULLABLE_DTYPES]
+            self._required = {} if self._types is None else {f.name: f.type.to_pandas_dtype() for f in required}
+            self._empty = self._frame(self.dataset.schema.empty_table())
         except (OSError, ValueError, pa.ArrowException) as exc:
             raise TableReadError(f"cannot read {argument} {path} as Parquet: {exc}") from exc
         self.columns = list(self._empty.columns)
@@ -139,9 +142,15 @@ class ParquetSource(TableSource):
                                                  use_threads=False):
                 if batch.num_rows:
                     # Through a table so that the dataset's pandas metadata restores nullable ints, categories.
-                    yield pa.Table.from_batches([batch], schema=self.dataset.schema).to_pandas(types_mapper=self._types)
+                    yield self._frame(pa.Table.from_batches([batch], schema=self.dataset.schema))
         except (OSError, pa.ArrowException) as exc:
             raise TableReadError(f"cannot read {self.path}: {exc}") from exc
+
+    def _frame(self, table: pa.Table) -> pd.DataFrame:
+        """``table`` as pandas: the dataset's pandas metadata restores its dtypes; without it, integer and
+        boolean columns become nullable dtypes unless the file declares them non-null."""
+        frame = table.to_pandas(types_mapper=self._types)
+        return frame.astype(self._required) if self._required else frame
 
     def empty(self) -> pd.DataFrame:
         return self._empty

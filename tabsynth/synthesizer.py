@@ -150,7 +150,8 @@ class Settings:
                              "and training keep a useful share of the budget")
         choices = {"clip_grouping": GROUPINGS, "adaptive_clipping": ("auto", *ADAPTIVE_CLIPPING),
                    "objective": ("wgan-gp", "gan"), "accountant": ACCOUNTANTS,
-                   "sample_precision": ("auto", "float32", "bfloat16"), "fit_precision": ("auto", "float32", "bfloat16"),
+                   "sample_precision": ("auto", "float32", "bfloat16"),
+                   "fit_precision": ("auto", "float32", "bfloat16"),
                    "on_invalid": ("raise", "clip")}
         for name, allowed in choices.items():
             if not isinstance(values[name], str) or values[name] not in allowed:

@@ -53,6 +53,16 @@ def test_an_integer_column_with_nulls_from_a_file_without_pandas_metadata_stays_
     assert batch["age"].dtype == pd.Int32Dtype() and batch["age"].isna().sum() == 16
 
 
+def test_a_column_the_file_declares_non_null_keeps_numpys_dtype(tmp_path: Path) -> None:
+    # Storage metadata, as nullability is: a declared non-null integer gets no missing flag downstream.
+    schema = pa.schema([pa.field("age", pa.int32(), nullable=False), pa.field("n", pa.int64())])
+    pq.write_table(pa.table({"age": pa.array([30, 41], pa.int32()), "n": pa.array([1, None])}, schema=schema),
+                   tmp_path / "t.parquet")
+    source = open_table(tmp_path / "t.parquet", "private table")
+    assert source.empty().dtypes.to_dict() == {"age": np.dtype("int32"), "n": pd.Int64Dtype()}
+    assert next(source.batches()).dtypes.to_dict() == {"age": np.dtype("int32"), "n": pd.Int64Dtype()}
+
+
 def test_an_ordered_categorical_read_in_batches_keeps_its_order(tmp_path: Path) -> None:
     levels = ["low", "mid", "high"]  # not alphabetical
     frame = pd.DataFrame({"grade": pd.Categorical(np.tile(levels, 100), categories=levels, ordered=True)})

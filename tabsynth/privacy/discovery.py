@@ -384,8 +384,9 @@ def _dp_range(values: np.ndarray, edges: np.ndarray, epsilon: float, rng: np.ran
 
 def _range_of(noisy: np.ndarray, edges: np.ndarray, epsilon: float, copies: int, anchor: int,
               zero: int | None) -> tuple[float, float, bool]:
-    """``_dp_range``'s bounds read off ``noisy`` (and whether any bin cleared a threshold: else they are a guess), the sum of ``copies`` independent noisy histograms at
-    ``epsilon`` each (post-processing): every threshold is that of a sum of ``copies`` times as many noises.
+    """``_dp_range``'s bounds read off ``noisy``, the sum of ``copies`` independent noisy histograms at
+    ``epsilon`` each (post-processing): every threshold is that of a sum of ``copies`` times as many
+    noises; and whether any bin or group cleared a threshold (else the bounds are a guess).
 
     For numbers, ``zero`` is the bin holding 0 alone: a point mass there is common (incomes, amounts,
     counts) and may lie far from the bulk beyond empty bins (ACS incomes: 13% zeros, then dollars from
