@@ -479,7 +479,8 @@ class Synthesizer:
         """``sample`` as DataFrames of at most ``SAMPLE_CHUNK`` rows each, for bounded memory."""
         self._check_fitted()
         n = self.row_count_ if n is None else _integer("n", n, 1)
-        rng = np.random.default_rng(None if seed is None else _integer("seed", seed, 0))  # seed None: fresh entropy, also after load()
+        # seed None: fresh entropy, also after load()
+        rng = np.random.default_rng(None if seed is None else _integer("seed", seed, 0))
         gen = torch.Generator(device="cpu").manual_seed(int(rng.integers(2**63 - 1)))
         for start in range(0, int(n), SAMPLE_CHUNK):
             size = min(SAMPLE_CHUNK, int(n) - start)
