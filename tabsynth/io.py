@@ -115,7 +115,7 @@ class ParquetSource(TableSource):
         self.path = path
         try:
             self.dataset = ds.dataset(str(path), format="parquet", partitioning="hive")
-            self._types = _nullable_types if self.dataset.schema.pandas_metadata is None else None
+            self._types = _NULLABLE_DTYPES.get if self.dataset.schema.pandas_metadata is None else None
             # A field the file declares non-null keeps numpy's dtype: storage metadata, like nullability itself.
             required = [f for f in self.dataset.schema if not f.nullable and f.type in _NULLABLE_DTYPES]
             self._required = {} if self._types is None else {f.name: f.type.to_pandas_dtype() for f in required}
@@ -160,16 +160,12 @@ class ParquetSource(TableSource):
         return plain_schema(self.dataset.schema)
 
 
+# pandas' nullable dtype per Arrow integer or boolean type, for files without pandas metadata (pyarrow,
+# Spark, DuckDB): an integer column with nulls then stays integer instead of turning float64 in the
+# batches that hold a null.
 _NULLABLE_DTYPES = {pa.int8(): pd.Int8Dtype(), pa.int16(): pd.Int16Dtype(), pa.int32(): pd.Int32Dtype(),
                     pa.int64(): pd.Int64Dtype(), pa.uint8(): pd.UInt8Dtype(), pa.uint16(): pd.UInt16Dtype(),
                     pa.uint32(): pd.UInt32Dtype(), pa.uint64(): pd.UInt64Dtype(), pa.bool_(): pd.BooleanDtype()}
-
-
-def _nullable_types(arrow_type: pa.DataType) -> object:
-    """pandas' nullable dtype for an Arrow integer or boolean type (None: pandas' default), for files
-    without pandas metadata (pyarrow, Spark, DuckDB): an integer column with nulls then stays an
-    integer column instead of turning float64 in the batches that hold a null."""
-    return _NULLABLE_DTYPES.get(arrow_type)
 
 
 def open_table(data: TableLike, argument: str) -> TableSource:

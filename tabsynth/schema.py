@@ -571,10 +571,11 @@ def _infer_column(series: pd.Series, kind: str | None, max_categories: int, n_kn
         all_ticks = _datetime_ticks(stamps, resolution)
         return replace(column, knots=_quantile_knots(all_ticks, ticks[0], ticks[1], n_knots, True))
     if kind == "categorical":
-        # A public categorical dtype declares its levels, in order, used or not; else the values seen, sorted.
+        # A public categorical dtype declares its levels, in order, used or not (value_counts lists the
+        # unused ones too, last); else the values seen, sorted.
         declared = list(series.dtype.categories) if isinstance(series.dtype, pd.CategoricalDtype) else None
         counts = values.value_counts(sort=True)
-        levels = list(counts.index) + [v for v in declared or () if v not in counts.index]
+        levels = list(counts.index)
         if len(levels) > max_categories:
             levels, catch_all = levels[:max_categories], "<other>" if catch_all is None else catch_all
         levels = [v for v in declared if v in levels] if declared else sorted(levels, key=_sort_key)

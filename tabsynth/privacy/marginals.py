@@ -7,9 +7,10 @@ marginals its cells merge into at most ``PAIR_RESOLUTION`` runs of about equal n
 (``pair_groups``: post-processing of the one-way release, so the pairs' noise is spread over few
 cells where the data is). A pair that is still too large for its noise (``fine_pair_cells``: at
 Adult's eps = 1, age by education, a binary code of 74 values by 16 categories) is measured
-*coarse*: its ordered marginals (binary codes too) merge into such runs as well, for that pair only. A row adds 1 to one cell of each marginal, so the release is a Gaussian
-mechanism with L2 sensitivity 1 per marginal; with noise std s_1 on the k_1 one-way and s_2 on
-the k_2 two-way marginals it is rho-zCDP with rho = k_1 / (2 s_1^2) + k_2 / (2 s_2^2), the
+*coarse*: its ordered marginals (binary codes too) merge into such runs as well, for that pair
+only. A row adds 1 to one cell of each marginal, so the release is a Gaussian mechanism with L2
+sensitivity 1 per marginal; with noise std s_1 on the k_1 one-way and s_2 on the k_2 two-way
+marginals it is rho-zCDP with rho = k_1 / (2 s_1^2) + k_2 / (2 s_2^2), the
 same privacy as one Gaussian mechanism of noise multiplier 1 / sqrt(2 rho). That is how the
 accountant composes it with DP-SGD (``accounting.compute_epsilon(..., extra_gaussian=...)``).
 
