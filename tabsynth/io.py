@@ -4,7 +4,8 @@ write synthetic rows to Parquet row group by row group.
 A ``TableSource`` never holds more than one batch of a file in memory, so a private table larger
 than RAM can be scanned (pyarrow's dataset scanner), encoded batch by batch and row-sampled. CSV is
 read whole with pandas: its types are inferred from values, which a batch reader cannot keep
-consistent across batches; convert large tables to Parquet.
+consistent across batches; convert large tables to Parquet. Parquet dates are read as timestamps and
+decimals as floats, and written back with their own Arrow types.
 """
 
 from __future__ import annotations
@@ -62,6 +63,11 @@ class TableSource:
         """Column names and Arrow types of a file (no metadata), or None for a DataFrame."""
         return None
 
+    @property
+    def day_columns(self) -> frozenset[str]:
+        """Columns stored as calendar dates (read as timestamps at midnight): storage metadata."""
+        return frozenset()
+
     def sample(self, rate: float, rng: np.random.Generator) -> pd.DataFrame:
         """Each row independently with probability ``rate`` (all rows at rate >= 1)."""
         if rate >= 1.0:
@@ -89,6 +95,7 @@ class FrameSource(TableSource):
 
     def __init__(self, frame: pd.DataFrame, argument: str) -> None:
         check_frame(frame, argument)
+        check_object_values(frame, argument)
         self.frame = frame
         self.columns = list(frame.columns)
 
@@ -115,6 +122,10 @@ class ParquetSource(TableSource):
         self.path = path
         try:
             self.dataset = ds.dataset(str(path), format="parquet", partitioning="hive")
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            raise TableReadError(f"cannot read {argument} {path} as Parquet: {exc}") from exc
+        self._read_schema = _readable_schema(self.dataset.schema, f"{argument} {path}")
+        try:
             self._types = _NULLABLE_DTYPES.get if self.dataset.schema.pandas_metadata is None else None
             # A field the file declares non-null keeps numpy's dtype: storage metadata, like nullability itself.
             required = [f for f in self.dataset.schema if not f.nullable and f.type in _NULLABLE_DTYPES]
@@ -149,6 +160,8 @@ class ParquetSource(TableSource):
     def _frame(self, table: pa.Table) -> pd.DataFrame:
         """``table`` as pandas: the dataset's pandas metadata restores its dtypes; without it, integer and
         boolean columns become nullable dtypes unless the file declares them non-null."""
+        if self._read_schema is not None:
+            table = table.cast(self._read_schema)
         frame = table.to_pandas(types_mapper=self._types)
         return frame.astype(self._required) if self._required else frame
 
@@ -159,6 +172,10 @@ class ParquetSource(TableSource):
     def arrow_schema(self) -> pa.Schema:
         return plain_schema(self.dataset.schema)
 
+    @property
+    def day_columns(self) -> frozenset[str]:
+        return frozenset(f.name for f in self.dataset.schema if pa.types.is_date(f.type))
+
 
 # pandas' nullable dtype per Arrow integer or boolean type, for files without pandas metadata (pyarrow,
 # Spark, DuckDB): an integer column with nulls then stays integer instead of turning float64 in the
@@ -166,6 +183,46 @@ class ParquetSource(TableSource):
 _NULLABLE_DTYPES = {pa.int8(): pd.Int8Dtype(), pa.int16(): pd.Int16Dtype(), pa.int32(): pd.Int32Dtype(),
                     pa.int64(): pd.Int64Dtype(), pa.uint8(): pd.UInt8Dtype(), pa.uint16(): pd.UInt16Dtype(),
                     pa.uint32(): pd.UInt32Dtype(), pa.uint64(): pd.UInt64Dtype(), pa.bool_(): pd.BooleanDtype()}
+
+
+def _readable_schema(schema: pa.Schema, argument: str) -> pa.Schema | None:
+    """The schema to cast a file's batches to before pandas, or None when none is needed: dates become
+    timestamps of seconds and decimals float64 (pandas would give objects that read as categories).
+    Types that no column kind describes are refused here, before any row is read."""
+    unsupported = [f"{f.name!r} ({f.type})" for f in schema if _unsupported(f.type)]
+    if unsupported:
+        raise TableReadError(f"{argument} has columns of types tabsynth cannot model: {', '.join(unsupported)}; "
+                             f"drop them or convert them to numbers, text, booleans or timestamps")
+    fields = [f.with_type(pa.timestamp("s")) if pa.types.is_date(f.type)
+              else f.with_type(pa.float64()) if pa.types.is_decimal(f.type) else f for f in schema]
+    converted = pa.schema(fields, metadata=schema.metadata)
+    return None if converted.equals(schema) else converted
+
+
+def _unsupported(type_: pa.DataType) -> bool:
+    """Arrow types that read as Python objects no column kind describes: times of day, bytes, nested values."""
+    return (pa.types.is_time(type_) or pa.types.is_binary(type_) or pa.types.is_large_binary(type_)
+            or pa.types.is_fixed_size_binary(type_) or pa.types.is_nested(type_) or pa.types.is_interval(type_))
+
+
+_CONVERSIONS = {"date": "pd.to_datetime(df[column])", "decimal": "df[column].astype(float)"}
+
+
+def check_object_values(frame: pd.DataFrame, argument: str) -> None:
+    """Object columns of dates, decimals, times or bytes would be modelled as categories of unordered
+    labels (and fold into the catch-all); refuse them with the conversion that makes them numbers or
+    timestamps. Strings, mixed labels and missing values pass."""
+    for name in frame.columns:
+        if frame[name].dtype != object:
+            continue
+        inferred = pd.api.types.infer_dtype(frame[name], skipna=True)
+        if inferred in ("date", "decimal"):
+            raise SchemaError(f"{argument} column {name!r} holds Python {inferred} objects, which tabsynth would "
+                              f"treat as unordered labels; convert it first: df[column] = "
+                              f"{_CONVERSIONS[inferred]} (Parquet files are converted when read)")
+        if inferred in ("time", "bytes", "timedelta", "period", "interval", "complex"):
+            raise SchemaError(f"{argument} column {name!r} holds {inferred} objects, which no column kind "
+                              f"describes; drop it or convert it to numbers, text, booleans or timestamps")
 
 
 def open_table(data: TableLike, argument: str) -> TableSource:
@@ -215,11 +272,27 @@ def to_arrow(frame: pd.DataFrame, schema: pa.Schema | None) -> pa.Table:
     """A synthetic DataFrame as an Arrow table, cast to ``schema`` (the input's types) when given."""
     if schema is None:
         return pa.Table.from_pandas(frame, preserve_index=False)
-    metadata = pa.Schema.from_pandas(frame.head(1), preserve_index=False).metadata
-    columns = [pa.array(frame[f.name], from_pandas=True).cast(f.type) if not pa.types.is_dictionary(f.type)
-               else _dictionary_array(frame[f.name], f.type) for f in schema]
-    # pandas metadata of the synthetic frame (dtypes only) lets pandas restore nullable ints and the like.
+    columns = [_dictionary_array(frame[f.name], f.type) if pa.types.is_dictionary(f.type)
+               else pa.array(_storable(frame[f.name], f.type), from_pandas=True).cast(f.type) for f in schema]
+    # pandas metadata of the synthetic frame (dtypes only) lets pandas restore nullable ints and the like;
+    # dates and decimals as pandas reads them from the input (Python objects).
+    stored = frame.head(1).copy()
+    for f, column in zip(schema, columns):
+        if pa.types.is_date(f.type) or pa.types.is_decimal(f.type):
+            stored[f.name] = column.slice(0, 1).to_pandas()
+    metadata = pa.Schema.from_pandas(stored, preserve_index=False).metadata
     return pa.Table.from_arrays(columns, schema=plain_schema(schema).with_metadata(metadata))
+
+
+def _storable(series: pd.Series, type_: pa.DataType) -> pd.Series:
+    """A synthetic column ready to cast to the input's Arrow type: timestamps of a date column floored to
+    the day; numbers of a decimal column rounded to its scale and clamped to what its precision holds."""
+    if pa.types.is_date(type_):
+        return series.dt.floor("D")
+    if pa.types.is_decimal(type_):
+        largest = 10.0 ** (type_.precision - type_.scale) - 10.0 ** -type_.scale
+        return series.round(type_.scale).clip(-largest, largest)
+    return series
 
 
 def _dictionary_array(series: pd.Series, type_: pa.DictionaryType) -> pa.Array:
@@ -263,5 +336,5 @@ def write_parquet(batches: Iterable[pd.DataFrame], path: Path, schema: pa.Schema
 
 
 __all__ = ["BATCH_ROWS", "CSV_SUFFIXES", "PARQUET_SUFFIXES", "FrameSource", "ParquetSource", "TableReadError",
-           "TableSource", "is_csv", "open_table", "plain_schema", "schema_from_text", "schema_to_text",
+           "TableSource", "check_object_values", "is_csv", "open_table", "plain_schema", "schema_from_text", "schema_to_text",
            "to_arrow", "write_parquet"]

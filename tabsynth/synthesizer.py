@@ -428,7 +428,7 @@ class Synthesizer:
             # A Poisson subsample of the rows: DP on it is DP on the table (subsampling only amplifies).
             rows = source.sample(DISCOVERY_ROWS / dp_rows, rng)
             schema = discover_schema(rows, ledger, self.settings.discovery_fraction * epsilon,
-                                     self.settings.discovery_fraction * delta, rng)
+                                     self.settings.discovery_fraction * delta, rng, day_columns=source.day_columns)
         return schema.with_dtypes(source.empty())
 
     def _measure_marginals(self, encoder: Encoder, data: CompactStore, public: CompactStore | None,

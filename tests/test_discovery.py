@@ -260,6 +260,20 @@ def test_schema_encodes_the_private_frame_and_decodes_to_its_dtypes() -> None:
     assert dict(decoded.dtypes) == dict(frame.dtypes)
 
 
+def test_a_column_stored_as_dates_gets_a_resolution_of_days() -> None:
+    # Parquet DATE columns are read as midnights at second resolution; days come from the storage type.
+    rng = np.random.default_rng(4)
+    days = pd.to_timedelta(rng.integers(0, 3000, 5000), unit="D")
+    frame = pd.DataFrame({"opened": (pd.to_datetime("2015-01-01") + days).astype("datetime64[s]")})
+    as_dates, _ = discover(frame, day_columns={"opened"})
+    as_stamps, _ = discover(frame)
+    assert (as_dates["opened"].resolution, as_stamps["opened"].resolution) == ("D", "s")
+    encoder = Encoder(as_dates, on_invalid="clip")
+    decoded = encoder.decode(encoder.encode(frame))
+    assert decoded["opened"].dtype == frame["opened"].dtype
+    assert (decoded["opened"] == decoded["opened"].dt.floor("D")).all()
+
+
 @pytest.mark.parametrize("dtype", [object, "string[python]", "string[pyarrow]", "str"])
 def test_a_categorical_column_decodes_to_its_string_dtype(dtype: object) -> None:
     frame = people()[["city"]].astype(dtype)

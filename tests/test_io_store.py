@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import decimal
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +114,60 @@ def test_written_parquet_has_the_inputs_arrow_types(tmp_path: Path) -> None:
     assert plain_schema(pq.read_schema(tmp_path / "out.parquet")).equals(arrow)
     back = pd.read_parquet(tmp_path / "out.parquet")
     assert back["children"].dtype == "Int64" and back["children"].isna().any()
+
+
+def database_table(n: int = 400) -> pa.Table:
+    """Types a database export holds: a DATE and a DECIMAL column, as pyarrow writes them (no pandas metadata)."""
+    rng = np.random.default_rng(0)
+    days = rng.integers(0, 3650, n)
+    return pa.table({"opened": pa.array(np.datetime64("2010-01-01", "D") + days.astype("timedelta64[D]"), pa.date32()),
+                     "balance": pa.array([decimal.Decimal(f"{v:.2f}") for v in rng.gamma(2, 50, n)],
+                                         pa.decimal128(7, 2))})
+
+
+def test_parquet_dates_and_decimals_are_read_as_timestamps_and_floats(tmp_path: Path) -> None:
+    # pandas would give objects, which read as unordered labels.
+    table = database_table()
+    pq.write_table(table, tmp_path / "t.parquet")
+    source = open_table(tmp_path / "t.parquet", "private table")
+    frame = source.read()
+    assert frame.dtypes.to_dict() == {"opened": np.dtype("datetime64[s]"), "balance": np.dtype("float64")}
+    assert source.day_columns == {"opened"}
+    np.testing.assert_array_equal(frame["opened"].to_numpy().astype("datetime64[D]"),
+                                  table["opened"].to_numpy(zero_copy_only=False))
+    np.testing.assert_allclose(frame["balance"], [float(v) for v in table["balance"].to_pylist()], rtol=0, atol=1e-9)
+
+
+def test_dates_and_decimals_are_written_back_with_their_arrow_types(tmp_path: Path) -> None:
+    pq.write_table(database_table(), tmp_path / "in.parquet")
+    arrow = open_table(tmp_path / "in.parquet", "t").arrow_schema
+    synthetic = pd.DataFrame({"opened": pd.to_datetime(["2012-05-01 17:30", "1969-12-31 23:00"]).astype("datetime64[s]"),
+                              "balance": [12.346, 1e9]})  # a time of day; a number past decimal(7, 2)
+    write_parquet([synthetic], tmp_path / "out.parquet", arrow)
+    back = pq.read_table(tmp_path / "out.parquet")
+    assert plain_schema(back.schema).equals(arrow)
+    assert back["opened"].to_pylist() == [datetime.date(2012, 5, 1), datetime.date(1969, 12, 31)]
+    assert back["balance"].to_pylist() == [decimal.Decimal("12.35"), decimal.Decimal("99999.99")]
+    assert pd.read_parquet(tmp_path / "out.parquet").dtypes.to_dict() == {"opened": object, "balance": object}
+
+
+def test_parquet_columns_no_kind_describes_are_refused_by_name(tmp_path: Path) -> None:
+    table = pa.table({"ok": pa.array([1, 2]), "at": pa.array([1, 2], pa.time32("s")),
+                      "tags": pa.array([["a"], ["b", "c"]])})
+    pq.write_table(table, tmp_path / "t.parquet")
+    with pytest.raises(TableReadError, match=r"'at' \(time32\[ms\]\), 'tags' \(list<element: string>\)"):
+        open_table(tmp_path / "t.parquet", "private table")
+
+
+@pytest.mark.parametrize(("values", "hint"), [
+    ([datetime.date(2020, 1, 2), None], r"pd.to_datetime\(df\[column\]\)"),
+    ([decimal.Decimal("1.50"), decimal.Decimal("2.25")], r"df\[column\].astype\(float\)"),
+    ([datetime.time(8, 30), datetime.time(9)], "no column kind describes"),
+])
+def test_object_columns_of_dates_decimals_or_times_are_refused_with_the_conversion(values: list, hint: str) -> None:
+    frame = pd.DataFrame({"label": ["a", "b"], "value": pd.Series(values, dtype=object)})
+    with pytest.raises(SchemaError, match=rf"private table column 'value' .*{hint}"):
+        open_table(frame, "private table")
 
 
 def schema() -> Schema:

@@ -10,7 +10,7 @@ import math
 import warnings
 from dataclasses import dataclass, replace
 from functools import lru_cache, partial
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Collection, Sequence
 
 import numpy as np
 import pandas as pd
@@ -96,11 +96,13 @@ def discover_schema(
     columns: Sequence[str] | None = None,
     n_knots: int = 17,
     catch_all: str = "<other>",
+    day_columns: Collection[str] = (),
 ) -> Schema:
     """A Schema for the private ``frame`` learnt under (epsilon, delta)-DP and charged to ``ledger`` as one entry.
 
     Privacy argument (add/remove-one-row adjacency): column kinds, nullability, dtypes and the datetime
-    resolution (the dtype's unit) come from the pandas dtypes alone, never from values, so neither the row
+    resolution (the dtype's unit; days for ``day_columns``, which the storage declares dates) come from the
+    pandas dtypes and the storage alone, never from values, so neither the row
     count, the presence of nulls nor any value leaks through them; booleans cost nothing. Every other
     source column gets epsilon/k, k being the number of such columns (lat and lon count separately), by
     basic composition, since one row touches every column. A numeric or datetime column spends half of
@@ -145,8 +147,8 @@ def discover_schema(
         elif plan.kind == "categorical":
             specs[plan.name] = _discover_categorical(series, release, rng, catch_all)
         elif plan.kind in ("integer", "continuous", "datetime"):
-            discover = (_discover_datetime if plan.kind == "datetime" else
-                        partial(_discover_number, integer=plan.kind == "integer"))
+            discover = (partial(_discover_datetime, days=plan.name in day_columns) if plan.kind == "datetime"
+                        else partial(_discover_number, integer=plan.kind == "integer"))
             specs[plan.name], located = discover(series, epsilon=epsilon_each, n_knots=n_knots, rng=rng)
             unlocated += [] if located else [plan.name]
         else:
@@ -595,11 +597,11 @@ def _datetime_unit(dtype: Any) -> str:
     return unit if unit in ("s", "ms", "us", "ns") else "s"
 
 
-def _discover_datetime(series: pd.Series, epsilon: float, n_knots: int,
-                       rng: np.random.Generator) -> tuple[Column, bool]:
+def _discover_datetime(series: pd.Series, epsilon: float, n_knots: int, rng: np.random.Generator,
+                       days: bool = False) -> tuple[Column, bool]:
     """Datetime spec: bounds from a DP histogram over month bins 1900-2100, knots from DP quantiles on day
-    ticks; and whether the range was located."""
-    unit = _datetime_unit(series.dtype)
+    ticks; and whether the range was located. ``days``: the column holds dates, so its resolution is a day."""
+    unit = "D" if days else _datetime_unit(series.dtype)
     stamps = series.dropna()
     if getattr(stamps.dt, "tz", None) is not None:
         stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
