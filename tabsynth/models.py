@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from functools import cached_property
-from typing import Callable, Sequence
+from typing import Callable, Collection, Sequence
 
 import numpy as np
 import torch
@@ -16,6 +16,7 @@ from tabsynth.encoding import CellSpec, CompactLayout, Span
 
 
 LATENT_SCALE = 3.0  # the one-hot latent class's value, against Gaussian noise of std 1
+SUPPRESSED_LOGIT = -1e4  # a suppressed missing flag's logit: its sigmoid and the sigmoid's gradient are exactly 0
 
 
 def init_linear(module: nn.Module, generator: torch.Generator) -> None:
@@ -188,6 +189,7 @@ class OutputHeads(nn.Module):
                              ("place_dense", self.compact.place_dense), ("bit_raw", bit_raw), ("bit_dense", bit_dense)):
             self.register_buffer(name, torch.as_tensor(values, dtype=torch.long).clone(), persistent=False)
         self.bit_field = torch.tensor(bit_field, dtype=torch.long)
+        self.missing_raw_of = {name: raw_index for name, (raw_index, _, _) in missing_of.items()}
         for name, (raw_index, dense_index, field_index) in missing_of.items():
             if name in drawn_columns:
                 drawn_columns[name] = replace(drawn_columns[name], missing_raw=raw_index, missing_dense=dense_index,
@@ -587,6 +589,20 @@ class Generator(nn.Module):
     def forward(self, noise: torch.Tensor, generator: torch.Generator | None = None,
                 hard: bool = False) -> torch.Tensor:
         return self.heads(self.raw(noise), generator, hard=hard)
+
+    def suppress_missing(self, columns: Collection[str]) -> None:
+        """Never draw a null in ``columns``: each one's missing-flag logit becomes a constant far below
+        zero (its output row zeroed, its bias ``SUPPRESSED_LOGIT``) that no parent's edge moves, so
+        the flag's probability and gradient are exactly 0 and training leaves it so."""
+        heads, last = self.heads, self.body[-1]
+        with torch.no_grad():
+            for name in columns:
+                raw = heads.missing_raw_of[name]
+                last.weight[raw].zero_()
+                last.bias[raw] = SUPPRESSED_LOGIT
+                for weights, (_, child) in zip(heads.edge_weights, heads.edges):
+                    if child == name:
+                        weights[:, -1] = 0.0
 
     def inputs(self, noise: torch.Tensor) -> torch.Tensor:
         """The body's input for a Gaussian draw: its first ``latent_classes`` values -> one-hot of their argmax."""

@@ -320,6 +320,9 @@ class Synthesizer:
             if edges:
                 names = [spec.name for spec in encoder.cell_specs]
                 generator.heads.set_edge_weights(initial_edge_weights(measurements, names, edges))
+            null_free = (measurements.null_free([spec.missing is not None for spec in encoder.cell_specs])
+                         if measurements is not None else ())
+            generator.suppress_missing([encoder.cell_specs[j].name for j in null_free])
             marginal_lr, marginal_steps = ((marginal_learning_rate(s.marginal_lr, measurements),
                                             marginal_step_count(s.marginal_steps, measurements))
                                            if measurements is not None else (s.marginal_lr, 0))
@@ -357,6 +360,7 @@ class Synthesizer:
             mechanism = (f"Gaussian mechanism on {len(measurements.one_way)} one-way and {len(measurements.pairs)} "
                          f"two-way marginals, then {dp_sgd}, composed by the accountant ({s.accountant})")
             marginal_details = {**measurements.details(),
+                                "columns_drawn_without_nulls": [encoder.cell_specs[j].name for j in null_free],
                                 "note": "the generator is trained to match the marginals and sampling reweights "
                                         "its rows towards the one-way ones (post-processing)"}
         ledger.spend(purpose, mechanism, trainer.epsilon_spent(), joint_delta, steps=trainer.steps_done,
@@ -365,7 +369,8 @@ class Synthesizer:
         # Fitted state is assigned only now, all together: a failed fit leaves the object as it was.
         self.schema_ = schema
         self.encoder_ = encoder
-        self.marginal_targets_ = [] if measurements is None else target_distributions(measurements.one_way)
+        self.marginal_targets_ = [] if measurements is None else target_distributions(
+            [np.append(counts[:-1], 0.0) if j in null_free else counts for j, counts in enumerate(measurements.one_way)])
         self.generator_ = generator.to("cpu").eval()
         self.arrow_schema_ = source.arrow_schema
         warm_start = {"public_rows": len(public_data), "steps": warm_start_steps} if warm_start_steps else None

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tabsynth import BooleanColumn, CategoricalColumn, ContinuousColumn, Encoder, IntegerColumn, Schema, Synthesizer
-from tabsynth.models import OutputHeads
+from tabsynth.models import Generator, OutputHeads
 from tabsynth.privacy.marginals import dependence_stars, measure_marginals
 from tabsynth.training import MarginalLoss
 
@@ -145,6 +145,27 @@ def test_drawn_given_its_parent_a_copied_code_keeps_its_label_before_any_trainin
     assert ["small", "d"] in conditioned.privacy_report()["marginals"]["conditioning_edges"]
     assert agreement(conditioned) > 0.95
     assert agreement(Synthesizer(**fast, conditioning=False).fit(frame, epsilon=20.0, schema=schema)) < 0.6
+
+
+def test_a_suppressed_missing_flag_is_never_drawn_whatever_its_parents_and_training() -> None:
+    enc = encoder()
+    generator = Generator(8, enc.layout, (16,), edges=(("d", "c"),))  # c, nullable, drawn given d
+    gen = torch.Generator().manual_seed(0)
+    generator.heads.set_edge_weights([3 * torch.randn(w.shape, generator=gen).numpy()
+                                      for w in generator.heads.edge_weights])
+    generator.suppress_missing(["c"])
+    optimizer = torch.optim.Adam(generator.parameters(), lr=0.1)
+    for _ in range(3):  # steps that would pull every flag towards 1
+        optimizer.zero_grad()
+        generator(torch.randn(256, generator.noise_dim, generator=gen), gen).sum().neg().backward()
+        optimizer.step()
+    generator.eval()
+    flag = next(span.start for span in enc.layout if span.column == "c" and span.role == "missing")
+    with torch.no_grad():
+        assert generator(torch.randn(20_000, generator.noise_dim, generator=gen), gen, hard=True)[:, flag].max() == 0
+        cells = enc.marginal_cells(generator.sample(20_000, gen).numpy())[0]
+    assert (cells[:, 0] == 3).sum() == 0  # c's missing cell
+    assert np.bincount(cells[:, 0], minlength=4)[:3].min() > 0
 
 
 def test_conditioning_edges_and_weights_survive_save_and_load(tmp_path: Path) -> None:

@@ -175,6 +175,18 @@ def distance_to(exact: np.ndarray, counts: np.ndarray) -> float:
     return 0.5 * float(np.abs(clipped / clipped.sum() - exact / exact.sum()).sum())
 
 
+def test_a_missing_cell_within_three_noise_stds_of_zero_marks_its_column_null_free() -> None:
+    # Columns 0 and 1 end in a missing cell: 0 holds no nulls, 1 holds a fifth; column 2 has no missing cell.
+    rng = np.random.default_rng(2)
+    n = 20_000
+    cells = np.stack([rng.integers(0, 3, n), np.where(rng.random(n) < 0.2, 3, rng.integers(0, 3, n)),
+                      rng.integers(0, 3, n)], 1)
+    measured = measure_marginals([cells], [4, 4, 3], [], 0.01, np.random.default_rng(3))
+    assert measured.one_way_std > 5
+    assert measured.null_free([True, True, False]) == (0,)
+    assert measured.null_free([False, True, False]) == ()
+
+
 def test_a_public_year_like_the_private_one_takes_most_of_the_noise_out_of_the_marginals() -> None:
     public, private = two_years(30_000, 0.0, seed=10)
     measured = measure_marginals([private], [16, 12], [(0, 1)], 0.0002, np.random.default_rng(11))
