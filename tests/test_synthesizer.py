@@ -75,7 +75,8 @@ def test_training_epsilon_recomputes_from_the_reported_mechanism(fitted: Synthes
     report = fitted.privacy_report()
     training = report["ledger"]["entries"][-1]
     recomputed = compute_epsilon(report["noise_multiplier"], report["sample_rate"], report["steps"],
-                                 training["delta"], extra_gaussian=report["marginals"]["marginal_noise_multiplier"])
+                                 training["delta"], fitted.settings.accountant,
+                                 extra_gaussian=report["marginals"]["marginal_noise_multiplier"])
     assert training["epsilon"] == pytest.approx(recomputed)
 
 
