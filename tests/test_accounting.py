@@ -67,6 +67,16 @@ def test_prv_epsilon_matches_google_pld_accountant(sigma, q, steps):
     assert compute_epsilon(sigma, q, steps, DELTA, accountant="prv") == pytest.approx(expected, rel=0.05)
 
 
+def test_full_batch_steps_and_the_marginals_compose_as_one_gaussian_under_prv():
+    # With q = 1 the steps and the marginals' Gaussian are Gaussians on the whole table: independent check by PLD.
+    pld = dp_accounting.pld.PLDAccountant(value_discretization_interval=1e-3)
+    events = dp_accounting.ComposedDpEvent([dp_accounting.SelfComposedDpEvent(dp_accounting.GaussianDpEvent(40.0), 300),
+                                            dp_accounting.GaussianDpEvent(6.0)])
+    expected = pld.compose(events).get_epsilon(DELTA)
+    ours = compute_epsilon(40.0, 1.0, 300, DELTA, "prv", extra_gaussian=6.0)
+    assert ours == pytest.approx(expected, rel=0.01)
+
+
 def test_prv_is_no_looser_than_rdp():
     assert compute_epsilon(1.0, 0.01, 1000, DELTA, "prv") < compute_epsilon(1.0, 0.01, 1000, DELTA, "rdp")
 

@@ -119,6 +119,11 @@ def _epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta: flo
     acc.history = [(noise_multiplier, sample_rate, steps)] if steps else []
     if extra_gaussian is not None:
         acc.history.append((extra_gaussian, 1.0, 1))
+    if sample_rate >= 1.0 and steps:
+        # Unsampled Gaussians compose exactly into one: 1 / z^2 adds up. Opacus's PRV would discretise
+        # the whole composition (40 s for 1,000 full-batch steps).
+        precision = steps / noise_multiplier**2 + (extra_gaussian**-2 if extra_gaussian is not None else 0.0)
+        acc.history = [(precision**-0.5, 1.0, 1)]
     # Sample rate 1: log(1 - q) is -inf in Opacus's PRV, harmlessly. Its domain is sized by an RDP bound
     # whose boundary-order warning says nothing about the PRV result.
     with np.errstate(divide="ignore"), warnings.catch_warnings():
