@@ -279,7 +279,7 @@ def to_arrow(frame: pd.DataFrame, schema: pa.Schema | None) -> pa.Table:
     stored = frame.head(1).copy()
     for f, column in zip(schema, columns):
         if pa.types.is_date(f.type) or pa.types.is_decimal(f.type):
-            stored[f.name] = column.slice(0, 1).to_pandas()
+            stored[f.name] = column.slice(0, 1).to_pandas().to_numpy()  # by position: a batch's index may not start at 0
     metadata = pa.Schema.from_pandas(stored, preserve_index=False).metadata
     return pa.Table.from_arrays(columns, schema=plain_schema(schema).with_metadata(metadata))
 

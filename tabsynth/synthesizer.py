@@ -322,9 +322,8 @@ class Synthesizer:
             if edges:
                 names = [spec.name for spec in encoder.cell_specs]
                 generator.heads.set_edge_weights(initial_edge_weights(measurements, names, edges))
-            null_free = (measurements.null_free([spec.missing is not None for spec in encoder.cell_specs])
-                         if measurements is not None else ())
-            generator.suppress_missing([encoder.cell_specs[j].name for j in null_free])
+            null_free = _null_free_columns(encoder, measurements)
+            generator.suppress_missing(null_free)
             marginal_lr, marginal_steps = ((marginal_learning_rate(s.marginal_lr, measurements),
                                             marginal_step_count(s.marginal_steps, measurements))
                                            if measurements is not None else (s.marginal_lr, 0))
@@ -362,7 +361,7 @@ class Synthesizer:
             mechanism = (f"Gaussian mechanism on {len(measurements.one_way)} one-way and {len(measurements.pairs)} "
                          f"two-way marginals, then {dp_sgd}, composed by the accountant ({s.accountant})")
             marginal_details = {**measurements.details(),
-                                "columns_drawn_without_nulls": [encoder.cell_specs[j].name for j in null_free],
+                                "columns_drawn_without_nulls": null_free,
                                 "note": "the generator is trained to match the marginals and sampling reweights "
                                         "its rows towards the one-way ones (post-processing)"}
         ledger.spend(purpose, mechanism, trainer.epsilon_spent(), joint_delta, steps=trainer.steps_done,
@@ -372,7 +371,8 @@ class Synthesizer:
         self.schema_ = schema
         self.encoder_ = encoder
         self.marginal_targets_ = [] if measurements is None else target_distributions(
-            [np.append(counts[:-1], 0.0) if j in null_free else counts for j, counts in enumerate(measurements.one_way)])
+            [np.append(counts[:-1], 0.0) if _missing_flags(encoder).get(spec.missing) in null_free else counts
+             for spec, counts in zip(encoder.cell_specs, measurements.one_way)])
         self.generator_ = generator.to("cpu").eval()
         self.arrow_schema_ = source.arrow_schema
         warm_start = {"public_rows": len(public_data), "steps": warm_start_steps} if warm_start_steps else None
@@ -621,6 +621,22 @@ class Synthesizer:
 
 ACCOUNTANT_NAMES = {"rdp": "Renyi DP (Opacus), converted to (epsilon, delta)",
                     "prv": "privacy random variables (Opacus PRV), upper bound on epsilon"}
+
+
+def _missing_flags(encoder: Encoder) -> dict[int, str]:
+    """Each missing flag's dense index -> its schema column (a geo pair's two marginals share one flag)."""
+    return {span.start: span.column for span in encoder.layout if span.role == "missing"}
+
+
+def _null_free_columns(encoder: Encoder, measurements: MarginalMeasurements | None) -> list[str]:
+    """The nullable columns whose every marginal's noisy count of nulls says none (``null_free``):
+    post-processing of the one-way release; none without marginals."""
+    if measurements is None:
+        return []
+    flags, specs = _missing_flags(encoder), encoder.cell_specs
+    below = set(measurements.null_free([spec.missing is not None for spec in specs]))
+    marginals = {name: [j for j, spec in enumerate(specs) if flags.get(spec.missing) == name] for name in flags.values()}
+    return [name for name, js in marginals.items() if js and all(j in below for j in js)]
 
 
 def _clipping_note(schedule: ClippingSchedule) -> dict[str, str]:

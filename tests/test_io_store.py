@@ -142,7 +142,8 @@ def test_dates_and_decimals_are_written_back_with_their_arrow_types(tmp_path: Pa
     pq.write_table(database_table(), tmp_path / "in.parquet")
     arrow = open_table(tmp_path / "in.parquet", "t").arrow_schema
     synthetic = pd.DataFrame({"opened": pd.to_datetime(["2012-05-01 17:30", "1969-12-31 23:00"]).astype("datetime64[s]"),
-                              "balance": [12.346, 1e9]})  # a time of day; a number past decimal(7, 2)
+                              "balance": [12.346, 1e9]},  # a time of day; a number past decimal(7, 2)
+                             index=[500, 501])  # a later batch of a sample
     write_parquet([synthetic], tmp_path / "out.parquet", arrow)
     back = pq.read_table(tmp_path / "out.parquet")
     assert plain_schema(back.schema).equals(arrow)
