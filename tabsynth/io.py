@@ -11,6 +11,7 @@ decimals as floats, and written back with their own Arrow types.
 from __future__ import annotations
 
 import base64
+import decimal
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -200,23 +201,25 @@ def _readable_schema(schema: pa.Schema, argument: str) -> pa.Schema | None:
 
 
 def _unsupported(type_: pa.DataType) -> bool:
-    """Arrow types that read as Python objects no column kind describes: times of day, bytes, nested values."""
-    return (pa.types.is_time(type_) or pa.types.is_binary(type_) or pa.types.is_large_binary(type_)
-            or pa.types.is_fixed_size_binary(type_) or pa.types.is_nested(type_) or pa.types.is_interval(type_))
+    """Arrow types no column kind describes: times of day, durations, bytes, nested values."""
+    return (pa.types.is_time(type_) or pa.types.is_duration(type_) or pa.types.is_binary(type_)
+            or pa.types.is_large_binary(type_) or pa.types.is_fixed_size_binary(type_) or pa.types.is_nested(type_)
+            or pa.types.is_interval(type_))
 
 
-_CONVERSIONS = {"date": "pd.to_datetime(df[column])", "decimal": "df[column].astype(float)"}
+_CONVERSIONS = {"date": "pd.to_datetime(df[column])", "datetime": "pd.to_datetime(df[column], utc=True)",
+                "decimal": "df[column].astype(float)"}
 
 
 def check_object_values(frame: pd.DataFrame, argument: str) -> None:
-    """Object columns of dates, decimals, times or bytes would be modelled as categories of unordered
-    labels (and fold into the catch-all); refuse them with the conversion that makes them numbers or
-    timestamps. Strings, mixed labels and missing values pass."""
+    """Object columns of dates, timestamps (say of mixed time zones), decimals, times or bytes would be
+    modelled as categories of unordered labels (and fold into the catch-all); refuse them with the
+    conversion that makes them numbers or timestamps. Strings, mixed labels and missing values pass."""
     for name in frame.columns:
         if frame[name].dtype != object:
             continue
         inferred = pd.api.types.infer_dtype(frame[name], skipna=True)
-        if inferred in ("date", "decimal"):
+        if inferred in _CONVERSIONS:
             raise SchemaError(f"{argument} column {name!r} holds Python {inferred} objects, which tabsynth would "
                               f"treat as unordered labels; convert it first: df[column] = "
                               f"{_CONVERSIONS[inferred]} (Parquet files are converted when read)")
@@ -279,7 +282,8 @@ def to_arrow(frame: pd.DataFrame, schema: pa.Schema | None) -> pa.Table:
     stored = frame.head(1).copy()
     for f, column in zip(schema, columns):
         if pa.types.is_date(f.type) or pa.types.is_decimal(f.type):
-            stored[f.name] = column.slice(0, 1).to_pandas().to_numpy()  # by position: a batch's index may not start at 0
+            # by position: a batch's index need not start at 0
+            stored[f.name] = column.slice(0, 1).to_pandas().to_numpy()
     metadata = pa.Schema.from_pandas(stored, preserve_index=False).metadata
     return pa.Table.from_arrays(columns, schema=plain_schema(schema).with_metadata(metadata))
 
@@ -287,11 +291,14 @@ def to_arrow(frame: pd.DataFrame, schema: pa.Schema | None) -> pa.Table:
 def _storable(series: pd.Series, type_: pa.DataType) -> pd.Series:
     """A synthetic column ready to cast to the input's Arrow type: timestamps of a date column floored to
     the day; numbers of a decimal column rounded to its scale and clamped to what its precision holds."""
-    if pa.types.is_date(type_):
+    if pa.types.is_date(type_) and pd.api.types.is_datetime64_any_dtype(series.dtype):
         return series.dt.floor("D")
-    if pa.types.is_decimal(type_):
-        largest = 10.0 ** (type_.precision - type_.scale) - 10.0 ** -type_.scale
-        return series.round(type_.scale).clip(-largest, largest)
+    if pa.types.is_decimal(type_) and pd.api.types.is_numeric_dtype(series.dtype):
+        exact = decimal.Decimal(10) ** (type_.precision - type_.scale) - decimal.Decimal(10) ** -type_.scale
+        largest = float(exact)
+        if decimal.Decimal(largest) > exact:  # past 15 digits the nearest float may lie above the largest decimal
+            largest = float(np.nextafter(largest, 0.0))
+        return series.clip(-largest, largest).round(type_.scale)
     return series
 
 
@@ -336,5 +343,5 @@ def write_parquet(batches: Iterable[pd.DataFrame], path: Path, schema: pa.Schema
 
 
 __all__ = ["BATCH_ROWS", "CSV_SUFFIXES", "PARQUET_SUFFIXES", "FrameSource", "ParquetSource", "TableReadError",
-           "TableSource", "check_object_values", "is_csv", "open_table", "plain_schema", "schema_from_text", "schema_to_text",
+           "TableSource", "is_csv", "open_table", "plain_schema", "schema_from_text", "schema_to_text",
            "to_arrow", "write_parquet"]

@@ -28,7 +28,8 @@ from tqdm.auto import tqdm
 from tabsynth.encoding import Encoder
 from tabsynth.io import TableLike, TableSource, open_table, schema_from_text, schema_to_text
 from tabsynth.models import Discriminator, Generator, OutputHeads, init_linear
-from tabsynth.privacy.accounting import ACCOUNTANTS, calibrate_noise_multiplier, zcdp_budget
+from tabsynth.privacy.accounting import (ACCOUNTANTS, DEFAULT_ACCOUNTANT, PRV_MAX_POINTS, calibrate_noise_multiplier,
+                                         zcdp_budget)
 from tabsynth.privacy.clipping import ADAPTIVE_CLIPPING, GROUPINGS, MAX_COUNT_SHARE, ClippingSchedule
 from tabsynth.privacy.discovery import discover_new_categories, discover_schema, known_rows
 from tabsynth.privacy.dp_sgd import ClippingGroups
@@ -88,9 +89,7 @@ class Settings:
     adaptive_clipping: Literal["auto", "off", "public", "private"] = "auto"
     clip_quantile: float = 0.5
     temperature: float = 0.2
-    # PRV (Gopi et al. 2021, Opacus's upper bound) is tighter than RDP's conversion: at eps = 1 a lone
-    # Gaussian gets 15% more rho, and Adult's 2-way TVD fell 0.0385 -> 0.0372 (4 seeds), 0.074 -> 0.070 at eps 0.3.
-    accountant: str = "prv"
+    accountant: str = DEFAULT_ACCOUNTANT
     count_fraction: float = 0.01
     discovery_fraction: float = 0.3
     new_category_fraction: float = 0.02
@@ -308,6 +307,9 @@ class Synthesizer:
             if joint_epsilon <= 0 or joint_delta <= 0:
                 raise BudgetExceededError("no budget is left for training after domain discovery")
             measurements = self._measure_marginals(encoder, data, public_data, joint_epsilon, joint_delta, privacy_rng)
+            null_free, null_free_marginals = _null_free_columns(encoder, measurements)
+            if measurements is not None:
+                measurements = measurements.without_nulls(null_free_marginals)
             marginal_sigma = measurements.noise_multiplier if measurements is not None else None
             try:
                 sigma = calibrate_noise_multiplier(joint_epsilon, joint_delta, sample_rate, steps, s.accountant,
@@ -322,7 +324,6 @@ class Synthesizer:
             if edges:
                 names = [spec.name for spec in encoder.cell_specs]
                 generator.heads.set_edge_weights(initial_edge_weights(measurements, names, edges))
-            null_free = _null_free_columns(encoder, measurements)
             generator.suppress_missing(null_free)
             marginal_lr, marginal_steps = ((marginal_learning_rate(s.marginal_lr, measurements),
                                             marginal_step_count(s.marginal_steps, measurements))
@@ -345,9 +346,11 @@ class Synthesizer:
                                    marginal_weight=s.marginal_weight, marginal_lr=marginal_lr,
                                    generator_dtype=_precision_dtype(s.fit_precision, device))
             with tqdm(total=steps, desc="DP-GAN training", unit="step", disable=not s.verbose) as bar:
+                every = max(25, steps // 10)  # each postfix is an accountant call: 0.1-0.3 s with PRV
+
                 def progress(step: int, loss: float) -> None:
                     bar.update(1)
-                    if s.verbose and (step % 25 == 0 or step == steps):  # an accountant call: not free with PRV
+                    if s.verbose and (step % every == 0 or step == steps):
                         total = ledger.spent_epsilon + trainer.epsilon_spent()
                         bar.set_postfix(epsilon=f"{total:.3f}", g_loss=f"{loss:.3f}")
                 trainer.run(data, progress, public=public_data, warm_start_steps=warm_start_steps,
@@ -370,9 +373,7 @@ class Synthesizer:
         # Fitted state is assigned only now, all together: a failed fit leaves the object as it was.
         self.schema_ = schema
         self.encoder_ = encoder
-        self.marginal_targets_ = [] if measurements is None else target_distributions(
-            [np.append(counts[:-1], 0.0) if _missing_flags(encoder).get(spec.missing) in null_free else counts
-             for spec, counts in zip(encoder.cell_specs, measurements.one_way)])
+        self.marginal_targets_ = [] if measurements is None else target_distributions(measurements.one_way)
         self.generator_ = generator.to("cpu").eval()
         self.arrow_schema_ = source.arrow_schema
         warm_start = {"public_rows": len(public_data), "steps": warm_start_steps} if warm_start_steps else None
@@ -620,23 +621,24 @@ class Synthesizer:
 
 
 ACCOUNTANT_NAMES = {"rdp": "Renyi DP (Opacus), converted to (epsilon, delta)",
-                    "prv": "privacy random variables (Opacus PRV), upper bound on epsilon"}
+                    "prv": "privacy random variables (Opacus PRV), upper bound on epsilon (Renyi DP's where "
+                           f"PRV's grid would exceed {PRV_MAX_POINTS:,} points)"}
 
 
-def _missing_flags(encoder: Encoder) -> dict[int, str]:
-    """Each missing flag's dense index -> its schema column (a geo pair's two marginals share one flag)."""
-    return {span.start: span.column for span in encoder.layout if span.role == "missing"}
-
-
-def _null_free_columns(encoder: Encoder, measurements: MarginalMeasurements | None) -> list[str]:
-    """The nullable columns whose every marginal's noisy count of nulls says none (``null_free``):
-    post-processing of the one-way release; none without marginals."""
+def _null_free_columns(encoder: Encoder, measurements: MarginalMeasurements | None
+                       ) -> tuple[list[str], list[int]]:
+    """The nullable columns whose every marginal's noisy count of nulls says none (``null_free``; a geo
+    pair's two marginals share one missing flag), and those marginals: post-processing of the one-way
+    release; none without marginals."""
     if measurements is None:
-        return []
-    flags, specs = _missing_flags(encoder), encoder.cell_specs
+        return [], []
+    flags = {span.start: span.column for span in encoder.layout if span.role == "missing"}
+    specs = encoder.cell_specs
     below = set(measurements.null_free([spec.missing is not None for spec in specs]))
-    marginals = {name: [j for j, spec in enumerate(specs) if flags.get(spec.missing) == name] for name in flags.values()}
-    return [name for name, js in marginals.items() if js and all(j in below for j in js)]
+    marginals = {name: [j for j, spec in enumerate(specs) if flags.get(spec.missing) == name]
+                 for name in flags.values()}
+    columns = [name for name, js in marginals.items() if js and all(j in below for j in js)]
+    return columns, [j for name in columns for j in marginals[name]]
 
 
 def _clipping_note(schedule: ClippingSchedule) -> dict[str, str]:

@@ -37,7 +37,7 @@ def _google_rdp_epsilon(sigma: float, q: float, steps: int) -> float:
 
 @pytest.mark.parametrize("sigma,q,steps", GRID)
 def test_rdp_epsilon_matches_google_dp_accounting(sigma, q, steps):
-    ours = compute_epsilon(sigma, q, steps, DELTA)
+    ours = compute_epsilon(sigma, q, steps, DELTA, "rdp")
     assert ours == pytest.approx(_google_rdp_epsilon(sigma, q, steps), rel=1e-3, abs=1e-6)
 
 
@@ -55,7 +55,7 @@ def test_rdp_curve_matches_direct_integration_of_renyi_divergence(sigma, q, alph
 def test_rdp_epsilon_is_what_opacus_rdp_accountant_reports():
     acc = RDPAccountant()
     acc.history = [(1.1, 0.02, 700)]
-    assert compute_epsilon(1.1, 0.02, 700, DELTA) == pytest.approx(
+    assert compute_epsilon(1.1, 0.02, 700, DELTA, "rdp") == pytest.approx(
         acc.get_epsilon(DELTA, alphas=list(RDP_ORDERS)), rel=1e-12
     )
 
@@ -77,23 +77,32 @@ def test_full_batch_steps_and_the_marginals_compose_as_one_gaussian_under_prv():
     assert ours == pytest.approx(expected, rel=0.01)
 
 
+def test_prv_falls_back_on_the_rdp_bound_where_its_grid_would_take_gigabytes():
+    # A tiny delta over a long composition: about 1.8 million grid points, 400 MB in Opacus's PRV.
+    args = (0.3, 0.002, 1000, 1e-9)
+    assert compute_epsilon(*args, "prv", extra_gaussian=0.3) == compute_epsilon(*args, "rdp", extra_gaussian=0.3)
+    assert compute_epsilon(1.0, 0.03, 300, DELTA, "prv") < compute_epsilon(1.0, 0.03, 300, DELTA, "rdp")
+
+
 def test_prv_is_no_looser_than_rdp():
     assert compute_epsilon(1.0, 0.01, 1000, DELTA, "prv") < compute_epsilon(1.0, 0.01, 1000, DELTA, "rdp")
 
 
 def test_zero_steps_cost_nothing():
-    assert compute_epsilon(1.0, 0.01, 0, DELTA) == 0.0
+    assert compute_epsilon(1.0, 0.01, 0, DELTA, "rdp") == 0.0
     assert compute_epsilon(1.0, 0.01, 0, DELTA, "prv") == 0.0
 
 
-def test_epsilon_is_nonnegative_and_nondecreasing_in_steps():
-    eps = [compute_epsilon(1.0, 0.01, t, DELTA) for t in (0, 1, 2, 10, 100, 1000, 10_000)]
+@pytest.mark.parametrize("accountant", ["rdp", "prv"])
+def test_epsilon_is_nonnegative_and_nondecreasing_in_steps(accountant):
+    eps = [compute_epsilon(1.0, 0.01, t, DELTA, accountant) for t in (0, 1, 2, 10, 100, 1000, 10_000)]
     assert eps[0] == 0.0 and all(e >= 0 for e in eps)
     assert all(a <= b for a, b in zip(eps, eps[1:]))
 
 
-def test_epsilon_decreases_with_noise():
-    eps = [compute_epsilon(s, 0.01, 1000, DELTA) for s in (0.6, 0.8, 1.0, 2.0, 4.0, 8.0)]
+@pytest.mark.parametrize("accountant", ["rdp", "prv"])
+def test_epsilon_decreases_with_noise(accountant):
+    eps = [compute_epsilon(s, 0.01, 1000, DELTA, accountant) for s in (0.6, 0.8, 1.0, 2.0, 4.0, 8.0)]
     assert all(a > b for a, b in zip(eps, eps[1:]))
 
 
@@ -121,15 +130,24 @@ def test_compute_epsilon_rejects_bad_arguments(kwargs, name):
 @pytest.mark.parametrize("q", [0.001, 0.01, 0.1])
 @pytest.mark.parametrize("steps", [10, 500, 3000])
 def test_calibrated_noise_meets_target_and_is_tight(epsilon, q, steps):
-    sigma = calibrate_noise_multiplier(epsilon, DELTA, q, steps)
-    assert compute_epsilon(sigma, q, steps, DELTA) <= epsilon
-    assert compute_epsilon(0.97 * sigma, q, steps, DELTA) > epsilon
+    sigma = calibrate_noise_multiplier(epsilon, DELTA, q, steps, "rdp")
+    assert compute_epsilon(sigma, q, steps, DELTA, "rdp") <= epsilon
+    assert compute_epsilon(0.97 * sigma, q, steps, DELTA, "rdp") > epsilon
 
 
-def test_calibration_with_prv_meets_target():
-    sigma = calibrate_noise_multiplier(1.0, DELTA, 0.01, 500, accountant="prv")
-    assert compute_epsilon(sigma, 0.01, 500, DELTA, "prv") <= 1.0
-    assert sigma < calibrate_noise_multiplier(1.0, DELTA, 0.01, 500)
+@pytest.mark.parametrize(("epsilon", "q", "steps"),
+                         [(0.3, 0.001, 3000), (1.0, 0.01, 500), (3.0, 0.1, 10), (1.0, 1.0, 50)])
+def test_prv_calibration_meets_target_and_is_tight(epsilon, q, steps):
+    marginals = 8.0 / epsilon  # a Gaussian mechanism that leaves DP-SGD part of the budget
+    sigma = calibrate_noise_multiplier(epsilon, DELTA, q, steps, "prv", extra_gaussian=marginals)
+    assert compute_epsilon(sigma, q, steps, DELTA, "prv", extra_gaussian=marginals) <= epsilon
+    assert compute_epsilon(0.97 * sigma, q, steps, DELTA, "prv", extra_gaussian=marginals) > epsilon
+
+
+def test_prv_is_the_default_and_calibrates_less_noise_than_rdp():
+    sigma = calibrate_noise_multiplier(1.0, DELTA, 0.01, 500)
+    assert sigma == calibrate_noise_multiplier(1.0, DELTA, 0.01, 500, accountant="prv")
+    assert sigma < calibrate_noise_multiplier(1.0, DELTA, 0.01, 500, accountant="rdp")
 
 
 def test_calibration_refuses_unreachable_budget():
@@ -139,18 +157,19 @@ def test_calibration_refuses_unreachable_budget():
 
 @pytest.mark.parametrize("epsilon,sigma,q", [(1.0, 1.0, 0.01), (3.0, 0.8, 0.05), (0.5, 2.0, 0.002)])
 def test_max_steps_is_the_last_step_within_budget(epsilon, sigma, q):
-    t = max_steps(epsilon, DELTA, q, sigma)
+    t = max_steps(epsilon, DELTA, q, sigma, "rdp")
     assert t > 0
-    assert compute_epsilon(sigma, q, t, DELTA) <= epsilon < compute_epsilon(sigma, q, t + 1, DELTA)
+    assert compute_epsilon(sigma, q, t, DELTA, "rdp") <= epsilon < compute_epsilon(sigma, q, t + 1, DELTA, "rdp")
 
 
 def test_max_steps_is_zero_when_one_step_is_too_expensive():
-    assert max_steps(0.1, DELTA, 1.0, 0.5) == 0
+    assert max_steps(0.1, DELTA, 1.0, 0.5, "rdp") == 0
+    assert max_steps(0.1, DELTA, 1.0, 0.5, "prv") == 0
 
 
 def test_max_steps_inverts_calibration():
-    sigma = calibrate_noise_multiplier(1.0, DELTA, 0.01, 800)
-    assert max_steps(1.0, DELTA, 0.01, sigma) >= 800
+    sigma = calibrate_noise_multiplier(1.0, DELTA, 0.01, 800, "rdp")
+    assert max_steps(1.0, DELTA, 0.01, sigma, "rdp") >= 800
 
 
 @pytest.mark.parametrize("k", [1, 2, 5])

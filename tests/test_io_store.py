@@ -141,7 +141,8 @@ def test_parquet_dates_and_decimals_are_read_as_timestamps_and_floats(tmp_path: 
 def test_dates_and_decimals_are_written_back_with_their_arrow_types(tmp_path: Path) -> None:
     pq.write_table(database_table(), tmp_path / "in.parquet")
     arrow = open_table(tmp_path / "in.parquet", "t").arrow_schema
-    synthetic = pd.DataFrame({"opened": pd.to_datetime(["2012-05-01 17:30", "1969-12-31 23:00"]).astype("datetime64[s]"),
+    opened = pd.to_datetime(["2012-05-01 17:30", "1969-12-31 23:00"]).astype("datetime64[s]")
+    synthetic = pd.DataFrame({"opened": opened,
                               "balance": [12.346, 1e9]},  # a time of day; a number past decimal(7, 2)
                              index=[500, 501])  # a later batch of a sample
     write_parquet([synthetic], tmp_path / "out.parquet", arrow)
@@ -152,17 +153,30 @@ def test_dates_and_decimals_are_written_back_with_their_arrow_types(tmp_path: Pa
     assert pd.read_parquet(tmp_path / "out.parquet").dtypes.to_dict() == {"opened": object, "balance": object}
 
 
+def test_a_wide_decimal_is_clamped_below_its_largest_value_not_rounded_past_it(tmp_path: Path) -> None:
+    # 9,999,999,999,999,999.99 has no float: the nearest one, 1e16, would overflow decimal(18, 2).
+    arrow = pa.schema([pa.field("amount", pa.decimal128(18, 2))])
+    write_parquet([pd.DataFrame({"amount": [1e17, -1e17, 5.5]})], tmp_path / "out.parquet", arrow)
+    values = pq.read_table(tmp_path / "out.parquet")["amount"].to_pylist()
+    assert values == [decimal.Decimal("9999999999999998.00"), decimal.Decimal("-9999999999999998.00"),
+                      decimal.Decimal("5.50")]
+
+
 def test_parquet_columns_no_kind_describes_are_refused_by_name(tmp_path: Path) -> None:
     table = pa.table({"ok": pa.array([1, 2]), "at": pa.array([1, 2], pa.time32("s")),
-                      "tags": pa.array([["a"], ["b", "c"]])})
+                      "tags": pa.array([["a"], ["b", "c"]]), "took": pa.array([1, 2], pa.duration("s"))})
     pq.write_table(table, tmp_path / "t.parquet")
-    with pytest.raises(TableReadError, match=r"'at' \(time32\[ms\]\), 'tags' \(list<element: string>\)"):
+    with pytest.raises(TableReadError,
+                       match=r"'at' \(time32\[ms\]\), 'tags' \(list<element: string>\), 'took' \(duration\[s\]\)"):
         open_table(tmp_path / "t.parquet", "private table")
 
 
 @pytest.mark.parametrize(("values", "hint"), [
     ([datetime.date(2020, 1, 2), None], r"pd.to_datetime\(df\[column\]\)"),
     ([decimal.Decimal("1.50"), decimal.Decimal("2.25")], r"df\[column\].astype\(float\)"),
+    ([datetime.datetime(2020, 1, 2, tzinfo=datetime.timezone.utc),
+      datetime.datetime(2020, 1, 2, tzinfo=datetime.timezone(datetime.timedelta(hours=2)))],
+     r"pd.to_datetime\(df\[column\], utc=True\)"),
     ([datetime.time(8, 30), datetime.time(9)], "no column kind describes"),
 ])
 def test_object_columns_of_dates_decimals_or_times_are_refused_with_the_conversion(values: list, hint: str) -> None:

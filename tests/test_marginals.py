@@ -187,6 +187,18 @@ def test_a_missing_cell_within_three_noise_stds_of_zero_marks_its_column_null_fr
     assert measured.null_free([False, True, False]) == ()
 
 
+def test_without_nulls_zeroes_a_marginals_missing_cell_one_way_and_in_its_pairs() -> None:
+    rng = np.random.default_rng(4)
+    cells = np.stack([rng.integers(0, 3, 500), rng.integers(0, 4, 500)], 1)  # marginal 0: 2 values + missing
+    measured = measure_marginals([cells], [3, 4], [(0, 1), (1, 0)], 0.01, np.random.default_rng(5))
+    cleared = measured.without_nulls([0])
+    assert cleared.one_way[0][-1] == 0 and np.array_equal(cleared.one_way[0][:-1], measured.one_way[0][:-1])
+    assert np.array_equal(cleared.one_way[1], measured.one_way[1])
+    first, second = cleared.two_way[0].reshape(3, 4), cleared.two_way[1].reshape(4, 3)
+    assert not first[-1].any() and not second[:, -1].any()
+    np.testing.assert_array_equal(first[:-1], measured.two_way[0].reshape(3, 4)[:-1])
+
+
 def test_a_public_year_like_the_private_one_takes_most_of_the_noise_out_of_the_marginals() -> None:
     public, private = two_years(30_000, 0.0, seed=10)
     measured = measure_marginals([private], [16, 12], [(0, 1)], 0.0002, np.random.default_rng(11))

@@ -14,21 +14,26 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from tabsynth import BoundingBox, GeoPointColumn, Schema, SchemaError, Synthesizer
-from tabsynth.synthesizer import _check_same_kinds
+from tabsynth import (BoundingBox, CategoricalColumn, ContinuousColumn, Encoder, GeoPointColumn, IntegerColumn, Schema,
+                      SchemaError, Synthesizer)
+from tabsynth.synthesizer import _check_same_kinds, _null_free_columns
 from tabsynth.datasets import load_demo
 from tabsynth.privacy.accounting import compute_epsilon
+from tabsynth.privacy.marginals import measure_marginals
 from tabsynth.synthesizer import ModelFileError
 
 FAST = dict(marginal_steps=5, steps=3, batch_size=64, generator_hidden=(16,), discriminator_hidden=(16,), noise_dim=8, seed=0,
             warm_start_epochs=0.02)
 
 
+HOME = GeoPointColumn("home", nullable=True, lat="lat", lon="lon", region=BoundingBox(30, 40, -120, -110))
+
+
 def test_a_geo_pair_shares_one_missing_flag_between_its_two_marginals() -> None:
     rng = np.random.default_rng(1)
     n = 3000
     frame = pd.DataFrame({"lat": rng.uniform(31, 39, n), "lon": rng.uniform(-119, -111, n)})
-    schema = Schema((GeoPointColumn("home", nullable=True, lat="lat", lon="lon", region=BoundingBox(30, 40, -120, -110)),))
+    schema = Schema((HOME,))
     synth = Synthesizer(**{**FAST, "marginal_steps": 50}).fit(frame, epsilon=1.0, schema=schema)
     listed = synth.privacy_report()["ledger"]["entries"][-1]["details"]["columns_drawn_without_nulls"]
     assert set(listed) <= {"home"}  # the pair's name, not its coordinates'
@@ -41,7 +46,25 @@ def cps() -> pd.DataFrame:
     return load_demo("cps_2004").head(1500)
 
 
-def test_columns_whose_dp_count_of_nulls_is_near_zero_are_sampled_without_nulls() -> None:
+def test_the_columns_drawn_without_nulls_are_those_whose_every_noisy_count_of_nulls_is_near_zero() -> None:
+    rng = np.random.default_rng(2)
+    n = 20_000
+    schema = Schema((HOME, CategoricalColumn("pet", nullable=True, categories=("cat", "dog")),
+                     ContinuousColumn("x", nullable=True, lower=0.0, upper=1.0), IntegerColumn("k", lower=0, upper=3)))
+    frame = pd.DataFrame({"lat": rng.uniform(31, 39, n), "lon": rng.uniform(-119, -111, n),
+                          "pet": pd.Series(rng.choice(["cat", "dog", None], n, p=[0.4, 0.4, 0.2]), dtype=object),
+                          "x": rng.random(n), "k": rng.integers(0, 4, n)})
+    encoder = Encoder(schema)
+    specs = encoder.cell_specs
+    cells = encoder.marginal_cells(encoder.encode_compact(frame))[0]
+    measured = measure_marginals([cells], [spec.size for spec in specs], [], 0.05, np.random.default_rng(3),
+                                 missing=[spec.missing is not None for spec in specs])
+    columns, marginals = _null_free_columns(encoder, measured)
+    assert columns == ["home", "x"]
+    assert sorted(specs[j].name for j in marginals) == ["lat", "lon", "x"]
+
+
+def test_columns_whose_dp_count_of_nulls_is_near_zero_are_sampled_without_nulls(tmp_path: Path) -> None:
     # Discovery makes every float column nullable; the DP count of nulls tells which have none (a column
     # without nulls is listed unless its noise exceeds three stds: 0.1% of fits, hence no assertion on which).
     rng = np.random.default_rng(0)
@@ -54,6 +77,9 @@ def test_columns_whose_dp_count_of_nulls_is_near_zero_are_sampled_without_nulls(
     assert set(listed) <= {"complete"}
     assert all(sample[name].isna().sum() == 0 for name in listed)
     assert 0.2 < sample["gappy"].isna().mean() < 0.4
+    synth.save(tmp_path / "model.tabsynth")  # the suppression lives in the weights
+    loaded = Synthesizer.load(tmp_path / "model.tabsynth").sample(5000, seed=0)
+    assert all(loaded[name].isna().sum() == 0 for name in listed)
 
 
 @pytest.fixture(scope="module")

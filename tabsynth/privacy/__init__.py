@@ -2,6 +2,7 @@
 
 from tabsynth.privacy.accounting import (
     ACCOUNTANTS,
+    DEFAULT_ACCOUNTANT,
     RDP_ORDERS,
     allocate_group_noise,
     calibrate_noise_multiplier,
@@ -21,6 +22,7 @@ from tabsynth.privacy.mechanisms import (
 
 __all__ = [
     "ACCOUNTANTS",
+    "DEFAULT_ACCOUNTANT",
     "RDP_ORDERS",
     "BudgetExceededError",
     "DiscoveryWarning",

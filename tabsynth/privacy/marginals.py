@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from functools import cached_property
-from typing import Iterable, Sequence
+from typing import Collection, Iterable, Sequence
 
 import numpy as np
 
@@ -109,6 +109,24 @@ class MarginalMeasurements:
         nulls (post-processing; a column with fewer nulls than about that many stds loses them)."""
         return tuple(j for j, (counts, has_missing) in enumerate(zip(self.one_way, missing, strict=True))
                      if has_missing and counts[-1] < NULL_FREE_STDS * self.one_way_std)
+
+    def without_nulls(self, marginals: Collection[int]) -> MarginalMeasurements:
+        """These counts with the missing cell of each of ``marginals`` (``null_free``) set to 0, one-way
+        and in every pair (a missing cell is its marginal's last group): one set of targets for the fit
+        and for sampling (post-processing)."""
+        if not marginals:
+            return self
+        one_way = tuple(np.append(c[:-1], 0.0) if j in marginals else c for j, c in enumerate(self.one_way))
+        two_way = []
+        for m, (a, b) in enumerate(self.pairs):
+            rows, columns = (int(g.max()) + 1 for g in self.pair_axes(m))
+            counts = np.array(self.two_way[m], dtype=np.float64).reshape(rows, columns)
+            if a in marginals:
+                counts[-1, :] = 0.0
+            if b in marginals:
+                counts[:, -1] = 0.0
+            two_way.append(counts.ravel())
+        return replace(self, one_way=one_way, two_way=tuple(two_way))
 
     def details(self) -> dict[str, object]:
         """What the ledger records about the mechanism (no counts)."""
