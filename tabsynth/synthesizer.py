@@ -94,7 +94,7 @@ class Settings:
     discovery_fraction: float = 0.3
     new_category_fraction: float = 0.02
     marginal_fraction: float = 0.7
-    marginal_pairs: int = 128
+    marginal_pairs: int | None = None
     marginal_weight: float = 5.0
     marginal_steps: int = 3000
     marginal_lr: float = 6e-3
@@ -114,8 +114,9 @@ class Settings:
         values = asdict(self)
         for name in ("noise_dim", "batch_size", "max_steps", "generator_steps", "clip_clusters"):
             values[name] = _integer(name, values[name], 1)
-        for name in ("marginal_pairs", "marginal_steps"):
-            values[name] = _integer(name, values[name], 0)
+        values["marginal_steps"] = _integer("marginal_steps", self.marginal_steps, 0)
+        if self.marginal_pairs is not None:
+            values["marginal_pairs"] = _integer("marginal_pairs", self.marginal_pairs, 0, "None (every pair) or an integer >= 0")
         if self.steps is not None:
             values["steps"] = _integer("steps", self.steps, 1)
         if self.seed is not None:
@@ -204,7 +205,8 @@ class Synthesizer:
     table) and ``new_category_fraction`` (with a public table: private categories the schema lacks, by
     DP discovery; 0 skips it); the DP marginals: ``marginal_fraction`` (share of the zCDP budget left
     for training that one Gaussian mechanism spends on all one-way and two-way marginals, composed
-    with DP-SGD by the accountant; 0 turns them off), ``marginal_pairs`` (most two-way marginals),
+    with DP-SGD by the accountant; 0 turns them off), ``marginal_pairs`` (None, the default: every pair of
+    at most 4,096 cells, coarse where its noise needs it; a number caps them),
     ``marginal_steps`` generator steps fitting them alone at ``marginal_lr`` before the GAN (the step
     count and rate at low noise; for noisier marginals, e.g. at epsilon 0.3 on 30,000 rows, down to
     4/5 of the steps and a third of the rate), and
@@ -468,11 +470,11 @@ class Synthesizer:
         measured = measure_marginals(chunks, sizes, pairs, rho, rng, coarsen, missing, ordered)
         if cells is None:
             return measured
-        # Public data is free: the measurements shrink towards it, and pairs left unmeasured (the
-        # next most dependent on it, as many again at most, up to PUBLIC_PAIR_CELLS cells: there is
-        # no noise to spread) take their dependence from it.
-        more = choose_pairs(bounds, 2 * s.marginal_pairs, public_cells, coarse_bounds, public_coarse_cells,
-                            max_cells=PUBLIC_PAIR_CELLS)
+        # Public data is free: the measurements shrink towards it, and pairs left unmeasured (past a
+        # cap, the next most dependent on it, as many again at most; pairs of up to PUBLIC_PAIR_CELLS
+        # cells: there is no noise to spread) take their dependence from it.
+        limit = None if s.marginal_pairs is None else 2 * s.marginal_pairs
+        more = choose_pairs(bounds, limit, public_cells, coarse_bounds, public_coarse_cells, max_cells=PUBLIC_PAIR_CELLS)
         return with_public_pairs(public_prior(measured, cells), cells, [p for p in more if p not in pairs])
 
     # --- sampling -------------------------------------------------------------------------

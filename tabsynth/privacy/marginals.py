@@ -1,8 +1,8 @@
 """DP marginal measurements: every one-way marginal and the two-way marginals, by one Gaussian mechanism.
 
 Which marginals are measured depends on the schema alone (every pair of at most ``MAX_PAIR_CELLS``
-cells; when more than ``max_pairs`` qualify, the smallest, or the most dependent on a public table),
-so choosing them costs nothing. A number's one-way cells are fine (100 without knots); in two-way
+cells; when a cap ``max_pairs`` is set and more qualify, the smallest, or the most dependent on a
+public table), so choosing them costs nothing. A number's one-way cells are fine (100 without knots); in two-way
 marginals its cells merge into at most ``PAIR_RESOLUTION`` runs of about equal noisy one-way mass
 (``pair_groups``: post-processing of the one-way release, so the pairs' noise is spread over few
 cells where the data is). A pair that is still too large for its noise (``fine_pair_cells``: at
@@ -226,12 +226,12 @@ def dependence(cells: np.ndarray, sizes: Sequence[int], pairs: Sequence[tuple[in
                      for (a, b), joint in zip(pairs, two, strict=True)])
 
 
-def choose_pairs(sizes: Sequence[int], max_pairs: int, public_cells: np.ndarray | None = None,
+def choose_pairs(sizes: Sequence[int], max_pairs: int | None, public_cells: np.ndarray | None = None,
                  coarse_sizes: Sequence[int] | None = None, public_coarse_cells: np.ndarray | None = None,
                  max_cells: int = MAX_PAIR_CELLS) -> list[tuple[int, int]]:
     """The two-way marginals to measure: every pair of at most ``max_cells`` cells (over
-    ``coarse_sizes`` where ``sizes`` give it more), or, when more than ``max_pairs`` qualify, those
-    most dependent on the public table (without one: the smallest). ``sizes`` and ``public_cells``
+    ``coarse_sizes`` where ``sizes`` give it more), or, when more than ``max_pairs`` qualify (None: no
+    cap), those most dependent on the public table (without one: the smallest). ``sizes`` and ``public_cells``
     are as the marginals enter the pairs (after ``pair_groups``), ``coarse_*`` as they enter coarse pairs."""
     coarse_sizes = sizes if coarse_sizes is None else coarse_sizes
     coarse_cells = public_cells if public_coarse_cells is None else public_coarse_cells
@@ -243,7 +243,7 @@ def choose_pairs(sizes: Sequence[int], max_pairs: int, public_cells: np.ndarray 
             elif coarse_sizes[a] * coarse_sizes[b] <= max_cells:
                 coarse.append((a, b))
     pairs = fine + coarse
-    if len(pairs) <= max_pairs:
+    if max_pairs is None or len(pairs) <= max_pairs:
         return sorted(pairs)
     if public_cells is not None:
         score = -np.concatenate([dependence(public_cells, sizes, fine),
