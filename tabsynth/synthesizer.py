@@ -463,11 +463,18 @@ class Synthesizer:
             counts = histograms(cells, sizes)
             public_cells = group_cells(cells, pair_groups(counts, coarsen, missing))
             public_coarse_cells = group_cells(cells, pair_groups(counts, ordered, missing))
+        # Without public data, a pair too large even coarse (a category of hundreds of values) is
+        # measured with its light categories merged by mass, or nothing would measure it; with it,
+        # the public pair at finer resolution does better (ACS at eps = 1, 2-way TVD 0.035 against
+        # 0.037 with its 6 such pairs measured merged).
+        merge = [spec.kind == "softmax" and not spec.binned for spec in specs] if cells is None else None
         bounds, coarse_bounds = pair_size_bounds(sizes, coarsen, missing), pair_size_bounds(sizes, ordered, missing)
-        pairs = choose_pairs(bounds, s.marginal_pairs, public_cells, coarse_bounds, public_coarse_cells)
+        merged_bounds = pair_size_bounds(sizes, ordered, missing, by_mass=merge)
+        pairs = choose_pairs(bounds, s.marginal_pairs, public_cells, coarse_bounds, public_coarse_cells,
+                             merged_sizes=merged_bounds)
         chunks = (encoder.marginal_cells(chunk)[0] for chunk in data.chunks())
         rho = s.marginal_fraction * zcdp_budget(epsilon, delta, s.accountant)
-        measured = measure_marginals(chunks, sizes, pairs, rho, rng, coarsen, missing, ordered)
+        measured = measure_marginals(chunks, sizes, pairs, rho, rng, coarsen, missing, ordered, merge)
         if cells is None:
             return measured
         # Public data is free: the measurements shrink towards it, and pairs left unmeasured (past a

@@ -20,8 +20,8 @@ from tabsynth.privacy.accounting import RDP_ORDERS, calibrate_noise_multiplier, 
 from tabsynth.encoding import NUMBER_CELLS
 from tabsynth.privacy.marginals import (MAX_PAIR_CELLS, PAIR_RESOLUTION, MarginalMeasurements, choose_pairs, count_chunks,
                                         fine_pair_cells,
-                                        measure_marginals, noisy_dependence, pair_counts, pair_groups, public_prior,
-                                        with_public_pairs)
+                                        measure_marginals, noisy_dependence, pair_counts, pair_groups,
+                                        pair_size_bounds, public_prior, with_public_pairs)
 from tabsynth.training import (MARGINAL_NOISE_REF, SQUARED_WEIGHT, MarginalLoss, marginal_learning_rate,
                                marginal_step_count)
 
@@ -410,6 +410,52 @@ def test_wide_marginals_enter_pairs_as_runs_of_about_equal_mass() -> None:
     assert groups[4].tolist() == list(range(5))  # narrow enough already
 
 
+def test_a_wide_category_merges_its_light_categories_by_rank_of_mass() -> None:
+    zipf = 1000.0 / np.arange(1, 43)  # 42 categories (a country column): a few heavy, a long light tail
+    shuffled = np.random.default_rng(0).permutation(42)
+    counts = np.append(zipf[shuffled], 7.0)  # and a missing cell
+    groups = pair_groups([counts, np.ones(12)], coarsen=[False, False], missing=[True, False], resolution=10,
+                         by_mass=[True, True])[0]
+    assert groups[-1] == groups[:-1].max() + 1 <= 10  # at most 10 groups of categories, the missing cell apart, last
+    heaviest = shuffled.argsort()[:2]  # the two heaviest categories: each more than a tenth of the mass
+    assert all(np.sum(groups[:-1] == groups[k]) == 1 for k in heaviest)
+    assert np.bincount(groups[:-1]).max() > 5  # the light tail shares groups
+    mass = np.bincount(groups[:-1], weights=counts[:-1])
+    assert mass.min() > 0.5 * counts[:-1].sum() / 10  # each group holds about a tenth of the mass or more
+    narrow = pair_groups([counts, np.ones(12)], coarsen=[False, False], missing=[True, False], resolution=12,
+                         by_mass=[True, True])[1]
+    assert narrow.tolist() == list(range(12))  # no more categories than the resolution: kept apart
+
+
+def test_a_pair_too_large_even_coarse_is_chosen_when_it_fits_with_categories_merged() -> None:
+    sizes, ordered, missing = [300, 74, 3], [False, True, False], [False] * 3
+    coarse = pair_size_bounds(sizes, ordered, missing)
+    merged = pair_size_bounds(sizes, ordered, missing, by_mass=[True, False, True])
+    assert coarse == [300, PAIR_RESOLUTION, 3] and merged == [PAIR_RESOLUTION, PAIR_RESOLUTION, 3]
+    assert choose_pairs(sizes, None, coarse_sizes=coarse) == [(0, 2), (1, 2)]  # 300 x 20 cells: too many
+    assert choose_pairs(sizes, None, coarse_sizes=coarse, merged_sizes=merged) == [(0, 1), (0, 2), (1, 2)]
+
+
+def test_only_a_pair_too_large_even_coarse_is_measured_with_categories_merged() -> None:
+    rng = np.random.default_rng(0)
+    n = 40_000
+    industry = np.minimum(rng.zipf(1.3, n) - 1, 299)  # 300 categories, most of them rare
+    age = rng.integers(0, 74, n)
+    cells = np.column_stack([industry, age, rng.integers(0, 13, n)])
+    measured = measure_marginals([cells], [300, 74, 13], [(0, 1), (0, 2), (1, 2)], 1e12, rng,
+                                 coarsen=[False] * 3, missing=[False] * 3, ordered=[False, True, False],
+                                 unordered=[True, False, True])
+    assert measured.merged == (True, False, False)  # 300 x 20 coarse cells; the others fit without merging
+    assert measured.coarse == (True, False, False)  # 300 x 13 and 74 x 13 cells fit as they are
+    rows, columns = measured.pair_axes(0)
+    assert rows.max() + 1 <= PAIR_RESOLUTION and columns.max() + 1 == PAIR_RESOLUTION
+    assert len(np.unique(measured.pair_axes(1)[0])) == 300  # every category apart where the pair fits
+    expected = np.bincount(rows[cells[:, 0]] * (columns.max() + 1) + columns[cells[:, 1]],
+                           minlength=(rows.max() + 1) * (columns.max() + 1))
+    np.testing.assert_allclose(measured.two_way[0], expected, atol=1e-3)
+    assert measured.details()["two_way_marginals_with_merged_categories"] == 1
+
+
 def test_two_way_marginals_are_counted_over_the_groups_of_the_noisy_one_way_counts() -> None:
     rng = np.random.default_rng(0)
     cells = np.column_stack([rng.integers(0, 100, 5000), rng.integers(0, 3, 5000)])
@@ -478,6 +524,17 @@ def test_a_pair_too_large_at_full_resolution_is_measured_over_runs_of_both_order
     assert measured.details()["coarse_two_way_marginals"] == 1
 
 
+def estimates_over_pair_axes(probs: list[torch.Tensor], measured: MarginalMeasurements) -> torch.Tensor:
+    """The one-way cells' and pairs' probabilities, each pair over its axes as measured, computed directly."""
+    def folded(m: int) -> torch.Tensor:
+        (a, b), (rows, columns) = measured.pairs[m], measured.pair_axes(m)
+        grouped = [torch.zeros(len(probs[j]), int(g.max()) + 1).index_add_(1, torch.as_tensor(g), probs[j])
+                   for j, g in ((a, rows), (b, columns))]
+        return (grouped[0].t() @ grouped[1] / len(probs[a])).ravel()
+
+    return torch.cat([p.mean(0) for p in probs] + [folded(m) for m in range(len(measured.pairs))])
+
+
 def test_the_marginal_loss_estimates_a_coarse_pair_over_its_coarse_groups() -> None:
     wide = tuple(f"k{i}" for i in range(60))  # 74 x 60 cells: too many, and a category cannot be coarsened
     encoder = Encoder(Schema((IntegerColumn("age", lower=0, upper=73), IntegerColumn("hours", lower=0, upper=98),
@@ -496,16 +553,26 @@ def test_the_marginal_loss_estimates_a_coarse_pair_over_its_coarse_groups() -> N
     # One coarse axis each for age and hours; the category enters its coarse pair on its own axis.
     assert loss.pair_width == sum(sizes) + 2 * PAIR_RESOLUTION
     raw = torch.randn(64, heads.raw_dim, generator=torch.Generator().manual_seed(0))
-    probs = SoftCells(specs)(raw)
+    torch.testing.assert_close(loss.estimates(raw), estimates_over_pair_axes(SoftCells(specs)(raw), measured))
 
-    def folded(m: int) -> torch.Tensor:
-        (a, b), (rows, columns) = pairs[m], measured.pair_axes(m)
-        grouped = [torch.zeros(64, int(g.max()) + 1).index_add_(1, torch.as_tensor(g), probs[j])
-                   for j, g in ((a, rows), (b, columns))]
-        return (grouped[0].t() @ grouped[1] / 64).ravel()
 
-    expected = torch.cat([p.mean(0) for p in probs] + [folded(m) for m in range(len(pairs))])
-    torch.testing.assert_close(loss.estimates(raw), expected)
+def test_the_marginal_loss_estimates_a_merged_pair_over_its_merged_groups() -> None:
+    industries = tuple(f"i{i}" for i in range(300))
+    encoder = Encoder(Schema((IntegerColumn("age", lower=0, upper=73), CategoricalColumn("ind", categories=industries),
+                              CategoricalColumn("c", categories=("a", "b", "c")))))
+    specs = encoder.cell_specs
+    sizes = [spec.size for spec in specs]
+    rng = np.random.default_rng(0)
+    cells = np.column_stack([rng.integers(0, 74, 5000), np.minimum(rng.zipf(1.3, 5000) - 1, 299),
+                             rng.integers(0, 3, 5000)])
+    pairs = [(0, 1), (1, 2)]
+    measured = measure_marginals([cells], sizes, pairs, 1.0, rng, coarsen=[False] * 3, missing=[False] * 3,
+                                 ordered=[True, False, False], unordered=[False, True, True])
+    assert measured.merged == (True, False)
+    heads, specs = raw_specs(encoder)
+    loss = MarginalLoss(specs, measured, "cpu")
+    raw = torch.randn(64, heads.raw_dim, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(loss.estimates(raw), estimates_over_pair_axes(SoftCells(specs)(raw), measured))
 
 
 def one_category_loss(probabilities: tuple[float, ...]) -> MarginalLoss:

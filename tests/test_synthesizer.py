@@ -130,7 +130,7 @@ def test_public_data_shrinks_the_marginals_and_fills_the_pairs_left_unmeasured(c
 
 def test_every_pair_of_a_wide_table_is_measured_unless_capped() -> None:
     # 18 columns: 153 pairs, more than the cap of 128 there was (ACS without public data, eps = 1:
-    # 2-way TVD 0.091 with the 128 smallest pairs measured, 0.055 with all 225 that fit).
+    # 2-way TVD 0.091 with the 128 smallest pairs measured, 0.055 with all 225 that fit of 231).
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({f"c{i}": rng.choice(["a", "b", "c"], 400) for i in range(18)}).astype(str)
     schema = Schema(tuple(CategoricalColumn(f"c{i}", categories=("a", "b", "c")) for i in range(18)))
@@ -138,6 +138,29 @@ def test_every_pair_of_a_wide_table_is_measured_unless_capped() -> None:
     assert every["two_way_marginals"] == 18 * 17 // 2
     capped = Synthesizer(**FAST, marginal_pairs=20).fit(frame, epsilon=1.0, schema=schema).privacy_report()["marginals"]
     assert capped["two_way_marginals"] == 20
+
+
+def coded_frame(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"code": rng.choice([f"k{i}" for i in range(300)], n), "age": rng.integers(0, 74, n),
+                         "flag": rng.choice(["y", "n"], n)}).astype({"code": str, "flag": str})
+
+
+CODED = Schema((CategoricalColumn("code", categories=tuple(f"k{i}" for i in range(300))),
+                IntegerColumn("age", lower=0, upper=73), CategoricalColumn("flag", categories=("y", "n"))))
+
+
+def test_a_category_of_hundreds_of_values_enters_its_largest_pair_merged_by_mass() -> None:
+    marginals = Synthesizer(**FAST).fit(coded_frame(3000, 0), epsilon=1.0, schema=CODED).privacy_report()["marginals"]
+    assert marginals["two_way_marginals"] == 3  # code x age: 300 x 20 cells even coarse, measured merged
+    assert marginals["two_way_marginals_with_merged_categories"] == 1
+
+
+def test_with_public_data_a_pair_too_large_to_measure_comes_from_the_public_table() -> None:
+    synth = Synthesizer(**FAST).fit(coded_frame(3000, 0), epsilon=1.0, schema=CODED, public=coded_frame(3000, 1))
+    marginals = synth.privacy_report()["marginals"]
+    assert marginals["two_way_marginals"] == 2 and marginals["two_way_marginals_with_merged_categories"] == 0
+    assert marginals["two_way_marginals_from_public_table"] == 1  # code x age, at full resolution
 
 
 @pytest.mark.parametrize("epsilon", [0.3, 1.0, 3.0])

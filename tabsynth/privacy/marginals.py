@@ -55,6 +55,7 @@ class MarginalMeasurements:
     rho: float
     groups: tuple[np.ndarray, ...]  # per marginal: each cell's cell in the two-way marginals
     coarse_groups: tuple[np.ndarray, ...] | None = None  # per marginal: its cells in coarse pairs (None: as groups)
+    merged_groups: tuple[np.ndarray, ...] | None = None  # per marginal: its cells in merged pairs (None: none)
     public_prior: bool = False  # the counts were shrunk towards a public table's (``public_prior``)
     public_pairs: int = 0  # the last pairs are not measured: from a public table (``with_public_pairs``)
     pair_noise: tuple[float, ...] = ()  # per pair, the sum of its cells' noise stds as the counts stand (empty: raw)
@@ -73,17 +74,36 @@ class MarginalMeasurements:
     @cached_property
     def coarse(self) -> tuple[bool, ...]:
         """Per pair: measured over ``coarse_groups``, as it has more cells over ``groups`` than
-        ``fine_cells`` (a public pair: ``PUBLIC_PAIR_CELLS``) and fewer over ``coarse_groups``."""
+        ``fine_cells`` (a public pair: ``PUBLIC_PAIR_CELLS``) and fewer over ``coarse_groups``, or
+        over ``merged_groups`` (``merged``)."""
         sizes, measured = self.pair_sizes, len(self.pairs) - self.public_pairs
         coarse_sizes = tuple(int(g.max()) + 1 for g in self.coarse_groups) if self.coarse_groups else sizes
         return tuple(sizes[a] * sizes[b] > (self.fine_cells if m < measured else PUBLIC_PAIR_CELLS)
-                     and coarse_sizes[a] * coarse_sizes[b] < sizes[a] * sizes[b]
+                     and (coarse_sizes[a] * coarse_sizes[b] < sizes[a] * sizes[b] or merge)
+                     for m, ((a, b), merge) in enumerate(zip(self.pairs, self._needs_merging, strict=True)))
+
+    @cached_property
+    def merged(self) -> tuple[bool, ...]:
+        """Per pair: measured over ``merged_groups`` (coarse, light categories merged by mass), as it
+        has more cells over ``coarse_groups`` than ``MAX_PAIR_CELLS`` (a public pair:
+        ``PUBLIC_PAIR_CELLS``) and fewer over ``merged_groups``: only so can it be measured at all."""
+        return tuple(coarse and merge for coarse, merge in zip(self.coarse, self._needs_merging, strict=True))
+
+    @cached_property
+    def _needs_merging(self) -> tuple[bool, ...]:
+        if self.merged_groups is None:
+            return (False,) * len(self.pairs)
+        measured = len(self.pairs) - self.public_pairs
+        coarse_sizes = tuple(int(g.max()) + 1 for g in (self.coarse_groups or self.groups))
+        merged_sizes = tuple(int(g.max()) + 1 for g in self.merged_groups)
+        return tuple(coarse_sizes[a] * coarse_sizes[b] > (MAX_PAIR_CELLS if m < measured else PUBLIC_PAIR_CELLS)
+                     and merged_sizes[a] * merged_sizes[b] < coarse_sizes[a] * coarse_sizes[b]
                      for m, (a, b) in enumerate(self.pairs))
 
     def pair_axes(self, m: int) -> tuple[np.ndarray, np.ndarray]:
         """The groups of pair ``m``'s two marginals, as it was measured."""
         a, b = self.pairs[m]
-        groups = self.coarse_groups if self.coarse[m] else self.groups
+        groups = self.merged_groups if self.merged[m] else self.coarse_groups if self.coarse[m] else self.groups
         return groups[a], groups[b]
 
     @property
@@ -132,7 +152,8 @@ class MarginalMeasurements:
         """What the ledger records about the mechanism (no counts)."""
         measured = len(self.pairs) - self.public_pairs
         return {"one_way_marginals": len(self.one_way), "two_way_marginals": measured,
-                "coarse_two_way_marginals": sum(self.coarse[:measured]), "two_way_resolution": PAIR_RESOLUTION,
+                "coarse_two_way_marginals": sum(self.coarse[:measured]),
+                "two_way_marginals_with_merged_categories": sum(self.merged[:measured]), "two_way_resolution": PAIR_RESOLUTION,
                 "two_way_full_resolution_cells": self.fine_cells,
                 "two_way_cells": int(sum(len(c) for c in self.two_way[:measured])),
                 "one_way_noise_std": self.one_way_std, "two_way_noise_std": self.two_way_std,
@@ -154,16 +175,26 @@ def pair_counts(cells: np.ndarray, sizes: Sequence[int], pairs: Sequence[tuple[i
 
 
 def pair_groups(counts: Sequence[np.ndarray], coarsen: Sequence[bool], missing: Sequence[bool],
-                resolution: int = PAIR_RESOLUTION, empty: float = 0.0) -> tuple[np.ndarray, ...]:
+                resolution: int = PAIR_RESOLUTION, empty: float = 0.0,
+                by_mass: Sequence[bool] | None = None) -> tuple[np.ndarray, ...]:
     """Each marginal's cells as they enter two-way marginals, from its (noisy) one-way ``counts``: a
     marginal to ``coarsen`` (ordered cells) of more than ``resolution`` values is cut into
     ``resolution`` runs of neighbouring cells (``_merged_runs``; a cell of at most ``empty`` counts
-    is empty); other cells and a last, missing cell stay apart. Post-processing: free."""
+    is empty); one to merge ``by_mass`` (unordered cells: categories) of more than ``resolution``
+    values keeps its heavy cells apart and joins its light ones in runs of their rank by mass
+    (``_equal_mass_runs`` over the cells sorted by mass); other cells and a last, missing cell stay
+    apart. Post-processing: free."""
     groups = []
-    for count, coarse, has_missing in zip(counts, coarsen, missing, strict=True):
+    for count, coarse, ranked, has_missing in zip(counts, coarsen, by_mass or [False] * len(counts), missing,
+                                                  strict=True):
         values = len(count) - int(has_missing)
+        mass = np.clip(np.asarray(count[:values], dtype=np.float64), 0.0, None)
         if coarse and values > resolution:
-            merged = _merged_runs(np.clip(np.asarray(count[:values], dtype=np.float64), 0.0, None), resolution, empty)
+            merged = _merged_runs(mass, resolution, empty)
+        elif ranked and values > resolution:
+            order = np.argsort(-mass, kind="stable")
+            merged = np.empty(values, dtype=np.int64)
+            merged[order] = _equal_mass_runs(mass[order], resolution)
         else:
             merged = np.arange(values)
         groups.append(np.append(merged, merged[-1] + 1) if has_missing else merged)
@@ -174,21 +205,27 @@ def _merged_runs(mass: np.ndarray, runs: int, empty: float) -> np.ndarray:
     """Each cell's run of neighbouring cells, at most ``runs`` of them: when at most ``runs`` cells hold
     more than ``empty`` and no two of them are neighbours (a number's point masses, with empty gaps
     between), each of those is a run and an empty cell joins the run on its left; else runs of
-    about equal shares of the mass (a heavy cell is a run of its own)."""
+    about equal shares of the mass (``_equal_mass_runs``)."""
     held = mass > empty
     if 0 < held.sum() <= runs and not (held[1:] & held[:-1]).any():
         owner = np.maximum.accumulate(np.where(held, np.arange(len(mass)), -1))
         return np.unique(np.where(owner < 0, int(np.argmax(held)), owner), return_inverse=True)[1]
+    return _equal_mass_runs(mass, runs)
+
+
+def _equal_mass_runs(mass: np.ndarray, runs: int) -> np.ndarray:
+    """Each cell's run (numbered from 0) among at most ``runs`` runs of neighbouring cells of about
+    equal shares of the mass; a cell heavier than a share is a run of its own."""
     mass = mass + 1e-9
     middle = (np.cumsum(mass) - mass / 2) / mass.sum()  # where each cell's share sits, in (0, 1)
     return np.unique(np.minimum((middle * runs).astype(np.int64), runs - 1), return_inverse=True)[1]
 
 
 def pair_size_bounds(sizes: Sequence[int], coarsen: Sequence[bool], missing: Sequence[bool],
-                     resolution: int = PAIR_RESOLUTION) -> list[int]:
+                     resolution: int = PAIR_RESOLUTION, by_mass: Sequence[bool] | None = None) -> list[int]:
     """The most cells each marginal can have in two-way marginals (``pair_groups``), from the schema alone."""
-    return [min(size - int(m), resolution) + int(m) if c else size
-            for size, c, m in zip(sizes, coarsen, missing, strict=True)]
+    return [min(size - int(m), resolution) + int(m) if c or r else size
+            for size, c, r, m in zip(sizes, coarsen, by_mass or [False] * len(sizes), missing, strict=True)]
 
 
 def group_cells(cells: np.ndarray, groups: Sequence[np.ndarray]) -> np.ndarray:
@@ -228,29 +265,31 @@ def dependence(cells: np.ndarray, sizes: Sequence[int], pairs: Sequence[tuple[in
 
 def choose_pairs(sizes: Sequence[int], max_pairs: int | None, public_cells: np.ndarray | None = None,
                  coarse_sizes: Sequence[int] | None = None, public_coarse_cells: np.ndarray | None = None,
-                 max_cells: int = MAX_PAIR_CELLS) -> list[tuple[int, int]]:
+                 max_cells: int = MAX_PAIR_CELLS, merged_sizes: Sequence[int] | None = None,
+                 public_merged_cells: np.ndarray | None = None) -> list[tuple[int, int]]:
     """The two-way marginals to measure: every pair of at most ``max_cells`` cells (over
-    ``coarse_sizes`` where ``sizes`` give it more), or, when more than ``max_pairs`` qualify (None: no
-    cap), those most dependent on the public table (without one: the smallest). ``sizes`` and ``public_cells``
-    are as the marginals enter the pairs (after ``pair_groups``), ``coarse_*`` as they enter coarse pairs."""
-    coarse_sizes = sizes if coarse_sizes is None else coarse_sizes
-    coarse_cells = public_cells if public_coarse_cells is None else public_coarse_cells
-    fine, coarse = [], []
+    ``coarse_sizes`` where ``sizes`` give it more, over ``merged_sizes`` where those do), or, when more
+    than ``max_pairs`` qualify (None: no cap), those most dependent on the public table (without
+    one: the smallest). ``sizes`` and ``public_cells`` are as the marginals enter the pairs (after
+    ``pair_groups``), ``coarse_*`` as they enter coarse pairs, ``merged_*`` merged ones."""
+    levels = [(sizes, public_cells)]
+    levels.append((sizes if coarse_sizes is None else coarse_sizes,
+                   public_cells if public_coarse_cells is None else public_coarse_cells))
+    levels.append((levels[1][0] if merged_sizes is None else merged_sizes,
+                   levels[1][1] if public_merged_cells is None else public_merged_cells))
+    chosen: list[list[tuple[int, int]]] = [[], [], []]
     for a in range(len(sizes)):
         for b in range(a + 1, len(sizes)):
-            if sizes[a] * sizes[b] <= max_cells:
-                fine.append((a, b))
-            elif coarse_sizes[a] * coarse_sizes[b] <= max_cells:
-                coarse.append((a, b))
-    pairs = fine + coarse
+            level = next((i for i, (s, _) in enumerate(levels) if s[a] * s[b] <= max_cells), None)
+            if level is not None:
+                chosen[level].append((a, b))
+    pairs = [pair for level in chosen for pair in level]
     if max_pairs is None or len(pairs) <= max_pairs:
         return sorted(pairs)
     if public_cells is not None:
-        score = -np.concatenate([dependence(public_cells, sizes, fine),
-                                 dependence(coarse_cells, coarse_sizes, coarse)])
+        score = -np.concatenate([dependence(cells, s, level) for (s, cells), level in zip(levels, chosen, strict=True)])
     else:
-        score = np.array([sizes[a] * sizes[b] for a, b in fine]
-                         + [coarse_sizes[a] * coarse_sizes[b] for a, b in coarse])
+        score = np.array([s[a] * s[b] for (s, _), level in zip(levels, chosen, strict=True) for a, b in level])
     return sorted(pairs[i] for i in np.argsort(score, kind="stable")[:max_pairs])
 
 
@@ -373,15 +412,17 @@ def dependence_stars(measured: MarginalMeasurements, names: Sequence[str], eligi
 
 def measure_marginals(chunks: Iterable[np.ndarray], sizes: Sequence[int], pairs: Sequence[tuple[int, int]],
                       rho: float, rng: np.random.Generator, coarsen: Sequence[bool] | None = None,
-                      missing: Sequence[bool] | None = None, ordered: Sequence[bool] | None = None
-                      ) -> MarginalMeasurements:
+                      missing: Sequence[bool] | None = None, ordered: Sequence[bool] | None = None,
+                      unordered: Sequence[bool] | None = None) -> MarginalMeasurements:
     """Release every one-way marginal and the two-way marginals of ``pairs`` as a rho-zCDP Gaussian mechanism.
 
     ``chunks`` yields the private rows' cells (n x k, from ``Encoder.marginal_cells``); it is read once.
     The two-way marginals are over ``pair_groups`` of the noisy one-way marginals (``coarsen`` and
     ``missing`` say which marginals may be coarsened and which end in a missing cell; None: none); a
     pair of more than ``fine_pair_cells`` cells so is measured over coarse groups, in which the
-    ``ordered`` marginals (default: those to ``coarsen``) are coarsened too.
+    ``ordered`` marginals (default: those to ``coarsen``) are coarsened too; a pair still larger than
+    ``MAX_PAIR_CELLS`` so is measured with the light cells of its ``unordered`` marginals (categories;
+    default: none) merged by mass as well (``pair_groups``).
     """
     sizes = tuple(int(s) for s in sizes)
     k = len(sizes)
@@ -398,9 +439,11 @@ def measure_marginals(chunks: Iterable[np.ndarray], sizes: Sequence[int], pairs:
     coarsen, missing = coarsen or [False] * k, missing or [False] * k
     empty = EMPTY_CELL_STDS * one_std
     groups = pair_groups(noisy_one, coarsen, missing, empty=empty)
-    coarse_groups = pair_groups(noisy_one, [c or o for c, o in zip(coarsen, ordered or coarsen, strict=True)], missing,
-                                empty=empty)
-    measured = MarginalMeasurements(sizes, noisy_one, pairs, (), one_std, two_std, rho, groups, coarse_groups)
+    coarse = [c or o for c, o in zip(coarsen, ordered or coarsen, strict=True)]
+    coarse_groups = pair_groups(noisy_one, coarse, missing, empty=empty)
+    merged_groups = pair_groups(noisy_one, coarse, missing, empty=empty, by_mass=unordered) if unordered else None
+    measured = MarginalMeasurements(sizes, noisy_one, pairs, (), one_std, two_std, rho, groups, coarse_groups,
+                                    merged_groups)
     if pairs:
         measured = replace(measured, fine_cells=fine_pair_cells(two_std, measured.total))
     axes = [measured.pair_axes(m) for m in range(len(pairs))]
