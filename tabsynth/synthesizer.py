@@ -469,7 +469,7 @@ class Synthesizer:
         # 0.037 with its 6 such pairs measured merged).
         merge = [spec.kind == "softmax" and not spec.binned for spec in specs] if cells is None else None
         bounds, coarse_bounds = pair_size_bounds(sizes, coarsen, missing), pair_size_bounds(sizes, ordered, missing)
-        merged_bounds = pair_size_bounds(sizes, ordered, missing, by_mass=merge)
+        merged_bounds = pair_size_bounds(sizes, ordered, missing, by_mass=merge) if merge else None
         pairs = choose_pairs(bounds, s.marginal_pairs, public_cells, coarse_bounds, public_coarse_cells,
                              merged_sizes=merged_bounds)
         chunks = (encoder.marginal_cells(chunk)[0] for chunk in data.chunks())

@@ -434,6 +434,8 @@ def test_a_pair_too_large_even_coarse_is_chosen_when_it_fits_with_categories_mer
     assert coarse == [300, PAIR_RESOLUTION, 3] and merged == [PAIR_RESOLUTION, PAIR_RESOLUTION, 3]
     assert choose_pairs(sizes, None, coarse_sizes=coarse) == [(0, 2), (1, 2)]  # 300 x 20 cells: too many
     assert choose_pairs(sizes, None, coarse_sizes=coarse, merged_sizes=merged) == [(0, 1), (0, 2), (1, 2)]
+    with pytest.raises(ValueError, match="without a public table"):
+        choose_pairs(sizes, None, np.zeros((5, 3), dtype=np.int64), coarse, merged_sizes=merged)
 
 
 def test_only_a_pair_too_large_even_coarse_is_measured_with_categories_merged() -> None:

@@ -265,18 +265,19 @@ def dependence(cells: np.ndarray, sizes: Sequence[int], pairs: Sequence[tuple[in
 
 def choose_pairs(sizes: Sequence[int], max_pairs: int | None, public_cells: np.ndarray | None = None,
                  coarse_sizes: Sequence[int] | None = None, public_coarse_cells: np.ndarray | None = None,
-                 max_cells: int = MAX_PAIR_CELLS, merged_sizes: Sequence[int] | None = None,
-                 public_merged_cells: np.ndarray | None = None) -> list[tuple[int, int]]:
+                 max_cells: int = MAX_PAIR_CELLS, merged_sizes: Sequence[int] | None = None) -> list[tuple[int, int]]:
     """The two-way marginals to measure: every pair of at most ``max_cells`` cells (over
-    ``coarse_sizes`` where ``sizes`` give it more, over ``merged_sizes`` where those do), or, when more
-    than ``max_pairs`` qualify (None: no cap), those most dependent on the public table (without
-    one: the smallest). ``sizes`` and ``public_cells`` are as the marginals enter the pairs (after
-    ``pair_groups``), ``coarse_*`` as they enter coarse pairs, ``merged_*`` merged ones."""
+    ``coarse_sizes`` where ``sizes`` give it more, over ``merged_sizes`` where those do: only without a
+    public table, which gives such pairs itself), or, when more than ``max_pairs`` qualify (None: no
+    cap), those most dependent on the public table (without one: the smallest). ``sizes`` and
+    ``public_cells`` are as the marginals enter the pairs (after ``pair_groups``), ``coarse_*`` as
+    they enter coarse pairs."""
+    if merged_sizes is not None and public_cells is not None:
+        raise ValueError("merged pairs are measured only without a public table")
     levels = [(sizes, public_cells)]
     levels.append((sizes if coarse_sizes is None else coarse_sizes,
                    public_cells if public_coarse_cells is None else public_coarse_cells))
-    levels.append((levels[1][0] if merged_sizes is None else merged_sizes,
-                   levels[1][1] if public_merged_cells is None else public_merged_cells))
+    levels.append((levels[1][0] if merged_sizes is None else merged_sizes, levels[1][1]))
     chosen: list[list[tuple[int, int]]] = [[], [], []]
     for a in range(len(sizes)):
         for b in range(a + 1, len(sizes)):
