@@ -42,8 +42,8 @@ from tabsynth.sampling import rake, systematic_resample, target_distributions
 from tabsynth.rules import Rule, RulesUnmetError
 from tabsynth.schema import Schema, SchemaError, column_differences
 from tabsynth.store import CompactStore
-from tabsynth.training import (DPGANTrainer, MarginalLoss, TrainingPlan, initial_edge_weights, marginal_learning_rate,
-                               marginal_step_count)
+from tabsynth.training import (DPGANTrainer, MarginalLoss, TrainingPlan, functional_edges, initial_edge_weights,
+                               marginal_learning_rate, marginal_step_count)
 
 MODEL_FORMAT = "tabsynth.model"
 MODEL_VERSION = 8  # 4: binary codes up to 128 values, marginal settings; 5: numbers as cell and place;
@@ -324,8 +324,8 @@ class Synthesizer:
             edges = self._conditioning_edges(encoder, measurements)
             generator, discriminator = self._networks(encoder, torch_generator_seed, device, edges)
             if edges:
-                names = [spec.name for spec in encoder.cell_specs]
-                generator.heads.set_edge_weights(initial_edge_weights(measurements, names, edges))
+                generator.heads.set_edge_weights(initial_edge_weights(
+                    measurements, [spec.name for spec in encoder.cell_specs], edges))
             generator.suppress_missing(null_free)
             marginal_lr, marginal_steps = ((marginal_learning_rate(s.marginal_lr, measurements),
                                             marginal_step_count(s.marginal_steps, measurements))
@@ -380,7 +380,8 @@ class Synthesizer:
         self.arrow_schema_ = source.arrow_schema
         warm_start = {"public_rows": len(public_data), "steps": warm_start_steps} if warm_start_steps else None
         self.report_ = _privacy_report(ledger, plan, trainer.groups, trainer.schedule, trainer.steps_done,
-                                       warm_start, round(dp_rows), measurements, edges)
+                                       warm_start, round(dp_rows), measurements, edges,
+                                       [spec.name for spec in encoder.cell_specs])
         return self
 
     def _clipping_schedule(self, has_public: bool, steps: int) -> ClippingSchedule:
@@ -661,8 +662,10 @@ def _clipping_note(schedule: ClippingSchedule) -> dict[str, str]:
 
 def _privacy_report(ledger: PrivacyLedger, plan: TrainingPlan, groups: ClippingGroups, schedule: ClippingSchedule,
                     steps: int, warm_start: dict[str, int] | None, row_count: int,
-                    marginals: MarginalMeasurements | None, edges: Sequence[tuple[str, str]]) -> dict[str, Any]:
-    """The JSON-able report: totals with the accountant, the DP-SGD mechanism, clipping and the ledger."""
+                    marginals: MarginalMeasurements | None, edges: Sequence[tuple[str, str]],
+                    names: Sequence[str]) -> dict[str, Any]:
+    """The JSON-able report: totals with the accountant, the DP-SGD mechanism, clipping and the ledger
+    (``names``: the marginals' column names, ``Encoder.cell_specs``)."""
     return {
         "epsilon": ledger.spent_epsilon, "delta": ledger.spent_delta,
         "epsilon_budget": ledger.epsilon, "delta_budget": ledger.delta,
@@ -673,8 +676,9 @@ def _privacy_report(ledger: PrivacyLedger, plan: TrainingPlan, groups: ClippingG
                      "groups": [list(g) for g in groups.names], "final_bounds": list(groups.clip_bounds),
                      "final_noise_stds": list(groups.noise_stds), "count_noise_std": groups.count_noise_std,
                      "effective_noise_multiplier": groups.noise_multiplier},
-        "marginals": None if marginals is None else {**marginals.details(),
-                                                     "conditioning_edges": [list(edge) for edge in edges]},
+        "marginals": None if marginals is None else {
+            **marginals.details(), "conditioning_edges": [list(edge) for edge in edges],
+            "functional_edges": [list(edge) for edge in functional_edges(marginals, names, edges)]},
         "warm_start": warm_start,
         "dp_row_count": row_count,
         "unit_of_privacy": UNIT_OF_PRIVACY,

@@ -14,7 +14,7 @@ from tabsynth.encoding import CellSpec
 from tabsynth.models import Discriminator, DrawnCells, Generator, SoftCells
 from tabsynth.privacy.accounting import compute_epsilon
 from tabsynth.privacy.clipping import ClippingSchedule, group_norms, positive_bounds, quantile_count_noise
-from tabsynth.privacy.marginals import MarginalMeasurements
+from tabsynth.privacy.marginals import MarginalMeasurements, functional_map
 from tabsynth.privacy.dp_sgd import (ClippingGroups, PrivateStep, linear_group_norms, mean_loss, per_example_gradients,
                                      poisson_sample, privatize, privatize_linear)
 from tabsynth.store import CompactStore
@@ -36,6 +36,12 @@ SQUARED_WEIGHT = 100.0
 MARGINAL_NOISE_REF = 0.002
 MIN_MARGINAL_EFFORT = 1 / 3
 MIN_MARGINAL_STEP_SHARE = 0.8  # the step count follows the effort down to this share of its full count
+# A conditioning edge's weight for a parent value's child where the child is a function of the parent
+# (``initial_edge_weights``): any other child value is e^-40 as likely. Adult, eps = 1, seeds 0-3, the
+# same DP noise in both: 2-way TVD 0.0383 against 0.0391 without (education -> education-num), cat-pair
+# 0.0342 against 0.0357 (against the test split); only the rows with a top cell of 80% of their noisy
+# mass so: 0.0389.
+FUNCTION_WEIGHT = 20.0
 PUBLIC_NORM_BATCH = 256  # public rows per estimate of the per-group gradient norms (adaptive clipping)
 
 
@@ -213,9 +219,12 @@ def initial_edge_weights(measured: MarginalMeasurements, names: Sequence[str],
     """Per conditioning edge (parent, child), weights that start the child's draw at its measured
     dependence on the parent: the pointwise mutual information log P(a, b) / (P(a) P(b)) of the
     measured pair, its counts clipped at 0 plus its cells' mean noise std each, at least one count
-    (so a cell the noise alone could fill is unlikely, not impossible), spread from the pair's groups to every cell. A structural zero
-    (a code and its label) is then near-impossible from the first step, which the marginal fit's small
-    steps would take thousands of steps to learn. Post-processing of the release."""
+    (so a cell the noise alone could fill is unlikely, not impossible), spread from the pair's groups
+    to every cell. Where the release shows the child a function of the parent (``functional_map``), a
+    parent value it is sure of draws its child outright (``FUNCTION_WEIGHT``): a structural zero (a
+    code and its label) the marginal fit's small steps would take thousands of steps to learn, and
+    which pairs of the two columns with others, each with its own noise, pull apart. Post-processing
+    of the release."""
     index = {name: j for j, name in enumerate(names)}
     weights = []
     for parent, child in edges:
@@ -226,9 +235,24 @@ def initial_edge_weights(measured: MarginalMeasurements, names: Sequence[str],
         joint = joint + max(1.0, measured.noise_of(m) / len(measured.two_way[m]))
         joint /= joint.sum()
         information = np.log(joint) - np.log(joint.sum(1, keepdims=True)) - np.log(joint.sum(0, keepdims=True))
-        spread = information[rows][:, columns]
-        weights.append(spread if measured.pairs[m] == (a, b) else spread.T)
+        if measured.pairs[m] != (a, b):
+            information, rows, columns = information.T, columns, rows
+        function = functional_map(measured, a, b)
+        if function is not None:
+            sure = function >= 0
+            information[sure] = -FUNCTION_WEIGHT
+            information[sure, function[sure]] = FUNCTION_WEIGHT
+        weights.append(information[rows][:, columns])
     return weights
+
+
+def functional_edges(measured: MarginalMeasurements, names: Sequence[str],
+                     edges: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The conditioning edges whose child the release shows to be a function of the parent
+    (``functional_map``), which ``initial_edge_weights`` draw outright. Post-processing."""
+    index = {name: j for j, name in enumerate(names)}
+    return [(parent, child) for parent, child in edges
+            if functional_map(measured, index[parent], index[child]) is not None]
 
 
 def marginal_effort(measured: MarginalMeasurements) -> float:
@@ -436,6 +460,6 @@ class DPGANTrainer:
         self.groups = self._groups_for(step + 1, bounds, public)
 
 
-__all__ = ["DPGANTrainer", "MarginalLoss", "TrainingPlan", "gan_loss", "gan_row_losses", "initial_edge_weights",
+__all__ = ["DPGANTrainer", "MarginalLoss", "TrainingPlan", "gan_loss", "gan_row_losses", "functional_edges", "initial_edge_weights",
            "marginal_effort",
            "marginal_learning_rate", "marginal_step_count", "wgan_gp_loss"]

@@ -4,6 +4,7 @@ must all describe that one distribution."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import torch
 
 from tabsynth import BooleanColumn, CategoricalColumn, ContinuousColumn, Encoder, IntegerColumn, Schema, Synthesizer
 from tabsynth.models import Generator, OutputHeads
-from tabsynth.privacy.marginals import dependence_stars, measure_marginals
+from tabsynth.privacy.marginals import MarginalMeasurements, dependence_stars, functional_map, measure_marginals
 from tabsynth.training import MarginalLoss
 
 EDGES = (("c", "small"), ("small", "d"))  # a nullable parent, and a chain: c is an ancestor of d
@@ -177,3 +178,51 @@ def test_conditioning_edges_and_weights_survive_save_and_load(tmp_path: Path) ->
     loaded = Synthesizer.load(tmp_path / "model.tabsynth")
     assert loaded.generator_.heads.edges == synth.generator_.heads.edges
     pd.testing.assert_frame_equal(loaded.sample(500, seed=3), synth.sample(500, seed=3))
+
+
+def released_pair(joint: np.ndarray, one_way_std: float, two_way_std: float) -> MarginalMeasurements:
+    """A release of one pair (parent rows x child columns) whose counts are exact but said to carry
+    noise of these stds: what ``functional_map`` may tolerate then depends on the stds alone."""
+    joint = np.asarray(joint, dtype=np.float64)
+    return MarginalMeasurements(joint.shape, (joint.sum(1), joint.sum(0)), ((0, 1),), (joint.ravel(),),
+                                one_way_std, two_way_std, 1.0, tuple(np.arange(n) for n in joint.shape))
+
+
+def test_a_child_the_release_shows_a_function_of_its_parent_is_mapped_value_by_value() -> None:
+    joint = np.zeros((4, 3))
+    joint[[0, 1, 2, 3], [2, 0, 2, 1]] = [500, 800, 300, 5]
+    noisy = joint + np.array([[3, -2, 0], [1, 0, 4], [-3, 2, 0], [0, 0, -1]])
+    # the parent value of 5 rows is within the noise of none: its child is not sure
+    assert functional_map(released_pair(noisy, 5.0, 5.0), 0, 1).tolist() == [2, 0, 2, -1]
+    assert functional_map(released_pair(noisy.T, 5.0, 5.0), 1, 0).tolist() == [2, 0, 2, -1]  # as (child, parent)
+
+
+def test_a_parent_value_split_between_two_children_is_no_function() -> None:
+    joint = np.zeros((30, 3))
+    joint[np.arange(30), np.arange(30) % 3] = 500
+    joint[0, 1] = 400  # within the noise of the pair's 60 cells off the function, not of its row's two
+    assert 3.0 * 20.0 * math.sqrt(2) < 400 < 3.0 * 20.0 * math.sqrt(60)
+    assert functional_map(released_pair(joint, 200.0, 20.0), 0, 1) is None
+
+
+def test_a_dominant_child_value_the_one_way_counts_refute_is_no_function() -> None:
+    """Race and native country in Adult at eps = 1 (noise stds 36 and 63): most rows of every parent
+    value share one child value, and the rest spread so thin over many cells that the pair's noise
+    could hide them; the one-way counts cannot (that function would send every row to the one value)."""
+    rows = np.array([6000.0, 5000, 4000, 3000, 2000])
+    joint = np.column_stack([0.92 * rows] + [0.08 * rows / 40] * 40)
+    two_way_std = 63.0
+    assert 0.08 * rows.sum() < 3.0 * two_way_std * math.sqrt(5 * 40)  # within the pair's tolerance
+    assert 0.08 * rows.max() < 3.0 * two_way_std * math.sqrt(40)  # and each row's
+    assert functional_map(released_pair(joint, 36.0, two_way_std), 0, 1) is None
+
+
+def test_a_copied_code_is_a_functional_edge_and_is_never_drawn_off_its_label() -> None:
+    frame = frame_with_a_copied_code(3000)
+    labels = np.array(["p", "q", "r", "s", "p", "q"])
+    synth = Synthesizer(steps=1, batch_size=256, generator_hidden=(16,), discriminator_hidden=(8,), noise_dim=4,
+                        seed=0, marginal_steps=0, marginal_weight=0.0).fit(frame, epsilon=20.0,
+                                                                             schema=encoder().schema)
+    assert synth.privacy_report()["marginals"]["functional_edges"] == [["small", "d"]]
+    sample = synth.sample(20_000, seed=1)
+    assert (labels[sample["small"].to_numpy()] == sample["d"].to_numpy()).all()
