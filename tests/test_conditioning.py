@@ -14,7 +14,8 @@ import torch
 
 from tabsynth import BooleanColumn, CategoricalColumn, ContinuousColumn, Encoder, IntegerColumn, Schema, Synthesizer
 from tabsynth.models import Generator, OutputHeads
-from tabsynth.privacy.marginals import MarginalMeasurements, dependence_stars, functional_map, measure_marginals
+from tabsynth.privacy.marginals import (MarginalMeasurements, dependence_stars, functional_map, measure_marginals,
+                                        noisy_dependence)
 from tabsynth.training import MarginalLoss
 
 EDGES = (("c", "small"), ("small", "d"))  # a nullable parent, and a chain: c is an ancestor of d
@@ -215,6 +216,27 @@ def test_a_dominant_child_value_the_one_way_counts_refute_is_no_function() -> No
     assert 0.08 * rows.sum() < 3.0 * two_way_std * math.sqrt(5 * 40)  # within the pair's tolerance
     assert 0.08 * rows.max() < 3.0 * two_way_std * math.sqrt(40)  # and each row's
     assert functional_map(released_pair(joint, 36.0, two_way_std), 0, 1) is None
+
+
+def test_a_function_is_an_edge_even_where_its_many_cells_score_below_smaller_pairs() -> None:
+    """A region and its density (20 x 20 cells) and a 3-valued column tied to both: the small pairs'
+    dependence scores higher once each pair's expected noise is taken off; the function must still
+    be an edge, or the generator has no way to draw it."""
+    rng = np.random.default_rng(0)
+    region = rng.integers(0, 20, size=20_000)
+    third = np.where(rng.random(20_000) < 0.9, region % 3, rng.integers(0, 3, size=20_000))
+    cells = np.column_stack([region, region, third])
+    sizes, pairs = (20, 20, 3), ((0, 1), (0, 2), (1, 2))
+    exact = MarginalMeasurements(sizes, tuple(np.bincount(cells[:, j], minlength=n).astype(float)
+                                              for j, n in enumerate(sizes)), pairs,
+                                 tuple(np.bincount(cells[:, a] * sizes[b] + cells[:, b], minlength=sizes[a] * sizes[b])
+                                       .astype(float) for a, b in pairs),
+                                 30.0, 60.0, 1.0, tuple(np.arange(n) for n in sizes))
+    scores = noisy_dependence(exact)
+    assert scores[0] < min(scores[1], scores[2])
+    assert functional_map(exact, 0, 2) is None
+    edges = dependence_stars(exact, ["region", "density", "third"], [True] * 3, 0.02)
+    assert ("region", "density") in edges
 
 
 def test_a_copied_code_is_a_functional_edge_and_is_never_drawn_off_its_label() -> None:

@@ -240,6 +240,17 @@ def test_point_masses_enter_pairs_each_as_its_own_cell_and_the_empty_gaps_merge_
     assert groups.max() + 1 == len(held)  # and the gaps add none
 
 
+def test_point_masses_stay_apart_when_one_gap_s_noise_passes_the_empty_threshold() -> None:
+    """ACS's DENSITY without public data: 20 values in cells 0, 2, ..., 38, noise std 44, one gap at
+    125 counts (2.8 stds): it must not turn the 20 values into runs of equal mass."""
+    counts = np.zeros(39)
+    counts[::2] = np.linspace(700.0, 2400.0, 20)
+    counts[19] = 125.0
+    groups = pair_groups([counts], [True], [False], empty=2.0 * 44.0)[0]
+    assert len(np.unique(groups[::2])) == 20
+    assert groups.max() + 1 == 20
+
+
 def test_a_pair_not_measured_takes_the_public_dependence_and_the_private_margins() -> None:
     public, private = two_years(30_000, 0.0, seed=16)
     private = private.copy()
