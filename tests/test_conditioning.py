@@ -218,6 +218,18 @@ def test_a_dominant_child_value_the_one_way_counts_refute_is_no_function() -> No
     assert functional_map(released_pair(joint, 36.0, two_way_std), 0, 1) is None
 
 
+def test_one_child_value_far_off_its_parents_sum_refutes_a_function_the_chi_square_would_pass() -> None:
+    """Race and capital loss at eps = 0.3: every race mostly without a loss, the losses spread thin;
+    the function "no loss" misses that one count by several stds, which a chi-square over 20 values dilutes."""
+    rows = np.array([6000.0, 5000, 4000, 3000, 2000])
+    joint = np.column_stack([0.95 * rows] + [0.05 * rows / 19] * 19)
+    one_way_std = 90.0
+    deviation = 0.05 * rows.sum()
+    z_scores = np.append(deviation / (one_way_std * math.sqrt(6)), np.full(19, deviation / 19 / one_way_std))
+    assert (z_scores**2).sum() < 20 + 3 * math.sqrt(40)  # the chi-square passes
+    assert functional_map(released_pair(joint, one_way_std, 63.0), 0, 1) is None
+
+
 def test_a_function_is_an_edge_even_where_its_many_cells_score_below_smaller_pairs() -> None:
     """A region and its density (20 x 20 cells) and a 3-valued column tied to both: the small pairs'
     dependence scores higher once each pair's expected noise is taken off; the function must still
