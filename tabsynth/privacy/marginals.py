@@ -437,13 +437,14 @@ def functional_map(measured: MarginalMeasurements, parent: int, child: int) -> n
     ``FUNCTION_STDS`` noise stds of it three ways: the pair's mass off the function, over all of it
     and in each parent group's row; then the child groups' one-way counts against the sums of their
     parents' (chi-square against its mean and std over the child groups, and no group past
-    ``FUNCTION_STDS`` + 1 stds: spread over 20 groups, the chi-square let race -> capital loss pass at
-    eps = 0.3, every race sent to no loss, its 1,500 rows with a loss some 5 stds off in one group). The pair tolerates as many
-    rows off as the noise of its many cells could hide (race -> native country in Adult at eps = 1:
-    2,808 rows off against about 2,700), its rows fewer (White: about 2,300 against 1,200), and the
-    one-way counts far fewer (each std 36 there; that function sends all of 3,400 foreign-born rows
-    to the United States). A parent group whose function cell is within the noise of empty is not
-    sure (-1): its rows may be anywhere, which the one-way test allows for.
+    ``FUNCTION_STDS`` + 1 stds: spread over 20 groups, the chi-square let race -> capital loss pass
+    at eps = 0.3, every race sent to no loss, its 1,500 rows with a loss some 5 stds off in one
+    group). The pair tolerates as many rows off as the noise of its many cells could hide (race ->
+    native country in Adult at eps = 1: 2,808 rows off against about 2,700), its rows fewer (White:
+    about 2,300 against 1,200), and the one-way counts far fewer (each std 36 there; that function
+    sends all of 3,400 foreign-born rows to the United States). A parent group whose function cell
+    is within the noise of empty is not sure (-1): its rows may be anywhere, which the one-way test
+    allows for.
     """
     m = next((m for m, pair in enumerate(measured.pairs) if pair in ((parent, child), (child, parent))), None)
     if m is None:
@@ -471,7 +472,8 @@ def functional_map(measured: MarginalMeasurements, parent: int, child: int) -> n
     variance = measured.one_way_std**2 * cells + float(np.sum(np.clip(parent_counts[~sure], 0.0, None) ** 2))
     deviation = np.bincount(child_groups, weights=measured.one_way[child], minlength=second) - predicted
     squared = deviation**2 / variance
-    if squared.sum() > second + FUNCTION_STDS * math.sqrt(2.0 * second) or squared.max() > (FUNCTION_STDS + 1) ** 2:
+    if (squared.sum() > second + FUNCTION_STDS * math.sqrt(2.0 * second)
+            or squared.max() > (FUNCTION_STDS + 1) ** 2):
         return None
     return np.where(sure, image, -1)
 
