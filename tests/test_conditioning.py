@@ -198,6 +198,14 @@ def test_a_child_the_release_shows_a_function_of_its_parent_is_mapped_value_by_v
     assert functional_map(released_pair(noisy.T, 5.0, 5.0), 1, 0).tolist() == [2, 0, 2, -1]  # as (child, parent)
 
 
+def test_a_function_onto_more_child_values_than_parent_values_is_found_in_either_order_of_the_pair() -> None:
+    joint = np.zeros((3, 5))
+    joint[[0, 1, 2], [3, 0, 2]] = [700, 400, 900]  # the last child value is nobody's
+    noisy = joint + np.array([[2, -3, 0, 1, 4], [0, 2, -1, 0, 3], [-2, 0, 5, 1, -1]])
+    assert functional_map(released_pair(noisy, 5.0, 5.0), 0, 1).tolist() == [3, 0, 2]
+    assert functional_map(released_pair(noisy.T, 5.0, 5.0), 1, 0).tolist() == [3, 0, 2]  # as (child, parent)
+
+
 def test_a_parent_value_split_between_two_children_is_no_function() -> None:
     joint = np.zeros((30, 3))
     joint[np.arange(30), np.arange(30) % 3] = 500

@@ -450,11 +450,11 @@ def functional_map(measured: MarginalMeasurements, parent: int, child: int) -> n
     if m is None:
         raise ValueError(f"marginals {parent} and {child} have no measured pair")
     rows, columns = measured.pair_axes(m)
-    first, second = int(rows.max()) + 1, int(columns.max()) + 1
-    joint = np.asarray(measured.two_way[m], dtype=np.float64).reshape(first, second)
+    joint = np.asarray(measured.two_way[m], dtype=np.float64).reshape(int(rows.max()) + 1, int(columns.max()) + 1)
     parent_groups, child_groups = rows, columns
     if measured.pairs[m] != (parent, child):
         joint, parent_groups, child_groups = joint.T, columns, rows
+    second = joint.shape[1]  # the child's groups
     cell_std = measured.noise_of(m) / joint.size
     image = joint.argmax(axis=1)
     on_function = joint[np.arange(len(joint)), image]
