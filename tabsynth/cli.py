@@ -419,6 +419,11 @@ def _fit_from_args(args: argparse.Namespace) -> tuple[Synthesizer, float]:
     public = _require_input(args.public, "public table") if args.public else None
     schema = _read_schema(args.schema) if args.schema else None
     if public is None and schema is None:
+        if is_csv(private):
+            raise CLIError(f"{private} is a CSV file, whose column types would be inferred from the private "
+                           f"values (one record can turn a column of numbers into text); give --schema "
+                           f"(`tabsynth schema infer PUBLIC -o SCHEMA` writes one) or --public, or store the "
+                           f"table as Parquet with declared types", EXIT_USAGE)
         share = Settings.discovery_fraction
         _note(f"no --schema or --public given: column domains are discovered from the private table "
               f"under DP, which spends {share:.0%} of the budget")

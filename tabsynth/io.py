@@ -4,8 +4,10 @@ write synthetic rows to Parquet row group by row group.
 A ``TableSource`` never holds more than one batch of a file in memory, so a private table larger
 than RAM can be scanned (pyarrow's dataset scanner), encoded batch by batch and row-sampled. CSV is
 read whole with pandas: its types are inferred from values, which a batch reader cannot keep
-consistent across batches; convert large tables to Parquet. Parquet dates are read as timestamps and
-decimals as floats, and written back with their own Arrow types.
+consistent across batches; convert large tables to Parquet. Its text columns of ISO 8601 dates and
+timestamps are read as timestamps. As its types come from values, a private CSV needs a schema or a
+public table (``TableSource.types_from_values``). Parquet dates are read as timestamps and decimals as
+floats, and written back with their own Arrow types.
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ class TableSource:
     """A table read in batches of DataFrames; ``columns`` and ``dtypes`` are known without reading rows."""
 
     in_memory: bool = True
+    # The dtypes were inferred from the values (a CSV file), not read from storage metadata: for a
+    # private table they are private, so its kinds and dtypes must come from a schema or public data.
+    types_from_values: bool = False
     columns: list[str]
 
     def count_rows(self) -> int:
@@ -240,10 +245,12 @@ def open_table(data: TableLike, argument: str) -> TableSource:
         raise TableReadError(f"{argument} not found: {path}")
     if path.is_file() and is_csv(path):
         try:
-            frame = pd.read_csv(path)
+            frame = with_iso_timestamps(pd.read_csv(path))
         except (OSError, ValueError) as exc:
             raise TableReadError(f"cannot read {argument} {path} as CSV: {exc}") from exc
-        return FrameSource(frame, f"{argument} {path}")
+        source = FrameSource(frame, f"{argument} {path}")
+        source.types_from_values = True
+        return source
     if path.is_file() and not path.name.lower().endswith(PARQUET_SUFFIXES):
         try:
             pq.read_metadata(path)
@@ -251,6 +258,35 @@ def open_table(data: TableLike, argument: str) -> TableSource:
             raise TableReadError(f"cannot read {argument} {path}: name CSV files *.csv and Parquet files "
                                  f"*.parquet ({exc})") from exc
     return ParquetSource(path, argument)
+
+
+# A date, or a date and time of day (to the minute or finer) with an optional UTC offset: ISO 8601 as
+# pandas, Arrow, spreadsheets and databases write it.
+_ISO_TIME = r"[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?"
+_ISO_OFFSET = r"(?:Z|[+-]\d{2}(?::?\d{2})?)"
+_ISO_TIMESTAMP = rf"\d{{4}}-\d{{2}}-\d{{2}}(?:{_ISO_TIME}{_ISO_OFFSET}?)?"
+
+
+def with_iso_timestamps(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with each text column whose every value is an ISO 8601 date or timestamp (and not all
+    null) as timestamps: what a CSV reader leaves as text and the schema would model as unordered
+    labels. Timestamps with UTC offsets become UTC; a column that does not parse stays text."""
+    converted = {}
+    for name in frame.columns:
+        column = frame[name]
+        if not (pd.api.types.is_object_dtype(column.dtype) or pd.api.types.is_string_dtype(column.dtype)):
+            continue
+        values = column.dropna()
+        if values.empty or not all(isinstance(v, str) for v in values):
+            continue
+        if not values.str.fullmatch(_ISO_TIMESTAMP).all():
+            continue
+        offsets = values.str.contains(f"{_ISO_TIME}{_ISO_OFFSET}$", regex=True)
+        try:
+            converted[name] = pd.to_datetime(column, format="ISO8601", utc=bool(offsets.any()))
+        except (ValueError, OverflowError):  # a month 13, a year past pandas' range: leave it as text
+            continue
+    return frame.assign(**converted) if converted else frame
 
 
 # --- Arrow schemas ------------------------------------------------------------------------------
@@ -344,4 +380,4 @@ def write_parquet(batches: Iterable[pd.DataFrame], path: Path, schema: pa.Schema
 
 __all__ = ["BATCH_ROWS", "CSV_SUFFIXES", "PARQUET_SUFFIXES", "FrameSource", "ParquetSource", "TableReadError",
            "TableSource", "is_csv", "open_table", "plain_schema", "schema_from_text", "schema_to_text",
-           "to_arrow", "write_parquet"]
+           "to_arrow", "with_iso_timestamps", "write_parquet"]

@@ -275,22 +275,23 @@ class Schema:
             raise KeyError(f"no column {column.name!r} in the schema")
         return replace(self, columns=tuple(column if c.name == column.name else c for c in self.columns))
 
-    def with_dtypes(self, frame: pd.DataFrame) -> "Schema":
-        """A copy taking ``frame``'s column order, and its pandas dtypes where the schema records none.
+    def with_dtypes(self, frame: pd.DataFrame, *, fill: bool = True) -> "Schema":
+        """A copy taking ``frame``'s column order, and (``fill``) its pandas dtypes where the schema records none.
 
         Dtypes are storage metadata, but a CSV reader infers them from values (a blank turns an int
-        column into float64), so a declared or public dtype always wins over the frame's.
+        column into float64), so a declared or public dtype always wins over the frame's, and a private
+        CSV's fill none (the decoder then picks a dtype by kind).
         """
         check_columns(self, frame)
         updated = []
-        for column in self.columns:
+        for column in self.columns if fill else ():
             if isinstance(column, GeoPointColumn):
                 column = replace(column, lat_dtype=column.lat_dtype or dtype_text(frame[column.lat].dtype),
                                  lon_dtype=column.lon_dtype or dtype_text(frame[column.lon].dtype))
             elif column.dtype is None:
                 column = replace(column, dtype=dtype_text(frame[column.name].dtype))
             updated.append(column)
-        return replace(self, columns=tuple(updated), column_order=tuple(frame.columns))
+        return replace(self, columns=tuple(updated) if fill else self.columns, column_order=tuple(frame.columns))
 
     def with_rules(self, rules: Sequence[Rule]) -> "Schema":
         """A copy whose edit rules are ``rules`` (replacing any it had)."""

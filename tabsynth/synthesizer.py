@@ -249,6 +249,12 @@ class Synthesizer:
         s = self.settings
         source = open_table(df, "df")
         public_source = open_table(public, "public") if public is not None else None
+        if source.types_from_values and schema is None and public_source is None:
+            raise SchemaError("df is a CSV file: its column types would be inferred from the private values (one "
+                              "record can turn a column of numbers into text, or of integers into floats), "
+                              "which DP discovery cannot account for. Pass schema= (tabsynth.Schema.infer on a "
+                              "public table, or declared by hand) or public=, or read the file yourself and "
+                              "pass a DataFrame whose dtypes you have declared")
         if public_source is not None:
             _check_same_columns(source, public_source)
         epsilon = _real("epsilon", epsilon, lambda x: x > 0, "a positive finite number")
@@ -440,7 +446,8 @@ class Synthesizer:
             rows = source.sample(DISCOVERY_ROWS / dp_rows, rng)
             schema = discover_schema(rows, ledger, self.settings.discovery_fraction * epsilon,
                                      self.settings.discovery_fraction * delta, rng, day_columns=source.day_columns)
-        return schema.with_dtypes(source.empty())
+        # A CSV's dtypes come from its values: the schema's kinds then set the output dtypes.
+        return schema.with_dtypes(source.empty(), fill=not source.types_from_values)
 
     def _measure_marginals(self, encoder: Encoder, data: CompactStore, public: CompactStore | None,
                            epsilon: float, delta: float, rng: np.random.Generator) -> MarginalMeasurements | None:

@@ -313,6 +313,31 @@ def test_convert_keeps_a_database_exports_dates_and_decimals(tmp_path: Path) -> 
     assert years and years <= set(range(2000, 2030))  # the discovered range is coarse, never absurd
 
 
+def _dated_table(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    admitted = pd.Timestamp("2015-01-01") + pd.to_timedelta(rng.integers(0, 2000, n), unit="D")
+    return pd.DataFrame({"admitted": admitted, "ward": rng.choice(["a", "b", "c"], n), "stay": rng.gamma(2.0, 3.0, n)})
+
+
+def test_convert_of_a_csv_with_a_public_csv_keeps_its_iso_dates_as_dates(tmp_path: Path) -> None:
+    _dated_table(3000, 0).to_csv(tmp_path / "private.csv", index=False)
+    _dated_table(2000, 1).to_csv(tmp_path / "public.csv", index=False)
+    out = tmp_path / "synthetic.parquet"
+    assert main(["convert", str(tmp_path / "private.csv"), str(out), "--epsilon", "1", "--rows", "500",
+                 "--public", str(tmp_path / "public.csv"), *FAST]) == EXIT_OK
+    admitted = pd.read_parquet(out)["admitted"]
+    assert pd.api.types.is_datetime64_any_dtype(admitted)
+    assert admitted.between("2015-01-01", "2020-06-30").all()
+
+
+def test_a_private_csv_without_schema_or_public_table_is_refused_before_any_output(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _dated_table(500, 0).to_csv(tmp_path / "private.csv", index=False)
+    out = tmp_path / "synthetic.parquet"
+    assert main(["convert", str(tmp_path / "private.csv"), str(out), "--epsilon", "1", *FAST]) == EXIT_USAGE
+    assert "--schema" in capsys.readouterr().err and not out.exists()
+
+
 def test_convert_defaults_to_the_dp_row_count(cps: dict[str, Path], tmp_path: Path) -> None:
     out, report = tmp_path / "synthetic.parquet", tmp_path / "report.json"
     assert main(["convert", str(cps["private"]), str(out), "--public", str(cps["public"]), "--epsilon", "1",

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tabsynth import CategoricalColumn, ContinuousColumn, Encoder, IntegerColumn, Schema, SchemaError
+from tabsynth import CategoricalColumn, ContinuousColumn, Encoder, IntegerColumn, Schema, SchemaError, Synthesizer
 from tabsynth.datasets import load_demo
 from tabsynth.io import (FrameSource, ParquetSource, TableReadError, open_table, plain_schema, schema_from_text,
                          schema_to_text, write_parquet)
@@ -189,6 +189,36 @@ def schema() -> Schema:
     return Schema((CategoricalColumn("c", nullable=True, categories=("a", "b", "c")),
                    IntegerColumn("small", lower=0, upper=4),
                    ContinuousColumn("x", lower=0.0, upper=1.0)))
+
+
+def test_csv_columns_of_iso_dates_and_timestamps_are_read_as_timestamps(tmp_path: Path) -> None:
+    pd.DataFrame({"day": ["2020-01-03", "2021-12-31", None], "time": ["2020-01-03 10:00", "2020-01-03T11:30:05",
+                                                                      "2020-02-01 00:00:01.5"],
+                  "utc": ["2020-01-03T10:00:00+02:00", "2020-01-03T10:00:00Z", None],
+                  "label": ["2020-01-03", "soon", "2020-01-01"], "month_13": ["2020-13-01", "2020-01-01", None]}
+                 ).to_csv(tmp_path / "t.csv", index=False)
+    frame = open_table(tmp_path / "t.csv", "table").read()
+    assert frame["day"].tolist()[:2] == [pd.Timestamp("2020-01-03"), pd.Timestamp("2021-12-31")]
+    assert pd.isna(frame["day"].iloc[2]) and frame["time"].iloc[2] == pd.Timestamp("2020-02-01 00:00:01.5")
+    assert frame["utc"].iloc[0] == pd.Timestamp("2020-01-03 08:00", tz="UTC")
+    assert not pd.api.types.is_datetime64_any_dtype(frame["label"])  # one value is no date: text
+    assert not pd.api.types.is_datetime64_any_dtype(frame["month_13"])
+
+
+def test_a_private_csv_needs_a_schema_or_a_public_table(tmp_path: Path) -> None:
+    pd.DataFrame({"x": [1.0, 2.0, 3.0], "c": ["a", "b", "a"]}).to_csv(tmp_path / "p.csv", index=False)
+    with pytest.raises(SchemaError, match="CSV file: its column types would be inferred from the private values"):
+        Synthesizer().fit(tmp_path / "p.csv", epsilon=1.0)
+
+
+def test_a_private_csvs_value_inferred_dtypes_do_not_reach_the_model(tmp_path: Path) -> None:
+    # A blank makes pandas read the integer column as float64: the model must not record that.
+    pd.DataFrame({"n": [1, None, 3, 2] * 50, "c": ["a", "b", "a", "b"] * 50}).to_csv(tmp_path / "p.csv", index=False)
+    schema = Schema([IntegerColumn("n", lower=0, upper=5, nullable=True),
+                     CategoricalColumn("c", categories=("a", "b"))])
+    synth = Synthesizer(steps=1, marginal_steps=2, seed=0).fit(tmp_path / "p.csv", epsilon=1.0, schema=schema)
+    assert synth.schema_["n"].dtype is None and synth.schema_["c"].dtype is None
+    assert pd.api.types.is_integer_dtype(synth.sample(50, seed=0)["n"])
 
 
 def test_compact_rows_expand_to_the_encoded_vectors_and_compress_back() -> None:
