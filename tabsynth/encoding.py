@@ -468,6 +468,25 @@ def _enforce_range(name: str, values: np.ndarray, lower: float, upper: float,
     return values
 
 
+def _integer_slots(scaler: PiecewiseLinear, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per binned cell of an integer column: its first integer and how many it owns, so that a place
+    drawn uniformly in the cell gives each of them an equal share. An integer on the boundary of two
+    cells belongs to a point mass there, else to the right cell (the upper bound to the last); rounding
+    a uniform place instead gave a knot's integer half a share from each side (a discovered schema with
+    knots 39, 40, 41 drew hours per week 40 and 41 equally, the data 47% and 0.1%)."""
+    low, high = scaler.inverse(edges[:-1]), scaler.inverse(edges[1:])
+    point = np.isclose(low, high, rtol=0.0, atol=1e-9)
+    whole = lambda x: np.isclose(x, np.round(x), rtol=0.0, atol=1e-9)  # noqa: E731
+    first = np.where(point, np.round(low), np.ceil(low - 1e-9))
+    after_point = np.concatenate([[False], point[:-1]]) & whole(low) & ~point
+    first = first + after_point
+    last = np.where(point, np.round(low), np.floor(high + 1e-9))
+    before_boundary = whole(high) & ~point
+    before_boundary[-1] = False
+    last = last - before_boundary
+    return first, np.maximum(last - first + 1, 0)
+
+
 class _NumberCodec(_Codec):
     """Continuous numbers, wide integers and datetimes, scaled to [-1, 1] through the knots.
 
@@ -496,6 +515,7 @@ class _NumberCodec(_Codec):
         # Binned: no interior knot (even cells over the bounds), or a point mass among the knots.
         self.binned = len(edges) <= 2 or len(self.scaler.unique) < len(self.scaler.knots)
         self.width = len(self.edges) - 1 if self.binned else 1
+        self.first, self.count = _integer_slots(self.scaler, self.edges) if integral and self.binned else (None, None)
 
     def value_spans(self) -> list[tuple[int, Activation, Role]]:
         return [(self.width, "softmax", "value"), (1, "tanh", "place")] if self.binned else [(1, "tanh", "value")]
@@ -511,6 +531,10 @@ class _NumberCodec(_Codec):
         if not self.binned:
             return scaled[:, None]
         cell = _unit_cells(scaled, self.edges)[0]
+        if self.first is not None:  # the centre of the value's slot among its cell's integers
+            count = np.maximum(self.count[cell], 1)
+            place = 2.0 * (np.clip(values - self.first[cell], 0, count - 1) + 0.5) / count - 1.0
+            return np.column_stack([cell, place])
         low, high = self.edges[cell], self.edges[cell + 1]
         return np.column_stack([cell, np.clip(2.0 * (scaled - low) / (high - low) - 1.0, -1.0, 1.0)])
 
@@ -528,6 +552,12 @@ class _NumberCodec(_Codec):
         return [CellSpec(self.column.name, "softmax", start, start + self.width, self.width, binned=True)]
 
     def numbers(self, block: np.ndarray) -> np.ndarray:
+        if self.first is not None:
+            cell = self.cell_codes(block)
+            count = self.count[cell]
+            slot = np.floor((np.clip(block[:, 1], -1.0, 1.0) + 1.0) / 2.0 * count)
+            values = self.first[cell] + np.clip(slot, 0, np.maximum(count - 1, 0))
+            return np.clip(values, self.lower, self.upper)
         if self.binned:
             cell = self.cell_codes(block)
             low, high = self.edges[cell], self.edges[cell + 1]

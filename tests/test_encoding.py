@@ -109,6 +109,22 @@ def test_a_binned_number_is_its_cell_and_its_place_in_the_cell() -> None:
     assert zeros["x"].tolist() == [0.0, 0.0, 0.0]
 
 
+def test_a_binned_integer_cell_draws_each_of_its_integers_equally_and_a_knot_from_one_side_only() -> None:
+    # Knots 13, 39, 40, 41, 43, 43, 300: cells [13, 39) [39, 40) [40, 41) [41, 43) {43} (43, 300].
+    knots = (13.0, 39.0, 40.0, 41.0, 43.0, 43.0, 300.0)
+    encoder = Encoder(Schema((IntegerColumn("hours", lower=13, upper=300, knots=knots),)))
+    values = np.arange(13, 301)
+    compact = encoder.encode_compact(pd.DataFrame({"hours": values}))
+    assert (encoder.decode_compact(compact)["hours"].to_numpy() == values).all()
+    cells = compact[:, 0].astype(int)
+    assert cells[values == 40].tolist() == [2] and (cells == 2).sum() == 1  # the cell [40, 41) is 40 alone
+    assert (cells == 4).sum() == 1 and (cells == 5).sum() == 300 - 43  # 43 is the point mass's only
+    rng = np.random.default_rng(0)
+    uniform = np.column_stack([np.full(40_000, 3.0), rng.uniform(-1.0, 1.0, 40_000)]).astype(np.float32)
+    drawn = encoder.decode_compact(uniform)["hours"].value_counts(normalize=True)
+    assert sorted(drawn.index) == [41, 42] and abs(drawn[41] - 0.5) < 0.01
+
+
 # --- any vector decodes to a valid table -------------------------------------------------------
 
 def every_kind_schema() -> Schema:
