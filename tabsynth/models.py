@@ -507,6 +507,9 @@ def _bits_of(values: int, width: int) -> torch.Tensor:
     return ((torch.arange(values)[:, None] >> torch.arange(width)) & 1).float()
 
 
+GRADIENT_RAMP = 0.5  # of the narrower neighbouring cell: the ramp whose gradient a tanh number's soft cells pass on
+
+
 class SoftCells(nn.Module):
     """Raw generator outputs -> each row's probability of every one-way marginal cell, differentiably.
 
@@ -540,6 +543,7 @@ class SoftCells(nn.Module):
                 ramp = 0.05 * torch.minimum(widths[:-1], widths[1:])
                 self.register_buffer(f"edges_{j}", edges[1:-1].float(), persistent=False)
                 self.register_buffer(f"ramp_{j}", ramp.float(), persistent=False)
+                self.register_buffer(f"slope_{j}", (GRADIENT_RAMP / 0.05 * ramp).float(), persistent=False)
 
     def forward(self, raw: torch.Tensor) -> list[torch.Tensor]:
         # One split into the spans (and missing flags) instead of a slice each: the backward pass then
@@ -557,7 +561,13 @@ class SoftCells(nn.Module):
             log_on, log_off = nn.functional.logsigmoid(block), nn.functional.logsigmoid(-block)
             probs = torch.exp(log_on @ bits.t() + log_off @ (1 - bits).t()) @ getattr(self, f"fold_{j}")
         else:
-            above = torch.sigmoid((torch.tanh(block) - getattr(self, f"edges_{j}")) / getattr(self, f"ramp_{j}"))
+            value, edges = torch.tanh(block), getattr(self, f"edges_{j}")
+            above = torch.sigmoid((value - edges) / getattr(self, f"ramp_{j}"))
+            if GRADIENT_RAMP > 0 and torch.is_grad_enabled():
+                # The sharp ramp's value, a wide ramp's gradient (straight through): a value deep inside
+                # a narrow cell gets almost no gradient from the sharp ramp alone.
+                wide = torch.sigmoid((value - edges) / getattr(self, f"slope_{j}"))
+                above = above + (wide - wide.detach())
             ones, zeros = torch.ones_like(block), torch.zeros_like(block)
             survival = torch.cat([ones, above, zeros], 1)  # P(value above each edge), -1 and 1 included
             probs = survival[:, :-1] - survival[:, 1:]

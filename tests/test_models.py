@@ -82,6 +82,19 @@ def test_soft_cells_are_the_probabilities_of_the_sampled_cells() -> None:
         assert (shares - probs[0]).abs().max() < 0.01, enc.cell_specs[j].name
 
 
+def test_a_tanh_number_deep_inside_a_narrow_cell_still_gets_a_gradient_towards_its_target() -> None:
+    from tabsynth.models import SoftCells
+
+    enc = Encoder(Schema((GeoPointColumn("p", lat="lat", lon="lon", region=BoundingBox(0.0, 1.0, 0.0, 1.0)),)))
+    cells = SoftCells(enc.cell_specs)  # 100 cells per coordinate: width 0.02
+    centre = torch.atanh(torch.tensor(-1.0 + 0.02 * 40.5))  # the middle of cell 40
+    raw = torch.stack([centre, centre])[None, :].clone().requires_grad_(True)
+    probs = cells(raw)[0]
+    assert probs[0, 40].item() > 0.999  # the value is (nearly) the hard cell's
+    probs[0, 41].backward()  # more mass in the next cell up: push the value up
+    assert raw.grad[0, 0].item() > 0.1
+
+
 def test_the_discriminator_scores_each_row_independently_of_its_batch() -> None:
     from tabsynth.models import Discriminator
 
