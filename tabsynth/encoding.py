@@ -476,15 +476,17 @@ def _integer_slots(scaler: PiecewiseLinear, edges: np.ndarray) -> tuple[np.ndarr
     knots 39, 40, 41 drew hours per week 40 and 41 equally, the data 47% and 0.1%)."""
     low, high = scaler.inverse(edges[:-1]), scaler.inverse(edges[1:])
     point = np.isclose(low, high, rtol=0.0, atol=1e-9)
-    whole = lambda x: np.isclose(x, np.round(x), rtol=0.0, atol=1e-9)  # noqa: E731
     first = np.where(point, np.round(low), np.ceil(low - 1e-9))
-    after_point = np.concatenate([[False], point[:-1]]) & whole(low) & ~point
-    first = first + after_point
+    first += np.concatenate([[False], point[:-1]]) & _is_whole(low) & ~point  # its left boundary is a point mass's
     last = np.where(point, np.round(low), np.floor(high + 1e-9))
-    before_boundary = whole(high) & ~point
-    before_boundary[-1] = False
-    last = last - before_boundary
+    right_owned = _is_whole(high) & ~point
+    right_owned[-1] = False  # the upper bound is the last cell's
+    last -= right_owned
     return first, np.maximum(last - first + 1, 0)
+
+
+def _is_whole(values: np.ndarray) -> np.ndarray:
+    return np.isclose(values, np.round(values), rtol=0.0, atol=1e-9)
 
 
 class _NumberCodec(_Codec):

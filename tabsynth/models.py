@@ -540,10 +540,10 @@ class SoftCells(nn.Module):
             elif spec.kind == "unit":
                 edges = torch.tensor((-1.0, *spec.edges, 1.0), dtype=torch.float64)
                 widths = edges.diff()
-                ramp = 0.05 * torch.minimum(widths[:-1], widths[1:])
+                narrower = torch.minimum(widths[:-1], widths[1:])
                 self.register_buffer(f"edges_{j}", edges[1:-1].float(), persistent=False)
-                self.register_buffer(f"ramp_{j}", ramp.float(), persistent=False)
-                self.register_buffer(f"slope_{j}", (GRADIENT_RAMP / 0.05 * ramp).float(), persistent=False)
+                self.register_buffer(f"ramp_{j}", (0.05 * narrower).float(), persistent=False)
+                self.register_buffer(f"slope_{j}", (GRADIENT_RAMP * narrower).float(), persistent=False)
 
     def forward(self, raw: torch.Tensor) -> list[torch.Tensor]:
         # One split into the spans (and missing flags) instead of a slice each: the backward pass then

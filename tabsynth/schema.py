@@ -283,15 +283,17 @@ class Schema:
         CSV's fill none (the decoder then picks a dtype by kind).
         """
         check_columns(self, frame)
+        if not fill:
+            return replace(self, column_order=tuple(frame.columns))
         updated = []
-        for column in self.columns if fill else ():
+        for column in self.columns:
             if isinstance(column, GeoPointColumn):
                 column = replace(column, lat_dtype=column.lat_dtype or dtype_text(frame[column.lat].dtype),
                                  lon_dtype=column.lon_dtype or dtype_text(frame[column.lon].dtype))
             elif column.dtype is None:
                 column = replace(column, dtype=dtype_text(frame[column.name].dtype))
             updated.append(column)
-        return replace(self, columns=tuple(updated) if fill else self.columns, column_order=tuple(frame.columns))
+        return replace(self, columns=tuple(updated), column_order=tuple(frame.columns))
 
     def with_rules(self, rules: Sequence[Rule]) -> "Schema":
         """A copy whose edit rules are ``rules`` (replacing any it had)."""
