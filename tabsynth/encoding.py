@@ -299,7 +299,9 @@ class Encoder:
             except SchemaError as exc:
                 if not redact:
                     raise
-                kind = "its domain" if isinstance(exc, DomainError) else "the schema"
+                kind = ("its domain (a value outside its bounds or categories)" if isinstance(exc, DomainError)
+                        else "the schema (a missing value where the schema declares none, as a schema "
+                             "inferred from a public table without nulls there does, or a value of the wrong type)")
                 raise type(exc)(f"column {codec.column.name!r} of the private table violates {kind}; details "
                                 f"are withheld because they would reveal private values (check the table "
                                 f"locally with tabsynth.Encoder(schema).encode(df))") from None

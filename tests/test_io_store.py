@@ -205,6 +205,15 @@ def test_csv_columns_of_iso_dates_and_timestamps_are_read_as_timestamps(tmp_path
     assert not pd.api.types.is_datetime64_any_dtype(frame["month_13"])
 
 
+def test_a_null_the_public_table_never_showed_names_the_column_and_the_likely_cause_but_no_count() -> None:
+    public = pd.DataFrame({"x": [1.0, 2.0, 3.0] * 20, "c": ["a", "b", "a"] * 20})
+    private = public.copy()
+    private.loc[[3, 7], "x"] = np.nan
+    with pytest.raises(SchemaError, match=r"column 'x' of the private table violates the schema \(a missing value") as info:
+        Synthesizer(steps=1, marginal_steps=2, seed=0).fit(private, epsilon=1.0, public=public)
+    assert "2" not in str(info.value)
+
+
 def test_a_private_csv_needs_a_schema_or_a_public_table(tmp_path: Path) -> None:
     pd.DataFrame({"x": [1.0, 2.0, 3.0], "c": ["a", "b", "a"]}).to_csv(tmp_path / "p.csv", index=False)
     with pytest.raises(SchemaError, match="CSV file: its column types would be inferred from the private values"):
