@@ -99,10 +99,11 @@ class TableSource:
 class FrameSource(TableSource):
     """An in-memory DataFrame, served in slices (no copies)."""
 
-    def __init__(self, frame: pd.DataFrame, argument: str) -> None:
+    def __init__(self, frame: pd.DataFrame, argument: str, *, types_from_values: bool = False) -> None:
         check_frame(frame, argument)
         check_object_values(frame, argument)
         self.frame = frame
+        self.types_from_values = types_from_values
         self.columns = list(frame.columns)
 
     def count_rows(self) -> int:
@@ -248,9 +249,7 @@ def open_table(data: TableLike, argument: str) -> TableSource:
             frame = with_iso_timestamps(pd.read_csv(path))
         except (OSError, ValueError) as exc:
             raise TableReadError(f"cannot read {argument} {path} as CSV: {exc}") from exc
-        source = FrameSource(frame, f"{argument} {path}")
-        source.types_from_values = True
-        return source
+        return FrameSource(frame, f"{argument} {path}", types_from_values=True)
     if path.is_file() and not path.name.lower().endswith(PARQUET_SUFFIXES):
         try:
             pq.read_metadata(path)
@@ -277,9 +276,7 @@ def with_iso_timestamps(frame: pd.DataFrame) -> pd.DataFrame:
         if not (pd.api.types.is_object_dtype(column.dtype) or pd.api.types.is_string_dtype(column.dtype)):
             continue
         values = column.dropna()
-        if values.empty or not all(isinstance(v, str) for v in values):
-            continue
-        if not values.str.fullmatch(_ISO_TIMESTAMP).all():
+        if pd.api.types.infer_dtype(values) != "string" or not values.str.fullmatch(_ISO_TIMESTAMP).all():
             continue
         offsets = values.str.contains(f"{_ISO_TIME}{_ISO_OFFSET}$", regex=True)
         try:
