@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import norm
 
 from tabsynth import (
     BooleanColumn,
@@ -20,7 +22,8 @@ from tabsynth import (
     Schema,
 )
 from tabsynth.privacy import DiscoveryWarning, PrivacyLedger, discover_schema
-from tabsynth.privacy.discovery import _laplace_sum_threshold, _numeric_edges, _range_of
+from tabsynth.privacy.discovery import _numeric_edges, _range_of
+from tabsynth.privacy.mechanisms import CountNoise
 
 EPS_PER_COLUMN = 0.1
 DELTA = 1e-6
@@ -154,7 +157,7 @@ def test_the_mirror_of_a_positive_range_joins_it_when_its_sum_clears_one_test(ne
     noisy = np.zeros(len(edges) - 1)
     noisy[positive] = 300.0
     noisy[2 * zero - 1 - positive] = negative_per_bin
-    lower, upper, located = _range_of(noisy, edges, 1.0, 1, zero, zero)
+    lower, upper, located = _range_of(noisy, edges, CountNoise.laplace(1.0), 1, zero, zero)
     assert located and upper == 8.0 and (lower == -8.0 if takes_in_the_mirror else lower == 1.0)
 
 
@@ -200,16 +203,6 @@ def test_a_binary_coded_integer_spends_the_knots_share_on_a_second_range_histogr
     # seeds, the sum of two (the knots' half has nothing to buy for a binary code) in 22.
     uppers = [discover(ages_beside_a_tail_at_70(30), seed=seed)[0]["age"].upper for seed in range(40)]
     assert sum(upper >= 70 for upper in uppers) >= 18 and max(uppers) <= 100
-
-
-def test_growth_thresholds_are_the_exact_tails_of_sums_of_laplace_noise() -> None:
-    # An independent computation: Monte Carlo sums of Laplace(1/epsilon) noise exceed each threshold
-    # with the stated probability.
-    rng = np.random.default_rng(0)
-    for size, failure in [(1, 0.05), (2, 0.002), (4, 0.01), (16, 0.001)]:
-        threshold = _laplace_sum_threshold(size, failure, 0.5)
-        sums = rng.laplace(0.0, 2.0, size=(400_000, size)).sum(1)
-        assert (sums >= threshold).mean() == pytest.approx(failure, rel=0.15)
 
 
 def test_ledger_holds_one_entry_for_the_given_epsilon_without_table_values() -> None:
@@ -427,3 +420,54 @@ def test_known_rows_drops_rows_with_unknown_categories_but_keeps_nulls_and_catch
                      CategoricalColumn("b", categories=("p",), catch_all="<other>")), ("a", "b"))
     frame = pd.DataFrame({"a": ["x", None, "z", "y"], "b": ["p", "q", "p", "p"]})
     assert known_rows(schema)(frame).index.tolist() == [0, 1, 3]
+
+
+def wide_table(n_rows: int, n_numbers: int, n_categories: int = 0, seed: int = 0) -> pd.DataFrame:
+    """``n_numbers`` incomes around 50,000 and ``n_categories`` three-valued categorical columns."""
+    rng = np.random.default_rng(seed)
+    frame = {f"amount_{i}": rng.normal(50_000, 10_000, n_rows).clip(1_000) for i in range(n_numbers)}
+    frame |= {f"group_{i}": pd.Series(rng.choice(np.array(["a", "b", "c"]), n_rows), dtype="str")
+              for i in range(n_categories)}
+    return pd.DataFrame(frame)
+
+
+def test_a_small_wide_table_locates_every_range_through_one_gaussian_release() -> None:
+    # 4,000 rows x 20 numbers at epsilon 0.3: split 20 ways, a Laplace range bin needs ~1,900 rows to
+    # clear its threshold (none of these bins holds that many); one Gaussian release over all 40
+    # histograms needs ~370.
+    ledger = PrivacyLedger(1.0, 1e-5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DiscoveryWarning)
+        schema = discover_schema(wide_table(4_000, 20), ledger, 0.3, 3e-6, np.random.default_rng(0))
+    assert ledger.entries[0].details["noise"]["composition"] == "gaussian"
+    for column in schema.columns:
+        assert 1_000 <= column.lower <= 36_000 and 64_000 <= column.upper <= 200_000, column
+
+
+def test_a_single_column_keeps_laplace_noise_and_spends_no_delta() -> None:
+    ledger = PrivacyLedger(1.0, 1e-5)
+    discover_schema(wide_table(4_000, 1), ledger, 0.3, 3e-6, np.random.default_rng(0))
+    (entry,) = ledger.entries
+    assert entry.details["noise"]["composition"] == "basic" and entry.delta == 0.0
+    assert entry.details["columns"]["amount_0"]["mechanisms"]["histogram_range"] == {"noise": "laplace",
+                                                                                     "scale": pytest.approx(1 / 0.15)}
+
+
+def test_the_gaussian_release_is_within_its_budget_by_an_independent_accountant() -> None:
+    # Google's dp-accounting: the Gaussian mechanism whose 1/std^2 is the sum over every histogram of
+    # 1/std^2 (what the ledger lists), plus each categorical column's chance of releasing a value held
+    # by one row, stays within (epsilon, delta).
+    from dp_accounting.pld import privacy_loss_distribution
+
+    epsilon, delta = 0.3, 3e-6
+    ledger = PrivacyLedger(1.0, 1e-5)
+    discover_schema(wide_table(4_000, 6, n_categories=5), ledger, epsilon, delta, np.random.default_rng(0))
+    entry = ledger.entries[0]
+    assert entry.details["noise"]["composition"] == "gaussian" and (entry.epsilon, entry.delta) == (epsilon, delta)
+    histograms = [m for column in entry.details["columns"].values() for m in column["mechanisms"].values()]
+    assert len(histograms) == 6 * 2 + 5 and all(m["noise"] == "gaussian" for m in histograms)
+    mu = math.sqrt(sum(1.0 / m["scale"] ** 2 for m in histograms))
+    pld = privacy_loss_distribution.from_gaussian_mechanism(1.0 / mu, sensitivity=1.0, value_discretization_interval=1e-4)
+    thresholds = [m for m in histograms if "threshold" in m]
+    singleton = sum(float(norm.sf((m["threshold"] - 1.0) / m["scale"])) for m in thresholds)
+    assert pld.get_delta_for_epsilon(epsilon) + singleton <= delta * 1.001

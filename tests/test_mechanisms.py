@@ -18,6 +18,7 @@ from tabsynth.privacy import (
 from tabsynth.privacy.mechanisms import (
     GAUSSIAN_HISTOGRAMS,
     LAPLACE_HISTOGRAMS,
+    CountNoise,
     gaussian_delta,
     gaussian_noise_std,
     histogram_quantiles,
@@ -223,6 +224,28 @@ def test_category_release_validates_its_arguments():
 def test_category_release_plans_at_extreme_budgets_without_overflow():
     assert plan_category_release(3000.0, 1e-5, 9).threshold < 2.0  # a value held by two rows is kept
     assert plan_category_release(1e-4, 1e-9, 9).threshold > 1e5
+
+
+@pytest.mark.parametrize("kind", ["laplace", "gaussian"])
+def test_count_noise_sum_thresholds_are_the_exact_tails_of_sums_of_its_draws(kind: str):
+    # An independent computation: Monte Carlo sums of the noise exceed each threshold with the stated probability.
+    noise = CountNoise(kind, 2.0)
+    rng = np.random.default_rng(0)
+    for terms, failure in [(1, 0.05), (2, 0.002), (4, 0.01), (16, 0.001)]:
+        sums = noise.sample(rng, 400_000 * terms).reshape(400_000, terms).sum(1)
+        assert (sums >= noise.sum_threshold(terms, failure)).mean() == pytest.approx(failure, rel=0.15)
+
+
+def test_count_noise_std_matches_its_draws_and_rejects_bad_parameters():
+    rng = np.random.default_rng(1)
+    for noise in (CountNoise.laplace(0.5), CountNoise("gaussian", 3.0)):
+        assert noise.sample(rng, 200_000).std() == pytest.approx(noise.std, rel=0.02)
+    with pytest.raises(ValueError, match="kind"):
+        CountNoise("cauchy", 1.0)
+    with pytest.raises(ValueError, match="scale"):
+        CountNoise("gaussian", 0.0)
+    with pytest.raises(ValueError, match="epsilon"):
+        CountNoise.laplace(-1.0)
 
 
 def _rank_error(x: np.ndarray, got: np.ndarray, levels: np.ndarray) -> float:

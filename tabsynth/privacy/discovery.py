@@ -9,21 +9,23 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, replace
-from functools import lru_cache, partial
+from functools import partial
 from typing import Any, Callable, Collection, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import integrate, optimize, special
+from scipy.stats import norm
 
 from tabsynth.geo import BoundingBox
 from tabsynth.privacy.ledger import PrivacyLedger
 from tabsynth.privacy.mechanisms import (
+    GAUSSIAN_DELTA_SHARES,
     GAUSSIAN_HISTOGRAMS,
     LAPLACE_HISTOGRAMS,
     CategoryRelease,
-    histogram_quantiles,
-    laplace_histogram,
+    CountNoise,
+    gaussian_noise_std,
+    noisy_histogram,
     plan_category_release,
     quantiles_of_counts,
 )
@@ -53,7 +55,7 @@ class DiscoveryWarning(UserWarning):
 
 PURPOSE = "domain discovery"
 NEW_CATEGORIES_PURPOSE = "new categories"
-RANGE_MECHANISM = "laplace_histogram_range"
+RANGE_MECHANISM = "histogram_range"
 QUANTILE_MECHANISM = "histogram_quantiles"
 HISTOGRAM_MECHANISM = "thresholded_histograms"  # a categorical column's plan: its share of one CategoryRelease
 _RELEASE_COMPOSITION = {
@@ -70,6 +72,15 @@ RUN_GROWTH_FAILURE = 0.002  # chance that an empty run of 2, 4 or 8 bins next to
 KNOT_BINS = 32  # even bins of the released range in the knots' histogram
 KNOT_OCTAVES = 8  # and its quarter-octave bins down to 2^-8 of the range
 GEO_STEP = 0.1  # degrees per bin of the latitude/longitude range histograms
+BASIC_PLAN, GAUSSIAN_PLAN = "basic", "gaussian"  # see _NoisePlan
+_COMPOSITION = {
+    BASIC_PLAN: "basic: epsilon split evenly over the columns, Laplace noise; the categorical columns' shares and "
+                "delta spent by one category release",
+    GAUSSIAN_PLAN: "one Gaussian release: every histogram of every column gets Gaussian noise, together mu-GDP, "
+                   "calibrated exactly to epsilon and delta_gaussian; the rest of delta bounds the release of a "
+                   "category held by one row",
+}
+_REFERENCE_RANGE_TESTS = len(RANGE_LEVELS) * 580  # about a numeric range histogram's tests (levels x bins); for plan scores
 
 
 @dataclass(frozen=True)
@@ -104,21 +115,19 @@ def discover_schema(
     resolution (the dtype's unit; days for ``day_columns``, which the storage declares dates) come from the
     pandas dtypes and the storage alone, never from values, so neither the row
     count, the presence of nulls nor any value leaks through them; booleans cost nothing. Every other
-    source column gets epsilon/k, k being the number of such columns (lat and lon count separately), by
-    basic composition, since one row touches every column. A numeric or datetime column spends half of
-    its share on a Laplace histogram over fixed data-independent bins (each row falls in one bin: L1
-    sensitivity 1, so epsilon-DP); the bounds are the outermost bins or bin groups whose noisy count clears
+    source column runs noisy histograms in which each row falls in one bin (sensitivity 1); one row
+    touches every column, so the k such columns (lat and lon count separately) share the budget
+    (``_plan_noise``). A numeric or datetime column spends half of its share on a histogram over fixed
+    data-independent bins; the bounds are the outermost bins or bin groups whose noisy count clears
     a threshold that empty regions almost never clear (post-processing, so a lone extreme record cannot
-    set a bound). The other half buys the inner knots from ONE ``histogram_quantiles`` call: a second
-    Laplace histogram, over bins fixed by the released bounds, whose noise all the knots share (an
-    integer of at most 128 values needs no knots: its second histogram refines its range instead). A
-    geo coordinate spends its whole share on such a histogram. The h categorical columns release their
-    category sets together (``plan_category_release`` at h shares of epsilon and the whole delta: one
-    Gaussian mechanism on all their counts, or a Laplace histogram per column, whichever has the lower
-    threshold; a value held only by the differing row clears it with probability at most delta/h); categories are
-    sorted by a data-independent key and a catch-all absorbs every value that was not released. The whole
+    set a bound). The other half buys the inner knots from ONE histogram over bins fixed by the released
+    bounds, whose noise all the knots share (an integer of at most 128 values needs no knots: its second
+    histogram refines its range instead). A geo coordinate spends its whole share on such a histogram.
+    The h categorical columns release the values whose noisy counts clear a threshold that a value held
+    only by the differing row clears with probability at most delta_t each; categories are sorted by a
+    data-independent key and a catch-all absorbs every value that was not released. The whole
     (epsilon, delta) is spent before any mechanism runs, as one entry whose details name the mechanisms
-    and per-column budgets, never a value.
+    and their noise, never a value.
     """
     _check_arguments(frame, ledger, rng, n_knots, catch_all)
     targets = _targets(frame, columns)
@@ -127,14 +136,9 @@ def discover_schema(
     if pair is not None:
         kinds[pair[0]], kinds[pair[1]] = "lat", "lon"
     plans = [_Plan(name, kinds[name], _mechanisms(kinds[name], n_knots)) for name in targets]
-    budgeted = [p for p in plans if p.needs_budget]
-    histograms = [p for p in plans if p.kind == "categorical"]
-    epsilon_each, delta_each = _split_budget(epsilon, delta, len(budgeted), len(histograms))
-    release = plan_category_release(epsilon_each * len(histograms), float(delta), len(histograms)) \
-        if histograms else None
-    if budgeted:
-        _spend(ledger, plans, float(epsilon), float(delta) if histograms else 0.0, epsilon_each, delta_each,
-               n_knots, release)
+    noise = _plan_noise(plans, epsilon, delta)
+    if noise is not None:
+        _spend(ledger, plans, noise, n_knots)
 
     specs: dict[str, Column] = {}
     geo_bounds: dict[str, tuple[float, float]] = {}
@@ -145,20 +149,23 @@ def discover_schema(
             specs[plan.name] = BooleanColumn(plan.name, nullable=_nullable(series.dtype),
                                              dtype=dtype_text(series.dtype))
         elif plan.kind == "categorical":
-            specs[plan.name] = _discover_categorical(series, release, rng, catch_all)
+            specs[plan.name] = _discover_categorical(series, noise.release, rng, catch_all)
         elif plan.kind in ("integer", "continuous", "datetime"):
             discover = (partial(_discover_datetime, days=plan.name in day_columns) if plan.kind == "datetime"
                         else partial(_discover_number, integer=plan.kind == "integer"))
-            specs[plan.name], located = discover(series, epsilon=epsilon_each, n_knots=n_knots, rng=rng)
+            range_noise, knot_noise = noise.of(plan)
+            specs[plan.name], located = discover(series, range_noise=range_noise, knot_noise=knot_noise,
+                                                 n_knots=n_knots, rng=rng)
             unlocated += [] if located else [plan.name]
         else:
-            low, high, located = _dp_coordinate_range(series, plan.kind, epsilon_each, rng)
+            low, high, located = _dp_coordinate_range(series, plan.kind, noise.of(plan)[0], rng)
             geo_bounds[plan.kind] = (low, high)
             unlocated += [] if located else [plan.name]
     if unlocated:
         # Post-processing of the noisy histograms: saying so reveals nothing more than the release does.
         warnings.warn(f"DP discovery could not locate the range of column(s) {unlocated} at epsilon "
-                      f"{epsilon_each:.3g} each (too few rows for any bin to clear its threshold); their bounds are "
+                      f"{epsilon:.3g} over {noise.columns} column(s) (too few rows for any bin to clear its "
+                      f"threshold of about {noise.range_threshold:.0f} rows); their bounds are "
                       f"a guess near 0 (or the busiest region), so their synthetic values will be wrong. Declare "
                       f"their bounds in a schema, pass a public table, or give discovery more budget",
                       DiscoveryWarning, stacklevel=2)
@@ -330,45 +337,138 @@ def _split_budget(epsilon: float, delta: float, n_budgeted: int, n_histograms: i
     return epsilon / n_budgeted, delta / n_histograms
 
 
-def _spend(ledger: PrivacyLedger, plans: Sequence[_Plan], epsilon: float, delta: float, epsilon_each: float,
-           delta_each: float, n_knots: int, release: CategoryRelease | None) -> None:
+@dataclass(frozen=True)
+class _NoisePlan:
+    """How discovery's (epsilon, delta) becomes noise on each histogram; chosen from parameters alone.
+
+    ``composition`` "basic": each of the ``columns`` budgeted columns gets epsilon/k, its histograms
+    Laplace noise (a column's range and knots histograms half of it each), and the categorical columns
+    ``plan_category_release`` at their shares and the whole delta. "gaussian": every histogram of every
+    column gets Gaussian noise; a column's share of mu^2 is 1/k of that of the whole release, which is
+    mu-GDP (composition of Gaussian mechanisms, adaptive bins included, is exact in GDP) and so
+    (epsilon, delta_gaussian)-DP by the Gaussian privacy curve; each categorical column's threshold adds
+    the chance delta_t that a value held only by the differing row clears it, so delta = delta_gaussian
+    + h * delta_t.
+    """
+
+    composition: str
+    columns: int
+    epsilon: float
+    delta: float  # what the entry is charged: 0 for basic composition without categorical columns
+    range_noise: CountNoise  # the range histogram of a column that also buys knots (and its binary code's second)
+    knot_noise: CountNoise
+    sole_noise: CountNoise  # the one histogram of a geo coordinate or a number without knots
+    release: CategoryRelease | None
+    delta_gaussian: float = 0.0
+
+    def of(self, plan: _Plan) -> tuple[CountNoise, CountNoise | None]:
+        """The noise of ``plan``'s range histogram and of its knots' histogram (None if it buys no knots)."""
+        if QUANTILE_MECHANISM in plan.mechanisms:
+            return self.range_noise, self.knot_noise
+        return self.sole_noise, None
+
+    @property
+    def range_threshold(self) -> float:
+        """The count a single bin of a numeric range histogram must reach at the first level (typical
+        number of tests)."""
+        return self.range_noise.sum_threshold(1, RANGE_FAILURE / _REFERENCE_RANGE_TESTS)
+
+    def score(self, plans: Sequence[_Plan]) -> float:
+        """Mean log of the budgeted columns' thresholds (lower locates more): a categorical column's
+        release threshold; a range's first-level and one-bin growth thresholds, the first set by far
+        tails (where a Gaussian's are lighter), the second by moderate ones (where Laplace's are)."""
+        logs = []
+        for plan in plans:
+            if plan.kind == "categorical":
+                logs.append(math.log(self.release.threshold))
+            elif plan.needs_budget:
+                noise = self.of(plan)[0]
+                logs += [math.log(noise.sum_threshold(1, RANGE_FAILURE / _REFERENCE_RANGE_TESTS)),
+                         math.log(_growth_threshold(1, noise))]
+        return float(np.mean(logs))
+
+    def details(self) -> dict[str, Any]:
+        """What the ledger records: the composition and each histogram's noise (parameters, no data)."""
+        out: dict[str, Any] = {"composition": self.composition, "columns": self.columns}
+        if self.composition == GAUSSIAN_PLAN:
+            out.update(mu=1.0 / self.sole_noise.scale * math.sqrt(self.columns), delta_gaussian=self.delta_gaussian)
+        for name, noise in (("range_and_knots_histograms", self.range_noise), ("single_histogram", self.sole_noise)):
+            out[name] = {"noise": noise.kind, "scale": noise.scale}
+        return out
+
+
+def _plan_noise(plans: Sequence[_Plan], epsilon: float, delta: float) -> _NoisePlan | None:
+    """The plan (basic composition of Laplace histograms, or one Gaussian release) whose columns' first
+    thresholds are lower; None if no column needs budget. The Gaussian wins from about two columns on
+    (Adult's 14 at epsilon 0.3, delta 3e-6: a range bin needs 320 rows to clear its threshold, against
+    1,324 with Laplace), as its noise grows with sqrt(k), not k."""
+    budgeted = [p for p in plans if p.needs_budget]
+    if not budgeted:
+        return None
+    k, h = len(budgeted), sum(p.kind == "categorical" for p in plans)
+    epsilon = float(epsilon)
+    if not math.isfinite(epsilon) or epsilon <= 0:
+        raise ValueError(f"epsilon must be a positive finite number to discover {k} column(s), got {epsilon!r}")
+    delta = float(delta)
+    if h and not 0.0 < delta < 1.0:
+        raise ValueError(f"delta must be in (0, 1) to discover {h} categorical column(s) "
+                         f"(an unknown domain needs delta > 0), got {delta!r}")
+    each = epsilon / k
+    candidates = [_NoisePlan(BASIC_PLAN, k, epsilon, delta if h else 0.0,
+                             CountNoise.laplace(each * RANGE_SHARE), CountNoise.laplace(each * (1 - RANGE_SHARE)),
+                             CountNoise.laplace(each), plan_category_release(each * h, delta, h) if h else None)]
+    if 0.0 < delta < 1.0:
+        for share in (GAUSSIAN_DELTA_SHARES if h else (1.0,)):
+            column_std = gaussian_noise_std(epsilon, share * delta, math.sqrt(k))  # std of a column's one histogram
+            release = None if not h else CategoryRelease(
+                GAUSSIAN_HISTOGRAMS, h, epsilon, delta, column_std,
+                1.0 + column_std * float(norm.isf((1.0 - share) * delta / h)))
+            candidates.append(_NoisePlan(
+                GAUSSIAN_PLAN, k, epsilon, delta, CountNoise("gaussian", column_std / math.sqrt(RANGE_SHARE)),
+                CountNoise("gaussian", column_std / math.sqrt(1 - RANGE_SHARE)), CountNoise("gaussian", column_std),
+                release, share * delta))
+    return min(candidates, key=lambda candidate: candidate.score(plans))
+
+
+def _spend(ledger: PrivacyLedger, plans: Sequence[_Plan], noise: _NoisePlan, n_knots: int) -> None:
     """Record the whole discovery as ONE ledger entry, before any mechanism touches the data."""
     per_column: dict[str, dict[str, Any]] = {}
     used: set[str] = set()
     for plan in plans:
         if not plan.needs_budget:
             continue
-        used.update(release.mechanism if m == HISTOGRAM_MECHANISM and release else m for m in plan.mechanisms)
         if plan.kind == "categorical":
-            split = {release.mechanism: {"epsilon": epsilon_each, "delta": delta_each}}
-        elif len(plan.mechanisms) == 2:
-            split = {RANGE_MECHANISM: {"epsilon": epsilon_each * RANGE_SHARE, "delta": 0.0},
-                     QUANTILE_MECHANISM: {"epsilon": epsilon_each * (1 - RANGE_SHARE), "delta": 0.0,
-                                          "quantiles": n_knots - 2}}
-            if plan.kind == "integer":  # see _discover_number
-                split[QUANTILE_MECHANISM]["if_binary_code"] = f"a second {RANGE_MECHANISM} instead"
+            used.add(noise.release.mechanism)
+            split = {noise.release.mechanism: {"noise": "gaussian" if noise.release.mechanism == GAUSSIAN_HISTOGRAMS
+                                               else "laplace", "scale": noise.release.noise,
+                                               "threshold": noise.release.threshold}}
         else:
-            split = {RANGE_MECHANISM: {"epsilon": epsilon_each, "delta": 0.0}}
-        per_column[plan.name] = {"kind": plan.kind, "epsilon": epsilon_each,
-                                 "delta": delta_each if plan.kind == "categorical" else 0.0,
-                                 "mechanisms": split}
-    extra = {} if release is None else {"categories": release.details()}
-    composition = "basic: epsilon split evenly over columns, delta over categorical columns"
-    if release is not None and release.mechanism == GAUSSIAN_HISTOGRAMS:
-        composition += "; the categorical columns' shares spent together by one Gaussian mechanism"
-    ledger.spend(PURPOSE, "+".join(sorted(used)), epsilon, delta, composition=composition, columns=per_column,
-                 **extra)
+            used.update(plan.mechanisms)
+            range_noise, knot_noise = noise.of(plan)
+            split = {RANGE_MECHANISM: {"noise": range_noise.kind, "scale": range_noise.scale}}
+            if knot_noise is not None:
+                split[QUANTILE_MECHANISM] = {"noise": knot_noise.kind, "scale": knot_noise.scale,
+                                             "quantiles": n_knots - 2}
+                if plan.kind == "integer":  # see _discover_number
+                    split[QUANTILE_MECHANISM]["if_binary_code"] = f"a second {RANGE_MECHANISM} instead"
+        entry: dict[str, Any] = {"kind": plan.kind, "mechanisms": split}
+        if noise.composition == BASIC_PLAN:
+            entry["epsilon"] = noise.epsilon / noise.columns
+        per_column[plan.name] = entry
+    extra = {} if noise.release is None else {"categories": noise.release.details()}
+    ledger.spend(PURPOSE, "+".join(sorted(used)), noise.epsilon, noise.delta, composition=_COMPOSITION[noise.composition],
+                 noise=noise.details(), columns=per_column, **extra)
 
 
 # --- mechanisms per kind --------------------------------------------------------------------------
 
 
-def _dp_range(values: np.ndarray, edges: np.ndarray, epsilon: float, rng: np.random.Generator,
+def _dp_range(values: np.ndarray, edges: np.ndarray, noise: CountNoise, rng: np.random.Generator,
               anchor: int = 0) -> tuple[float, float, bool]:
-    """DP (lower, upper): outermost edges of the bins or bin groups whose Laplace-noised count clears a threshold.
+    """DP (lower, upper): outermost edges of the bins or bin groups whose noisy count clears a threshold.
 
     Bins [edges[i], edges[i+1]) are fixed in advance and values beyond the ends fall in the end bins, so
-    one row changes one count by one (L1 sensitivity 1) and the noisy histogram is epsilon-DP; the rest
+    one row changes one count by one (sensitivity 1) and the histogram with ``noise`` is DP; the rest
     is post-processing. Sparse tails are caught by summing runs of 2..16 bins (aligned at ``anchor``), each
     level with a threshold that an all-empty group clears with probability <= beta/(levels*groups), so
     with probability >= 1 - beta no empty region, e.g. one holding a lone outlier, widens the range.
@@ -381,13 +481,13 @@ def _dp_range(values: np.ndarray, edges: np.ndarray, epsilon: float, rng: np.ran
     range starts from the noisy mode of the coarsest level (numbers: see ``_range_of``'s ``zero``,
     which also takes in a one-signed range's mirror image across 0 when that region clears).
     """
-    return _range_of(laplace_histogram(values, edges, epsilon, rng), edges, epsilon, 1, anchor, None)
+    return _range_of(noisy_histogram(values, edges, noise, rng), edges, noise, 1, anchor, None)
 
 
-def _range_of(noisy: np.ndarray, edges: np.ndarray, epsilon: float, copies: int, anchor: int,
+def _range_of(noisy: np.ndarray, edges: np.ndarray, noise: CountNoise, copies: int, anchor: int,
               zero: int | None) -> tuple[float, float, bool]:
-    """``_dp_range``'s bounds read off ``noisy``, the sum of ``copies`` independent noisy histograms at
-    ``epsilon`` each (post-processing): every threshold is that of a sum of ``copies`` times as many
+    """``_dp_range``'s bounds read off ``noisy``, the sum of ``copies`` independent histograms with
+    ``noise`` each (post-processing): every threshold is that of a sum of ``copies`` times as many
     noises; and whether any bin or group cleared a threshold (else the bounds are a guess).
 
     For numbers, ``zero`` is the bin holding 0 alone: a point mass there is common (incomes, amounts,
@@ -403,7 +503,7 @@ def _range_of(noisy: np.ndarray, edges: np.ndarray, epsilon: float, copies: int,
         _, first = np.unique((np.arange(n_bins) - anchor) // size, return_index=True)
         sums = np.add.reduceat(noisy, first)
         low_edges, high_edges = edges[first], edges[np.append(first[1:], n_bins)]
-        kept = np.flatnonzero(sums >= _group_threshold(copies * size, len(first) * len(levels), epsilon))
+        kept = np.flatnonzero(sums >= noise.sum_threshold(copies * size, RANGE_FAILURE / (len(first) * len(levels))))
         if kept.size == 0:
             continue
         if lower is None:
@@ -413,7 +513,7 @@ def _range_of(noisy: np.ndarray, edges: np.ndarray, epsilon: float, copies: int,
             lower = low_edges[kept[0]]
         if low_edges[kept[-1]] >= upper:
             upper = high_edges[kept[-1]]
-    if zero is not None and noisy[zero] >= _laplace_sum_threshold(copies, RANGE_FAILURE, epsilon):
+    if zero is not None and noisy[zero] >= noise.sum_threshold(copies, RANGE_FAILURE):
         lower = edges[zero] if lower is None else min(lower, edges[zero])
         upper = edges[zero + 1] if upper is None else max(upper, edges[zero + 1])
     located = lower is not None
@@ -424,14 +524,14 @@ def _range_of(noisy: np.ndarray, edges: np.ndarray, epsilon: float, copies: int,
         mode = int(np.argmax(np.add.reduceat(noisy, first)))
         lower, upper = edges[first[mode]], edges[first[mode + 1] if mode + 1 < len(first) else n_bins]
     # Sparse tails: grow the range outwards while the next bin, or the next 2, 4 or 8 together, clears
-    # its growth threshold (``_growth_thresholds``).
+    # its growth threshold (``_growth_threshold``).
     low, high = int(np.searchsorted(edges, lower)), int(np.searchsorted(edges, upper))  # bins [low, high)
     # Growth does not cross 0: negative values beside a non-negative range (or positive ones beside a
     # negative range) need a threshold that guards every bin, as a lone false step would make a count
     # or an amount negative.
     floor = zero if zero is not None and low >= zero else 0
     ceiling = zero + 1 if zero is not None and high <= zero else n_bins
-    low, high = _grown(noisy, low, high, floor, ceiling, epsilon, copies)
+    low, high = _grown(noisy, low, high, floor, ceiling, noise, copies)
     # A range of one sign may still have the other beside it (a quantity centred on 0: the bulk of each
     # sign spread over many fine bins near 0 need not clear anywhere at first): the mirror image of the
     # range across 0 joins it if its bins' sum clears the threshold of one test, then grows outwards.
@@ -440,80 +540,51 @@ def _range_of(noisy: np.ndarray, edges: np.ndarray, epsilon: float, copies: int,
             start, stop = max(2 * zero - high, 0), 2 * zero - low
         else:
             start, stop = max(2 * zero - min(high, zero), high), min(2 * zero - low, n_bins)
-        if stop > start and noisy[start:stop].sum() >= _laplace_sum_threshold(copies * (stop - start), RANGE_FAILURE,
-                                                                                 epsilon):
-            low, high = _grown(noisy, min(low, start), max(high, stop), 0, n_bins, epsilon, copies)
+        if stop > start and noisy[start:stop].sum() >= noise.sum_threshold(copies * (stop - start), RANGE_FAILURE):
+            low, high = _grown(noisy, min(low, start), max(high, stop), 0, n_bins, noise, copies)
     return float(edges[low]), float(edges[high]), located
 
 
-def _grown(noisy: np.ndarray, low: int, high: int, floor: int, ceiling: int, epsilon: float,
+def _grown(noisy: np.ndarray, low: int, high: int, floor: int, ceiling: int, noise: CountNoise,
            copies: int) -> tuple[int, int]:
     """Bins [low, high) grown outwards by ``_growth``, down to ``floor`` and up to ``ceiling`` at most."""
-    while grown := _growth(noisy[floor:low][::-1], epsilon, copies):
+    while grown := _growth(noisy[floor:low][::-1], noise, copies):
         low -= grown
-    while grown := _growth(noisy[high:ceiling], epsilon, copies):
+    while grown := _growth(noisy[high:ceiling], noise, copies):
         high += grown
     return low, high
 
 
-def _growth(outwards: np.ndarray, epsilon: float, copies: int = 1) -> int:
+def _growth(outwards: np.ndarray, noise: CountNoise, copies: int = 1) -> int:
     """Bins to grow a range by, given the noisy counts beyond it from the nearest outwards: the first of
     1, 2, 4, 8 bins whose sum clears its ``_growth_threshold``, and of a run that clears, the prefix
     with the largest noisy sum (empty bins at the run's far end add only noise), or 0."""
     for size in GROWTH_SIZES:
-        if size <= len(outwards) and outwards[:size].sum() >= _growth_threshold(size, epsilon, copies):
+        if size <= len(outwards) and outwards[:size].sum() >= _growth_threshold(size, noise, copies):
             return int(np.argmax(np.cumsum(outwards[:size]))) + 1
     return 0
 
 
-def _group_threshold(size: int, n_tests: int, epsilon: float) -> float:
-    """Threshold that a sum of ``size`` Laplace(1/epsilon) noises exceeds with probability <= RANGE_FAILURE/n_tests."""
-    return _laplace_sum_threshold(size, RANGE_FAILURE / n_tests, epsilon)
-
-
-def _growth_threshold(size: int, epsilon: float, copies: int = 1) -> float:
+def _growth_threshold(size: int, noise: CountNoise, copies: int = 1) -> float:
     """Threshold for growing a range by ``size`` bins (of ``copies`` summed histograms): an empty bin
     clears it with probability ``RANGE_GROWTH_FAILURE`` (a false step widens the range by one bin), an
     empty run of 2, 4 or 8 bins with probability ``RUN_GROWTH_FAILURE``."""
     failure = RANGE_GROWTH_FAILURE if size == 1 else RUN_GROWTH_FAILURE
-    return _laplace_sum_threshold(copies * size, failure, epsilon)
+    return noise.sum_threshold(copies * size, failure)
 
 
-def _laplace_sum_threshold(size: int, failure: float, epsilon: float) -> float:
-    """Threshold that a sum of ``size`` Laplace(1/epsilon) noises exceeds with probability ``failure``.
-
-    Depends on parameters only, never on the data; see ``_unit_laplace_sum_threshold``.
-    """
-    return _unit_laplace_sum_threshold(size, failure) / epsilon
-
-
-@lru_cache(maxsize=256)
-def _unit_laplace_sum_threshold(size: int, failure: float) -> float:
-    """``_laplace_sum_threshold`` at epsilon 1, from the exact tail: one noise exp(-t)/2; a sum of
-    several, a difference of two Gamma(size, 1) variables, by numerical integration (20-45% below the
-    Chernoff bound for 2-64 noises)."""
-    if size == 1:
-        return math.log(1.0 / (2.0 * failure))
-    log_norm = special.gammaln(size)
-
-    def excess(t: float) -> float:  # P(G1 - G2 > t) - failure: G1's tail over G2's density
-        tail = integrate.quad(lambda y: special.gammaincc(size, t + y) * math.exp(
-            (size - 1) * math.log(y) - y - log_norm) if y > 0 else 0.0, 0.0, np.inf, limit=200)[0]
-        return tail - failure
-
-    return float(optimize.brentq(excess, 0.0, 50.0 * size + 50.0 * math.log(1.0 / failure), xtol=1e-4))
-
-
-def _dp_knots(values: np.ndarray, lower: float, upper: float, epsilon: float, n_knots: int, integral: bool,
+def _dp_knots(values: np.ndarray, lower: float, upper: float, noise: CountNoise, n_knots: int, integral: bool,
               rng: np.random.Generator, numeric: bool = True) -> tuple[float, ...] | None:
-    """Knots [lower, DP inner quantiles..., upper] read off ONE histogram over ``_knot_edges`` of the bounds.
+    """Knots [lower, DP inner quantiles..., upper] read off ONE noisy histogram over ``_knot_edges`` of the
+    bounds (each row in one bin, so sensitivity 1), all knots sharing its noise.
 
     A quantile inside the bin that holds 0 alone is 0, so that a point mass at 0 (zero-inflated amounts)
     repeats among the knots and the encoder keeps it one cell.
     """
     levels = np.linspace(0.0, 1.0, n_knots)[1:-1]
     edges = _knot_edges(lower, upper, integral, numeric)
-    inner = histogram_quantiles(np.clip(values, lower, upper), levels, epsilon, edges, rng, integer=integral)
+    noisy = noisy_histogram(np.clip(values, lower, upper), edges, noise, rng)
+    inner = quantiles_of_counts(noisy, edges, levels, integer=integral)
     if numeric and lower <= 0.0 < upper:
         inner[(inner >= 0.0) & (inner < edges[np.searchsorted(edges, 0.0) + 1])] = 0.0
     return quantile_knots(np.concatenate([[lower], inner, [upper]]), integral=integral)
@@ -541,33 +612,32 @@ def _numeric_edges(integer: bool) -> np.ndarray:
     return np.unique(np.round(edges) + 0.0) if integer else edges
 
 
-def _discover_number(series: pd.Series, integer: bool, epsilon: float, n_knots: int,
-                     rng: np.random.Generator) -> tuple[Column, bool]:
-    """Integer or continuous spec: bounds from the DP range histogram, knots from DP inner quantiles;
-    and whether the range was located (some bin cleared a threshold) rather than guessed.
+def _discover_number(series: pd.Series, integer: bool, range_noise: CountNoise, knot_noise: CountNoise | None,
+                     n_knots: int, rng: np.random.Generator) -> tuple[Column, bool]:
+    """Integer or continuous spec: bounds from the DP range histogram, knots from DP inner quantiles
+    (none without ``knot_noise``); and whether the range was located (some bin cleared a threshold)
+    rather than guessed.
 
     An integer whose first range makes it a binary code (at most 128 values) has no
-    knots: the knots' share buys a second range histogram instead (the same bins, fresh noise; basic
-    composition), and the bounds are read again off the sum of both, whose noise is sqrt(2) smaller
-    relative to the counts.
+    knots: the knots' share buys a second range histogram instead (the same bins, fresh noise), and the
+    bounds are read again off the sum of both, whose noise is sqrt(2) smaller relative to the counts.
     """
     name = str(series.name)
     values = series.dropna().to_numpy(dtype=np.float64)
     edges = _numeric_edges(integer)
-    range_epsilon = epsilon * RANGE_SHARE if n_knots > 2 else epsilon
     zero = int(np.searchsorted(edges, 0.0))  # the bin [0, smallest magnitude)
-    noisy = laplace_histogram(values, edges, range_epsilon, rng)
-    lower, upper, located = _range_of(noisy, edges, range_epsilon, 1, zero, zero)
+    noisy = noisy_histogram(values, edges, range_noise, rng)
+    lower, upper, located = _range_of(noisy, edges, range_noise, 1, zero, zero)
     common = {"name": name, "nullable": _nullable(series.dtype), "dtype": dtype_text(series.dtype)}
     if integer:
         column = _integer_column(common, lower, upper)
-        if n_knots <= 2:
+        if knot_noise is None:
             return column, located
         if column.uses_binary_code:
-            if not math.isclose(epsilon - range_epsilon, range_epsilon):  # the sum's thresholds need equal noise
+            if knot_noise != range_noise:  # the sum's thresholds need equal noise
                 return column, located
-            noisy = noisy + laplace_histogram(values, edges, range_epsilon, rng)
-            lower, upper, located = _range_of(noisy, edges, range_epsilon, 2, zero, zero)
+            noisy = noisy + noisy_histogram(values, edges, knot_noise, rng)
+            lower, upper, located = _range_of(noisy, edges, range_noise, 2, zero, zero)
             column = _integer_column(common, lower, upper)
             if column.uses_binary_code:
                 return column, located
@@ -578,11 +648,11 @@ def _discover_number(series: pd.Series, integer: bool, epsilon: float, n_knots: 
                             column.lower, column.upper)
             return replace(column, knots=quantile_knots(np.concatenate([[column.lower], inner, [column.upper]]),
                                                         integral=True)), located
-        knots = _dp_knots(values, column.lower, column.upper, epsilon - range_epsilon, n_knots, True, rng)
+        knots = _dp_knots(values, column.lower, column.upper, knot_noise, n_knots, True, rng)
         return replace(column, knots=knots), located
-    if n_knots <= 2:
+    if knot_noise is None:
         return ContinuousColumn(**common, lower=lower, upper=upper), located
-    knots = _dp_knots(values, lower, upper, epsilon - range_epsilon, n_knots, False, rng)
+    knots = _dp_knots(values, lower, upper, knot_noise, n_knots, False, rng)
     return ContinuousColumn(**common, lower=lower, upper=upper, knots=knots), located
 
 
@@ -597,8 +667,8 @@ def _datetime_unit(dtype: Any) -> str:
     return unit if unit in ("s", "ms", "us", "ns") else "s"
 
 
-def _discover_datetime(series: pd.Series, epsilon: float, n_knots: int, rng: np.random.Generator,
-                       days: bool = False) -> tuple[Column, bool]:
+def _discover_datetime(series: pd.Series, range_noise: CountNoise, knot_noise: CountNoise | None, n_knots: int,
+                       rng: np.random.Generator, days: bool = False) -> tuple[Column, bool]:
     """Datetime spec: bounds from a DP histogram over month bins 1900-2100, knots from DP quantiles on day
     ticks; and whether the range was located. ``days``: the column holds dates, so its resolution is a day."""
     unit = "D" if days else _datetime_unit(series.dtype)
@@ -608,13 +678,12 @@ def _discover_datetime(series: pd.Series, epsilon: float, n_knots: int, rng: np.
     values = stamps.to_numpy().astype(f"datetime64[{unit}]").astype(np.int64).astype(np.float64)
     months = pd.date_range("1900-01-01", "2100-01-01", freq="MS").to_numpy()
     edges = months.astype(f"datetime64[{unit}]").astype(np.int64).astype(np.float64)
-    range_epsilon = epsilon * RANGE_SHARE if n_knots > 2 else epsilon
-    lower, upper, located = _dp_range(values, edges, range_epsilon, rng)
+    lower, upper, located = _dp_range(values, edges, range_noise, rng)
     column = DatetimeColumn(str(series.name), nullable=True, dtype=dtype_text(series.dtype), lower=_iso(lower, unit),
                             upper=_iso(upper, unit), resolution=unit)
-    if n_knots <= 2:
+    if knot_noise is None:
         return column, located
-    knots = _dp_knots(values, lower, upper, epsilon - range_epsilon, n_knots, True, rng, numeric=False)
+    knots = _dp_knots(values, lower, upper, knot_noise, n_knots, True, rng, numeric=False)
     return DatetimeColumn(column.name, nullable=True, dtype=column.dtype, lower=column.lower, upper=column.upper,
                           resolution=unit, knots=knots), located
 
@@ -624,15 +693,15 @@ def _iso(ticks: float, unit: str) -> str:
     return pd.Timestamp(np.datetime64(int(ticks), unit)).isoformat()
 
 
-def _dp_coordinate_range(series: pd.Series, axis: str, epsilon: float,
+def _dp_coordinate_range(series: pd.Series, axis: str, noise: CountNoise,
                          rng: np.random.Generator) -> tuple[float, float, bool]:
-    """DP (min, max) of a latitude or longitude from a Laplace histogram of fixed 0.1-degree bins, and
+    """DP (min, max) of a latitude or longitude from a noisy histogram of fixed 0.1-degree bins, and
     whether it was located."""
     low_end, high_end = (-90.0, 90.0) if axis == "lat" else (-180.0, 360.0)
     n_bins = int(round((high_end - low_end) / GEO_STEP))
     edges = np.round(np.linspace(low_end, high_end, n_bins + 1), 6)
     values = series.dropna().to_numpy(dtype=np.float64)
-    return _dp_range(np.clip(values, low_end, high_end), edges, epsilon, rng)
+    return _dp_range(np.clip(values, low_end, high_end), edges, noise, rng)
 
 
 def _discover_categorical(series: pd.Series, release: CategoryRelease, rng: np.random.Generator,
