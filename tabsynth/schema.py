@@ -295,6 +295,22 @@ class Schema:
             updated.append(column)
         return replace(self, columns=tuple(updated), column_order=tuple(frame.columns))
 
+    def with_storage_nullability(self, frame: pd.DataFrame, *, every: bool = False) -> "Schema":
+        """A copy in which each column whose storage in ``frame`` can hold a null is nullable (``every``:
+        all columns, for storage whose types a reader inferred from values, as a CSV's).
+
+        For a schema inferred from a PUBLIC table applied to a private one: the public values say which
+        columns had nulls last time, the private dtypes (storage metadata, not values) which may have
+        them now. Columns of ``frame``'s absent from the schema are left to the column checks.
+        """
+        updated = []
+        for column in self.columns:
+            sources = [name for name in column.source_columns if name in frame.columns]
+            if not column.nullable and sources and (every or any(can_hold_null(frame[n].dtype) for n in sources)):
+                column = replace(column, nullable=True)
+            updated.append(column)
+        return replace(self, columns=tuple(updated))
+
     def with_rules(self, rules: Sequence[Rule]) -> "Schema":
         """A copy whose edit rules are ``rules`` (replacing any it had)."""
         return replace(self, rules=tuple(rules))
@@ -402,6 +418,11 @@ def dtype_text(dtype: Any) -> str:
     if isinstance(dtype, pd.CategoricalDtype) and dtype.ordered:
         return ORDERED_CATEGORY
     return str(dtype)
+
+
+def can_hold_null(dtype: Any) -> bool:
+    """Whether a pandas dtype can store a missing value: every dtype but numpy's integers and bool."""
+    return not (isinstance(dtype, np.dtype) and dtype.kind in "iub")
 
 
 def check_frame(frame: Any, argument: str) -> None:

@@ -440,7 +440,9 @@ class Synthesizer:
         if schema is not None and not isinstance(schema, Schema):
             raise TypeError(f"schema must be a tabsynth.Schema, got {type(schema).__name__}")
         if schema is None and public is not None:
-            schema = Schema.infer(public)
+            # Nullability from the private storage, not from the public values: a field newly left blank
+            # this year is kept (drawn as nulls only where the DP marginals count enough of them).
+            schema = Schema.infer(public).with_storage_nullability(source.empty(), every=source.types_from_values)
         if schema is None:
             # A Poisson subsample of the rows: DP on it is DP on the table (subsampling only amplifies).
             rows = source.sample(DISCOVERY_ROWS / dp_rows, rng)

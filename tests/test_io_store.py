@@ -205,13 +205,27 @@ def test_csv_columns_of_iso_dates_and_timestamps_are_read_as_timestamps(tmp_path
     assert not pd.api.types.is_datetime64_any_dtype(frame["month_13"])
 
 
-def test_a_null_the_public_table_never_showed_names_the_column_and_the_likely_cause_but_no_count() -> None:
+def test_a_null_a_declared_schema_forbids_names_the_column_and_the_likely_cause_but_no_count() -> None:
     public = pd.DataFrame({"x": [1.0, 2.0, 3.0] * 20, "c": ["a", "b", "a"] * 20})
     private = public.copy()
     private.loc[[3, 7], "x"] = np.nan
+    schema = Schema.infer(public)  # declared by the user: x is not nullable
     with pytest.raises(SchemaError, match=r"column 'x' of the private table violates the schema \(a missing value") as info:
-        Synthesizer(steps=1, marginal_steps=2, seed=0).fit(private, epsilon=1.0, public=public)
+        Synthesizer(steps=1, marginal_steps=2, seed=0).fit(private, epsilon=1.0, schema=schema)
     assert "2" not in str(info.value)
+
+
+def test_a_public_table_without_nulls_admits_private_nulls_where_the_private_dtype_can_hold_them() -> None:
+    # Census-style: a field left blank only this year. Nullability comes from the private dtypes
+    # (float64, str can hold nulls; int64 cannot), never from whether the private values have any.
+    public = pd.DataFrame({"x": [1.0, 2.0, 3.0] * 200, "c": ["a", "b", "a"] * 200, "n": [1, 2, 3] * 200})
+    private = public.copy()
+    private.loc[::3, "x"] = np.nan
+    private.loc[1::3, "c"] = None
+    fitted = Synthesizer(steps=2, marginal_steps=2, seed=0).fit(private, epsilon=1.0, public=public)
+    nullable = {c.name: c.nullable for c in fitted.schema_.columns}
+    assert nullable == {"x": True, "c": True, "n": False}
+    assert list(fitted.sample(50, seed=0).columns) == ["x", "c", "n"]
 
 
 def test_a_private_csv_needs_a_schema_or_a_public_table(tmp_path: Path) -> None:

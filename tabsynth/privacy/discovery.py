@@ -42,6 +42,7 @@ from tabsynth.schema import (
     IntegerColumn,
     Schema,
     SchemaError,
+    can_hold_null,
     dtype_text,
     quantile_knots,
 )
@@ -146,7 +147,7 @@ def discover_schema(
     for plan in plans:
         series = frame[plan.name]
         if plan.kind == "boolean":
-            specs[plan.name] = BooleanColumn(plan.name, nullable=_nullable(series.dtype),
+            specs[plan.name] = BooleanColumn(plan.name, nullable=can_hold_null(series.dtype),
                                              dtype=dtype_text(series.dtype))
         elif plan.kind == "categorical":
             specs[plan.name] = _discover_categorical(series, noise.release, rng, catch_all)
@@ -286,11 +287,6 @@ def _kind_of(name: str, dtype: Any) -> str:
         return "categorical"
     raise SchemaError(f"column {name!r}: dtype {dtype} has no discoverable kind; describe it in a schema "
                       f"or convert it (bool, integer, float, datetime64, string/object or category)")
-
-
-def _nullable(dtype: Any) -> bool:
-    """Whether the dtype can hold a missing value: every dtype except numpy integers and bool."""
-    return not (isinstance(dtype, np.dtype) and dtype.kind in "iub")
 
 
 def _geo_pair(targets: Sequence[str], kinds: dict[str, str]) -> tuple[str, str] | None:
@@ -628,7 +624,7 @@ def _discover_number(series: pd.Series, integer: bool, range_noise: CountNoise, 
     zero = int(np.searchsorted(edges, 0.0))  # the bin [0, smallest magnitude)
     noisy = noisy_histogram(values, edges, range_noise, rng)
     lower, upper, located = _range_of(noisy, edges, range_noise, 1, zero, zero)
-    common = {"name": name, "nullable": _nullable(series.dtype), "dtype": dtype_text(series.dtype)}
+    common = {"name": name, "nullable": can_hold_null(series.dtype), "dtype": dtype_text(series.dtype)}
     if integer:
         column = _integer_column(common, lower, upper)
         if knot_noise is None:
@@ -722,7 +718,7 @@ def _discover_categorical(series: pd.Series, release: CategoryRelease, rng: np.r
         categories.sort(key=position.__getitem__)
     else:
         categories = _sorted(categories)
-    return CategoricalColumn(name, nullable=_nullable(series.dtype), dtype=dtype_text(series.dtype),
+    return CategoricalColumn(name, nullable=can_hold_null(series.dtype), dtype=dtype_text(series.dtype),
                              categories=tuple(categories), catch_all=catch_all)
 
 
