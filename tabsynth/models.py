@@ -515,7 +515,7 @@ class SoftCells(nn.Module):
 
     ``specs`` locate the cells in the raw outputs (``OutputHeads.raw_cell_specs``). The probabilities
     are those of the draws ``OutputHeads`` makes (softmax for categories and codes, sigmoid per bit,
-    the missing flag's sigmoid in front); a tanh number or geo coordinate falls in a cell
+    the missing flag's sigmoid in front); a tanh number falls in a cell
     softly, through a logistic ramp at each edge whose scale is 0.05 of the narrower neighbouring
     cell (a value at a cell's centre leaks under 0.01% into its neighbours). Averaged over a batch,
     they estimate the generator's marginals, which the trainer matches to DP measurements.

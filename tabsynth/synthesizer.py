@@ -46,8 +46,9 @@ from tabsynth.training import (DPGANTrainer, MarginalLoss, TrainingPlan, functio
                                marginal_learning_rate, marginal_step_count)
 
 MODEL_FORMAT = "tabsynth.model"
-MODEL_VERSION = 8  # 4: binary codes up to 128 values, marginal settings; 5: numbers as cell and place;
-# 6: the generator's latent class; 7: the generator draws binary codes as whole values; 8: conditioning edges
+MODEL_VERSION = 9  # 4: binary codes up to 128 values, marginal settings; 5: numbers as cell and place;
+# 6: the generator's latent class; 7: the generator draws binary codes as whole values; 8: conditioning edges;
+# 9: geo coordinates as drawn cells and places
 SAMPLE_CHUNK = 131_072  # rows per sampled batch (and per Parquet row group)
 GENERATOR_BATCH = 16_384  # rows per generator forward pass: small enough for its buffers to be reused, not page-faulted anew
 DISCOVERY_ROWS = 1_000_000  # DP domain discovery reads a Poisson subsample of about this many rows

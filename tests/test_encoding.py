@@ -26,6 +26,7 @@ from tabsynth import (
     SchemaError,
 )
 from tabsynth.datasets import load_demo
+from tabsynth.geo import BoundingBox
 from tabsynth.encoding import NUMBER_CELLS
 
 L_SHAPE = {"type": "Polygon", "coordinates": [[[0, 0], [10, 0], [10, 2], [2, 2], [2, 10], [0, 10], [0, 0]]]}
@@ -186,9 +187,9 @@ def test_out_of_range_binary_codes_map_to_the_nearest_allowed_value() -> None:
 
 def test_points_outside_a_polygon_move_to_its_nearest_point() -> None:
     schema = Schema((GeoPointColumn("p", lat="lat", lon="lon", region=PolygonRegion(L_SHAPE)),))
-    # (lat 8, lon 3) lies in the notch of the L; the nearest valid point is (8, 2) on its inner edge
-    unit = np.array([[0.6, -0.4]])
-    decoded = Encoder(schema).decode(unit)
+    # (lat 8, lon 3) lies in the notch of the L; the nearest valid point is (8, 2) on its inner edge.
+    # Compact fields: each coordinate's cell of 0.1 degree in the box [0, 10] and its place in it.
+    decoded = Encoder(schema).decode_compact(np.array([[80.0, -1.0, 30.0, -1.0]]))
     assert (decoded["lat"].item(), decoded["lon"].item()) == pytest.approx((8.0, 2.0))
 
 
@@ -347,3 +348,17 @@ def test_geo_point_outside_its_region_raises_or_moves_inside() -> None:
     encoder = Encoder(schema, on_invalid="clip")
     decoded = encoder.decode(encoder.encode(frame))
     assert schema["p"].region.contains(decoded["lat"].to_numpy(), decoded["lon"].to_numpy()).all()
+
+
+def test_a_geo_pair_is_two_drawn_coordinates_each_binned_evenly_in_the_box_with_its_place() -> None:
+    schema = Schema((GeoPointColumn("home", nullable=True, lat="lat", lon="lon", region=BoundingBox(30, 40, -120, -110)),))
+    encoder = Encoder(schema)
+    assert [(s.column, s.width, s.activation, s.role) for s in encoder.layout] == [
+        ("home", 1, "sigmoid", "missing"), ("lat", 100, "softmax", "value"), ("lat", 1, "tanh", "place"),
+        ("lon", 100, "softmax", "value"), ("lon", 1, "tanh", "place")]
+    frame = pd.DataFrame({"lat": [30.0, 30.15, 39.999, None], "lon": [-110.0, -119.95, -115.0, None]})
+    cells, sizes, names = encoder.marginal_cells(encoder.encode_compact(frame))
+    assert names == ["lat", "lon"] and sizes == [101, 101]  # 100 cells of 0.1 degree, then missing
+    assert cells[:, 0].tolist() == [0, 1, 99, 100] and cells[:, 1].tolist() == [99, 0, 50, 100]
+    decoded = encoder.decode(encoder.encode(frame))
+    assert np.allclose(decoded[["lat", "lon"]].to_numpy()[:3], frame[["lat", "lon"]].to_numpy()[:3])

@@ -6,9 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tabsynth import (BooleanColumn, CategoricalColumn, ContinuousColumn, Encoder, GeoPointColumn, IntegerColumn,
-                      Schema)
-from tabsynth.geo import BoundingBox
+from tabsynth import BooleanColumn, CategoricalColumn, ContinuousColumn, Encoder, IntegerColumn, Schema
 from tabsynth.models import LATENT_SCALE, Generator, OutputHeads, init_linear
 
 
@@ -55,13 +53,14 @@ def test_compact_draws_follow_the_same_distribution_as_hard_one_hot_draws() -> N
 
 
 def test_bfloat16_hidden_layers_change_the_output_layer_only_slightly() -> None:
-    enc = Encoder(Schema((*encoder().schema.columns,
-                          GeoPointColumn("home", lat="lat", lon="lon", region=BoundingBox(30.0, 40.0, -120.0, -110.0)))))
+    equal_mass = (0.0, 0.25, 0.5, 0.75, 1.0)  # knots without a point mass: one tanh output each
+    enc = Encoder(Schema((*encoder().schema.columns, ContinuousColumn("u", lower=0.0, upper=1.0, knots=equal_mass),
+                          ContinuousColumn("v", lower=0.0, upper=1.0, knots=equal_mass))))
     generator = trained_like_generator(enc)
     noise = torch.randn(2000, 8)
     exact = generator.sample_compact(noise, torch.Generator().manual_seed(4))
     fast = generator.sample_compact(noise, torch.Generator().manual_seed(4), hidden_dtype=torch.bfloat16)
-    numbers = enc.compact.number_compact  # geo coordinates: the tanh outputs, recomputed in float32
+    numbers = enc.compact.number_compact  # the tanh outputs, recomputed in float32
     assert len(numbers) == 2 and (exact[:, numbers] - fast[:, numbers]).abs().mean() < 0.01
     # Category and bit logits come out in bfloat16: the same uniforms give the same draw almost always.
     discrete = [f for f in range(exact.shape[1]) if f not in set(numbers.tolist())]
@@ -85,10 +84,11 @@ def test_soft_cells_are_the_probabilities_of_the_sampled_cells() -> None:
 def test_a_tanh_number_deep_inside_a_narrow_cell_still_gets_a_gradient_towards_its_target() -> None:
     from tabsynth.models import SoftCells
 
-    enc = Encoder(Schema((GeoPointColumn("p", lat="lat", lon="lon", region=BoundingBox(0.0, 1.0, 0.0, 1.0)),)))
-    cells = SoftCells(enc.cell_specs)  # 100 cells per coordinate: width 0.02
+    knots = tuple(i / 100 for i in range(101))  # equal-mass: one tanh output, 100 cells of width 0.02
+    enc = Encoder(Schema((ContinuousColumn("x", lower=0.0, upper=1.0, knots=knots),)))
+    cells = SoftCells(enc.cell_specs)
     centre = torch.atanh(torch.tensor(-1.0 + 0.02 * 40.5))  # the middle of cell 40
-    raw = torch.stack([centre, centre])[None, :].clone().requires_grad_(True)
+    raw = centre.reshape(1, 1).clone().requires_grad_(True)
     probs = cells(raw)[0]
     assert probs[0, 40].item() > 0.999  # the value is (nearly) the hard cell's
     probs[0, 41].backward()  # more mass in the next cell up: push the value up

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,20 @@ def test_a_geo_pair_shares_one_missing_flag_between_its_two_marginals() -> None:
     assert set(listed) <= {"home"}  # the pair's name, not its coordinates'
     if listed:
         assert synth.sample(2000, seed=0)[["lat", "lon"]].isna().sum().sum() == 0
+
+
+def test_a_geo_pair_keeps_the_dependence_of_its_coordinates() -> None:
+    # Two clusters on a diagonal: drawn independently, half the points would land off it (the
+    # coordinates as one tanh output each: 53% at these settings).
+    rng = np.random.default_rng(0)
+    n = 3000
+    south = rng.random(n) < 0.5
+    frame = pd.DataFrame({"lat": np.where(south, rng.uniform(31, 34, n), rng.uniform(36, 39, n)),
+                          "lon": np.where(south, rng.uniform(-119, -116, n), rng.uniform(-114, -111, n))})
+    schema = Schema((replace(HOME, nullable=False),))
+    sample = Synthesizer(**{**FAST, "marginal_steps": 50}).fit(frame, epsilon=10.0, schema=schema).sample(4000, seed=0)
+    off_diagonal = (sample["lat"] < 35) != (sample["lon"] < -115)
+    assert off_diagonal.mean() < 0.2
 
 
 @pytest.fixture(scope="module")
