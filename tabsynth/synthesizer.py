@@ -431,7 +431,10 @@ class Synthesizer:
         heads = OutputHeads(encoder.layout)
         specs = heads.raw_cell_specs(encoder.cell_specs)
         drawable = heads.drawable_columns()
-        eligible = [spec.kind == "softmax" and spec.name in drawable for spec in specs]
+        # A column whose nulls come from a flag it shares (a nullable geo pair's coordinates) takes no edge:
+        # an edge moves its child's own missing logit too.
+        eligible = [spec.kind == "softmax" and spec.name in drawable
+                    and (spec.missing is None or spec.name in heads.missing_raw_of) for spec in specs]
         return dependence_stars(measurements, [spec.name for spec in specs], eligible, MIN_EDGE_DEPENDENCE)
 
     def _resolve_schema(self, source: TableSource, schema: Schema | None, public: pd.DataFrame | None,

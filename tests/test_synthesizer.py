@@ -56,6 +56,22 @@ def test_a_geo_pair_keeps_the_dependence_of_its_coordinates() -> None:
     assert off_diagonal.mean() < 0.2
 
 
+def test_a_nullable_geo_pairs_coordinates_take_no_conditioning_edge() -> None:
+    # Their nulls come from the pair's one flag, which an edge to either coordinate would also move
+    # (this crashed: the edge's weights had a missing cell the drawn coordinate does not own).
+    rng = np.random.default_rng(0)
+    n = 3000
+    south = rng.random(n) < 0.5
+    frame = pd.DataFrame({"lat": np.where(south, rng.uniform(31, 34, n), rng.uniform(36, 39, n)),
+                          "lon": np.where(south, rng.uniform(-119, -116, n), rng.uniform(-114, -111, n)),
+                          "side": pd.Series(np.where(south, "south", "north"), dtype="str")})
+    schema = Schema((HOME, CategoricalColumn("side", categories=("north", "south"))))
+    synth = Synthesizer(**{**FAST, "marginal_steps": 20}).fit(frame, epsilon=10.0, schema=schema)
+    edges = synth.privacy_report()["marginals"]["conditioning_edges"]
+    assert not {"lat", "lon"} & {column for edge in edges for column in edge}
+    assert len(synth.sample(100, seed=0)) == 100
+
+
 @pytest.fixture(scope="module")
 def cps() -> pd.DataFrame:
     return load_demo("cps_2004").head(1500)
