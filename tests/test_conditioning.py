@@ -268,3 +268,16 @@ def test_a_copied_code_is_a_functional_edge_and_is_never_drawn_off_its_label() -
     assert synth.privacy_report()["marginals"]["functional_edges"] == [["small", "d"]]
     sample = synth.sample(20_000, seed=1)
     assert (labels[sample["small"].to_numpy()] == sample["d"].to_numpy()).all()
+
+
+def test_a_child_value_holding_more_rows_than_the_unsure_parents_refutes_a_function() -> None:
+    """16 parent values: 14 heavy ones send 96% of their rows to child value 0, 2 light ones are
+    unsure (within the noise of empty). Child value 1 holds 1,120 rows, the unsure parents 600: the
+    excess is 3.5 one-way noise stds. Counted as a noise std of 600 (as before), it passed."""
+    joint = np.zeros((16, 2))
+    joint[:14] = [1920, 80]  # 1,120 rows off the function, spread thin enough for the pair's noise
+    joint[14:, 0] = 300
+    assert 1120 < 3.0 * 120.0 * math.sqrt(32 - 16) and 300 < 3.0 * 120.0  # the pair's test passes; unsure
+    assert functional_map(released_pair(joint, 150.0, 120.0), 0, 1) is None
+    joint[:14] = [1950, 50]  # 700 rows: 100 beyond the unsure parents' 600, within the noise
+    assert functional_map(released_pair(joint, 150.0, 120.0), 0, 1).tolist() == [0] * 14 + [-1, -1]
