@@ -394,10 +394,10 @@ class _NoisePlan:
 
 
 def _plan_noise(plans: Sequence[_Plan], epsilon: float, delta: float) -> _NoisePlan | None:
-    """The plan (basic composition of Laplace histograms, or one Gaussian release) whose columns' first
-    thresholds are lower; None if no column needs budget. The Gaussian wins from about two columns on
-    (Adult's 14 at epsilon 0.3, delta 3e-6: a range bin needs 320 rows to clear its threshold, against
-    1,324 with Laplace), as its noise grows with sqrt(k), not k."""
+    """The plan (basic composition of Laplace histograms, or one Gaussian release) whose thresholds score
+    lower (``_NoisePlan.score``); None if no column needs budget. The Gaussian wins from about two
+    columns on (Adult's 15 at epsilon 0.3, delta 3e-6: a range bin needs 320 rows to clear its first
+    threshold, against 1,324 with Laplace), as its noise grows with sqrt(k), not k."""
     budgeted = [p for p in plans if p.needs_budget]
     if not budgeted:
         return None
