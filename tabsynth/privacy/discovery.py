@@ -14,7 +14,6 @@ from typing import Any, Callable, Collection, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy.stats import norm
 
 from tabsynth.geo import BoundingBox
 from tabsynth.privacy.ledger import PrivacyLedger
@@ -24,6 +23,7 @@ from tabsynth.privacy.mechanisms import (
     LAPLACE_HISTOGRAMS,
     CategoryRelease,
     CountNoise,
+    gaussian_category_release,
     gaussian_noise_std,
     noisy_histogram,
     plan_category_release,
@@ -196,8 +196,8 @@ def discover_new_categories(frame: pd.DataFrame, schema: Schema, ledger: Privacy
     categorical = [c for c in schema.columns if isinstance(c, CategoricalColumn)]
     if not categorical:
         return schema
-    epsilon_each, delta_each = _split_budget(epsilon, delta, len(categorical), len(categorical))
     release = plan_category_release(float(epsilon), float(delta), len(categorical))
+    epsilon_each, delta_each = float(epsilon) / len(categorical), float(delta) / len(categorical)
     ledger.spend(NEW_CATEGORIES_PURPOSE, release.mechanism, float(epsilon), float(delta),
                  composition=_RELEASE_COMPOSITION[release.mechanism],
                  columns={c.name: {"epsilon": epsilon_each, "delta": delta_each} for c in categorical},
@@ -316,23 +316,6 @@ def _mechanisms(kind: str, n_knots: int) -> tuple[str, ...]:
     return (RANGE_MECHANISM, QUANTILE_MECHANISM)
 
 
-def _split_budget(epsilon: float, delta: float, n_budgeted: int, n_histograms: int) -> tuple[float, float]:
-    """Even per-column epsilon (basic composition over columns) and per-histogram delta."""
-    if n_budgeted == 0:
-        return 0.0, 0.0
-    epsilon = float(epsilon)
-    if not math.isfinite(epsilon) or epsilon <= 0:
-        raise ValueError(f"epsilon must be a positive finite number to discover {n_budgeted} column(s), "
-                         f"got {epsilon!r}")
-    if n_histograms == 0:
-        return epsilon / n_budgeted, 0.0
-    delta = float(delta)
-    if not 0.0 < delta < 1.0:
-        raise ValueError(f"delta must be in (0, 1) to discover {n_histograms} categorical column(s) "
-                         f"(an unknown domain needs delta > 0), got {delta!r}")
-    return epsilon / n_budgeted, delta / n_histograms
-
-
 @dataclass(frozen=True)
 class _NoisePlan:
     """How discovery's (epsilon, delta) becomes noise on each histogram; chosen from parameters alone.
@@ -416,9 +399,7 @@ def _plan_noise(plans: Sequence[_Plan], epsilon: float, delta: float) -> _NoiseP
     if 0.0 < delta < 1.0:
         for share in (GAUSSIAN_DELTA_SHARES if h else (1.0,)):
             column_std = gaussian_noise_std(epsilon, share * delta, math.sqrt(k))  # std of a column's one histogram
-            release = None if not h else CategoryRelease(
-                GAUSSIAN_HISTOGRAMS, h, epsilon, delta, column_std,
-                1.0 + column_std * float(norm.isf((1.0 - share) * delta / h)))
+            release = gaussian_category_release(epsilon, delta, h, column_std, share) if h else None
             candidates.append(_NoisePlan(
                 GAUSSIAN_PLAN, k, epsilon, delta, CountNoise("gaussian", column_std / math.sqrt(RANGE_SHARE)),
                 CountNoise("gaussian", column_std / math.sqrt(1 - RANGE_SHARE)), CountNoise("gaussian", column_std),

@@ -22,6 +22,7 @@ __all__ = [
     "default_numeric_candidates",
     "dp_histogram_threshold",
     "dp_quantiles",
+    "gaussian_category_release",
     "gaussian_delta",
     "gaussian_noise_std",
     "histogram_quantiles",
@@ -198,10 +199,18 @@ def plan_category_release(epsilon: float, delta: float, columns: int) -> Categor
                            histogram_threshold(each, delta / columns))
     for share in GAUSSIAN_DELTA_SHARES:
         std = gaussian_noise_std(epsilon, share * delta, math.sqrt(columns))
-        threshold = 1.0 + std * float(norm.isf((1.0 - share) * delta / columns))
-        if threshold < best.threshold:
-            best = CategoryRelease(GAUSSIAN_HISTOGRAMS, int(columns), epsilon, float(delta), std, threshold)
+        candidate = gaussian_category_release(epsilon, delta, columns, std, share)
+        if candidate.threshold < best.threshold:
+            best = candidate
     return best
+
+
+def gaussian_category_release(epsilon: float, delta: float, columns: int, std: float, share: float) -> CategoryRelease:
+    """The ``GAUSSIAN_HISTOGRAMS`` release of ``columns`` columns whose counts get noise ``std``, calibrated
+    to (epsilon, ``share`` of delta) with whatever other histograms share its mechanism; the rest of
+    delta, split over the columns, bounds the release of a value held by one row (the threshold)."""
+    threshold = 1.0 + std * float(norm.isf((1.0 - share) * delta / columns))
+    return CategoryRelease(GAUSSIAN_HISTOGRAMS, int(columns), float(epsilon), float(delta), float(std), threshold)
 
 
 def _quantile_inputs(values: Any, quantiles: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -310,11 +319,6 @@ class CountNoise:
     def laplace(cls, epsilon: float) -> CountNoise:
         """Laplace(1/epsilon): an epsilon-DP histogram."""
         return cls("laplace", 1.0 / _check_epsilon(epsilon))
-
-    @property
-    def std(self) -> float:
-        """The standard deviation of one draw."""
-        return self.scale * (math.sqrt(2.0) if self.kind == "laplace" else 1.0)
 
     def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
         """``size`` independent draws."""
