@@ -7,6 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tabsynth import Synthesizer
+from tabsynth.privacy.accounting import compute_epsilon
+
 SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
 
@@ -26,3 +29,14 @@ def adult_train() -> pd.DataFrame:
 @pytest.fixture(scope="session")
 def adult_test() -> pd.DataFrame:
     return shared_table("adult/test.parquet")
+
+
+def recomputed_training_epsilon(fitted: Synthesizer) -> tuple[float, float]:
+    """The ledger's training epsilon and the same recomputed from the reported mechanism (noise
+    multiplier, sample rate, steps, the marginals' Gaussian) by the accountant the fit used."""
+    report = fitted.privacy_report()
+    training = report["ledger"]["entries"][-1]
+    recomputed = compute_epsilon(report["noise_multiplier"], report["sample_rate"], report["steps"],
+                                 training["delta"], fitted.settings.accountant,
+                                 extra_gaussian=report["marginals"]["marginal_noise_multiplier"])
+    return training["epsilon"], recomputed

@@ -19,9 +19,10 @@ from tabsynth import (BoundingBox, CategoricalColumn, ContinuousColumn, Encoder,
                       SchemaError, Synthesizer)
 from tabsynth.synthesizer import _check_same_kinds, _null_free_columns
 from tabsynth.datasets import load_demo
-from tabsynth.privacy.accounting import compute_epsilon
 from tabsynth.privacy.marginals import measure_marginals
 from tabsynth.synthesizer import ModelFileError
+
+from conftest import recomputed_training_epsilon
 
 FAST = dict(marginal_steps=5, steps=3, batch_size=64, generator_hidden=(16,), discriminator_hidden=(16,), noise_dim=8, seed=0,
             warm_start_epochs=0.02)
@@ -141,12 +142,8 @@ def test_ledger_splits_the_budget_by_purpose(fitted: Synthesizer) -> None:
 
 
 def test_training_epsilon_recomputes_from_the_reported_mechanism(fitted: Synthesizer) -> None:
-    report = fitted.privacy_report()
-    training = report["ledger"]["entries"][-1]
-    recomputed = compute_epsilon(report["noise_multiplier"], report["sample_rate"], report["steps"],
-                                 training["delta"], fitted.settings.accountant,
-                                 extra_gaussian=report["marginals"]["marginal_noise_multiplier"])
-    assert training["epsilon"] == pytest.approx(recomputed)
+    reported, recomputed = recomputed_training_epsilon(fitted)
+    assert reported == pytest.approx(recomputed)
 
 
 def test_public_data_shrinks_the_marginals_and_fills_the_pairs_left_unmeasured(cps: pd.DataFrame) -> None:
