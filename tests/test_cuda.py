@@ -7,6 +7,7 @@ import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 import pytest
@@ -14,32 +15,23 @@ import torch
 
 from tabsynth import Synthesizer
 from tabsynth.datasets import load_demo
-from tabsynth.models import Discriminator, init_linear
+from tabsynth.models import Discriminator
 from tabsynth.privacy.dp_sgd import ClippingGroups, per_example_gradients, privatize, privatize_linear
 from tabsynth.synthesizer import _resolve_device
 from tabsynth.training import gan_row_losses, wgan_gp_loss
 
 from conftest import recomputed_training_epsilon
+from test_dp_sgd import batch, discriminator
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
 
-DIM = 6
 FAST = dict(marginal_steps=5, steps=3, batch_size=64, generator_hidden=(16,), discriminator_hidden=(16,), noise_dim=8,
             seed=0, warm_start_epochs=0.02)
 
 
-def discriminator(device: str) -> Discriminator:
-    model = Discriminator(DIM, (8, 8))
-    init_linear(model, torch.Generator().manual_seed(0))
-    return model.double().to(device)
-
-
-def batch(n: int, device: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(1)
-    tensors = (torch.randn(n, DIM, generator=gen, dtype=torch.float64),
-               torch.randn(n, DIM, generator=gen, dtype=torch.float64) * 3,
-               torch.rand(n, 1, generator=gen, dtype=torch.float64))
-    return tuple(t.to(device) for t in tensors)
+def on(device: str) -> tuple[Discriminator, Callable[[int], tuple[torch.Tensor, ...]]]:
+    """test_dp_sgd's discriminator and batches, on ``device``."""
+    return discriminator().to(device), lambda n: tuple(t.to(device) for t in batch(n))
 
 
 def noiseless(groups: ClippingGroups) -> ClippingGroups:
@@ -49,9 +41,10 @@ def noiseless(groups: ClippingGroups) -> ClippingGroups:
 def test_clipped_per_example_gradients_on_cuda_equal_those_on_cpu() -> None:
     released = {}
     for device in ("cpu", "cuda"):
-        model = discriminator(device)
+        model, batches = on(device)
         groups = noiseless(ClippingGroups.build(model, 1.0, clip_bound=0.3, grouping="weight_bias"))
-        per_example = per_example_gradients(model, wgan_gp_loss(10.0), *batch(16, device))
+        real, fake, alpha = batches(16)
+        per_example = per_example_gradients(model, wgan_gp_loss(10.0), real * 3, fake, alpha)
         released[device] = privatize(per_example, groups, 16.0, None).gradients
     for name, value in released["cpu"].items():
         torch.testing.assert_close(released["cuda"][name].cpu(), value)
@@ -60,16 +53,16 @@ def test_clipped_per_example_gradients_on_cuda_equal_those_on_cpu() -> None:
 def test_ghost_clipping_on_cuda_equals_ghost_clipping_on_cpu() -> None:
     released = {}
     for device in ("cpu", "cuda"):
-        model = discriminator(device)
+        model, batches = on(device)
         groups = noiseless(ClippingGroups.build(model, 1.0, clip_bound=0.3, grouping="clustered"))
-        real, fake, _ = batch(20, device)
-        released[device] = privatize_linear(model, gan_row_losses, torch.stack([real, fake]), groups, 20.0, None)
+        real, fake, _ = batches(20)
+        released[device] = privatize_linear(model, gan_row_losses, torch.stack([real * 3, fake]), groups, 20.0, None)
     for name, value in released["cpu"].gradients.items():
         torch.testing.assert_close(released["cuda"].gradients[name].cpu(), value)
 
 
 def test_noise_drawn_on_cuda_has_the_planned_std() -> None:
-    model = discriminator("cuda")
+    model, _ = on("cuda")
     groups = ClippingGroups.build(model, noise_multiplier=2.0, clip_bound=1.0, grouping="weight_bias")
     empty = {n: torch.zeros((0, *p.shape), dtype=torch.float64, device="cuda") for n, p in model.named_parameters()}
     gen = torch.Generator(device="cuda").manual_seed(0)
