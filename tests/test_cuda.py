@@ -22,12 +22,9 @@ from tabsynth.training import gan_row_losses, wgan_gp_loss
 
 from conftest import recomputed_training_epsilon
 from test_dp_sgd import batch, discriminator
+from test_synthesizer import FAST
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
-
-FAST = dict(marginal_steps=5, steps=3, batch_size=64, generator_hidden=(16,), discriminator_hidden=(16,), noise_dim=8,
-            seed=0, warm_start_epochs=0.02)
-
 
 def on(device: str) -> tuple[Discriminator, Callable[[int], tuple[torch.Tensor, ...]]]:
     """test_dp_sgd's discriminator and batches, on ``device``."""
