@@ -36,7 +36,7 @@ from tabsynth.privacy.dp_sgd import ClippingGroups
 from tabsynth.privacy.ledger import BudgetExceededError, PrivacyLedger
 from tabsynth.privacy.marginals import (PUBLIC_PAIR_CELLS, MarginalMeasurements, choose_pairs, dependence_stars,
                                         group_cells, histograms, measure_marginals, pair_groups, pair_size_bounds,
-                                        public_prior, with_public_pairs)
+                                        pooled_one_way, public_prior, with_public_pairs)
 from tabsynth.privacy.mechanisms import laplace_count
 from tabsynth.sampling import rake, systematic_resample, target_distributions
 from tabsynth.rules import Rule, RulesUnmetError
@@ -488,7 +488,7 @@ class Synthesizer:
                              merged_sizes=merged_bounds)
         chunks = (encoder.marginal_cells(chunk)[0] for chunk in data.chunks())
         rho = s.marginal_fraction * zcdp_budget(epsilon, delta, s.accountant)
-        measured = measure_marginals(chunks, sizes, pairs, rho, rng, coarsen, missing, ordered, merge)
+        measured = pooled_one_way(measure_marginals(chunks, sizes, pairs, rho, rng, coarsen, missing, ordered, merge))
         if cells is None:
             return measured
         # Public data is free: the measurements shrink towards it, and pairs left unmeasured (past a

@@ -21,7 +21,7 @@ from tabsynth.encoding import NUMBER_CELLS
 from tabsynth.privacy.marginals import (MAX_PAIR_CELLS, PAIR_RESOLUTION, MarginalMeasurements, choose_pairs, count_chunks,
                                         fine_pair_cells,
                                         measure_marginals, noisy_dependence, pair_counts, pair_groups,
-                                        pair_size_bounds, public_prior, with_public_pairs)
+                                        pair_size_bounds, pooled_one_way, public_prior, with_public_pairs)
 from tabsynth.training import (MARGINAL_NOISE_REF, SQUARED_WEIGHT, MarginalLoss, marginal_learning_rate,
                                marginal_step_count)
 
@@ -197,6 +197,64 @@ def test_without_nulls_zeroes_a_marginals_missing_cell_one_way_and_in_its_pairs(
     first, second = cleared.two_way[0].reshape(3, 4), cleared.two_way[1].reshape(4, 3)
     assert not first[-1].any() and not second[:, -1].any()
     np.testing.assert_array_equal(first[:-1], measured.two_way[0].reshape(3, 4)[:-1])
+
+
+def generalised_least_squares_one_way(measured: MarginalMeasurements, j: int) -> np.ndarray:
+    """Marginal ``j``'s one-way counts estimated from its own counts and its pairs' margins by a dense
+    weighted least-squares solve: each measurement a block of design rows, weighted by 1 / its std."""
+    size = measured.sizes[j]
+    design, observed = [np.eye(size) / measured.one_way_std], [measured.one_way[j] / measured.one_way_std]
+    for m, pair in enumerate(measured.pairs):
+        if j not in pair:
+            continue
+        rows, columns = measured.pair_axes(m)
+        joint = measured.two_way[m].reshape(int(rows.max()) + 1, int(columns.max()) + 1)
+        groups, margin, others = (rows, joint.sum(1), joint.shape[1]) if pair[0] == j else (columns, joint.sum(0), joint.shape[0])
+        std = measured.two_way_std * math.sqrt(others)
+        design.append((groups[None, :] == np.arange(len(margin))[:, None]) / std)
+        observed.append(margin / std)
+    return np.linalg.lstsq(np.vstack(design), np.concatenate(observed), rcond=None)[0]
+
+
+def test_pooling_estimates_each_one_way_marginal_by_least_squares_from_its_counts_and_its_pairs_margins() -> None:
+    rng = np.random.default_rng(20)
+    cells = np.stack([rng.integers(0, 30, 800), rng.integers(0, 3, 800), rng.integers(0, 25, 800)], 1)
+    sizes = [30, 3, 25]  # marginal 0 enters pairs as runs of cells; 2 too, in the pairs measured coarse
+    measured = measure_marginals([cells], sizes, [(0, 1), (0, 2), (1, 2)], 0.001, np.random.default_rng(21),
+                                 coarsen=[True, False, False], missing=[False] * 3, ordered=[True, False, True])
+    assert any(measured.coarse) and not all(measured.coarse)  # margins over both kinds of groups
+    pooled = pooled_one_way(measured)
+    for j in range(3):
+        np.testing.assert_allclose(pooled.one_way[j], generalised_least_squares_one_way(measured, j), rtol=1e-7, atol=1e-6)
+    assert pooled.two_way == measured.two_way and pooled.one_way_std == measured.one_way_std
+
+
+def test_pooling_with_the_pairs_margins_takes_noise_out_of_the_one_way_counts() -> None:
+    rng = np.random.default_rng(22)
+    latent = rng.normal(size=20_000)
+    cells = np.stack([np.digitize(latent + rng.normal(size=20_000), np.linspace(-2, 2, size - 1))
+                      for size in (2, 5, 9, 16)], 1)
+    sizes, pairs = [2, 5, 9, 16], [(a, b) for a in range(4) for b in range(a + 1, 4)]
+    exact = [np.bincount(cells[:, j], minlength=size) for j, size in enumerate(sizes)]
+    raw_error = pooled_error = 0.0
+    for seed in range(10):
+        measured = measure_marginals([cells], sizes, pairs, 0.005, np.random.default_rng(seed))
+        pooled = pooled_one_way(measured)
+        raw_error += sum(float(((counts - truth) ** 2).sum()) for counts, truth in zip(measured.one_way, exact))
+        pooled_error += sum(float(((counts - truth) ** 2).sum()) for counts, truth in zip(pooled.one_way, exact))
+    assert pooled_error < 0.8 * raw_error
+
+
+def test_a_release_without_pairs_has_nothing_to_pool() -> None:
+    measured = measure_marginals([np.zeros((50, 2), dtype=np.int64)], [3, 4], [], 0.01, np.random.default_rng(23))
+    assert pooled_one_way(measured) is measured
+
+
+def test_pooling_is_refused_once_the_counts_are_shrunk_towards_a_public_table() -> None:
+    public, private = two_years(2_000, 0.0, seed=24)
+    measured = measure_marginals([private], [16, 12], [(0, 1)], 0.001, np.random.default_rng(25))
+    with pytest.raises(ValueError, match="raw release"):
+        pooled_one_way(public_prior(measured, public))
 
 
 def test_a_public_year_like_the_private_one_takes_most_of_the_noise_out_of_the_marginals() -> None:

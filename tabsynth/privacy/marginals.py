@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from functools import cached_property
-from typing import Collection, Iterable, Sequence
+from typing import Callable, Collection, Iterable, Sequence
 
 import numpy as np
 
@@ -356,6 +356,61 @@ def with_public_pairs(measured: MarginalMeasurements, public_cells: np.ndarray,
                    pair_noise=tuple(measured.noise_of(m) for m in range(len(measured.pairs))) + tuple(noise))
 
 
+def pooled_one_way(measured: MarginalMeasurements, iterations: int = 50) -> MarginalMeasurements:
+    """The release with each one-way marginal replaced by its least-squares estimate from every
+    measurement of it: its own noisy counts and the margins of its pairs (post-processing: free).
+
+    A pair's margin on a column is a second measurement of that column's counts, summed over the
+    column's groups in the pair (``pair_axes``), with the noise of the other axis's cells added up
+    (variance: their number times ``two_way_std`` squared). The generalised least-squares estimate
+    weights each measurement by its precision; within a group it spreads a margin's correction
+    evenly over the group's cells, whose noise is alike. Only for the raw release (no public prior,
+    no public pairs), whose noise is the same in every cell of a kind."""
+    if measured.public_prior or measured.public_pairs:
+        raise ValueError("pooling needs the raw release (no public prior, no public pairs)")
+    if not measured.pairs:
+        return measured
+    # Per marginal and kind of groups its pairs use: the groups, the precision-weighted sum of the
+    # pairs' margins over them, and the pairs' summed precision.
+    margins: list[dict[str, tuple[np.ndarray, np.ndarray, float]]] = [{} for _ in measured.one_way]
+    for m, (a, b) in enumerate(measured.pairs):
+        kind = "merged" if measured.merged[m] else "coarse" if measured.coarse[m] else "fine"
+        rows, columns = measured.pair_axes(m)
+        joint = np.asarray(measured.two_way[m], dtype=np.float64).reshape(int(rows.max()) + 1, int(columns.max()) + 1)
+        for j, groups, margin, others in ((a, rows, joint.sum(1), joint.shape[1]), (b, columns, joint.sum(0), joint.shape[0])):
+            precision = 1.0 / (others * measured.two_way_std**2)
+            _, summed, total = margins[j].get(kind, (groups, 0.0, 0.0))
+            margins[j][kind] = (groups, summed + precision * margin, total + precision)
+    own = 1.0 / measured.one_way_std**2
+    one_way = []
+    for counts, terms in zip(measured.one_way, margins, strict=True):
+        def normal(x: np.ndarray, terms: Iterable[tuple[np.ndarray, np.ndarray, float]] = terms.values()) -> np.ndarray:
+            return own * x + sum(precision * np.bincount(groups, weights=x, minlength=len(summed))[groups]
+                                 for groups, summed, precision in terms)
+        right = own * np.asarray(counts, dtype=np.float64) + sum(summed[groups] for groups, summed, _ in terms.values())
+        one_way.append(_conjugate_gradients(normal, right, np.asarray(counts, dtype=np.float64), iterations))
+    return replace(measured, one_way=tuple(one_way))
+
+
+def _conjugate_gradients(apply: Callable[[np.ndarray], np.ndarray], right: np.ndarray, start: np.ndarray,
+                         iterations: int) -> np.ndarray:
+    """x with ``apply(x) = right`` for a symmetric positive definite ``apply``, from ``start``."""
+    x = start.copy()
+    residual = right - apply(x)
+    direction, norm = residual.copy(), float(residual @ residual)
+    tolerance = 1e-24 * float(right @ right)
+    for _ in range(iterations):
+        if norm <= tolerance:
+            break
+        step = apply(direction)
+        alpha = norm / float(direction @ step)
+        x += alpha * direction
+        residual -= alpha * step
+        norm, previous = float(residual @ residual), norm
+        direction = residual + (norm / previous) * direction
+    return x
+
+
 def _raked(table: np.ndarray, rows: np.ndarray, columns: np.ndarray, iterations: int = 25) -> np.ndarray:
     """``table`` scaled by rows and columns towards the margins ``rows`` and ``columns`` (same total)."""
     table = table.astype(np.float64, copy=True)
@@ -538,4 +593,4 @@ def _noisy(counts: np.ndarray, std: float, rng: np.random.Generator) -> np.ndarr
 
 __all__ = ["MAX_PAIR_CELLS", "PAIR_RESOLUTION", "PUBLIC_PAIR_CELLS", "MarginalMeasurements", "choose_pairs", "count_chunks", "dependence",
            "dependence_stars", "fine_pair_cells", "functional_map", "group_cells", "histograms", "measure_marginals", "noisy_dependence", "pair_counts",
-           "pair_groups", "pair_size_bounds", "public_prior", "with_public_pairs"]
+           "pair_groups", "pair_size_bounds", "pooled_one_way", "public_prior", "with_public_pairs"]
