@@ -382,14 +382,21 @@ def pooled_one_way(measured: MarginalMeasurements, iterations: int = 50) -> Marg
             _, summed, total = margins[j].get(kind, (groups, 0.0, 0.0))
             margins[j][kind] = (groups, summed + precision * margin, total + precision)
     own = 1.0 / measured.one_way_std**2
-    one_way = []
-    for counts, terms in zip(measured.one_way, margins, strict=True):
-        def normal(x: np.ndarray, terms: Iterable[tuple[np.ndarray, np.ndarray, float]] = terms.values()) -> np.ndarray:
-            return own * x + sum(precision * np.bincount(groups, weights=x, minlength=len(summed))[groups]
-                                 for groups, summed, precision in terms)
-        right = own * np.asarray(counts, dtype=np.float64) + sum(summed[groups] for groups, summed, _ in terms.values())
-        one_way.append(_conjugate_gradients(normal, right, np.asarray(counts, dtype=np.float64), iterations))
-    return replace(measured, one_way=tuple(one_way))
+    return replace(measured, one_way=tuple(
+        _least_squares(np.asarray(counts, dtype=np.float64), own, list(terms.values()), iterations)
+        for counts, terms in zip(measured.one_way, margins, strict=True)))
+
+
+def _least_squares(counts: np.ndarray, own: float, margins: Sequence[tuple[np.ndarray, np.ndarray, float]],
+                   iterations: int) -> np.ndarray:
+    """``pooled_one_way`` for one marginal: its ``counts`` of precision ``own`` per cell and ``margins``,
+    each (groups, the precision-weighted sum of the margins over them, their summed precision)."""
+    def normal(x: np.ndarray) -> np.ndarray:  # the normal equations' matrix times x
+        return own * x + sum(precision * np.bincount(groups, weights=x, minlength=len(summed))[groups]
+                             for groups, summed, precision in margins)
+
+    right = own * counts + sum(summed[groups] for groups, summed, _ in margins)
+    return _conjugate_gradients(normal, right, counts, iterations)
 
 
 def _conjugate_gradients(apply: Callable[[np.ndarray], np.ndarray], right: np.ndarray, start: np.ndarray,
