@@ -357,11 +357,11 @@ class Synthesizer:
             with tqdm(total=steps, desc="DP-GAN training", unit="step", disable=not s.verbose) as bar:
                 every = max(25, steps // 10)  # each postfix is an accountant call: 0.1-0.3 s with PRV
 
-                def progress(step: int, loss: float) -> None:
+                def progress(step: int, loss: torch.Tensor) -> None:
                     bar.update(1)
-                    if s.verbose and (step % every == 0 or step == steps):
+                    if s.verbose and (step % every == 0 or step == steps):  # only then read the loss off the device
                         total = ledger.spent_epsilon + trainer.epsilon_spent()
-                        bar.set_postfix(epsilon=f"{total:.3f}", g_loss=f"{loss:.3f}")
+                        bar.set_postfix(epsilon=f"{total:.3f}", g_loss=f"{float(loss):.3f}")
                 trainer.run(data, progress, public=public_data, warm_start_steps=warm_start_steps,
                             marginal_steps=marginal_steps)
 

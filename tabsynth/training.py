@@ -400,8 +400,9 @@ class DPGANTrainer:
         """The generator body's outputs for fresh noise, in float32 (the draws and soft cells need its precision)."""
         return self.generator.raw(self.noise(batch_size, self.device)).float()
 
-    def generator_step(self, batch_size: int) -> float:
-        """Post-processing: the generator learns from the (already private) discriminator and DP marginals only."""
+    def generator_step(self, batch_size: int) -> torch.Tensor:
+        """Post-processing: the generator learns from the (already private) discriminator and DP marginals only.
+        Returns the loss where it was computed (reading it on the host waits for the device)."""
         self.g_optimizer.zero_grad(set_to_none=True)
         self.discriminator.requires_grad_(False)
         with self._generator_precision():
@@ -413,24 +414,25 @@ class DPGANTrainer:
         loss.backward()
         self.g_optimizer.step()
         self.discriminator.requires_grad_(True)
-        return float(loss.detach())
+        return loss.detach()
 
-    def marginal_step(self, batch_size: int) -> float:
-        """A generator step on the DP marginals alone (post-processing: no private data, no budget)."""
+    def marginal_step(self, batch_size: int) -> torch.Tensor:
+        """A generator step on the DP marginals alone (post-processing: no private data, no budget); its
+        loss, left on the device like ``generator_step``'s."""
         self.marginal_optimizer.zero_grad(set_to_none=True)
         with self._generator_precision():
             raw, drawn = self.generator.heads.condition(self._raw(batch_size), self.torch_generator, inverse=True)
             loss = self.marginal_loss(raw, drawn).float()
         loss.backward()
         self.marginal_optimizer.step()
-        return float(loss.detach())
+        return loss.detach()
 
     def epsilon_spent(self) -> float:
         """Epsilon of the marginals and the steps done so far (the accountant the plan was calibrated with)."""
         return compute_epsilon(self.plan.noise_multiplier, self.plan.sample_rate, self.steps_done,
                                self.plan.delta, self.plan.accountant, self.plan.marginal_noise_multiplier)
 
-    def run(self, data: CompactStore, progress: Callable[[int, float], None] | None = None,
+    def run(self, data: CompactStore, progress: Callable[[int, torch.Tensor], None] | None = None,
             public: CompactStore | None = None, warm_start_steps: int = 0, marginal_steps: int = 0) -> None:
         """Generator steps on the DP marginals, an optional warm start on public rows, then all planned DP
         steps (calibrated for exactly this many)."""

@@ -471,3 +471,13 @@ def test_a_private_category_missing_from_the_public_table_is_discovered_or_left_
     assert "doctorate" in synth.schema_["degree"].categories
     assert "Zanzibar-unique" not in synth.schema_["gender"].categories
     assert set(synth.sample(500, seed=0)["gender"]) <= {"female", "male"}
+
+
+def test_a_verbose_fit_shows_the_budget_spent_and_the_generators_loss(capsys: pytest.CaptureFixture[str]) -> None:
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({"x": rng.normal(size=400), "c": pd.Series(rng.choice(["a", "b"], 400), dtype="str")})
+    schema = Schema((ContinuousColumn("x", lower=-4.0, upper=4.0), CategoricalColumn("c", categories=("a", "b"))))
+    Synthesizer(**{**FAST, "verbose": True}).fit(frame, epsilon=1.0, schema=schema)
+    progress = capsys.readouterr().err
+    assert "DP-GAN training" in progress
+    assert re.search(r"epsilon=\d\.\d{3}, g_loss=-?\d+\.\d{3}", progress), progress[-300:]
