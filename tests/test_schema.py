@@ -23,6 +23,7 @@ from tabsynth import (
     SchemaError,
 )
 from tabsynth.datasets import load_demo
+from tabsynth.schema import EVEN_KNOT_PARTS
 
 SQUARE = {"type": "Polygon", "coordinates": [[[0, 0], [10, 0], [10, 10], [0, 10], [0, 0]]]}
 
@@ -157,6 +158,17 @@ def test_infer_folds_rare_levels_into_a_catch_all_beyond_max_categories() -> Non
     frame = pd.DataFrame({"c": ["a"] * 5 + ["b"] * 3 + ["c", "d"]})
     column = Schema.infer(frame, max_categories=2)["c"]
     assert column.categories == ("a", "b") and column.catch_all == "<other>"
+
+
+@pytest.mark.parametrize("dtype", ["float64", "int64"])
+def test_infer_cuts_a_numbers_range_into_even_parts_beside_its_quantile_knots(dtype: str) -> None:
+    # A thin upper tail: the quantiles alone leave one segment over most of the range, where a later
+    # year's values may move (an income after years of inflation).
+    values = np.concatenate([np.random.default_rng(0).uniform(100, 200, 990), np.linspace(200, 1000, 10)])
+    knots = np.array(Schema.infer(pd.DataFrame({"wage": values.astype(dtype)}))["wage"].knots)
+    assert np.diff(knots).max() <= (knots[-1] - knots[0]) / EVEN_KNOT_PARTS + 1  # + 1: integers' rounding
+    assert EVEN_KNOT_PARTS >= 4  # without the even knots one segment would span 80% of the range
+    assert np.sum(knots <= 200) >= 30  # the quantile knots are all still there
 
 
 def test_infer_gives_zero_inflated_columns_repeated_knots() -> None:
