@@ -29,8 +29,9 @@ MAX_KNOTS = 257
 # 3% of 1992's rows and about 20% of 2004's; with the even knots the public release's 1-way / 2-way
 # TVD at eps = 1 went from 0.049 / 0.103 and 0.046 / 0.096 to 0.026 / 0.067 and 0.028 / 0.067 (two
 # seeds), and ACS Massachusetts 2018 -> 2019's from 0.019 / 0.059 and 0.019 / 0.057 to 0.019 / 0.059
-# and 0.018 / 0.057. Cutting the range into 16 parts: CPS 0.031 / 0.075 (both seeds), ACS 0.020 / 0.060
-# and 0.019 / 0.059.
+# and 0.018 / 0.057, ACS national's from 0.012 / 0.050 and 0.012 / 0.049 to 0.012 / 0.050 and 0.012 /
+# 0.050. Cutting the range into 16 parts: CPS 0.031 / 0.075 (both seeds), ACS Massachusetts 0.020 /
+# 0.060 and 0.019 / 0.059.
 EVEN_KNOT_PARTS = 8
 RESOLUTIONS = ("D", "h", "m", "s", "ms", "us", "ns")
 
