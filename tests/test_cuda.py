@@ -35,27 +35,32 @@ def noiseless(groups: ClippingGroups) -> ClippingGroups:
     return replace(groups, noise_stds=(0.0,) * len(groups.names), count_noise_std=1e-12)
 
 
+def assert_same_on_cpu_and_cuda(release: Callable[[str], dict[str, torch.Tensor]]) -> None:
+    """``release(device)``'s gradients on CUDA equal those on the CPU, name by name."""
+    on_cpu, on_cuda = release("cpu"), release("cuda")
+    for name, value in on_cpu.items():
+        torch.testing.assert_close(on_cuda[name].cpu(), value)
+
+
 def test_clipped_per_example_gradients_on_cuda_equal_those_on_cpu() -> None:
-    released = {}
-    for device in ("cpu", "cuda"):
+    def release(device: str) -> dict[str, torch.Tensor]:
         model, batches = on(device)
         groups = noiseless(ClippingGroups.build(model, 1.0, clip_bound=0.3, grouping="weight_bias"))
         real, fake, alpha = batches(16)
         per_example = per_example_gradients(model, wgan_gp_loss(10.0), real * 3, fake, alpha)
-        released[device] = privatize(per_example, groups, 16.0, None).gradients
-    for name, value in released["cpu"].items():
-        torch.testing.assert_close(released["cuda"][name].cpu(), value)
+        return privatize(per_example, groups, 16.0, None).gradients
+
+    assert_same_on_cpu_and_cuda(release)
 
 
 def test_ghost_clipping_on_cuda_equals_ghost_clipping_on_cpu() -> None:
-    released = {}
-    for device in ("cpu", "cuda"):
+    def release(device: str) -> dict[str, torch.Tensor]:
         model, batches = on(device)
         groups = noiseless(ClippingGroups.build(model, 1.0, clip_bound=0.3, grouping="clustered"))
         real, fake, _ = batches(20)
-        released[device] = privatize_linear(model, gan_row_losses, torch.stack([real * 3, fake]), groups, 20.0, None)
-    for name, value in released["cpu"].gradients.items():
-        torch.testing.assert_close(released["cuda"].gradients[name].cpu(), value)
+        return privatize_linear(model, gan_row_losses, torch.stack([real * 3, fake]), groups, 20.0, None).gradients
+
+    assert_same_on_cpu_and_cuda(release)
 
 
 def test_noise_drawn_on_cuda_has_the_planned_std() -> None:
