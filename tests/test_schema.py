@@ -23,7 +23,7 @@ from tabsynth import (
     SchemaError,
 )
 from tabsynth.datasets import load_demo
-from tabsynth.schema import EVEN_KNOT_PARTS
+from tabsynth.schema import EVEN_KNOT_PARTS, with_point_masses
 
 SQUARE = {"type": "Polygon", "coordinates": [[[0, 0], [10, 0], [10, 10], [0, 10], [0, 0]]]}
 
@@ -175,6 +175,25 @@ def test_infer_gives_zero_inflated_columns_repeated_knots() -> None:
     frame = pd.DataFrame({"gain": [0] * 900 + list(range(1000, 101000, 1000))})
     knots = Schema.infer(frame)["gain"].knots
     assert knots[0] == 0 and knots.count(0.0) > len(knots) // 2 and knots[-1] == 100000
+
+
+def test_infer_makes_a_value_held_by_many_rows_a_point_mass_among_the_quantile_knots() -> None:
+    # Incomes spread over a range, with round values held by many rows (as surveys report them).
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.uniform(0, 200_000, 9_300), [50_000.0] * 500, [100_000.0] * 150, [12_345.0] * 50])
+    column = Schema.infer(pd.DataFrame({"income": values}))["income"]
+    knots = np.array(column.knots)
+    assert (knots == 50_000).sum() >= 2 and (knots == 100_000).sum() >= 2  # 5% and 1.5% of the rows
+    assert (knots == 12_345).sum() < 2  # 0.5%: below POINT_MASS_SHARE, left to the quantiles
+    encoder = Encoder(Schema((column,)))
+    frame = pd.DataFrame({"income": [50_000.0, 100_000.0]})
+    np.testing.assert_array_equal(encoder.decode(encoder.encode(frame))["income"].to_numpy(dtype=float),
+                                  [50_000.0, 100_000.0])
+
+
+def test_with_point_masses_adds_only_the_knots_a_mass_lacks() -> None:
+    knots = with_point_masses(np.array([0.0, 0.0, 1.0, 5.0, 9.0]), np.array([0.0, 1.0, 3.0, 12.0]))
+    assert knots.tolist() == [0.0, 0.0, 1.0, 1.0, 3.0, 3.0, 5.0, 9.0]  # 12 lies outside the knots' range
 
 
 @pytest.mark.parametrize("values", [[16.3, 73.0, 2674.3, 2731.2, 4187.9], [0, 1000, 250000]])
