@@ -23,7 +23,7 @@ from tabsynth import (
 )
 from tabsynth.privacy import DiscoveryWarning, PrivacyLedger, discover_schema
 from tabsynth.privacy.discovery import _numeric_edges, _range_of
-from tabsynth.privacy.mechanisms import CountNoise
+from tabsynth.privacy.mechanisms import CountNoise, histogram_threshold
 
 EPS_PER_COLUMN = 0.1
 DELTA = 1e-6
@@ -91,6 +91,33 @@ def test_a_smooth_columns_knots_are_distinct_and_near_its_quantiles() -> None:
     ranks = np.searchsorted(np.sort(frame["income"]), inner) / len(frame)
     assert len(np.unique(income.knots)) == len(income.knots)
     assert np.abs(ranks - levels).max() < 0.05
+
+
+@pytest.mark.parametrize("dtype", ["int64", "float64"])
+def test_values_held_by_many_rows_become_point_masses_and_a_value_held_by_one_does_not(dtype: str) -> None:
+    # Incomes spread over a range, 8% and 4% of them at round values (as surveys report them), one
+    # row alone at a value that must not appear.
+    rng = np.random.default_rng(0)
+    lone = 123_457.0
+    incomes = np.concatenate([rng.uniform(1_000, 200_000, 17_599).round(), [50_000.0] * 1_600, [100_000.0] * 800,
+                              [lone]])
+    frame = pd.DataFrame({"income": incomes.astype(dtype)})
+    schema, ledger = discover(frame)
+    knots = np.array(schema["income"].knots)
+    assert (knots == 50_000).sum() >= 2 and (knots == 100_000).sum() >= 2
+    assert lone not in knots and "123457" not in json.dumps(ledger.to_dict())
+    encoder = Encoder(schema.with_dtypes(frame), on_invalid="clip")
+    decoded = encoder.decode(encoder.encode(frame))["income"].to_numpy(dtype=float)
+    assert (decoded == 50_000).mean() == pytest.approx(0.08) and (decoded == 100_000).mean() == pytest.approx(0.04)
+
+
+def test_a_column_of_few_float_values_decodes_to_those_values() -> None:
+    # A density per region: five values, each a point mass, where quantile knots alone would spread
+    # each over its knot cell.
+    levels = np.array([1457.2, 2195.3, 2447.1, 2872.7, 3683.9])
+    frame = pd.DataFrame({"density": np.random.default_rng(0).choice(levels, 20_000)})
+    column = discover(frame)[0]["density"]
+    assert all(list(column.knots).count(level) >= 2 for level in levels)
 
 
 @pytest.mark.parametrize("dtype", ["int64", "float64"])
@@ -444,13 +471,25 @@ def test_a_small_wide_table_locates_every_range_through_one_gaussian_release() -
         assert 1_000 <= column.lower <= 36_000 and 64_000 <= column.upper <= 200_000, column
 
 
-def test_a_single_column_keeps_laplace_noise_and_spends_no_delta() -> None:
+def test_a_single_column_keeps_laplace_noise_and_spends_delta_on_its_point_masses_alone() -> None:
     ledger = PrivacyLedger(1.0, 1e-5)
     discover_schema(wide_table(4_000, 1), ledger, 0.3, 3e-6, np.random.default_rng(0))
     (entry,) = ledger.entries
-    assert entry.details["noise"]["composition"] == "basic" and entry.delta == 0.0
-    assert entry.details["columns"]["amount_0"]["mechanisms"]["histogram_range"] == {"noise": "laplace",
-                                                                                     "scale": pytest.approx(1 / 0.15)}
+    assert entry.details["noise"]["composition"] == "basic" and entry.delta == 3e-6
+    mechanisms = entry.details["columns"]["amount_0"]["mechanisms"]
+    assert mechanisms["histogram_range"] == {"noise": "laplace", "scale": pytest.approx(1 / 0.15)}
+    assert mechanisms["histogram_quantiles"]["scale"] == pytest.approx(1 / 0.075)
+    masses = mechanisms["thresholded_point_masses"]
+    assert masses["scale"] == pytest.approx(1 / 0.075)
+    assert masses["threshold"] == pytest.approx(histogram_threshold(0.075, 3e-6))
+
+
+def test_without_delta_a_number_releases_no_point_masses_and_spends_no_delta() -> None:
+    ledger = PrivacyLedger(1.0, 1e-5)
+    discover_schema(wide_table(4_000, 1), ledger, 0.3, 0.0, np.random.default_rng(0))
+    (entry,) = ledger.entries
+    assert entry.delta == 0.0
+    assert set(entry.details["columns"]["amount_0"]["mechanisms"]) == {"histogram_range", "histogram_quantiles"}
 
 
 def test_the_gaussian_release_is_within_its_budget_by_an_independent_accountant() -> None:
@@ -465,7 +504,7 @@ def test_the_gaussian_release_is_within_its_budget_by_an_independent_accountant(
     entry = ledger.entries[0]
     assert entry.details["noise"]["composition"] == "gaussian" and (entry.epsilon, entry.delta) == (epsilon, delta)
     histograms = [m for column in entry.details["columns"].values() for m in column["mechanisms"].values()]
-    assert len(histograms) == 6 * 2 + 5 and all(m["noise"] == "gaussian" for m in histograms)
+    assert len(histograms) == 6 * 3 + 5 and all(m["noise"] == "gaussian" for m in histograms)
     mu = math.sqrt(sum(1.0 / m["scale"] ** 2 for m in histograms))
     pld = privacy_loss_distribution.from_gaussian_mechanism(1.0 / mu, sensitivity=1.0, value_discretization_interval=1e-4)
     thresholds = [m for m in histograms if "threshold" in m]

@@ -25,6 +25,8 @@ from tabsynth.privacy.mechanisms import (
     CountNoise,
     gaussian_category_release,
     gaussian_noise_std,
+    gaussian_threshold,
+    histogram_threshold,
     noisy_histogram,
     plan_category_release,
     quantiles_of_counts,
@@ -33,6 +35,7 @@ from tabsynth.schema import (
     _LAT,
     _LON,
     MAX_KNOTS,
+    POINT_MASS_SHARE,
     BooleanColumn,
     CategoricalColumn,
     Column,
@@ -45,6 +48,7 @@ from tabsynth.schema import (
     can_hold_null,
     dtype_text,
     quantile_knots,
+    with_point_masses,
 )
 
 __all__ = ["DiscoveryWarning", "discover_new_categories", "discover_schema", "known_rows"]
@@ -58,6 +62,7 @@ PURPOSE = "domain discovery"
 NEW_CATEGORIES_PURPOSE = "new categories"
 RANGE_MECHANISM = "histogram_range"
 QUANTILE_MECHANISM = "histogram_quantiles"
+POINT_MASS_MECHANISM = "thresholded_point_masses"  # a number's values held by many rows, by thresholded counts
 HISTOGRAM_MECHANISM = "thresholded_histograms"  # a categorical column's plan: its share of one CategoryRelease
 _RELEASE_COMPOSITION = {
     LAPLACE_HISTOGRAMS: "basic: epsilon and delta split evenly over the categorical columns",
@@ -65,6 +70,8 @@ _RELEASE_COMPOSITION = {
                          "epsilon and part of delta; the rest of delta bounds the release of a value held by one row",
 }
 RANGE_SHARE = 0.5  # of a numeric column's epsilon spent on its range; the rest buys the inner knots
+POINT_MASS_PART = 0.5  # of the knots' share, for a number's point masses (with delta > 0): see _discover_number
+MAX_POINT_MASSES = 64  # a number's most frequent released values that become point masses
 RANGE_FAILURE = 1e-3  # chance that some empty bin or bin group of a range histogram clears its threshold
 RANGE_GROWTH_FAILURE = 0.05  # chance that an empty bin next to the range extends it (see _dp_range)
 RANGE_LEVELS = (1, 2, 4, 8, 16)  # bins summed per group when looking for sparse tails
@@ -76,10 +83,11 @@ GEO_STEP = 0.1  # degrees per bin of the latitude/longitude range histograms
 BASIC_PLAN, GAUSSIAN_PLAN = "basic", "gaussian"  # see _NoisePlan
 _COMPOSITION = {
     BASIC_PLAN: "basic: epsilon split evenly over the columns, Laplace noise; the categorical columns' shares and "
-                "delta spent by one category release",
+                "their part of delta spent by one category release, each number's point masses thresholded at "
+                "its part of delta",
     GAUSSIAN_PLAN: "one Gaussian release: every histogram of every column gets Gaussian noise, together mu-GDP, "
                    "calibrated exactly to epsilon and delta_gaussian; the rest of delta bounds the release of a "
-                   "category held by one row",
+                   "category or a number's point mass held by one row",
 }
 _REFERENCE_RANGE_TESTS = len(RANGE_LEVELS) * 580  # about a numeric range histogram's tests (levels x bins); for plan scores
 
@@ -123,7 +131,9 @@ def discover_schema(
     a threshold that empty regions almost never clear (post-processing, so a lone extreme record cannot
     set a bound). The other half buys the inner knots from ONE histogram over bins fixed by the released
     bounds, whose noise all the knots share (an integer of at most 128 values needs no knots: its second
-    histogram refines its range instead). A geo coordinate spends its whole share on such a histogram.
+    histogram refines its range instead); with delta > 0, part of that half releases the number's point
+    masses (values held by many rows) by thresholded noisy counts, as categories are released. A geo
+    coordinate spends its whole share on such a histogram.
     The h categorical columns release the values whose noisy counts clear a threshold that a value held
     only by the differing row clears with probability at most delta_t each; categories are sorted by a
     data-independent key and a catch-all absorbs every value that was not released. The whole
@@ -136,7 +146,7 @@ def discover_schema(
     pair = _geo_pair(targets, kinds)
     if pair is not None:
         kinds[pair[0]], kinds[pair[1]] = "lat", "lon"
-    plans = [_Plan(name, kinds[name], _mechanisms(kinds[name], n_knots)) for name in targets]
+    plans = [_Plan(name, kinds[name], _mechanisms(kinds[name], n_knots, 0.0 < float(delta) < 1.0)) for name in targets]
     noise = _plan_noise(plans, epsilon, delta)
     if noise is not None:
         _spend(ledger, plans, noise, n_knots)
@@ -153,7 +163,7 @@ def discover_schema(
             specs[plan.name] = _discover_categorical(series, noise.release, rng, catch_all)
         elif plan.kind in ("integer", "continuous", "datetime"):
             discover = (partial(_discover_datetime, days=plan.name in day_columns) if plan.kind == "datetime"
-                        else partial(_discover_number, integer=plan.kind == "integer"))
+                        else partial(_discover_number, integer=plan.kind == "integer", masses=noise.masses_of(plan)))
             range_noise, knot_noise = noise.of(plan)
             specs[plan.name], located = discover(series, range_noise=range_noise, knot_noise=knot_noise,
                                                  n_knots=n_knots, rng=rng)
@@ -305,14 +315,17 @@ def _geo_name(lat: str, taken: set[str]) -> str:
     return name
 
 
-def _mechanisms(kind: str, n_knots: int) -> tuple[str, ...]:
-    """The mechanisms a column of ``kind`` runs (none for booleans: both values are known from the dtype)."""
+def _mechanisms(kind: str, n_knots: int, point_masses: bool) -> tuple[str, ...]:
+    """The mechanisms a column of ``kind`` runs (none for booleans: both values are known from the dtype);
+    ``point_masses``: whether numbers release theirs (which needs delta > 0)."""
     if kind == "boolean":
         return ()
     if kind == "categorical":
         return (HISTOGRAM_MECHANISM,)
     if kind in ("lat", "lon") or n_knots <= 2:
         return (RANGE_MECHANISM,)
+    if kind in ("integer", "continuous") and point_masses:
+        return (RANGE_MECHANISM, QUANTILE_MECHANISM, POINT_MASS_MECHANISM)
     return (RANGE_MECHANISM, QUANTILE_MECHANISM)
 
 
@@ -327,7 +340,9 @@ class _NoisePlan:
     mu-GDP (composition of Gaussian mechanisms, adaptive bins included, is exact in GDP) and so
     (epsilon, delta_gaussian)-DP by the Gaussian privacy curve; each categorical column's threshold adds
     the chance delta_t that a value held only by the differing row clears it, so delta = delta_gaussian
-    + h * delta_t.
+    + h * delta_t. With delta > 0, each of the m numbers (integer or continuous) spends ``POINT_MASS_PART``
+    of its knots' share on a thresholded release of its values (``point_masses``), another delta_t each:
+    delta_t is delta's thresholded part over h + m.
     """
 
     composition: str
@@ -339,12 +354,21 @@ class _NoisePlan:
     sole_noise: CountNoise  # the one histogram of a geo coordinate or a number without knots
     release: CategoryRelease | None
     delta_gaussian: float = 0.0
+    point_masses: CategoryRelease | None = None  # a number's release of its point masses (the same for each)
 
     def of(self, plan: _Plan) -> tuple[CountNoise, CountNoise | None]:
-        """The noise of ``plan``'s range histogram and of its knots' histogram (None if it buys no knots)."""
+        """The noise of ``plan``'s range histogram and of its knots' share (None if it buys no knots):
+        the noise of its knots' histogram, or of its second range histogram if it is a binary code."""
         if QUANTILE_MECHANISM in plan.mechanisms:
             return self.range_noise, self.knot_noise
         return self.sole_noise, None
+
+    def masses_of(self, plan: _Plan) -> tuple[CountNoise, CategoryRelease] | None:
+        """For a number that releases point masses: the noise of its knots' histogram beside them (the
+        rest of the knots' share) and their release; else None."""
+        if POINT_MASS_MECHANISM not in plan.mechanisms:
+            return None
+        return self.knot_noise.part(1.0 - POINT_MASS_PART), self.point_masses
 
     @property
     def range_threshold(self) -> float:
@@ -385,6 +409,8 @@ def _plan_noise(plans: Sequence[_Plan], epsilon: float, delta: float) -> _NoiseP
     if not budgeted:
         return None
     k, h = len(budgeted), sum(p.kind == "categorical" for p in plans)
+    m = sum(POINT_MASS_MECHANISM in p.mechanisms for p in plans)
+    thresholded = h + m
     epsilon = float(epsilon)
     if not math.isfinite(epsilon) or epsilon <= 0:
         raise ValueError(f"epsilon must be a positive finite number to discover {k} column(s), got {epsilon!r}")
@@ -393,17 +419,25 @@ def _plan_noise(plans: Sequence[_Plan], epsilon: float, delta: float) -> _NoiseP
         raise ValueError(f"delta must be in (0, 1) to discover {h} categorical column(s) "
                          f"(an unknown domain needs delta > 0), got {delta!r}")
     each = epsilon / k
-    candidates = [_NoisePlan(BASIC_PLAN, k, epsilon, delta if h else 0.0,
-                             CountNoise.laplace(each * RANGE_SHARE), CountNoise.laplace(each * (1 - RANGE_SHARE)),
-                             CountNoise.laplace(each), plan_category_release(each * h, delta, h) if h else None)]
+    knot_noise = CountNoise.laplace(each * (1 - RANGE_SHARE))
+    mass_noise = knot_noise.part(POINT_MASS_PART)
+    masses = (CategoryRelease(LAPLACE_HISTOGRAMS, m, epsilon, delta, mass_noise.scale,
+                              histogram_threshold(1.0 / mass_noise.scale, delta / thresholded)) if m else None)
+    candidates = [_NoisePlan(BASIC_PLAN, k, epsilon, delta if thresholded else 0.0,
+                             CountNoise.laplace(each * RANGE_SHARE), knot_noise, CountNoise.laplace(each),
+                             plan_category_release(each * h, delta * h / thresholded, h) if h else None,
+                             point_masses=masses)]
     if 0.0 < delta < 1.0:
-        for share in (GAUSSIAN_DELTA_SHARES if h else (1.0,)):
+        for share in (GAUSSIAN_DELTA_SHARES if thresholded else (1.0,)):
             column_std = gaussian_noise_std(epsilon, share * delta, math.sqrt(k))  # std of a column's one histogram
-            release = gaussian_category_release(epsilon, delta, h, column_std, share) if h else None
+            release = gaussian_category_release(epsilon, delta, h, column_std, share, thresholded) if h else None
+            knot_noise = CountNoise("gaussian", column_std / math.sqrt(1 - RANGE_SHARE))
+            mass_std = knot_noise.part(POINT_MASS_PART).scale
+            masses = (CategoryRelease(GAUSSIAN_HISTOGRAMS, m, epsilon, delta, mass_std,
+                                      gaussian_threshold(mass_std, (1.0 - share) * delta / thresholded)) if m else None)
             candidates.append(_NoisePlan(
                 GAUSSIAN_PLAN, k, epsilon, delta, CountNoise("gaussian", column_std / math.sqrt(RANGE_SHARE)),
-                CountNoise("gaussian", column_std / math.sqrt(1 - RANGE_SHARE)), CountNoise("gaussian", column_std),
-                release, share * delta))
+                knot_noise, CountNoise("gaussian", column_std), release, share * delta, masses))
     return min(candidates, key=lambda candidate: candidate.score(plans))
 
 
@@ -423,11 +457,17 @@ def _spend(ledger: PrivacyLedger, plans: Sequence[_Plan], noise: _NoisePlan, n_k
             used.update(plan.mechanisms)
             range_noise, knot_noise = noise.of(plan)
             split = {RANGE_MECHANISM: {"noise": range_noise.kind, "scale": range_noise.scale}}
+            masses = noise.masses_of(plan)
             if knot_noise is not None:
-                split[QUANTILE_MECHANISM] = {"noise": knot_noise.kind, "scale": knot_noise.scale,
-                                             "quantiles": n_knots - 2}
-                if plan.kind == "integer":  # see _discover_number
-                    split[QUANTILE_MECHANISM]["if_binary_code"] = f"a second {RANGE_MECHANISM} instead"
+                knots = knot_noise if masses is None else masses[0]
+                split[QUANTILE_MECHANISM] = {"noise": knots.kind, "scale": knots.scale, "quantiles": n_knots - 2}
+            if masses is not None:
+                split[POINT_MASS_MECHANISM] = {"noise": masses[0].kind, "scale": masses[1].noise,
+                                               "threshold": masses[1].threshold, "min_share": POINT_MASS_SHARE,
+                                               "at_most": MAX_POINT_MASSES}
+            if knot_noise is not None and plan.kind == "integer":  # see _discover_number
+                split[QUANTILE_MECHANISM]["if_binary_code"] = (
+                    f"a second {RANGE_MECHANISM} instead" + (f" of this and {POINT_MASS_MECHANISM}" if masses else ""))
         entry: dict[str, Any] = {"kind": plan.kind, "mechanisms": split}
         if noise.composition == BASIC_PLAN:
             entry["epsilon"] = noise.epsilon / noise.columns
@@ -551,9 +591,10 @@ def _growth_threshold(size: int, noise: CountNoise, copies: int = 1) -> float:
 
 
 def _dp_knots(values: np.ndarray, lower: float, upper: float, noise: CountNoise, n_knots: int, integral: bool,
-              rng: np.random.Generator, numeric: bool = True) -> tuple[float, ...] | None:
+              rng: np.random.Generator, numeric: bool = True) -> tuple[tuple[float, ...] | None, float]:
     """Knots [lower, DP inner quantiles..., upper] read off ONE noisy histogram over ``_knot_edges`` of the
-    bounds (each row in one bin, so sensitivity 1), all knots sharing its noise.
+    bounds (each row in one bin, so sensitivity 1), all knots sharing its noise; and the histogram's
+    noisy total.
 
     A quantile inside the bin that holds 0 alone is 0, so that a point mass at 0 (zero-inflated amounts)
     repeats among the knots and the encoder keeps it one cell.
@@ -564,7 +605,28 @@ def _dp_knots(values: np.ndarray, lower: float, upper: float, noise: CountNoise,
     inner = quantiles_of_counts(noisy, edges, levels, integer=integral)
     if numeric and lower <= 0.0 < upper:
         inner[(inner >= 0.0) & (inner < edges[np.searchsorted(edges, 0.0) + 1])] = 0.0
-    return quantile_knots(np.concatenate([[lower], inner, [upper]]), integral=integral)
+    return quantile_knots(np.concatenate([[lower], inner, [upper]]), integral=integral), float(noisy.sum())
+
+
+def _number_knots(values: np.ndarray, lower: float, upper: float, knot_noise: CountNoise,
+                  masses: tuple[CountNoise, CategoryRelease] | None, n_knots: int, integral: bool,
+                  rng: np.random.Generator) -> tuple[float, ...] | None:
+    """A number's DP quantile knots (``_dp_knots``); with ``masses`` (the noise of the knots' histogram
+    beside them, and their release) also its point masses, each held twice among the knots so that it
+    decodes exactly: the values whose thresholded noisy counts (``CategoryRelease``, each row adding 1
+    to one value's count) clear ``POINT_MASS_SHARE`` of the knots' noisy total, the ``MAX_POINT_MASSES``
+    most frequent at most. Round incomes, a code's busiest values, a density shared by a region (a mass
+    at 0 is ``_dp_knots``'s)."""
+    if masses is None:
+        return _dp_knots(values, lower, upper, knot_noise, n_knots, integral, rng)[0]
+    knot_noise, release = masses
+    knots, total = _dp_knots(values, lower, upper, knot_noise, n_knots, integral, rng)
+    if knots is None:
+        return None
+    # Inside the bounds only: values clipped to a bound would pile up there as a mass the data lacks.
+    released = release.release(values[(values > lower) & (values < upper)], rng)
+    heavy = [value for value, count in released.items() if count >= POINT_MASS_SHARE * total][:MAX_POINT_MASSES]
+    return quantile_knots(with_point_masses(np.array(knots), np.array(heavy, dtype=np.float64)), integral=integral)
 
 
 def _knot_edges(lower: float, upper: float, integral: bool, numeric: bool) -> np.ndarray:
@@ -590,13 +652,14 @@ def _numeric_edges(integer: bool) -> np.ndarray:
 
 
 def _discover_number(series: pd.Series, integer: bool, range_noise: CountNoise, knot_noise: CountNoise | None,
-                     n_knots: int, rng: np.random.Generator) -> tuple[Column, bool]:
+                     n_knots: int, rng: np.random.Generator,
+                     masses: tuple[CountNoise, CategoryRelease] | None = None) -> tuple[Column, bool]:
     """Integer or continuous spec: bounds from the DP range histogram, knots from DP inner quantiles
-    (none without ``knot_noise``); and whether the range was located (some bin cleared a threshold)
-    rather than guessed.
+    (none without ``knot_noise``) and point masses (with ``masses``: ``_number_knots``); and whether the
+    range was located (some bin cleared a threshold) rather than guessed.
 
-    An integer whose first range makes it a binary code (at most 128 values) has no
-    knots: the knots' share buys a second range histogram instead (the same bins, fresh noise), and the
+    An integer whose first range makes it a binary code (at most 128 values) has no knots and no point
+    masses (each of its values is a cell already): the knots' share buys a second range histogram instead (the same bins, fresh noise), and the
     bounds are read again off the sum of both, whose noise is sqrt(2) smaller relative to the counts.
     """
     name = str(series.name)
@@ -625,11 +688,11 @@ def _discover_number(series: pd.Series, integer: bool, range_noise: CountNoise, 
                             column.lower, column.upper)
             return replace(column, knots=quantile_knots(np.concatenate([[column.lower], inner, [column.upper]]),
                                                         integral=True)), located
-        knots = _dp_knots(values, column.lower, column.upper, knot_noise, n_knots, True, rng)
+        knots = _number_knots(values, column.lower, column.upper, knot_noise, masses, n_knots, True, rng)
         return replace(column, knots=knots), located
     if knot_noise is None:
         return ContinuousColumn(**common, lower=lower, upper=upper), located
-    knots = _dp_knots(values, lower, upper, knot_noise, n_knots, False, rng)
+    knots = _number_knots(values, lower, upper, knot_noise, masses, n_knots, False, rng)
     return ContinuousColumn(**common, lower=lower, upper=upper, knots=knots), located
 
 
@@ -660,7 +723,7 @@ def _discover_datetime(series: pd.Series, range_noise: CountNoise, knot_noise: C
                             upper=_iso(upper, unit), resolution=unit)
     if knot_noise is None:
         return column, located
-    knots = _dp_knots(values, lower, upper, knot_noise, n_knots, True, rng, numeric=False)
+    knots = _dp_knots(values, lower, upper, knot_noise, n_knots, True, rng, numeric=False)[0]
     return DatetimeColumn(column.name, nullable=True, dtype=column.dtype, lower=column.lower, upper=column.upper,
                           resolution=unit, knots=knots), located
 

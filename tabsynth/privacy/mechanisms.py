@@ -25,6 +25,7 @@ __all__ = [
     "gaussian_category_release",
     "gaussian_delta",
     "gaussian_noise_std",
+    "gaussian_threshold",
     "histogram_quantiles",
     "histogram_threshold",
     "laplace_count",
@@ -205,12 +206,19 @@ def plan_category_release(epsilon: float, delta: float, columns: int) -> Categor
     return best
 
 
-def gaussian_category_release(epsilon: float, delta: float, columns: int, std: float, share: float) -> CategoryRelease:
+def gaussian_category_release(epsilon: float, delta: float, columns: int, std: float, share: float,
+                              thresholds: int | None = None) -> CategoryRelease:
     """The ``GAUSSIAN_HISTOGRAMS`` release of ``columns`` columns whose counts get noise ``std``, calibrated
     to (epsilon, ``share`` of delta) with whatever other histograms share its mechanism; the rest of
-    delta, split over the columns, bounds the release of a value held by one row (the threshold)."""
-    threshold = 1.0 + std * float(norm.isf((1.0 - share) * delta / columns))
+    delta, split over the ``thresholds`` thresholded histograms of that mechanism (default: these
+    columns'), bounds the release of a value held by one row (the threshold)."""
+    threshold = gaussian_threshold(std, (1.0 - share) * delta / (thresholds or columns))
     return CategoryRelease(GAUSSIAN_HISTOGRAMS, int(columns), float(epsilon), float(delta), float(std), threshold)
+
+
+def gaussian_threshold(std: float, delta: float) -> float:
+    """The count that a value held by one row (count 1) reaches with probability ``delta`` under Gaussian noise ``std``."""
+    return 1.0 + std * float(norm.isf(delta))
 
 
 def _quantile_inputs(values: Any, quantiles: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -319,6 +327,13 @@ class CountNoise:
     def laplace(cls, epsilon: float) -> CountNoise:
         """Laplace(1/epsilon): an epsilon-DP histogram."""
         return cls("laplace", 1.0 / _check_epsilon(epsilon))
+
+    def part(self, fraction: float) -> CountNoise:
+        """The noise of a histogram that spends ``fraction`` of this one's budget (of its mu^2 for a
+        Gaussian, of its epsilon for Laplace): histograms of parts summing to 1 cost what this one does."""
+        if not 0.0 < fraction <= 1.0:
+            raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
+        return CountNoise(self.kind, self.scale / (math.sqrt(fraction) if self.kind == "gaussian" else fraction))
 
     def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
         """``size`` independent draws."""
