@@ -355,10 +355,12 @@ def _unit_laplace_sum_threshold(size: int, failure: float) -> float:
     if size == 1:
         return math.log(1.0 / (2.0 * failure))
     log_norm = special.gammaln(size)
+    # G2's density lies within 40 stds of its mean (sqrt(size) and size): a range quad cannot miss.
+    low, high = max(0.0, size - 40.0 * math.sqrt(size)), size + 40.0 * math.sqrt(size)
 
     def excess(t: float) -> float:  # P(G1 - G2 > t) - failure: G1's tail over G2's density
         tail = integrate.quad(lambda y: special.gammaincc(size, t + y) * math.exp(
-            (size - 1) * math.log(y) - y - log_norm) if y > 0 else 0.0, 0.0, np.inf, limit=200)[0]
+            (size - 1) * math.log(y) - y - log_norm) if y > 0 else 0.0, low, high, limit=200)[0]
         return tail - failure
 
     return float(brentq(excess, 0.0, 50.0 * size + 50.0 * math.log(1.0 / failure), xtol=1e-4))
