@@ -388,7 +388,8 @@ class Schema:
         ``overrides`` maps a column name to a full Column spec or to a kind name ("categorical",
         "integer", ...) to infer with; ``geo`` maps a pair name to (lat, lon) columns. Numeric columns
         get ``n_knots`` quantile knots plus knots cutting their range into ``EVEN_KNOT_PARTS`` even
-        parts (robust to a later year's shift); strings with more than ``max_categories`` levels keep the most
+        parts (robust to a later year's shift) and each value held by ``POINT_MASS_SHARE`` of their
+        rows as a point mass (decoded exactly; dates too); strings with more than ``max_categories`` levels keep the most
         frequent and fold the rest into ``catch_all`` (default "<other>" then).
         """
         check_frame(public, "public")
@@ -577,6 +578,9 @@ def quantile_knots(quantiles: np.ndarray, integral: bool = False) -> tuple[float
 
 def _quantile_knots(values: np.ndarray, lower: float, upper: float, n_knots: int,
                     integral: bool = False) -> tuple[float, ...] | None:
+    """Public knots of a number or datetime: ``n_knots`` quantiles, knots cutting the range into
+    ``EVEN_KNOT_PARTS`` even parts, and each value held by ``POINT_MASS_SHARE`` of the rows as a point
+    mass (the heaviest first, as many as fit under ``MAX_KNOTS``)."""
     if n_knots < 2 or lower == upper:
         return None
     knots = np.quantile(values, np.linspace(0, 1, n_knots))
@@ -586,7 +590,9 @@ def _quantile_knots(values: np.ndarray, lower: float, upper: float, n_knots: int
     # Sorted in among the quantiles; a repeated quantile knot (a point mass) stays repeated.
     knots = np.sort(np.concatenate([knots, np.setdiff1d(even, knots)]))
     distinct, counts = np.unique(values, return_counts=True)
-    return quantile_knots(with_point_masses(knots, distinct[counts >= POINT_MASS_SHARE * len(values)]), integral)
+    heavy = np.flatnonzero(counts >= POINT_MASS_SHARE * len(values))
+    heavy = distinct[heavy[np.argsort(-counts[heavy], kind="stable")]][:max(0, (MAX_KNOTS - len(knots)) // 2)]
+    return quantile_knots(with_point_masses(knots, heavy), integral)
 
 
 def with_point_masses(knots: np.ndarray, masses: np.ndarray) -> np.ndarray:

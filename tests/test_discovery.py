@@ -95,16 +95,18 @@ def test_a_smooth_columns_knots_are_distinct_and_near_its_quantiles() -> None:
 
 @pytest.mark.parametrize("dtype", ["int64", "float64"])
 def test_values_held_by_many_rows_become_point_masses_and_a_value_held_by_one_does_not(dtype: str) -> None:
-    # Incomes spread over a range, 8% and 4% of them at round values (as surveys report them), one
-    # row alone at a value that must not appear.
+    # Incomes spread over a range, 8% and 4% of them at round values (as surveys report them); 1.5% at
+    # a value below the release's threshold (about 526 rows here: Laplace at epsilon 0.025, delta
+    # 1e-6), and one row alone at a value that must not appear.
     rng = np.random.default_rng(0)
-    lone = 123_457.0
-    incomes = np.concatenate([rng.uniform(1_000, 200_000, 17_599).round(), [50_000.0] * 1_600, [100_000.0] * 800,
-                              [lone]])
+    lone, below_threshold = 123_457.0, 77_777.0
+    incomes = np.concatenate([rng.uniform(1_000, 200_000, 17_299).round(), [50_000.0] * 1_600, [100_000.0] * 800,
+                              [below_threshold] * 300, [lone]])
     frame = pd.DataFrame({"income": incomes.astype(dtype)})
     schema, ledger = discover(frame)
     knots = np.array(schema["income"].knots)
     assert (knots == 50_000).sum() >= 2 and (knots == 100_000).sum() >= 2
+    assert (knots == below_threshold).sum() < 2  # above POINT_MASS_SHARE, but the noisy count decides
     assert lone not in knots and "123457" not in json.dumps(ledger.to_dict())
     encoder = Encoder(schema.with_dtypes(frame), on_invalid="clip")
     decoded = encoder.decode(encoder.encode(frame))["income"].to_numpy(dtype=float)
@@ -118,6 +120,9 @@ def test_a_column_of_few_float_values_decodes_to_those_values() -> None:
     frame = pd.DataFrame({"density": np.random.default_rng(0).choice(levels, 20_000)})
     column = discover(frame)[0]["density"]
     assert all(list(column.knots).count(level) >= 2 for level in levels)
+    encoder = Encoder(Schema((column,)).with_dtypes(frame), on_invalid="clip")
+    decoded = encoder.decode(encoder.encode(frame))["density"]
+    np.testing.assert_array_equal(decoded.to_numpy(dtype=float), frame["density"].to_numpy(dtype=float))
 
 
 @pytest.mark.parametrize("dtype", ["int64", "float64"])
@@ -170,8 +175,7 @@ def test_magnitudes_up_to_two_to_the_62_keep_their_range() -> None:
     # capped every such value there.
     values = np.random.default_rng(5).uniform(1e15, 1e18, size=5000).round()
     column = discover(pd.DataFrame({"bytes": pd.array(values.astype(np.int64), dtype="int64")}))[0]["bytes"]
-    # The lower end may reach 0 (``ZERO_REACH``): 0.1% of the range.
-    assert 0 <= column.lower <= 1e17 and 9e17 <= column.upper <= 2.4e18
+    assert 1e14 <= column.lower <= 1e17 and 9e17 <= column.upper <= 2.4e18
 
 
 @pytest.mark.parametrize(("negative_per_bin", "takes_in_the_mirror"), [(0.0, False), (2.0, True)])
@@ -187,21 +191,6 @@ def test_the_mirror_of_a_positive_range_joins_it_when_its_sum_clears_one_test(ne
     noisy[2 * zero - 1 - positive] = negative_per_bin
     lower, upper, located = _range_of(noisy, edges, CountNoise.laplace(1.0), 1, zero, zero)
     assert located and upper == 8.0 and (lower == -8.0 if takes_in_the_mirror else lower == 1.0)
-
-
-def test_a_small_tables_ages_reach_zero_where_its_young_are_too_few_per_bin() -> None:
-    # 7,600 people, 8% of them aged 0-7, beside 18 other numbers (one Gaussian release): the bins
-    # near 0 hold one age each, too few rows to clear a threshold one by one, but enough together. A
-    # number far from 0 (40-94) does not reach it.
-    rng = np.random.default_rng(0)
-    n = 7_600
-    frame = pd.DataFrame({"age": np.where(rng.random(n) < 0.08, rng.integers(0, 8, n), rng.integers(8, 95, n)),
-                          "late": rng.integers(40, 95, n)}
-                         | {f"amount_{i}": rng.normal(50_000, 10_000, n) for i in range(18)})
-    schemas = [discover_schema(frame, PrivacyLedger(10.0, 1e-3), 0.3, 3e-6, np.random.default_rng(seed))
-               for seed in range(10)]
-    assert sum(schema["age"].lower == 0 for schema in schemas) >= 8  # 6 without reaching for 0
-    assert all(schema["late"].lower >= 32 for schema in schemas)
 
 
 def test_a_non_negative_quantity_gets_no_negative_mirror() -> None:

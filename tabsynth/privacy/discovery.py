@@ -74,7 +74,6 @@ POINT_MASS_PART = 0.5  # of the knots' share, for a number's point masses (with 
 MAX_POINT_MASSES = 64  # a number's most frequent released values that become point masses
 RANGE_FAILURE = 1e-3  # chance that some empty bin or bin group of a range histogram clears its threshold
 RANGE_GROWTH_FAILURE = 0.05  # chance that an empty bin next to the range extends it (see _dp_range)
-ZERO_REACH = 0.125  # a range of one sign whose near end is within this share of its far end may reach 0
 RANGE_LEVELS = (1, 2, 4, 8, 16)  # bins summed per group when looking for sparse tails
 GROWTH_SIZES = (1, 2, 4, 8)  # bins a range grows by at once into a sparse tail, the finest that clears first
 RUN_GROWTH_FAILURE = 0.002  # chance that an empty run of 2, 4 or 8 bins next to the range extends it
@@ -420,25 +419,30 @@ def _plan_noise(plans: Sequence[_Plan], epsilon: float, delta: float) -> _NoiseP
         raise ValueError(f"delta must be in (0, 1) to discover {h} categorical column(s) "
                          f"(an unknown domain needs delta > 0), got {delta!r}")
     each = epsilon / k
-    knot_noise = CountNoise.laplace(each * (1 - RANGE_SHARE))
-    mass_noise = knot_noise.part(POINT_MASS_PART)
-    masses = (CategoryRelease(LAPLACE_HISTOGRAMS, m, epsilon, delta, mass_noise.scale,
-                              histogram_threshold(1.0 / mass_noise.scale, delta / thresholded)) if m else None)
+    # A release of point masses records, as the categories' does, what its m numbers spend together:
+    # basic, m times each number's epsilon and delta; Gaussian, the whole release's.
+    laplace_knots = CountNoise.laplace(each * (1 - RANGE_SHARE))
+    laplace_masses = laplace_knots.part(POINT_MASS_PART)
+    mass_epsilon = 1.0 / laplace_masses.scale
+    basic_masses = (CategoryRelease(LAPLACE_HISTOGRAMS, m, m * mass_epsilon, m * delta / thresholded,
+                                    laplace_masses.scale, histogram_threshold(mass_epsilon, delta / thresholded))
+                    if m else None)
     candidates = [_NoisePlan(BASIC_PLAN, k, epsilon, delta if thresholded else 0.0,
-                             CountNoise.laplace(each * RANGE_SHARE), knot_noise, CountNoise.laplace(each),
+                             CountNoise.laplace(each * RANGE_SHARE), laplace_knots, CountNoise.laplace(each),
                              plan_category_release(each * h, delta * h / thresholded, h) if h else None,
-                             point_masses=masses)]
+                             point_masses=basic_masses)]
     if 0.0 < delta < 1.0:
         for share in (GAUSSIAN_DELTA_SHARES if thresholded else (1.0,)):
             column_std = gaussian_noise_std(epsilon, share * delta, math.sqrt(k))  # std of a column's one histogram
             release = gaussian_category_release(epsilon, delta, h, column_std, share, thresholded) if h else None
-            knot_noise = CountNoise("gaussian", column_std / math.sqrt(1 - RANGE_SHARE))
-            mass_std = knot_noise.part(POINT_MASS_PART).scale
-            masses = (CategoryRelease(GAUSSIAN_HISTOGRAMS, m, epsilon, delta, mass_std,
-                                      gaussian_threshold(mass_std, (1.0 - share) * delta / thresholded)) if m else None)
+            gaussian_knots = CountNoise("gaussian", column_std / math.sqrt(1 - RANGE_SHARE))
+            mass_std = gaussian_knots.part(POINT_MASS_PART).scale
+            gaussian_masses = (CategoryRelease(GAUSSIAN_HISTOGRAMS, m, epsilon, delta, mass_std,
+                                               gaussian_threshold(mass_std, (1.0 - share) * delta / thresholded))
+                               if m else None)
             candidates.append(_NoisePlan(
                 GAUSSIAN_PLAN, k, epsilon, delta, CountNoise("gaussian", column_std / math.sqrt(RANGE_SHARE)),
-                knot_noise, CountNoise("gaussian", column_std), release, share * delta, masses))
+                gaussian_knots, CountNoise("gaussian", column_std), release, share * delta, gaussian_masses))
     return min(candidates, key=lambda candidate: candidate.score(plans))
 
 
@@ -463,7 +467,8 @@ def _spend(ledger: PrivacyLedger, plans: Sequence[_Plan], noise: _NoisePlan, n_k
                 knots = knot_noise if masses is None else masses[0]
                 split[QUANTILE_MECHANISM] = {"noise": knots.kind, "scale": knots.scale, "quantiles": n_knots - 2}
             if masses is not None:
-                split[POINT_MASS_MECHANISM] = {"noise": masses[0].kind, "scale": masses[1].noise,
+                kind = "gaussian" if masses[1].mechanism == GAUSSIAN_HISTOGRAMS else "laplace"
+                split[POINT_MASS_MECHANISM] = {"noise": kind, "scale": masses[1].noise,
                                                "threshold": masses[1].threshold, "min_share": POINT_MASS_SHARE,
                                                "at_most": MAX_POINT_MASSES}
             if knot_noise is not None and plan.kind == "integer":  # see _discover_number
@@ -560,27 +565,7 @@ def _range_of(noisy: np.ndarray, edges: np.ndarray, noise: CountNoise, copies: i
             start, stop = max(2 * zero - min(high, zero), high), min(2 * zero - low, n_bins)
         if stop > start and noisy[start:stop].sum() >= noise.sum_threshold(copies * (stop - start), RANGE_FAILURE):
             low, high = _grown(noisy, min(low, start), max(high, stop), 0, n_bins, noise, copies)
-    if zero is not None:
-        low, high = _reaching_zero(noisy, edges, low, high, zero, noise, copies)
     return float(edges[low]), float(edges[high]), located
-
-
-def _reaching_zero(noisy: np.ndarray, edges: np.ndarray, low: int, high: int, zero: int, noise: CountNoise,
-                   copies: int) -> tuple[int, int]:
-    """Bins [low, high) of a range of one sign, taken on to 0 when its near end lies within
-    ``ZERO_REACH`` of its far end's magnitude and the bins between them, summed, clear the growth
-    threshold of one test (post-processing). Counts, ages and amounts often start near 0, where the
-    bins are too fine for a small table's values to clear any threshold one by one (ACS
-    Massachusetts, 7,634 rows: ages found from 7-11 up, 8% of the people younger)."""
-    if low > zero and edges[low] <= ZERO_REACH * edges[high]:
-        start, stop = zero, low
-    elif high <= zero and -edges[high] <= ZERO_REACH * -edges[low]:
-        start, stop = high, zero + 1
-    else:
-        return low, high
-    if noisy[start:stop].sum() >= noise.sum_threshold(copies * (stop - start), RANGE_GROWTH_FAILURE):
-        return min(low, start), max(high, stop)
-    return low, high
 
 
 def _grown(noisy: np.ndarray, low: int, high: int, floor: int, ceiling: int, noise: CountNoise,
@@ -636,17 +621,18 @@ def _number_knots(values: np.ndarray, lower: float, upper: float, knot_noise: Co
     beside them, and their release) also its point masses, each held twice among the knots so that it
     decodes exactly: the values whose thresholded noisy counts (``CategoryRelease``, each row adding 1
     to one value's count) clear ``POINT_MASS_SHARE`` of the knots' noisy total, the ``MAX_POINT_MASSES``
-    most frequent at most. Round incomes, a code's busiest values, a density shared by a region (a mass
-    at 0 is ``_dp_knots``'s)."""
+    most frequent at most, and no more than the knots leave room for under ``MAX_KNOTS``. Round incomes,
+    a code's busiest values, a density shared by a region (a mass at 0 is ``_dp_knots``'s). The values
+    are read raw, not clipped: a value outside the bounds is in no count."""
     if masses is None:
         return _dp_knots(values, lower, upper, knot_noise, n_knots, integral, rng)[0]
     knot_noise, release = masses
     knots, total = _dp_knots(values, lower, upper, knot_noise, n_knots, integral, rng)
     if knots is None:
         return None
-    # Inside the bounds only: values clipped to a bound would pile up there as a mass the data lacks.
-    released = release.release(values[(values > lower) & (values < upper)], rng)
-    heavy = [value for value, count in released.items() if count >= POINT_MASS_SHARE * total][:MAX_POINT_MASSES]
+    released = release.release(values[(values >= lower) & (values <= upper)], rng)
+    room = min(MAX_POINT_MASSES, (MAX_KNOTS - len(knots)) // 2)
+    heavy = [value for value, count in released.items() if count >= POINT_MASS_SHARE * total][:room]
     return quantile_knots(with_point_masses(np.array(knots), np.array(heavy, dtype=np.float64)), integral=integral)
 
 
@@ -676,12 +662,13 @@ def _discover_number(series: pd.Series, integer: bool, range_noise: CountNoise, 
                      n_knots: int, rng: np.random.Generator,
                      masses: tuple[CountNoise, CategoryRelease] | None = None) -> tuple[Column, bool]:
     """Integer or continuous spec: bounds from the DP range histogram, knots from DP inner quantiles
-    (none without ``knot_noise``) and point masses (with ``masses``: ``_number_knots``); and whether the
-    range was located (some bin cleared a threshold) rather than guessed.
+    (none without ``knot_noise``) and point masses (with ``masses``: ``_number_knots``); and whether
+    the range was located (some bin cleared a threshold) rather than guessed.
 
     An integer whose first range makes it a binary code (at most 128 values) has no knots and no point
-    masses (each of its values is a cell already): the knots' share buys a second range histogram instead (the same bins, fresh noise), and the
-    bounds are read again off the sum of both, whose noise is sqrt(2) smaller relative to the counts.
+    masses (each of its values is a cell already): the knots' share buys a second range histogram
+    instead (the same bins, fresh noise), and the bounds are read again off the sum of both, whose
+    noise is sqrt(2) smaller relative to the counts.
     """
     name = str(series.name)
     values = series.dropna().to_numpy(dtype=np.float64)
