@@ -299,6 +299,21 @@ def test_a_column_stored_as_dates_gets_a_resolution_of_days() -> None:
     assert (decoded["opened"] == decoded["opened"].dt.floor("D")).all()
 
 
+@pytest.mark.parametrize("unit", ["s", "ns"])
+def test_a_day_many_records_share_becomes_a_point_mass_of_the_dates(unit: str) -> None:
+    # 30% of the records on one day (a default date, a cut-off): without a point mass its rows would
+    # spread over the dates of its knot cell.
+    rng = np.random.default_rng(0)
+    stamps = pd.Series(pd.Timestamp("2000-01-01") + pd.to_timedelta(rng.integers(0, 3000, 20_000), unit="D"))
+    stamps[rng.random(20_000) < 0.3] = pd.Timestamp("2020-01-01")
+    frame = pd.DataFrame({"opened": stamps.astype(f"datetime64[{unit}]")})
+    schema = discover(frame)[0]
+    encoder = Encoder(schema.with_dtypes(frame), on_invalid="clip")
+    decoded = encoder.decode(encoder.encode(frame))["opened"]
+    on_the_day = frame["opened"] == pd.Timestamp("2020-01-01")
+    assert (decoded[on_the_day] == pd.Timestamp("2020-01-01")).all()
+
+
 @pytest.mark.parametrize("dtype", [object, "string[python]", "string[pyarrow]", "str"])
 def test_a_categorical_column_decodes_to_its_string_dtype(dtype: object) -> None:
     frame = people()[["city"]].astype(dtype)

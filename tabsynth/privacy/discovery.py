@@ -163,10 +163,10 @@ def discover_schema(
             specs[plan.name] = _discover_categorical(series, noise.release, rng, catch_all)
         elif plan.kind in ("integer", "continuous", "datetime"):
             discover = (partial(_discover_datetime, days=plan.name in day_columns) if plan.kind == "datetime"
-                        else partial(_discover_number, integer=plan.kind == "integer", masses=noise.masses_of(plan)))
+                        else partial(_discover_number, integer=plan.kind == "integer"))
             range_noise, knot_noise = noise.of(plan)
             specs[plan.name], located = discover(series, range_noise=range_noise, knot_noise=knot_noise,
-                                                 n_knots=n_knots, rng=rng)
+                                                 n_knots=n_knots, rng=rng, masses=noise.masses_of(plan))
             unlocated += [] if located else [plan.name]
         else:
             low, high, located = _dp_coordinate_range(series, plan.kind, noise.of(plan)[0], rng)
@@ -324,7 +324,7 @@ def _mechanisms(kind: str, n_knots: int, point_masses: bool) -> tuple[str, ...]:
         return (HISTOGRAM_MECHANISM,)
     if kind in ("lat", "lon") or n_knots <= 2:
         return (RANGE_MECHANISM,)
-    if kind in ("integer", "continuous") and point_masses:
+    if kind in ("integer", "continuous", "datetime") and point_masses:
         return (RANGE_MECHANISM, QUANTILE_MECHANISM, POINT_MASS_MECHANISM)
     return (RANGE_MECHANISM, QUANTILE_MECHANISM)
 
@@ -340,7 +340,7 @@ class _NoisePlan:
     mu-GDP (composition of Gaussian mechanisms, adaptive bins included, is exact in GDP) and so
     (epsilon, delta_gaussian)-DP by the Gaussian privacy curve; each categorical column's threshold adds
     the chance delta_t that a value held only by the differing row clears it, so delta = delta_gaussian
-    + h * delta_t. With delta > 0, each of the m numbers (integer or continuous) spends ``POINT_MASS_PART``
+    + h * delta_t. With delta > 0, each of the m numbers and dates spends ``POINT_MASS_PART``
     of its knots' share on a thresholded release of its values (``point_masses``), another delta_t each:
     delta_t is delta's thresholded part over h + m.
     """
@@ -616,18 +616,19 @@ def _dp_knots(values: np.ndarray, lower: float, upper: float, noise: CountNoise,
 
 def _number_knots(values: np.ndarray, lower: float, upper: float, knot_noise: CountNoise,
                   masses: tuple[CountNoise, CategoryRelease] | None, n_knots: int, integral: bool,
-                  rng: np.random.Generator) -> tuple[float, ...] | None:
+                  rng: np.random.Generator, numeric: bool = True) -> tuple[float, ...] | None:
     """A number's DP quantile knots (``_dp_knots``); with ``masses`` (the noise of the knots' histogram
     beside them, and their release) also its point masses, each held twice among the knots so that it
     decodes exactly: the values whose thresholded noisy counts (``CategoryRelease``, each row adding 1
     to one value's count) clear ``POINT_MASS_SHARE`` of the knots' noisy total, the ``MAX_POINT_MASSES``
     most frequent at most, and no more than the knots leave room for under ``MAX_KNOTS``. Round incomes,
-    a code's busiest values, a density shared by a region (a mass at 0 is ``_dp_knots``'s). The values
-    are read raw, not clipped: a value outside the bounds is in no count."""
+    a code's busiest values, a density shared by a region, a day many records default to (a mass at 0
+    is ``_dp_knots``'s; ``numeric``: False for a date's ticks). The values are read raw, not clipped: a
+    value outside the bounds is in no count."""
     if masses is None:
-        return _dp_knots(values, lower, upper, knot_noise, n_knots, integral, rng)[0]
+        return _dp_knots(values, lower, upper, knot_noise, n_knots, integral, rng, numeric)[0]
     knot_noise, release = masses
-    knots, total = _dp_knots(values, lower, upper, knot_noise, n_knots, integral, rng)
+    knots, total = _dp_knots(values, lower, upper, knot_noise, n_knots, integral, rng, numeric)
     if knots is None:
         return None
     released = release.release(values[(values >= lower) & (values <= upper)], rng)
@@ -716,9 +717,11 @@ def _datetime_unit(dtype: Any) -> str:
 
 
 def _discover_datetime(series: pd.Series, range_noise: CountNoise, knot_noise: CountNoise | None, n_knots: int,
-                       rng: np.random.Generator, days: bool = False) -> tuple[Column, bool]:
-    """Datetime spec: bounds from a DP histogram over month bins 1900-2100, knots from DP quantiles on day
-    ticks; and whether the range was located. ``days``: the column holds dates, so its resolution is a day."""
+                       rng: np.random.Generator, days: bool = False,
+                       masses: tuple[CountNoise, CategoryRelease] | None = None) -> tuple[Column, bool]:
+    """Datetime spec: bounds from a DP histogram over month bins 1900-2100, knots from DP quantiles of its
+    ticks and point masses (with ``masses``: ``_number_knots``); and whether the range was located.
+    ``days``: the column holds dates, so its resolution is a day."""
     unit = "D" if days else _datetime_unit(series.dtype)
     stamps = series.dropna()
     if getattr(stamps.dt, "tz", None) is not None:
@@ -731,7 +734,7 @@ def _discover_datetime(series: pd.Series, range_noise: CountNoise, knot_noise: C
                             upper=_iso(upper, unit), resolution=unit)
     if knot_noise is None:
         return column, located
-    knots = _dp_knots(values, lower, upper, knot_noise, n_knots, True, rng, numeric=False)[0]
+    knots = _number_knots(values, lower, upper, knot_noise, masses, n_knots, True, rng, numeric=False)
     return DatetimeColumn(column.name, nullable=True, dtype=column.dtype, lower=column.lower, upper=column.upper,
                           resolution=unit, knots=knots), located
 
