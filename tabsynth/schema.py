@@ -591,18 +591,21 @@ def _quantile_knots(values: np.ndarray, lower: float, upper: float, n_knots: int
     knots = np.sort(np.concatenate([knots, np.setdiff1d(even, knots)]))
     distinct, counts = np.unique(values, return_counts=True)
     heavy = np.flatnonzero(counts >= POINT_MASS_SHARE * len(values))
-    heavy = distinct[heavy[np.argsort(-counts[heavy], kind="stable")]][:max(0, (MAX_KNOTS - len(knots)) // 2)]
-    return quantile_knots(with_point_masses(knots, heavy), integral)
+    return quantile_knots(with_point_masses(knots, distinct[heavy[np.argsort(-counts[heavy], kind="stable")]]),
+                          integral)
 
 
 def with_point_masses(knots: np.ndarray, masses: np.ndarray) -> np.ndarray:
     """Sorted ``knots`` in which each of ``masses`` inside their range is held at least twice: a point
-    mass, which the encoder keeps as one cell that decodes to exactly that value."""
+    mass, which the encoder keeps as one cell that decodes to exactly that value. ``masses`` come
+    heaviest first, and only as many join as fit under ``MAX_KNOTS``."""
     knots = np.sort(np.asarray(knots, dtype=np.float64))
-    masses = np.unique(np.asarray(masses, dtype=np.float64))
+    masses = np.asarray(masses, dtype=np.float64)
     masses = masses[(masses >= knots[0]) & (masses <= knots[-1])]
-    held = np.searchsorted(knots, masses, side="right") - np.searchsorted(knots, masses, side="left")
-    return np.sort(np.concatenate([knots, np.repeat(masses, np.maximum(0, 2 - held))]))
+    masses = masses[np.sort(np.unique(masses, return_index=True)[1])]  # each once, in the given order
+    missing = np.maximum(0, 2 - (np.searchsorted(knots, masses, side="right") - np.searchsorted(knots, masses)))
+    fits = np.cumsum(missing) <= MAX_KNOTS - len(knots)
+    return np.sort(np.concatenate([knots, np.repeat(masses[fits], missing[fits])]))
 
 
 def _infer_column(series: pd.Series, kind: str | None, max_categories: int, n_knots: int,

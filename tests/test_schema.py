@@ -23,7 +23,7 @@ from tabsynth import (
     SchemaError,
 )
 from tabsynth.datasets import load_demo
-from tabsynth.schema import EVEN_KNOT_PARTS, with_point_masses
+from tabsynth.schema import EVEN_KNOT_PARTS, MAX_KNOTS, with_point_masses
 
 SQUARE = {"type": "Polygon", "coordinates": [[[0, 0], [10, 0], [10, 10], [0, 10], [0, 0]]]}
 
@@ -194,6 +194,13 @@ def test_infer_makes_a_value_held_by_many_rows_a_point_mass_among_the_quantile_k
 def test_with_point_masses_adds_only_the_knots_a_mass_lacks() -> None:
     knots = with_point_masses(np.array([0.0, 0.0, 1.0, 5.0, 9.0]), np.array([0.0, 1.0, 3.0, 12.0]))
     assert knots.tolist() == [0.0, 0.0, 1.0, 1.0, 3.0, 3.0, 5.0, 9.0]  # 12 lies outside the knots' range
+
+
+def test_with_point_masses_takes_the_heaviest_first_while_they_fit_under_max_knots() -> None:
+    knots = np.arange(MAX_KNOTS - 2, dtype=float)  # room for two more knots
+    grown = with_point_masses(knots, np.array([0.5, 7.0, 9.5]))  # 0.5 needs two, 7 one, 9.5 two: too many
+    assert len(grown) == MAX_KNOTS and (grown == 0.5).sum() == 2 and (grown == 7.0).sum() == 1
+    assert 9.5 not in grown
 
 
 @pytest.mark.parametrize("values", [[16.3, 73.0, 2674.3, 2731.2, 4187.9], [0, 1000, 250000]])

@@ -621,7 +621,7 @@ def _number_knots(values: np.ndarray, lower: float, upper: float, knot_noise: Co
     beside them, and their release) also its point masses, each held twice among the knots so that it
     decodes exactly: the values whose thresholded noisy counts (``CategoryRelease``, each row adding 1
     to one value's count) clear ``POINT_MASS_SHARE`` of the knots' noisy total, the ``MAX_POINT_MASSES``
-    most frequent at most, and no more than the knots leave room for under ``MAX_KNOTS``. Round incomes,
+    most frequent at most (``with_point_masses`` keeps those that fit under ``MAX_KNOTS``). Round incomes,
     a code's busiest values, a density shared by a region, a day many records default to (a mass at 0
     is ``_dp_knots``'s; ``numeric``: False for a date's ticks). The values are read raw, not clipped: a
     value outside the bounds is in no count."""
@@ -632,8 +632,7 @@ def _number_knots(values: np.ndarray, lower: float, upper: float, knot_noise: Co
     if knots is None:
         return None
     released = release.release(values[(values >= lower) & (values <= upper)], rng)
-    room = min(MAX_POINT_MASSES, (MAX_KNOTS - len(knots)) // 2)
-    heavy = [value for value, count in released.items() if count >= POINT_MASS_SHARE * total][:room]
+    heavy = [value for value, count in released.items() if count >= POINT_MASS_SHARE * total][:MAX_POINT_MASSES]
     return quantile_knots(with_point_masses(np.array(knots), np.array(heavy, dtype=np.float64)), integral=integral)
 
 
