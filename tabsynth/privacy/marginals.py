@@ -26,6 +26,8 @@ from typing import Callable, Collection, Iterable, Sequence
 
 import numpy as np
 
+from tabsynth.privacy.denoising import sure_tv_denoise
+
 MAX_PAIR_CELLS = 4096  # two-way marginals with more cells than this are not measured (noise would swamp them)
 PUBLIC_PAIR_CELLS = 4 * MAX_PAIR_CELLS  # the same for pairs taken from a public table (no noise to swamp them)
 PAIR_RESOLUTION = 20  # a coarsened marginal enters two-way marginals with at most this many cells (plus missing)
@@ -63,6 +65,7 @@ class MarginalMeasurements:
     public_pairs: int = 0  # the last pairs are not measured: from a public table (``with_public_pairs``)
     pair_noise: tuple[float, ...] = ()  # per pair, the sum of its cells' noise stds as the counts stand (empty: raw)
     fine_cells: int = MAX_PAIR_CELLS  # a measured pair of more cells than this over ``groups`` is measured coarse
+    smoothing: tuple[float, ...] = ()  # per one-way marginal: its TV weight in noise stds (``smoothed_one_way``; empty: raw)
 
     def noise_of(self, m: int) -> float:
         """The sum of pair ``m``'s cells' noise stds: ``two_way_std`` each as measured, less once
@@ -162,7 +165,8 @@ class MarginalMeasurements:
                 "one_way_noise_std": self.one_way_std, "two_way_noise_std": self.two_way_std,
                 "zcdp_rho": self.rho, "marginal_noise_multiplier": self.noise_multiplier,
                 "shrunk_towards_public_table": self.public_prior,
-                "two_way_marginals_from_public_table": self.public_pairs}
+                "two_way_marginals_from_public_table": self.public_pairs,
+                "one_way_marginals_smoothed": sum(weight > 0 for weight in self.smoothing)}
 
 
 def histograms(cells: np.ndarray, sizes: Sequence[int]) -> list[np.ndarray]:
@@ -387,6 +391,37 @@ def pooled_one_way(measured: MarginalMeasurements, iterations: int = 50) -> Marg
         for counts, terms in zip(measured.one_way, margins, strict=True)))
 
 
+def smoothed_one_way(measured: MarginalMeasurements, ordered: Sequence[bool],
+                     missing: Sequence[bool]) -> MarginalMeasurements:
+    """The release with each ``ordered`` one-way marginal (binary codes, a number's segments) of more
+    than two values denoised by total variation (``sure_tv_denoise``; its missing cell, if
+    ``missing``, kept apart): the noise averages out of flat runs and empty range ends, jumps and
+    point masses stay (post-processing: free).
+
+    Apply after ``pooled_one_way``: the noise std is that of a pooled cell, from its own count and the
+    margins of the pairs that hold it at full resolution (a coarse pair's margin informs only its
+    runs' sums)."""
+    if measured.public_prior or measured.public_pairs:
+        raise ValueError("smoothing needs the raw release (no public prior, no public pairs)")
+    precision = np.full(len(measured.sizes), measured.one_way_std**-2.0)
+    for m, (a, b) in enumerate(measured.pairs):
+        rows, columns = measured.pair_axes(m)
+        for j, groups, others in ((a, rows, int(columns.max()) + 1), (b, columns, int(rows.max()) + 1)):
+            if int(groups.max()) + 1 == measured.sizes[j]:
+                precision[j] += 1.0 / (others * measured.two_way_std**2)
+    one_way, weights = [], []
+    for counts, is_ordered, has_missing, cell_precision in zip(measured.one_way, ordered, missing, precision,
+                                                                strict=True):
+        counts = np.array(counts, dtype=np.float64)
+        values = len(counts) - int(has_missing)
+        weight = 0.0
+        if is_ordered and values > 2:
+            counts[:values], weight = sure_tv_denoise(counts[:values], float(cell_precision) ** -0.5)
+        one_way.append(counts)
+        weights.append(weight)
+    return replace(measured, one_way=tuple(one_way), smoothing=tuple(weights))
+
+
 def _least_squares(counts: np.ndarray, own: float, margins: Sequence[tuple[np.ndarray, np.ndarray, float]],
                    iterations: int) -> np.ndarray:
     """``pooled_one_way`` for one marginal: its ``counts`` of precision ``own`` per cell and ``margins``,
@@ -600,4 +635,4 @@ def _noisy(counts: np.ndarray, std: float, rng: np.random.Generator) -> np.ndarr
 
 __all__ = ["MAX_PAIR_CELLS", "PAIR_RESOLUTION", "PUBLIC_PAIR_CELLS", "MarginalMeasurements", "choose_pairs", "count_chunks", "dependence",
            "dependence_stars", "fine_pair_cells", "functional_map", "group_cells", "histograms", "measure_marginals", "noisy_dependence", "pair_counts",
-           "pair_groups", "pair_size_bounds", "pooled_one_way", "public_prior", "with_public_pairs"]
+           "pair_groups", "pair_size_bounds", "pooled_one_way", "public_prior", "smoothed_one_way", "with_public_pairs"]
