@@ -36,7 +36,7 @@ from tabsynth.privacy.dp_sgd import ClippingGroups
 from tabsynth.privacy.ledger import BudgetExceededError, PrivacyLedger
 from tabsynth.privacy.marginals import (PUBLIC_PAIR_CELLS, MarginalMeasurements, choose_pairs, dependence_stars,
                                         group_cells, histograms, measure_marginals, pair_groups, pair_size_bounds,
-                                        pooled_one_way, public_prior, smoothed_one_way, with_public_pairs)
+                                        pooled_one_way, public_prior, smoothed, with_public_pairs)
 from tabsynth.privacy.mechanisms import laplace_count
 from tabsynth.sampling import rake, systematic_resample, target_distributions
 from tabsynth.rules import Rule, RulesUnmetError
@@ -490,7 +490,7 @@ class Synthesizer:
         rho = s.marginal_fraction * zcdp_budget(epsilon, delta, s.accountant)
         measured = pooled_one_way(measure_marginals(chunks, sizes, pairs, rho, rng, coarsen, missing, ordered, merge))
         if cells is None:
-            return smoothed_one_way(measured, ordered, missing)
+            return smoothed(measured, ordered, missing)
         # Public data is free: the measurements shrink towards it, and pairs left unmeasured (past a
         # cap, the next most dependent on it, as many again at most; pairs of up to PUBLIC_PAIR_CELLS
         # cells: there is no noise to spread) take their dependence from it.

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from tabsynth.privacy.denoising import SURE_WEIGHTS, runs, sure_tv_denoise, tv_denoise
-from tabsynth.privacy.marginals import measure_marginals, pooled_one_way, public_prior, smoothed_one_way
+from tabsynth.privacy.marginals import measure_marginals, pooled_one_way, public_prior, smoothed
 
 ADULT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "adult" / "train.parquet"
 
@@ -96,11 +96,11 @@ def test_smoothing_takes_noise_out_of_adults_ages_and_leaves_a_category_alone() 
     raw_error = smoothed_error = 0.0
     for seed in range(8):
         measured = pooled_one_way(ordered_release(seed, exact, 0.002))
-        smoothed = smoothed_one_way(measured, ordered=[True, False], missing=[False, False])
-        np.testing.assert_array_equal(smoothed.one_way[1], measured.one_way[1])
-        assert smoothed.two_way == measured.two_way and smoothed.smoothing[1] == 0.0
+        release = smoothed(measured, ordered=[True, False], missing=[False, False])
+        np.testing.assert_array_equal(release.one_way[1], measured.one_way[1])
+        assert release.smoothing[1] == 0.0
         raw_error += float(np.abs(measured.one_way[0] - exact).sum())
-        smoothed_error += float(np.abs(smoothed.one_way[0] - exact).sum())
+        smoothed_error += float(np.abs(release.one_way[0] - exact).sum())
     assert smoothed_error < 0.9 * raw_error  # 0.80 measured
 
 
@@ -108,25 +108,57 @@ def test_smoothing_takes_most_of_the_false_mass_out_of_an_empty_range_end() -> N
     # A discovered range past the data: the last 30 of 60 values hold no rows.
     exact = np.r_[np.full(30, 400.0), np.zeros(30)]
     false_mass = lambda counts: float(np.clip(counts[30:], 0.0, None).sum())  # noqa: E731
-    raw = smoothed = 0.0
+    raw = after = 0.0
     for seed in range(8):
         measured = pooled_one_way(ordered_release(seed, exact, 0.002))
         raw += false_mass(measured.one_way[0])
-        smoothed += false_mass(smoothed_one_way(measured, ordered=[True, False], missing=[False, False]).one_way[0])
-    assert smoothed < 0.7 * raw  # 0.49 measured
+        after += false_mass(smoothed(measured, ordered=[True, False], missing=[False, False]).one_way[0])
+    assert after < 0.7 * raw  # 0.49 measured
 
 
 def test_smoothing_keeps_a_missing_cell_apart() -> None:
     rng = np.random.default_rng(5)
     cells = np.stack([np.r_[rng.integers(0, 20, 900), np.full(100, 20)], rng.integers(0, 2, 1000)], 1)
     measured = measure_marginals([cells], [21, 2], [], 0.001, rng)
-    smoothed = smoothed_one_way(measured, ordered=[True, False], missing=[True, False])
-    assert smoothed.one_way[0][-1] == measured.one_way[0][-1]
-    assert smoothed.one_way[0][:-1].sum() == pytest.approx(measured.one_way[0][:-1].sum())
+    release = smoothed(measured, ordered=[True, False], missing=[True, False])
+    assert release.one_way[0][-1] == measured.one_way[0][-1]
+    assert release.one_way[0][:-1].sum() == pytest.approx(measured.one_way[0][:-1].sum())
 
 
 def test_smoothing_is_refused_once_the_counts_are_shrunk_towards_a_public_table() -> None:
     measured = ordered_release(6, np.full(10, 100.0), 0.01)
     public = np.stack([np.arange(10).repeat(10), np.zeros(100, dtype=np.int64)], 1)
     with pytest.raises(ValueError, match="raw release"):
-        smoothed_one_way(public_prior(measured, public), ordered=[True, False], missing=[False, False])
+        smoothed(public_prior(measured, public), ordered=[True, False], missing=[False, False])
+
+
+def test_a_pair_is_smoothed_along_an_ordered_marginal_it_holds_at_full_resolution() -> None:
+    rng = np.random.default_rng(7)
+    ages = rng.normal(45, 12, 6_000).clip(0, 89).astype(int)  # a smooth profile for each of two groups
+    group = (rng.random(6_000) < 0.3 + 0.004 * ages).astype(int)
+    cells = np.stack([ages, group], 1)
+    exact = np.bincount(ages * 2 + group, minlength=180).astype(float)
+    raw_error = smoothed_error = 0.0
+    for seed in range(6):
+        measured = pooled_one_way(measure_marginals([cells], [90, 2], [(0, 1)], 0.002, np.random.default_rng(seed),
+                                                    coarsen=[False, False], missing=[False, False],
+                                                    ordered=[True, False]))
+        release = smoothed(measured, ordered=[True, False], missing=[False, False])
+        assert release.pair_smoothing[0] > 0
+        before, after = (np.asarray(r.two_way[0]).reshape(90, 2) for r in (measured, release))
+        np.testing.assert_allclose(after.sum(0), before.sum(0))  # each group's total as released
+        raw_error += float(np.abs(before.ravel() - exact).sum())
+        smoothed_error += float(np.abs(after.ravel() - exact).sum())
+    assert smoothed_error < 0.7 * raw_error  # 0.51 measured
+
+
+def test_a_pair_without_an_ordered_marginal_at_full_resolution_is_left_as_released() -> None:
+    rng = np.random.default_rng(8)
+    cells = np.stack([rng.integers(0, 90, 3_000), rng.integers(0, 4, 3_000), rng.integers(0, 5, 3_000)], 1)
+    measured = pooled_one_way(measure_marginals([cells], [90, 4, 5], [(0, 1), (1, 2)], 0.002, rng,
+                                                coarsen=[True, False, False], missing=[False] * 3,
+                                                ordered=[True, False, False]))
+    release = smoothed(measured, ordered=[True, False, False], missing=[False] * 3)
+    for after, before in zip(release.two_way, measured.two_way, strict=True):
+        np.testing.assert_array_equal(after, before)  # (0, 1) holds marginal 0 in runs; (1, 2) is unordered
+    assert release.pair_smoothing == (0.0, 0.0)

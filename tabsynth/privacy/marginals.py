@@ -65,7 +65,8 @@ class MarginalMeasurements:
     public_pairs: int = 0  # the last pairs are not measured: from a public table (``with_public_pairs``)
     pair_noise: tuple[float, ...] = ()  # per pair, the sum of its cells' noise stds as the counts stand (empty: raw)
     fine_cells: int = MAX_PAIR_CELLS  # a measured pair of more cells than this over ``groups`` is measured coarse
-    smoothing: tuple[float, ...] = ()  # per one-way marginal: its TV weight in noise stds (``smoothed_one_way``; empty: raw)
+    smoothing: tuple[float, ...] = ()  # per one-way marginal: its TV weight in noise stds (``smoothed``; empty: raw)
+    pair_smoothing: tuple[float, ...] = ()  # the same per pair, along its ordered axis (``smoothed``; empty: raw)
 
     def noise_of(self, m: int) -> float:
         """The sum of pair ``m``'s cells' noise stds: ``two_way_std`` each as measured, less once
@@ -166,7 +167,8 @@ class MarginalMeasurements:
                 "zcdp_rho": self.rho, "marginal_noise_multiplier": self.noise_multiplier,
                 "shrunk_towards_public_table": self.public_prior,
                 "two_way_marginals_from_public_table": self.public_pairs,
-                "one_way_marginals_smoothed": sum(weight > 0 for weight in self.smoothing)}
+                "one_way_marginals_smoothed": sum(weight > 0 for weight in self.smoothing),
+                "two_way_marginals_smoothed": sum(weight > 0 for weight in self.pair_smoothing)}
 
 
 def histograms(cells: np.ndarray, sizes: Sequence[int]) -> list[np.ndarray]:
@@ -391,24 +393,41 @@ def pooled_one_way(measured: MarginalMeasurements, iterations: int = 50) -> Marg
         for counts, terms in zip(measured.one_way, margins, strict=True)))
 
 
-def smoothed_one_way(measured: MarginalMeasurements, ordered: Sequence[bool],
-                     missing: Sequence[bool]) -> MarginalMeasurements:
-    """The release with each ``ordered`` one-way marginal (binary codes, a number's segments) of more
-    than two values denoised by total variation (``sure_tv_denoise``; its missing cell, if
-    ``missing``, kept apart): the noise averages out of flat runs and empty range ends, jumps and
-    point masses stay (post-processing: free).
+def smoothed(measured: MarginalMeasurements, ordered: Sequence[bool], missing: Sequence[bool]) -> MarginalMeasurements:
+    """The release with its ordered sequences denoised by total variation (``sure_tv_denoise``): each
+    ``ordered`` one-way marginal (binary codes, a number's segments) of more than two values, and in
+    each pair that holds such a marginal at full resolution, every row along it (the longer one if
+    both are), one weight per pair. Missing cells (``missing``) stay apart. The noise averages out
+    of flat runs and empty range ends; jumps and point masses stay (post-processing: free).
 
-    Apply after ``pooled_one_way``: the noise std is that of a pooled cell, from its own count and the
-    margins of the pairs that hold it at full resolution (a coarse pair's margin informs only its
-    runs' sums)."""
+    Apply after ``pooled_one_way``: a one-way cell's noise std is that of a pooled cell, from its own
+    count and the margins of the pairs that hold it at full resolution (a coarse pair's margin
+    informs only its runs' sums); a pair's is ``two_way_std``."""
     if measured.public_prior or measured.public_pairs:
         raise ValueError("smoothing needs the raw release (no public prior, no public pairs)")
     precision = np.full(len(measured.sizes), measured.one_way_std**-2.0)
+    two_way, pair_weights = [], []
     for m, (a, b) in enumerate(measured.pairs):
         rows, columns = measured.pair_axes(m)
-        for j, groups, others in ((a, rows, int(columns.max()) + 1), (b, columns, int(rows.max()) + 1)):
-            if int(groups.max()) + 1 == measured.sizes[j]:
+        shape = (int(rows.max()) + 1, int(columns.max()) + 1)
+        joint = np.array(measured.two_way[m], dtype=np.float64).reshape(shape)
+        fine_ordered = []
+        for axis, j, groups, others in ((0, a, rows, shape[1]), (1, b, columns, shape[0])):
+            if shape[axis] == measured.sizes[j]:  # at full resolution
                 precision[j] += 1.0 / (others * measured.two_way_std**2)
+                if ordered[j] and shape[axis] - int(missing[j]) > 2:
+                    fine_ordered.append((shape[axis] - int(missing[j]), axis))
+        weight = 0.0
+        if fine_ordered:
+            values, axis = max(fine_ordered)
+            sequences = joint[:values].T if axis == 0 else joint[:, :values]  # one row per cell of the other axis
+            smooth, weight = sure_tv_denoise(sequences, measured.two_way_std)
+            if axis == 0:
+                joint[:values] = smooth.T
+            else:
+                joint[:, :values] = smooth
+        two_way.append(joint.ravel())
+        pair_weights.append(weight)
     one_way, weights = [], []
     for counts, is_ordered, has_missing, cell_precision in zip(measured.one_way, ordered, missing, precision,
                                                                 strict=True):
@@ -419,7 +438,8 @@ def smoothed_one_way(measured: MarginalMeasurements, ordered: Sequence[bool],
             counts[:values], weight = sure_tv_denoise(counts[:values], float(cell_precision) ** -0.5)
         one_way.append(counts)
         weights.append(weight)
-    return replace(measured, one_way=tuple(one_way), smoothing=tuple(weights))
+    return replace(measured, one_way=tuple(one_way), two_way=tuple(two_way), smoothing=tuple(weights),
+                   pair_smoothing=tuple(pair_weights))
 
 
 def _least_squares(counts: np.ndarray, own: float, margins: Sequence[tuple[np.ndarray, np.ndarray, float]],
@@ -635,4 +655,4 @@ def _noisy(counts: np.ndarray, std: float, rng: np.random.Generator) -> np.ndarr
 
 __all__ = ["MAX_PAIR_CELLS", "PAIR_RESOLUTION", "PUBLIC_PAIR_CELLS", "MarginalMeasurements", "choose_pairs", "count_chunks", "dependence",
            "dependence_stars", "fine_pair_cells", "functional_map", "group_cells", "histograms", "measure_marginals", "noisy_dependence", "pair_counts",
-           "pair_groups", "pair_size_bounds", "pooled_one_way", "public_prior", "smoothed_one_way", "with_public_pairs"]
+           "pair_groups", "pair_size_bounds", "pooled_one_way", "public_prior", "smoothed", "with_public_pairs"]
