@@ -490,7 +490,7 @@ class Synthesizer:
         rho = s.marginal_fraction * zcdp_budget(epsilon, delta, s.accountant)
         measured = pooled_one_way(measure_marginals(chunks, sizes, pairs, rho, rng, coarsen, missing, ordered, merge))
         if cells is None:
-            return smoothed(measured, ordered, missing)
+            return smoothed(measured, ordered, missing, codes=[spec.kind == "bits" for spec in specs])
         # Public data is free: the measurements shrink towards it, and pairs left unmeasured (past a
         # cap, the next most dependent on it, as many again at most; pairs of up to PUBLIC_PAIR_CELLS
         # cells: there is no noise to spread) take their dependence from it.
