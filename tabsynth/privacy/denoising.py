@@ -25,11 +25,16 @@ def tv_denoise(values: np.ndarray, weight: float) -> np.ndarray:
     ±weight of the running residual fits it, O(n) in practice. The sum of the values is kept.
     """
     y = np.asarray(values, dtype=np.float64)
-    n = len(y)
+    if y.ndim != 1 or not np.isfinite(y).all():
+        raise ValueError("values must be a one-dimensional sequence of finite numbers")
+    weight = float(weight)
     if weight < 0 or not np.isfinite(weight):
         raise ValueError(f"weight must be a finite number >= 0, got {weight!r}")
+    n = len(y)
     if weight == 0 or n < 2:
         return y.copy()
+    if weight >= np.abs(np.cumsum(y - y.mean())).max():  # one run (also where y[0] ± weight would cancel)
+        return np.full(n, y.mean())
     out = np.empty(n)
     k = k0 = k_plus = k_minus = 0
     u_min, u_max = weight, -weight  # the running residual's room below and above
@@ -50,7 +55,7 @@ def tv_denoise(values: np.ndarray, weight: float) -> np.ndarray:
                 out[k0:] = v_min + u_min / (k - k0 + 1)
                 return out
         u_min += y[k + 1] - v_min
-        if u_min < -weight:  # the run cannot stay this low: it ends at v_min, a jump up follows
+        if u_min < -weight:  # the next value is too low for the run: it ends at v_min, a jump down follows
             out[k0:k_minus + 1] = v_min
             k0 = k = k_minus = k_plus = k_minus + 1
             v_min = y[k]
@@ -58,7 +63,7 @@ def tv_denoise(values: np.ndarray, weight: float) -> np.ndarray:
             u_min, u_max = weight, -weight
             continue
         u_max += y[k + 1] - v_max
-        if u_max > weight:  # the run cannot stay this high: it ends at v_max, a jump down follows
+        if u_max > weight:  # the next value is too high for the run: it ends at v_max, a jump up follows
             out[k0:k_plus + 1] = v_max
             k0 = k = k_minus = k_plus = k_plus + 1
             v_max = y[k]
@@ -86,18 +91,24 @@ def runs(values: np.ndarray) -> int:
 
 
 def sure_tv_denoise(rows: np.ndarray, std: float) -> tuple[np.ndarray, float]:
-    """Each row of ``rows`` (one sequence, or a matrix of sequences with a common noise) denoised by
-    ``tv_denoise`` at the weight of ``SURE_WEIGHTS`` (times ``std``) with the least Stein's unbiased
-    risk estimate ‖y − x‖² − n·std² + 2·std²·runs(x) (Tibshirani & Taylor 2012: the runs of a fused
-    lasso fit are its degrees of freedom), summed over the rows; and that weight in noise stds."""
+    """``tv_denoise`` at the weight with the least estimated risk for noise of std ``std``.
+
+    ``rows`` is one sequence or a matrix of sequences with a common noise, each denoised at the
+    weight of ``SURE_WEIGHTS`` (times ``std``) whose Stein's unbiased risk estimate
+    ‖y − x‖² − n·std² + 2·std²·runs(x) (Tibshirani & Taylor 2012: the runs of a fused lasso fit are
+    its degrees of freedom), summed over the rows, is least. Returns the fit and that weight in
+    noise stds."""
     y = np.asarray(rows, dtype=np.float64)
-    matrix = y.reshape(-1, y.shape[-1]) if y.ndim else y.reshape(1, 1)
     if not (np.isfinite(std) and std > 0):
         raise ValueError(f"std must be a positive number, got {std!r}")
+    if y.size == 0:
+        return y.copy(), 0.0
+    matrix = y.reshape(-1, y.shape[-1]) if y.ndim else y.reshape(1, 1)
     best_risk, best, best_weight = np.inf, matrix, 0.0
     for weight in SURE_WEIGHTS:
         fit = matrix if weight == 0 else np.stack([tv_denoise(row, weight * std) for row in matrix])
-        risk = float(((matrix - fit) ** 2).sum()) - matrix.size * std**2 + 2 * std**2 * sum(runs(r) for r in fit)
+        freedom = matrix.size if weight == 0 else sum(runs(r) for r in fit)  # the raw counts: every cell free
+        risk = float(((matrix - fit) ** 2).sum()) - matrix.size * std**2 + 2 * std**2 * freedom
         if risk < best_risk:
             best_risk, best, best_weight = risk, fit, weight
     return best.reshape(y.shape).copy(), best_weight

@@ -399,8 +399,9 @@ def smoothed(measured: MarginalMeasurements, ordered: Sequence[bool], missing: S
     ``ordered`` one-way marginal (binary codes, a number's segments) of more than two values, and in
     each pair that holds one of the ``codes`` (ordered marginals of one value per cell: binary
     codes) at full resolution, every row along it (the longer one if both are), one weight per
-    pair. Missing cells (``missing``) stay apart. The noise averages out of flat runs and empty
-    range ends; jumps and point masses stay (post-processing: free).
+    pair, unless the release shows one of the pair a function of the other. Missing cells
+    (``missing``) stay apart. The noise averages out of flat runs and empty range ends; jumps and
+    point masses stay (post-processing: free).
 
     A pair's rows are not smoothed along a number's segments: against a strongly dependent number
     each row is a narrow peak over segments of unequal widths, which smoothing spreads (California
@@ -418,13 +419,15 @@ def smoothed(measured: MarginalMeasurements, ordered: Sequence[bool], missing: S
         shape = (int(rows.max()) + 1, int(columns.max()) + 1)
         joint = np.array(measured.two_way[m], dtype=np.float64).reshape(shape)
         fine_ordered = []
-        for axis, j, groups, others in ((0, a, rows, shape[1]), (1, b, columns, shape[0])):
+        for axis, j, others in ((0, a, shape[1]), (1, b, shape[0])):
             if shape[axis] == measured.sizes[j]:  # at full resolution
                 precision[j] += 1.0 / (others * measured.two_way_std**2)
                 if codes[j] and shape[axis] - int(missing[j]) > 2:
                     fine_ordered.append((shape[axis] - int(missing[j]), axis))
         weight = 0.0
-        if fine_ordered:
+        # A pair the release shows to be a function (a code and its label) is left for ``functional_map``
+        # to find: smoothing would move mass off the function.
+        if fine_ordered and functional_map(measured, a, b) is None and functional_map(measured, b, a) is None:
             values, axis = max(fine_ordered)
             sequences = joint[:values].T if axis == 0 else joint[:, :values]  # one row per cell of the other axis
             smooth, weight = sure_tv_denoise(sequences, measured.two_way_std)
