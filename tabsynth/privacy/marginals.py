@@ -429,12 +429,9 @@ def smoothed(measured: MarginalMeasurements, ordered: Sequence[bool], missing: S
         # to find: smoothing would move mass off the function.
         if fine_ordered and functional_map(measured, a, b) is None and functional_map(measured, b, a) is None:
             values, axis = max(fine_ordered)
-            sequences = joint[:values].T if axis == 0 else joint[:, :values]  # one row per cell of the other axis
-            smooth, weight = sure_tv_denoise(sequences, measured.two_way_std)
-            if axis == 0:
-                joint[:values] = smooth.T
-            else:
-                joint[:, :values] = smooth
+            along = joint if axis == 0 else joint.T  # a view with the code's cells down its rows
+            smooth, weight = sure_tv_denoise(along[:values].T, measured.two_way_std)  # a sequence per other cell
+            along[:values] = smooth.T
         two_way.append(joint.ravel())
         pair_weights.append(weight)
     one_way, weights = [], []
