@@ -94,7 +94,7 @@ class Settings:
     count_fraction: float = 0.01
     discovery_fraction: float = 0.3
     new_category_fraction: float = 0.02
-    marginal_fraction: float = 0.7
+    marginal_fraction: float = 0.95
     marginal_pairs: int | None = None
     marginal_weight: float = 5.0
     marginal_steps: int = 3000
@@ -143,8 +143,8 @@ class Settings:
             values[name] = _real(name, values[name], lambda x: 0 < x < 0.5, "a number in (0, 0.5)")
         values["new_category_fraction"] = _real("new_category_fraction", self.new_category_fraction,
                                                 lambda x: 0 <= x < 0.5, "a number in [0, 0.5)")
-        values["marginal_fraction"] = _real("marginal_fraction", self.marginal_fraction, lambda x: 0 <= x < 0.8,
-                                            "a number in [0, 0.8)")
+        values["marginal_fraction"] = _real("marginal_fraction", self.marginal_fraction, lambda x: 0 <= x < 1,
+                                            "a number in [0, 1)")
         for name in ("marginal_weight", "warm_start_epochs"):
             values[name] = _real(name, values[name], lambda x: x >= 0, "a number >= 0")
         values["oversample"] = _real("oversample", self.oversample, lambda x: x >= 1, "a number >= 1")
@@ -206,7 +206,8 @@ class Synthesizer:
     table) and ``new_category_fraction`` (with a public table: private categories the schema lacks, by
     DP discovery; 0 skips it); the DP marginals: ``marginal_fraction`` (share of the zCDP budget left
     for training that one Gaussian mechanism spends on all one-way and two-way marginals, composed
-    with DP-SGD by the accountant; 0 turns them off), ``marginal_pairs`` (None, the default: every pair of
+    with DP-SGD by the accountant; 0.95 by default, as the generator learns mostly from them; 0 turns
+    them off), ``marginal_pairs`` (None, the default: every pair of
     at most 4,096 cells, coarse where its noise needs it; a number caps them),
     ``marginal_steps`` generator steps fitting them alone at ``marginal_lr`` before the GAN (the step
     count and rate at low noise; for noisier marginals, e.g. at epsilon 0.3 on 30,000 rows, down to

@@ -209,7 +209,8 @@ def test_with_public_data_a_pair_too_large_to_measure_comes_from_the_public_tabl
 @pytest.mark.parametrize("settings", [dict(steps=2, batch_size=32), dict(steps=6, batch_size=256),
                                       dict(epochs=0.5, batch_size=100, clip_grouping="weight_bias"),
                                       dict(steps=5, clip_grouping="clustered", adaptive_clipping="public"),
-                                      dict(steps=5, clip_grouping="clustered", adaptive_clipping="private")])
+                                      dict(steps=5, clip_grouping="clustered", adaptive_clipping="private"),
+                                      dict(steps=5, marginal_fraction=0.99)])  # DP-SGD on what 1% of rho leaves
 def test_total_epsilon_never_exceeds_the_budget(epsilon: float, settings: dict, cps: pd.DataFrame) -> None:
     synth = Synthesizer(**{**FAST, **settings}).fit(cps, epsilon=epsilon, public=load_demo("cps_1992"))
     report = synth.privacy_report()
