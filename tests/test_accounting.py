@@ -77,6 +77,22 @@ def test_full_batch_steps_and_the_marginals_compose_as_one_gaussian_under_prv():
     assert ours == pytest.approx(expected, rel=0.01)
 
 
+@pytest.mark.parametrize("marginal_z,sigma,q,steps", [
+    (1.47, 0.52, 0.004, 2),      # the marginals take most of the budget: DP-SGD at little noise, few steps
+    (5.9, 10.85, 0.0314, 319),   # Adult at epsilon 1 with the default marginal_fraction (0.95)
+    (4.0, 3.0, 0.05, 100),
+])
+def test_marginals_composed_with_subsampled_steps_match_google_pld_from_above(marginal_z, sigma, q, steps):
+    pld = dp_accounting.pld.PLDAccountant(value_discretization_interval=1e-3)
+    events = dp_accounting.ComposedDpEvent([
+        dp_accounting.GaussianDpEvent(marginal_z),
+        dp_accounting.SelfComposedDpEvent(dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(sigma)),
+                                          steps)])
+    expected = pld.compose(events).get_epsilon(DELTA)
+    ours = compute_epsilon(sigma, q, steps, DELTA, "prv", extra_gaussian=marginal_z)
+    assert expected <= ours <= expected + 0.02  # PRV's upper bound: within its 0.01 error of the PLD estimate
+
+
 def test_prv_falls_back_on_the_rdp_bound_where_its_grid_would_take_gigabytes():
     # A tiny delta over a long composition: about 1.8 million grid points, 400 MB in Opacus's PRV.
     args = (0.3, 0.002, 1000, 1e-9)
