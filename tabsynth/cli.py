@@ -62,7 +62,6 @@ exit codes:
 
 DEMO_PUBLIC = "cps_1992"
 DEMO_PRIVATE = "cps_2004"
-DEMO_EPOCHS = 5.0  # ~40 steps: as good as 10 epochs at epsilon=1 here, and ~5 s on 2 CPU cores
 DEMO_MARGINAL_STEPS = 1000  # the demo's 4 columns: 2-way TVD 0.137 as with 3,000 (0.138), in 14 s, not 36
 DEMO_THREADS = 1  # the demo's small networks gain ~10% from a 2nd thread but slow ~10x on a busy CPU
 DEMO_FILES = ("synthetic.parquet", "model.tabsynth", "privacy_report.json")
@@ -507,7 +506,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             "private year outside it are clipped to it, and categories it lacks are looked for under DP "
             "(rows holding one that DP cannot release are left out of training)."])
     sys.stdout.flush()
-    synthesizer = _make_synthesizer(epochs=DEMO_EPOCHS, steps=args.steps, marginal_steps=args.marginal_steps,
+    synthesizer = _make_synthesizer(steps=args.steps, marginal_steps=args.marginal_steps,
                                     seed=args.seed, verbose=not args.quiet)
     with _torch_threads(args.threads):
         _fit(synthesizer, private, args.epsilon, None, None, public)
@@ -621,7 +620,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rows", type=_positive_int, default=1000,
                       help="number of synthetic rows to sample (default 1000)")
     demo.add_argument("--steps", type=_positive_int, default=None,
-                      help=f"discriminator steps (default: {DEMO_EPOCHS:g} epochs' worth)")
+                      help="discriminator steps (default: the library's, Synthesizer's epochs' worth)")
     demo.add_argument("--marginal-steps", type=_non_negative_int, default=DEMO_MARGINAL_STEPS,
                       help=f"generator steps fitting the DP marginals (default {DEMO_MARGINAL_STEPS})")
     demo.add_argument("--seed", type=_non_negative_int, default=None, help="seed for the model's own randomness (initialisation, generator noise); the privacy noise is never seeded")

@@ -76,7 +76,7 @@ class Settings:
     noise_dim: int = 64
     latent_classes: int = 32
     batch_size: int = 1024
-    epochs: float = 10.0
+    epochs: float = 3.0
     steps: int | None = None
     max_steps: int = 1000
     generator_steps: int = 1
