@@ -83,7 +83,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
     parser.add_argument("--steps", type=int, default=None,
-                        help="DP-SGD steps (default: tabsynth's, 10 epochs of 1,024 rows up to max_steps)")
+                        help="DP-SGD steps (default: tabsynth's, 3 epochs of 1,024 rows up to max_steps)")
     parser.add_argument("--epsilon", type=float, default=1.0)
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--single", help=argparse.SUPPRESS)

@@ -143,8 +143,8 @@ class Settings:
             values[name] = _real(name, values[name], lambda x: 0 < x < 0.5, "a number in (0, 0.5)")
         values["new_category_fraction"] = _real("new_category_fraction", self.new_category_fraction,
                                                 lambda x: 0 <= x < 0.5, "a number in [0, 0.5)")
-        values["marginal_fraction"] = _real("marginal_fraction", self.marginal_fraction, lambda x: 0 <= x < 1,
-                                            "a number in [0, 1)")
+        values["marginal_fraction"] = _real("marginal_fraction", self.marginal_fraction, lambda x: 0 <= x <= 0.99,
+                                            "a number in [0, 0.99]")
         for name in ("marginal_weight", "warm_start_epochs"):
             values[name] = _real(name, values[name], lambda x: x >= 0, "a number >= 0")
         values["oversample"] = _real("oversample", self.oversample, lambda x: x >= 1, "a number >= 1")
