@@ -620,7 +620,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rows", type=_positive_int, default=1000,
                       help="number of synthetic rows to sample (default 1000)")
     demo.add_argument("--steps", type=_positive_int, default=None,
-                      help="discriminator steps (default: the library's, Synthesizer's epochs' worth)")
+                      help="discriminator steps (default: the Synthesizer's epochs' worth)")
     demo.add_argument("--marginal-steps", type=_non_negative_int, default=DEMO_MARGINAL_STEPS,
                       help=f"generator steps fitting the DP marginals (default {DEMO_MARGINAL_STEPS})")
     demo.add_argument("--seed", type=_non_negative_int, default=None, help="seed for the model's own randomness (initialisation, generator noise); the privacy noise is never seeded")
