@@ -338,7 +338,13 @@ def _privacy_summary(report: dict[str, Any]) -> list[str]:
                      f"{marginals['one_way_noise_std']:.3g}) and {marginals['two_way_marginals']} two-way "
                      f"(noise std {marginals['two_way_noise_std']:.3g}), one Gaussian mechanism of noise "
                      f"multiplier {marginals['marginal_noise_multiplier']:.4g} composed with DP-SGD")
-    for entry in report.get("ledger", {}).get("entries", []):
+    entries = report.get("ledger", {}).get("entries", [])
+    discovery = next((e["details"]["domain_discovery"] for e in entries if "domain_discovery" in e["details"]), None)
+    if discovery and discovery["mu"] > 0:
+        lines.append(f"  DP discovery:    one Gaussian release of the domain, mu {discovery['mu']:.4g} "
+                     f"({discovery['zcdp_share']:.0%} of the joint zCDP budget), composed with the above; "
+                     f"its thresholds delta={discovery['delta_thresholds']:.3g}")
+    for entry in entries:
         lines.append(f"  ledger:          {entry['purpose']}: epsilon={entry['epsilon']:.4g}, "
                      f"delta={entry['delta']:.3g} ({entry['mechanism']})")
     return lines
@@ -425,7 +431,8 @@ def _fit_from_args(args: argparse.Namespace) -> tuple[Synthesizer, float]:
                            f"table as Parquet with declared types", EXIT_USAGE)
         share = Settings.discovery_fraction
         _note(f"no --schema or --public given: column domains are discovered from the private table "
-              f"under DP, which spends {share:.0%} of the budget")
+              f"under DP, which spends {share:.0%} of the zCDP budget left after the row count "
+              f"(composed with the marginals and DP-SGD by the accountant)")
     started = time.perf_counter()
     with _torch_threads(args.threads):
         _fit(synthesizer, private, args.epsilon, args.delta, schema, public)

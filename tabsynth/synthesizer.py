@@ -31,7 +31,7 @@ from tabsynth.models import Discriminator, Generator, OutputHeads, init_linear
 from tabsynth.privacy.accounting import (ACCOUNTANTS, DEFAULT_ACCOUNTANT, PRV_MAX_POINTS, calibrate_noise_multiplier,
                                          zcdp_budget)
 from tabsynth.privacy.clipping import ADAPTIVE_CLIPPING, GROUPINGS, MAX_COUNT_SHARE, ClippingSchedule
-from tabsynth.privacy.discovery import discover_new_categories, discover_schema, known_rows
+from tabsynth.privacy.discovery import ComposedDiscovery, discover_new_categories, discover_schema_composed, known_rows
 from tabsynth.privacy.dp_sgd import ClippingGroups
 from tabsynth.privacy.ledger import BudgetExceededError, PrivacyLedger
 from tabsynth.privacy.marginals import (PUBLIC_PAIR_CELLS, MarginalMeasurements, choose_pairs, dependence_stars,
@@ -52,6 +52,9 @@ MODEL_VERSION = 9  # 4: binary codes up to 128 values, marginal settings; 5: num
 SAMPLE_CHUNK = 131_072  # rows per sampled batch (and per Parquet row group)
 GENERATOR_BATCH = 16_384  # rows per generator forward pass: small enough for its buffers to be reused, not page-faulted anew
 DISCOVERY_ROWS = 1_000_000  # DP domain discovery reads a Poisson subsample of about this many rows
+# Of the delta left after the row count, the share that bounds DP discovery's release of a category or
+# point mass held by one row (its thresholds); the accountant composes the Gaussian mechanisms at the rest.
+DISCOVERY_THRESHOLD_SHARE = 0.1
 CLUSTER_AFTER_FRACTION = 0.1  # share of DP steps that estimate per-tensor bounds before clustering (no public data)
 MAX_REJECTION_DRAWS = 50  # generator rows drawn per wanted row before sampling with rules gives up
 # A pair's noisy dependence (total variation from independence, less the noise's share) above which
@@ -148,9 +151,6 @@ class Settings:
         for name in ("marginal_weight", "warm_start_epochs"):
             values[name] = _real(name, values[name], lambda x: x >= 0, "a number >= 0")
         values["oversample"] = _real("oversample", self.oversample, lambda x: x >= 1, "a number >= 1")
-        if values["count_fraction"] + values["discovery_fraction"] >= 0.9:
-            raise ValueError("count_fraction + discovery_fraction must stay below 0.9 so that the marginals "
-                             "and training keep a useful share of the budget")
         choices = {"clip_grouping": GROUPINGS, "adaptive_clipping": ("auto", *ADAPTIVE_CLIPPING),
                    "objective": ("wgan-gp", "gan"), "accountant": ACCOUNTANTS,
                    "sample_precision": ("auto", "float32", "bfloat16"),
@@ -202,9 +202,11 @@ class Synthesizer:
     through noisy counts inside the DP-SGD mechanism; "auto", the default: public with a public
     table, else private; see docs/ablation.md for what each buys);
     ``accountant`` "prv" (the default) or
-    "rdp"; the budget fractions for the private row count, for domain discovery (no schema, no public
-    table) and ``new_category_fraction`` (with a public table: private categories the schema lacks, by
-    DP discovery; 0 skips it); the DP marginals: ``marginal_fraction`` (share of the zCDP budget left
+    "rdp"; the budget fractions for the private row count (of epsilon), for domain discovery (no schema,
+    no public table; ``discovery_fraction``, of the zCDP budget rho left after the row count: one
+    Gaussian release the accountant composes with the marginals and DP-SGD) and
+    ``new_category_fraction`` (with a public table: private categories the schema lacks, by DP
+    discovery; 0 skips it); the DP marginals: ``marginal_fraction`` (share of the zCDP budget left
     for training that one Gaussian mechanism spends on all one-way and two-way marginals, composed
     with DP-SGD by the accountant; 0.95 by default, as the generator learns mostly from them; 0 turns
     them off), ``marginal_pairs`` (None, the default: every pair of
@@ -287,7 +289,12 @@ class Synthesizer:
                      note="sets the sampling rate, the step count, the default delta and the default "
                           "number of rows to sample")
 
-        schema = self._resolve_schema(source, schema, public_frame, ledger, epsilon, delta, dp_rows, privacy_rng)
+        discovery = None
+        if schema is None and public_frame is None:
+            joint = _JointBudget.left_in(ledger, s.accountant, DISCOVERY_THRESHOLD_SHARE)
+            discovery = self._discover(source, joint, dp_rows, privacy_rng)
+            schema = discovery.schema
+        schema = self._resolve_schema(source, schema, public_frame)
         row_filter = None
         if public_frame is not None:
             # A domain from public knowledge may lack categories of the private year: DP discovery adds
@@ -297,6 +304,12 @@ class Synthesizer:
                                                  ledger, s.new_category_fraction * epsilon,
                                                  s.new_category_fraction * delta, privacy_rng)
             row_filter = known_rows(schema)
+        if discovery is None:
+            joint = _JointBudget.left_in(ledger, s.accountant)
+        # Whole-table Gaussian mechanisms (discovery's release, the DP marginals) and DP-SGD share the
+        # joint budget, composed by the accountant (not added up): discovery and the marginals take
+        # shares of its zCDP budget rho, DP-SGD's noise is calibrated for what they leave.
+        discovery_rho = 0.0 if discovery is None else discovery.mu**2 / 2
         encoder = Encoder(schema, on_invalid=s.on_invalid)
         with contextlib.ExitStack() as stack:
             # Progress shows elapsed time only: a row count, even in a log line, is a private statistic.
@@ -312,22 +325,21 @@ class Synthesizer:
             expected_batch = min(float(s.batch_size), dp_rows)
             sample_rate = min(1.0, expected_batch / dp_rows)
             steps = s.steps or _epoch_steps(s.epochs, dp_rows, expected_batch, s.max_steps)
-            # The DP marginals and DP-SGD share what is left, composed by the accountant (not added up).
-            joint_epsilon, joint_delta = ledger.remaining_epsilon, ledger.remaining_delta
-            if joint_epsilon <= 0 or joint_delta <= 0:
-                raise BudgetExceededError("no budget is left for training after domain discovery")
-            measurements = self._measure_marginals(encoder, data, public_data, joint_epsilon, joint_delta, privacy_rng)
+            measurements = self._measure_marginals(encoder, data, public_data,
+                                                   s.marginal_fraction * (joint.rho - discovery_rho), privacy_rng)
             null_free, null_free_marginals = _null_free_columns(encoder, measurements)
             if measurements is not None:
                 measurements = measurements.without_nulls(null_free_marginals)
-            marginal_sigma = measurements.noise_multiplier if measurements is not None else None
+            gaussian_rho = discovery_rho + (measurements.rho if measurements is not None else 0.0)
+            gaussian_sigma = 1.0 / math.sqrt(2.0 * gaussian_rho) if gaussian_rho > 0 else None
             try:
-                sigma = calibrate_noise_multiplier(joint_epsilon, joint_delta, sample_rate, steps, s.accountant,
-                                                   extra_gaussian=marginal_sigma)
+                sigma = calibrate_noise_multiplier(joint.epsilon, joint.accountant_delta, sample_rate, steps,
+                                                   s.accountant, extra_gaussian=gaussian_sigma)
             except ValueError as exc:
-                raise BudgetExceededError(f"the budget left for training (epsilon={joint_epsilon:.4g}) is too "
+                raise BudgetExceededError(f"the budget left for training (epsilon={joint.epsilon:.4g}) is too "
                                           f"small for {steps} DP-SGD steps: {exc}") from None
-            plan = TrainingPlan(steps, sample_rate, expected_batch, sigma, joint_delta, s.accountant, marginal_sigma)
+            plan = TrainingPlan(steps, sample_rate, expected_batch, sigma, joint.accountant_delta, s.accountant,
+                                gaussian_sigma)
 
             edges = self._conditioning_edges(encoder, measurements)
             generator, discriminator = self._networks(encoder, torch_generator_seed, device, edges)
@@ -366,19 +378,12 @@ class Synthesizer:
                 trainer.run(data, progress, public=public_data, warm_start_steps=warm_start_steps,
                             marginal_steps=marginal_steps)
 
-        dp_sgd = "Poisson-subsampled Gaussian (DP-SGD on the discriminator)"
-        if measurements is None:
-            purpose, mechanism, marginal_details = "training", dp_sgd, {}
-        else:
-            purpose = "marginals and training"
-            mechanism = (f"Gaussian mechanism on {len(measurements.one_way)} one-way and {len(measurements.pairs)} "
-                         f"two-way marginals, then {dp_sgd}, composed by the accountant ({s.accountant})")
-            marginal_details = {**measurements.details(),
-                                "columns_drawn_without_nulls": null_free,
-                                "note": "the generator is trained to match the marginals and sampling reweights "
-                                        "its rows towards the one-way ones (post-processing)"}
-        ledger.spend(purpose, mechanism, trainer.epsilon_spent(), joint_delta, steps=trainer.steps_done,
-                     noise_multiplier=sigma, sample_rate=sample_rate, accountant=s.accountant, **marginal_details,
+        purpose, mechanism, details = _joint_entry(discovery, s.discovery_fraction, measurements, null_free,
+                                                   s.accountant)
+        ledger.spend(purpose, mechanism, trainer.epsilon_spent(),
+                     joint.accountant_delta + (discovery.delta if discovery is not None else 0.0),
+                     steps=trainer.steps_done, noise_multiplier=sigma, sample_rate=sample_rate, accountant=s.accountant,
+                     accountant_delta=joint.accountant_delta, gaussian_noise_multiplier=gaussian_sigma, **details,
                      **_clipping_note(trainer.schedule))
         # Fitted state is assigned only now, all together: a failed fit leaves the object as it was.
         self.schema_ = schema
@@ -438,28 +443,30 @@ class Synthesizer:
                     and (spec.missing is None or spec.name in heads.missing_raw_of) for spec in specs]
         return dependence_stars(measurements, [spec.name for spec in specs], eligible, MIN_EDGE_DEPENDENCE)
 
-    def _resolve_schema(self, source: TableSource, schema: Schema | None, public: pd.DataFrame | None,
-                        ledger: PrivacyLedger, epsilon: float, delta: float, dp_rows: float,
-                        rng: np.random.Generator) -> Schema:
-        """The declared schema, one inferred from public data, or one discovered under DP (charged)."""
+    def _discover(self, source: TableSource, joint: _JointBudget, dp_rows: float,
+                  rng: np.random.Generator) -> ComposedDiscovery:
+        """The domain discovered under DP at ``discovery_fraction`` of the joint zCDP budget, its
+        thresholds at the joint budget's held-back delta (charged with the marginals and training)."""
+        # A Poisson subsample of the rows: DP on it is DP on the table (subsampling only amplifies).
+        rows = source.sample(DISCOVERY_ROWS / dp_rows, rng)
+        return discover_schema_composed(rows, math.sqrt(2.0 * self.settings.discovery_fraction * joint.rho),
+                                        joint.threshold_delta, rng, day_columns=source.day_columns)
+
+    def _resolve_schema(self, source: TableSource, schema: Schema | None, public: pd.DataFrame | None) -> Schema:
+        """The declared (or discovered) schema or one inferred from public data, with the storage's dtypes."""
         if schema is not None and not isinstance(schema, Schema):
             raise TypeError(f"schema must be a tabsynth.Schema, got {type(schema).__name__}")
         if schema is None and public is not None:
             # Nullability from the private storage, not from the public values: a field newly left blank
             # this year is kept (drawn as nulls only where the DP marginals count enough of them).
             schema = Schema.infer(public).with_storage_nullability(source.empty(), every=source.types_from_values)
-        if schema is None:
-            # A Poisson subsample of the rows: DP on it is DP on the table (subsampling only amplifies).
-            rows = source.sample(DISCOVERY_ROWS / dp_rows, rng)
-            schema = discover_schema(rows, ledger, self.settings.discovery_fraction * epsilon,
-                                     self.settings.discovery_fraction * delta, rng, day_columns=source.day_columns)
         # A CSV's dtypes come from its values: the schema's kinds then set the output dtypes.
         return schema.with_dtypes(source.empty(), fill=not source.types_from_values)
 
     def _measure_marginals(self, encoder: Encoder, data: CompactStore, public: CompactStore | None,
-                           epsilon: float, delta: float, rng: np.random.Generator) -> MarginalMeasurements | None:
-        """DP one-way and two-way marginals at ``marginal_fraction`` of the zCDP budget of (epsilon, delta),
-        which the caller composes with DP-SGD. None when ``marginal_fraction`` is 0."""
+                           rho: float, rng: np.random.Generator) -> MarginalMeasurements | None:
+        """DP one-way and two-way marginals at zCDP ``rho``, which the caller composes with DP-SGD.
+        None when ``marginal_fraction`` is 0."""
         s = self.settings
         if s.marginal_fraction == 0:
             return None
@@ -488,7 +495,6 @@ class Synthesizer:
         pairs = choose_pairs(bounds, s.marginal_pairs, public_cells, coarse_bounds, public_coarse_cells,
                              merged_sizes=merged_bounds)
         chunks = (encoder.marginal_cells(chunk)[0] for chunk in data.chunks())
-        rho = s.marginal_fraction * zcdp_budget(epsilon, delta, s.accountant)
         measured = pooled_one_way(measure_marginals(chunks, sizes, pairs, rho, rng, coarsen, missing, ordered, merge))
         if cells is None:
             return smoothed(measured, ordered, missing, codes=[spec.kind == "bits" for spec in specs])
@@ -672,6 +678,55 @@ def _clipping_note(schedule: ClippingSchedule) -> dict[str, str]:
     return {"adaptive_clipping": "noisy counts of unclipped examples per group, released inside each DP-SGD "
                                  f"step's Gaussian mechanism (at most {MAX_COUNT_SHARE:.0%} of its precision); "
                                  "the noise multiplier above is that of gradient and counts together"}
+
+
+@dataclass(frozen=True)
+class _JointBudget:
+    """The budget the fit's last ledger entry composes by the accountant (domain discovery's Gaussian
+    release when there is one, the DP marginals, DP-SGD): ``epsilon`` at ``accountant_delta``, with
+    ``threshold_delta`` held back for discovery's thresholds, and ``rho``, the zCDP budget of one
+    Gaussian mechanism calibrated to (epsilon, accountant_delta), which the Gaussian mechanisms share."""
+
+    epsilon: float
+    accountant_delta: float
+    threshold_delta: float
+    rho: float
+
+    @classmethod
+    def left_in(cls, ledger: PrivacyLedger, accountant: str, threshold_share: float = 0.0) -> _JointBudget:
+        """What ``ledger`` has left, ``threshold_share`` of its delta held back for thresholds."""
+        epsilon, delta = ledger.remaining_epsilon, ledger.remaining_delta
+        if epsilon <= 0 or delta <= 0:
+            raise BudgetExceededError("no budget is left for the marginals and training")
+        thresholds = threshold_share * delta
+        return cls(epsilon, delta - thresholds, thresholds, zcdp_budget(epsilon, delta - thresholds, accountant))
+
+
+def _joint_entry(discovery: ComposedDiscovery | None, discovery_share: float,
+                 marginals: MarginalMeasurements | None, null_free: Sequence[str],
+                 accountant: str) -> tuple[str, str, dict[str, Any]]:
+    """The purpose, mechanism and details (parameters, no data) of the fit's last ledger entry: domain
+    discovery's Gaussian release when there is one, the DP marginals when measured, and DP-SGD."""
+    purposes, mechanisms, details = [], [], {}
+    if discovery is not None:
+        purposes.append("domain discovery")
+        mechanisms.append(f"Gaussian release of the domain ({discovery.mechanism}, mu {discovery.mu:.4g})")
+        details["domain_discovery"] = {**discovery.details, "mu": discovery.mu, "zcdp_rho": discovery.mu**2 / 2,
+                                       "delta_thresholds": discovery.delta,
+                                       "zcdp_share": discovery_share if discovery.mu > 0 else 0.0}
+    if marginals is not None:
+        purposes.append("marginals")
+        mechanisms.append(f"Gaussian mechanism on {len(marginals.one_way)} one-way and {len(marginals.pairs)} "
+                          f"two-way marginals")
+        details.update(marginals.details(), columns_drawn_without_nulls=list(null_free),
+                       note="the generator is trained to match the marginals and sampling reweights its rows "
+                            "towards the one-way ones (post-processing)")
+    purposes.append("training")
+    mechanisms.append("Poisson-subsampled Gaussian (DP-SGD on the discriminator)")
+    if len(mechanisms) > 1:
+        mechanisms[-1] = f"then {mechanisms[-1]}, composed by the accountant ({accountant})"
+    purpose = purposes[0] if len(purposes) == 1 else ", ".join(purposes[:-1]) + " and " + purposes[-1]
+    return purpose, ", ".join(mechanisms), details
 
 
 def _privacy_report(ledger: PrivacyLedger, plan: TrainingPlan, groups: ClippingGroups, schedule: ClippingSchedule,

@@ -48,7 +48,8 @@ PUBLIC_NORM_BATCH = 256  # public rows per estimate of the per-group gradient no
 @dataclass(frozen=True)
 class TrainingPlan:
     """Everything the accountant needs, fixed before the first step: q, T, sigma, delta, and the noise
-    multiplier of the DP marginals composed with the steps (None: no marginals)."""
+    multiplier of the whole-table Gaussian mechanisms composed with the steps (the DP marginals, and
+    domain discovery's release when there is one; None: neither)."""
 
     steps: int
     sample_rate: float
@@ -56,7 +57,7 @@ class TrainingPlan:
     noise_multiplier: float
     delta: float
     accountant: str
-    marginal_noise_multiplier: float | None = None
+    gaussian_noise_multiplier: float | None = None
 
 
 def wgan_gp_loss(gp_weight: float) -> Callable[..., torch.Tensor]:
@@ -428,9 +429,10 @@ class DPGANTrainer:
         return loss.detach()
 
     def epsilon_spent(self) -> float:
-        """Epsilon of the marginals and the steps done so far (the accountant the plan was calibrated with)."""
+        """Epsilon of the whole-table Gaussian mechanisms and the steps done so far (the accountant the plan
+        was calibrated with), at the plan's delta."""
         return compute_epsilon(self.plan.noise_multiplier, self.plan.sample_rate, self.steps_done,
-                               self.plan.delta, self.plan.accountant, self.plan.marginal_noise_multiplier)
+                               self.plan.delta, self.plan.accountant, self.plan.gaussian_noise_multiplier)
 
     def run(self, data: CompactStore, progress: Callable[[int, torch.Tensor], None] | None = None,
             public: CompactStore | None = None, warm_start_steps: int = 0, marginal_steps: int = 0) -> None:

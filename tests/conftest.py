@@ -33,10 +33,11 @@ def adult_test() -> pd.DataFrame:
 
 def recomputed_training_epsilon(fitted: Synthesizer) -> tuple[float, float]:
     """The ledger's training epsilon and the same recomputed from the reported mechanism (noise
-    multiplier, sample rate, steps, the marginals' Gaussian) by the accountant the fit used."""
+    multiplier, sample rate, steps, the whole-table Gaussian mechanisms, the accountant's delta) by the
+    accountant the fit used."""
     report = fitted.privacy_report()
     training = report["ledger"]["entries"][-1]
     recomputed = compute_epsilon(report["noise_multiplier"], report["sample_rate"], report["steps"],
-                                 training["delta"], fitted.settings.accountant,
-                                 extra_gaussian=report["marginals"]["marginal_noise_multiplier"])
+                                 training["details"]["accountant_delta"], fitted.settings.accountant,
+                                 extra_gaussian=training["details"]["gaussian_noise_multiplier"])
     return training["epsilon"], recomputed

@@ -295,6 +295,17 @@ def test_convert_writes_a_synthetic_parquet_with_the_inputs_arrow_types(cps: dic
     assert json.loads(report.read_text()) == Synthesizer.load(model).privacy_report()
 
 
+def test_fit_without_schema_or_public_table_reports_discovery_composed_with_training(
+        cps: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = tmp_path / "model.tabsynth"
+    capsys.readouterr()
+    assert main(["fit", str(cps["private"]), "--epsilon", "1", "-o", str(model), *FAST]) == EXIT_OK
+    captured = capsys.readouterr()
+    assert "30% of the zCDP budget left after the row count" in captured.err
+    assert "DP discovery:    one Gaussian release of the domain" in captured.out
+    assert "ledger:          domain discovery, marginals and training:" in captured.out
+
+
 def test_convert_keeps_a_database_exports_dates_and_decimals(tmp_path: Path) -> None:
     # DATE and DECIMAL columns, as pyarrow or a database writes them; no schema, no public table.
     rng = np.random.default_rng(0)

@@ -185,9 +185,9 @@ def test_clustered_adaptive_training_reports_k_groups_and_recomputes_its_epsilon
     assert clipping["effective_noise_multiplier"] == pytest.approx(report["noise_multiplier"], rel=1e-9)
     training = report["ledger"]["entries"][-1]
     assert training["epsilon"] == pytest.approx(compute_epsilon(
-        report["noise_multiplier"], report["sample_rate"], report["steps"], training["delta"],
+        report["noise_multiplier"], report["sample_rate"], report["steps"], training["details"]["accountant_delta"],
         synth.settings.accountant,
-        extra_gaussian=report["marginals"]["marginal_noise_multiplier"]))
+        extra_gaussian=training["details"]["gaussian_noise_multiplier"]))
     assert ("adaptive_clipping" in training["details"]) == (adaptive == "private")
     assert (clipping["count_noise_std"] > 0) == (adaptive == "private")
 

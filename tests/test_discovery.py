@@ -21,9 +21,9 @@ from tabsynth import (
     IntegerColumn,
     Schema,
 )
-from tabsynth.privacy import DiscoveryWarning, PrivacyLedger, discover_schema
+from tabsynth.privacy import DiscoveryWarning, PrivacyLedger, discover_schema, discover_schema_composed
 from tabsynth.privacy.discovery import _numeric_edges, _range_of
-from tabsynth.privacy.mechanisms import CountNoise, histogram_threshold
+from tabsynth.privacy.mechanisms import CountNoise, gaussian_threshold, histogram_threshold
 
 EPS_PER_COLUMN = 0.1
 DELTA = 1e-6
@@ -235,6 +235,37 @@ def test_a_binary_coded_integer_spends_the_knots_share_on_a_second_range_histogr
     # seeds, the sum of two (the knots' half has nothing to buy for a binary code) in 22.
     uppers = [discover(ages_beside_a_tail_at_70(30), seed=seed)[0]["age"].upper for seed in range(40)]
     assert sum(upper >= 70 for upper in uppers) >= 18 and max(uppers) <= 100
+
+
+def test_composed_discovery_returns_its_mu_and_thresholds_delta_without_table_values() -> None:
+    found = discover_schema_composed(people(), 0.5, DELTA, np.random.default_rng(1))
+    assert found.mu == 0.5 and found.delta == DELTA
+    assert set(found.details["columns"]) == {"income", "city"}
+    text = json.dumps(found.details)
+    assert RARE not in text and "Paris" not in text and "1e+12" not in text
+    assert RARE not in found.schema["city"].categories and found.schema["income"].upper < EXTREME
+
+
+def test_composed_discovery_splits_mu_squared_evenly_over_the_columns() -> None:
+    # Two budgeted columns: each histogram's noise std is sqrt(2) / mu; the city's threshold and the
+    # income's point masses share delta.
+    details = discover_schema_composed(people(), 0.5, DELTA, np.random.default_rng(1)).details
+    assert details["noise"]["single_histogram"]["scale"] == pytest.approx(math.sqrt(2) / 0.5)
+    assert details["categories"]["threshold"] == pytest.approx(gaussian_threshold(math.sqrt(2) / 0.5, DELTA / 2))
+    assert "epsilon" not in details["categories"]  # the caller's accountant states it
+
+
+def test_composed_discovery_of_booleans_alone_spends_nothing() -> None:
+    frame = pd.DataFrame({"smoker": np.random.default_rng(0).random(100) < 0.3})
+    found = discover_schema_composed(frame, 0.5, DELTA, np.random.default_rng(1))
+    assert found.mu == 0.0 and found.delta == 0.0 and found.details == {}
+
+
+@pytest.mark.parametrize("mu,delta,name", [(0.0, DELTA, "mu"), (float("inf"), DELTA, "mu"), (0.5, 0.0, "delta"),
+                                           (0.5, 1.0, "delta")])
+def test_composed_discovery_refuses_a_bad_mu_or_delta_by_name(mu: float, delta: float, name: str) -> None:
+    with pytest.raises(ValueError, match=f"^{name} must be"):
+        discover_schema_composed(people(), mu, delta, np.random.default_rng(1))
 
 
 def test_ledger_holds_one_entry_for_the_given_epsilon_without_table_values() -> None:

@@ -8,6 +8,7 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
+import dp_accounting
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -19,6 +20,7 @@ from tabsynth import (BoundingBox, CategoricalColumn, ContinuousColumn, Encoder,
                       SchemaError, Synthesizer)
 from tabsynth.synthesizer import _check_same_kinds, _null_free_columns
 from tabsynth.datasets import load_demo
+from tabsynth.privacy.accounting import PRV_EPS_ERROR, zcdp_budget
 from tabsynth.privacy.marginals import measure_marginals
 from tabsynth.synthesizer import ModelFileError
 
@@ -222,10 +224,42 @@ def test_total_epsilon_never_exceeds_the_budget(epsilon: float, settings: dict, 
 def test_fit_without_schema_or_public_data_discovers_the_domain_under_dp(cps: pd.DataFrame) -> None:
     synth = Synthesizer(**FAST).fit(cps, epsilon=1.0)
     entries = synth.privacy_report()["ledger"]["entries"]
-    assert [e["purpose"] for e in entries] == ["row count", "domain discovery", "marginals and training"]
+    assert [e["purpose"] for e in entries] == ["row count", "domain discovery, marginals and training"]
     assert sum(e["epsilon"] for e in entries) <= 1.0
     sample = synth.sample(200)
     assert set(sample["gender"].dropna()) <= {"male", "female", "<other>"}  # str dtype: nullable
+
+
+def test_discovery_marginals_and_dp_sgd_compose_as_google_pld_computes_them(cps: pd.DataFrame) -> None:
+    """Discovery's Gaussian release joins the marginals' Gaussian and DP-SGD in one accountant: the
+    joint entry's epsilon is Google's PLD accountant's for the three mechanisms as reported (from
+    above, within PRV's error), and its delta the accountant's plus discovery's thresholds'."""
+    synth = Synthesizer(**FAST).fit(cps, epsilon=1.0)
+    report = synth.privacy_report()
+    joint = report["ledger"]["entries"][-1]
+    details, discovery = joint["details"], joint["details"]["domain_discovery"]
+    mu, marginal_z = discovery["mu"], details["marginal_noise_multiplier"]
+    assert mu > 0 and discovery["zcdp_rho"] == pytest.approx(mu**2 / 2)
+    assert details["gaussian_noise_multiplier"] == pytest.approx((mu**2 + marginal_z**-2) ** -0.5)
+    events = dp_accounting.ComposedDpEvent([
+        dp_accounting.GaussianDpEvent(1.0 / mu), dp_accounting.GaussianDpEvent(marginal_z),
+        dp_accounting.SelfComposedDpEvent(dp_accounting.PoissonSampledDpEvent(
+            report["sample_rate"], dp_accounting.GaussianDpEvent(report["noise_multiplier"])), report["steps"])])
+    pld = dp_accounting.pld.PLDAccountant(value_discretization_interval=1e-3)
+    expected = pld.compose(events).get_epsilon(details["accountant_delta"])
+    assert expected <= joint["epsilon"] <= expected + 2 * PRV_EPS_ERROR
+    assert joint["delta"] == pytest.approx(details["accountant_delta"] + discovery["delta_thresholds"])
+    assert report["epsilon"] <= 1.0 and report["delta"] <= report["delta_budget"]
+
+
+def test_discovery_takes_its_share_of_the_joint_zcdp_budget(cps: pd.DataFrame) -> None:
+    """``discovery_fraction`` of rho to discovery, ``marginal_fraction`` of the rest to the marginals."""
+    synth = Synthesizer(**FAST, discovery_fraction=0.2).fit(cps, epsilon=1.0)
+    details = synth.privacy_report()["ledger"]["entries"][-1]["details"]
+    discovery_rho, marginal_rho = details["domain_discovery"]["zcdp_rho"], details["zcdp_rho"]
+    rho = zcdp_budget(1.0 - synth.settings.count_fraction, details["accountant_delta"])  # what the row count left
+    assert discovery_rho == pytest.approx(0.2 * rho, rel=1e-6)
+    assert marginal_rho == pytest.approx(synth.settings.marginal_fraction * 0.8 * rho, rel=1e-6)
 
 
 def test_a_rare_category_and_an_extreme_value_never_reach_the_model_or_samples(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from tabsynth.privacy.accounting import (
     effective_noise_multiplier,
     max_steps,
 )
-from tabsynth.privacy.discovery import DiscoveryWarning, discover_schema
+from tabsynth.privacy.discovery import ComposedDiscovery, DiscoveryWarning, discover_schema, discover_schema_composed
 from tabsynth.privacy.ledger import BudgetExceededError, LedgerEntry, PrivacyLedger
 from tabsynth.privacy.mechanisms import (
     default_numeric_candidates,
@@ -25,6 +25,7 @@ __all__ = [
     "DEFAULT_ACCOUNTANT",
     "RDP_ORDERS",
     "BudgetExceededError",
+    "ComposedDiscovery",
     "DiscoveryWarning",
     "LedgerEntry",
     "PrivacyLedger",
@@ -33,6 +34,7 @@ __all__ = [
     "compute_epsilon",
     "default_numeric_candidates",
     "discover_schema",
+    "discover_schema_composed",
     "dp_histogram_threshold",
     "dp_quantiles",
     "effective_noise_multiplier",

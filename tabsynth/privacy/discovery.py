@@ -51,7 +51,8 @@ from tabsynth.schema import (
     with_point_masses,
 )
 
-__all__ = ["DiscoveryWarning", "discover_new_categories", "discover_schema", "known_rows"]
+__all__ = ["ComposedDiscovery", "DiscoveryWarning", "discover_new_categories", "discover_schema",
+           "discover_schema_composed", "known_rows"]
 
 
 class DiscoveryWarning(UserWarning):
@@ -80,7 +81,7 @@ RUN_GROWTH_FAILURE = 0.002  # chance that an empty run of 2, 4 or 8 bins next to
 KNOT_BINS = 32  # even bins of the released range in the knots' histogram
 KNOT_OCTAVES = 8  # and its quarter-octave bins down to 2^-8 of the range
 GEO_STEP = 0.1  # degrees per bin of the latitude/longitude range histograms
-BASIC_PLAN, GAUSSIAN_PLAN = "basic", "gaussian"  # see _NoisePlan
+BASIC_PLAN, GAUSSIAN_PLAN, COMPOSED_PLAN = "basic", "gaussian", "composed"  # see _NoisePlan
 _COMPOSITION = {
     BASIC_PLAN: "basic: epsilon split evenly over the columns, Laplace noise; the categorical columns' shares and "
                 "their part of delta spent by one category release, each number's point masses thresholded at "
@@ -88,6 +89,9 @@ _COMPOSITION = {
     GAUSSIAN_PLAN: "one Gaussian release: every histogram of every column gets Gaussian noise, together mu-GDP, "
                    "calibrated exactly to epsilon and delta_gaussian; the rest of delta bounds the release of a "
                    "category or a number's point mass held by one row",
+    COMPOSED_PLAN: "one Gaussian release: every histogram of every column gets Gaussian noise, together mu-GDP, "
+                   "composed by the caller's accountant with its other Gaussian mechanisms; delta bounds the "
+                   "release of a category or a number's point mass held by one row",
 }
 _REFERENCE_RANGE_TESTS = len(RANGE_LEVELS) * 580  # about a numeric range histogram's tests (levels x bins); for plan scores
 
@@ -140,17 +144,79 @@ def discover_schema(
     (epsilon, delta) is spent before any mechanism runs, as one entry whose details name the mechanisms
     and their noise, never a value.
     """
-    _check_arguments(frame, ledger, rng, n_knots, catch_all)
+    _check_arguments(frame, rng, n_knots, catch_all)
+    if not isinstance(ledger, PrivacyLedger):
+        raise TypeError(f"ledger must be a tabsynth PrivacyLedger, got {type(ledger).__name__}")
+    targets, plans, pair = _column_plans(frame, columns, n_knots, 0.0 < float(delta) < 1.0)
+    noise = _plan_noise(plans, epsilon, delta)
+    if noise is not None:
+        mechanism, details = _details(plans, noise, n_knots)
+        ledger.spend(PURPOSE, mechanism, noise.epsilon, noise.delta, **details)
+    return _discover(frame, targets, plans, pair, noise, rng, n_knots, catch_all, day_columns,
+                     f"epsilon {epsilon:.3g}")
+
+
+@dataclass(frozen=True)
+class ComposedDiscovery:
+    """A schema discovered by a mu-GDP release that the caller composes with its other Gaussian
+    mechanisms (``discover_schema_composed``): ``mu`` is 0 when no column needed budget, ``delta`` what
+    its thresholds add, ``mechanism`` and ``details`` what the caller's ledger entry records."""
+
+    schema: Schema
+    mu: float
+    delta: float
+    mechanism: str
+    details: dict[str, Any]
+
+
+def discover_schema_composed(
+    frame: pd.DataFrame,
+    mu: float,
+    delta: float,
+    rng: np.random.Generator,
+    *,
+    columns: Sequence[str] | None = None,
+    n_knots: int = 17,
+    catch_all: str = "<other>",
+    day_columns: Collection[str] = (),
+) -> ComposedDiscovery:
+    """``discover_schema`` as one mu-GDP Gaussian release, for a caller whose accountant composes it
+    with its own Gaussian mechanisms (as the synthesizer does with the DP marginals and DP-SGD): the
+    release is a Gaussian mechanism of noise multiplier 1/mu on the whole table, so it joins them at
+    the price of its mu^2 (zCDP rho = mu^2 / 2) instead of a separate (epsilon, delta) added up by
+    basic composition, which wastes most of a small budget. ``delta`` (> 0) bounds the release of a
+    category or a number's point mass held by one row, split evenly over the thresholded histograms;
+    it adds to the caller's delta. Nothing is charged here: the caller records the returned details.
+    """
+    _check_arguments(frame, rng, n_knots, catch_all)
+    mu, delta = float(mu), float(delta)
+    if not (math.isfinite(mu) and mu > 0):
+        raise ValueError(f"mu must be a positive finite number, got {mu!r}")
+    if not 0.0 < delta < 1.0:
+        raise ValueError(f"delta must be in (0, 1), got {delta!r}")
+    targets, plans, pair = _column_plans(frame, columns, n_knots, True)
+    noise = _composed_noise(plans, mu, delta)
+    mechanism, details = _details(plans, noise, n_knots) if noise is not None else ("none", {})
+    schema = _discover(frame, targets, plans, pair, noise, rng, n_knots, catch_all, day_columns, f"mu {mu:.3g}")
+    return ComposedDiscovery(schema, mu if noise is not None else 0.0, noise.delta if noise is not None else 0.0,
+                             mechanism, details)
+
+
+def _column_plans(frame: pd.DataFrame, columns: Sequence[str] | None, n_knots: int, thresholds: bool
+                  ) -> tuple[list[str], list[_Plan], tuple[str, str] | None]:
+    """The columns to discover, what each runs (from dtypes only) and the geo pair among them."""
     targets = _targets(frame, columns)
     kinds = {name: _kind_of(name, frame[name].dtype) for name in targets}
     pair = _geo_pair(targets, kinds)
     if pair is not None:
         kinds[pair[0]], kinds[pair[1]] = "lat", "lon"
-    plans = [_Plan(name, kinds[name], _mechanisms(kinds[name], n_knots, 0.0 < float(delta) < 1.0)) for name in targets]
-    noise = _plan_noise(plans, epsilon, delta)
-    if noise is not None:
-        _spend(ledger, plans, noise, n_knots)
+    return targets, [_Plan(name, kinds[name], _mechanisms(kinds[name], n_knots, thresholds)) for name in targets], pair
 
+
+def _discover(frame: pd.DataFrame, targets: Sequence[str], plans: Sequence[_Plan], pair: tuple[str, str] | None,
+              noise: _NoisePlan | None, rng: np.random.Generator, n_knots: int, catch_all: str,
+              day_columns: Collection[str], budget: str) -> Schema:
+    """Run each column's mechanisms at ``noise`` (already charged) and assemble the schema."""
     specs: dict[str, Column] = {}
     geo_bounds: dict[str, tuple[float, float]] = {}
     unlocated: list[str] = []
@@ -174,12 +240,12 @@ def discover_schema(
             unlocated += [] if located else [plan.name]
     if unlocated:
         # Post-processing of the noisy histograms: saying so reveals nothing more than the release does.
-        warnings.warn(f"DP discovery could not locate the range of column(s) {unlocated} at epsilon "
-                      f"{epsilon:.3g} over {noise.columns} column(s) (too few rows for any bin to clear its "
+        warnings.warn(f"DP discovery could not locate the range of column(s) {unlocated} at {budget} "
+                      f"over {noise.columns} column(s) (too few rows for any bin to clear its "
                       f"threshold of about {noise.range_threshold:.0f} rows); their bounds are "
                       f"a guess near 0 (or the busiest region), so their synthetic values will be wrong. Declare "
                       f"their bounds in a schema, pass a public table, or give discovery more budget",
-                      DiscoveryWarning, stacklevel=2)
+                      DiscoveryWarning, stacklevel=3)
     if pair is not None:
         lat, lon = pair
         name = _geo_name(lat, set(specs))
@@ -243,12 +309,10 @@ def known_rows(schema: Schema) -> Callable[[pd.DataFrame], pd.DataFrame]:
 # --- planning (dtypes only) -----------------------------------------------------------------------
 
 
-def _check_arguments(frame: Any, ledger: Any, rng: Any, n_knots: Any, catch_all: Any) -> None:
+def _check_arguments(frame: Any, rng: Any, n_knots: Any, catch_all: Any) -> None:
     """Reject bad arguments up front; the row count is never checked, since it is private."""
     if not isinstance(frame, pd.DataFrame):
         raise TypeError(f"frame must be a pandas DataFrame, got {type(frame).__name__}")
-    if not isinstance(ledger, PrivacyLedger):
-        raise TypeError(f"ledger must be a tabsynth PrivacyLedger, got {type(ledger).__name__}")
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
     if isinstance(n_knots, bool) or not isinstance(n_knots, (int, np.integer)) or not 2 <= n_knots <= MAX_KNOTS:
@@ -395,6 +459,8 @@ class _NoisePlan:
         out: dict[str, Any] = {"composition": self.composition, "columns": self.columns}
         if self.composition == GAUSSIAN_PLAN:
             out.update(mu=1.0 / self.sole_noise.scale * math.sqrt(self.columns), delta_gaussian=self.delta_gaussian)
+        elif self.composition == COMPOSED_PLAN:
+            out.update(mu=1.0 / self.sole_noise.scale * math.sqrt(self.columns), delta_thresholds=self.delta)
         for name, noise in (("range_and_knots_histograms", self.range_noise), ("single_histogram", self.sole_noise)):
             out[name] = {"noise": noise.kind, "scale": noise.scale}
         return out
@@ -446,8 +512,32 @@ def _plan_noise(plans: Sequence[_Plan], epsilon: float, delta: float) -> _NoiseP
     return min(candidates, key=lambda candidate: candidate.score(plans))
 
 
-def _spend(ledger: PrivacyLedger, plans: Sequence[_Plan], noise: _NoisePlan, n_knots: int) -> None:
-    """Record the whole discovery as ONE ledger entry, before any mechanism touches the data."""
+
+
+def _composed_noise(plans: Sequence[_Plan], mu: float, delta: float) -> _NoisePlan | None:
+    """The Gaussian plan of ``_plan_noise`` at a given mu (``discover_schema_composed``): the k budgeted
+    columns' histograms share mu^2 as there, and ``delta`` is split evenly over the thresholded
+    histograms (categorical columns' and numbers' point masses); None if no column needs budget."""
+    budgeted = [p for p in plans if p.needs_budget]
+    if not budgeted:
+        return None
+    k, h = len(budgeted), sum(p.kind == "categorical" for p in plans)
+    m = sum(POINT_MASS_MECHANISM in p.mechanisms for p in plans)
+    each = delta / max(1, h + m)
+    column_std = math.sqrt(k) / mu  # a column's share of mu^2 is 1/k
+    knots = CountNoise("gaussian", column_std / math.sqrt(1 - RANGE_SHARE))
+    mass_std = knots.part(POINT_MASS_PART).scale
+    release = (CategoryRelease(GAUSSIAN_HISTOGRAMS, h, 0.0, h * each, column_std, gaussian_threshold(column_std, each))
+               if h else None)
+    masses = (CategoryRelease(GAUSSIAN_HISTOGRAMS, m, 0.0, m * each, mass_std, gaussian_threshold(mass_std, each))
+              if m else None)
+    return _NoisePlan(COMPOSED_PLAN, k, 0.0, delta if h + m else 0.0, CountNoise("gaussian", column_std / math.sqrt(RANGE_SHARE)),
+                      knots, CountNoise("gaussian", column_std), release, point_masses=masses)
+
+
+def _details(plans: Sequence[_Plan], noise: _NoisePlan, n_knots: int) -> tuple[str, dict[str, Any]]:
+    """The mechanism name and details of the whole discovery's ONE ledger entry (parameters, no data),
+    recorded before any mechanism touches the data."""
     per_column: dict[str, dict[str, Any]] = {}
     used: set[str] = set()
     for plan in plans:
@@ -479,8 +569,10 @@ def _spend(ledger: PrivacyLedger, plans: Sequence[_Plan], noise: _NoisePlan, n_k
             entry["epsilon"] = noise.epsilon / noise.columns
         per_column[plan.name] = entry
     extra = {} if noise.release is None else {"categories": noise.release.details()}
-    ledger.spend(PURPOSE, "+".join(sorted(used)), noise.epsilon, noise.delta, composition=_COMPOSITION[noise.composition],
-                 noise=noise.details(), columns=per_column, **extra)
+    if extra and noise.composition == COMPOSED_PLAN:  # its epsilon is the caller's accountant's to state
+        del extra["categories"]["epsilon"]
+    return "+".join(sorted(used)), dict(composition=_COMPOSITION[noise.composition], noise=noise.details(),
+                                        columns=per_column, **extra)
 
 
 # --- mechanisms per kind --------------------------------------------------------------------------
