@@ -339,11 +339,12 @@ def _privacy_summary(report: dict[str, Any]) -> list[str]:
                      f"(noise std {marginals['two_way_noise_std']:.3g}), one Gaussian mechanism of noise "
                      f"multiplier {marginals['marginal_noise_multiplier']:.4g} composed with DP-SGD")
     entries = report.get("ledger", {}).get("entries", [])
-    discovery = next((e["details"]["domain_discovery"] for e in entries if "domain_discovery" in e["details"]), None)
-    if discovery and discovery["mu"] > 0:
-        lines.append(f"  DP discovery:    one Gaussian release of the domain, mu {discovery['mu']:.4g} "
-                     f"({discovery['zcdp_share']:.0%} of the joint zCDP budget), composed with the above; "
-                     f"its thresholds delta={discovery['delta_thresholds']:.3g}")
+    for key, label in (("domain_discovery", "DP discovery:    the domain"), ("new_categories", "DP discovery:    new categories")):
+        discovery = next((e["details"][key] for e in entries if key in e.get("details", {})), None)
+        if discovery and discovery["mu"] > 0:
+            lines.append(f"  {label}, one Gaussian release of mu {discovery['mu']:.4g} "
+                         f"({discovery['zcdp_share']:.0%} of the joint zCDP budget), composed with the above; "
+                         f"its thresholds delta={discovery['delta_thresholds']:.3g}")
     for entry in entries:
         lines.append(f"  ledger:          {entry['purpose']}: epsilon={entry['epsilon']:.4g}, "
                      f"delta={entry['delta']:.3g} ({entry['mechanism']})")
@@ -571,7 +572,7 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
                         help="public table with the same columns (e.g. last year's release): training starts "
                              "from it and it sets the clipping bounds, at no privacy cost; without --schema the "
                              "schema is inferred from it. Private categories it lacks are looked for under DP "
-                             f"({Settings.new_category_fraction:.0%} of the budget)".replace("%", "%%"))
+                             f"({Settings.new_category_fraction:.0%} of the zCDP budget left after the row count)".replace("%", "%%"))
     parser.add_argument("--schema", metavar="S", default=None,
                         help="schema JSON file (see `tabsynth schema infer`); may be combined with --public")
     parser.add_argument("--steps", type=_positive_int, default=None, help="discriminator steps (overrides --epochs)")

@@ -31,7 +31,8 @@ from tabsynth.models import Discriminator, Generator, OutputHeads, init_linear
 from tabsynth.privacy.accounting import (ACCOUNTANTS, DEFAULT_ACCOUNTANT, PRV_MAX_POINTS, calibrate_noise_multiplier,
                                          zcdp_budget)
 from tabsynth.privacy.clipping import ADAPTIVE_CLIPPING, GROUPINGS, MAX_COUNT_SHARE, ClippingSchedule
-from tabsynth.privacy.discovery import ComposedDiscovery, discover_new_categories, discover_schema_composed, known_rows
+from tabsynth.privacy.discovery import (ComposedDiscovery, discover_new_categories_composed, discover_schema_composed,
+                                        known_rows)
 from tabsynth.privacy.dp_sgd import ClippingGroups
 from tabsynth.privacy.ledger import BudgetExceededError, PrivacyLedger
 from tabsynth.privacy.marginals import (PUBLIC_PAIR_CELLS, MarginalMeasurements, choose_pairs, dependence_stars,
@@ -206,7 +207,7 @@ class Synthesizer:
     no public table; ``discovery_fraction``, of the zCDP budget rho left after the row count: one
     Gaussian release the accountant composes with the marginals and DP-SGD) and
     ``new_category_fraction`` (with a public table: private categories the schema lacks, by DP
-    discovery; 0 skips it); the DP marginals: ``marginal_fraction`` (share of the zCDP budget left
+    discovery, of rho too and composed likewise; 0 skips it); the DP marginals: ``marginal_fraction`` (share of the zCDP budget left
     for training that one Gaussian mechanism spends on all one-way and two-way marginals, composed
     with DP-SGD by the accountant; 0.95 by default, as the generator learns mostly from them; 0 turns
     them off), ``marginal_pairs`` (None, the default: every pair of
@@ -300,16 +301,18 @@ class Synthesizer:
             # A domain from public knowledge may lack categories of the private year: DP discovery adds
             # those it can release, and rows holding one it cannot are left out of training (a per-row filter).
             if s.new_category_fraction > 0:
-                schema = discover_new_categories(source.sample(DISCOVERY_ROWS / dp_rows, privacy_rng), schema,
-                                                 ledger, s.new_category_fraction * epsilon,
-                                                 s.new_category_fraction * delta, privacy_rng)
+                joint = _JointBudget.left_in(ledger, s.accountant, DISCOVERY_THRESHOLD_SHARE)
+                discovery = discover_new_categories_composed(
+                    source.sample(DISCOVERY_ROWS / dp_rows, privacy_rng), schema,
+                    math.sqrt(2.0 * s.new_category_fraction * joint.rho), joint.threshold_delta, privacy_rng)
+                schema = discovery.schema
             row_filter = known_rows(schema)
         if discovery is None:
             joint = _JointBudget.left_in(ledger, s.accountant)
         # Whole-table Gaussian mechanisms (discovery's release, the DP marginals) and DP-SGD share the
         # joint budget, composed by the accountant (not added up): discovery and the marginals take
         # shares of its zCDP budget rho, DP-SGD's noise is calibrated for what they leave.
-        discovery_rho = 0.0 if discovery is None else discovery.mu**2 / 2
+        discovery_rho = 0.0 if discovery is None else discovery.mu**2 / 2  # domain discovery's or new categories'
         encoder = Encoder(schema, on_invalid=s.on_invalid)
         with contextlib.ExitStack() as stack:
             # Progress shows elapsed time only: a row count, even in a log line, is a private statistic.
@@ -378,8 +381,8 @@ class Synthesizer:
                 trainer.run(data, progress, public=public_data, warm_start_steps=warm_start_steps,
                             marginal_steps=marginal_steps)
 
-        purpose, mechanism, details = _joint_entry(discovery, s.discovery_fraction, measurements, null_free,
-                                                   s.accountant)
+        share = s.new_category_fraction if public_frame is not None else s.discovery_fraction
+        purpose, mechanism, details = _joint_entry(discovery, share, measurements, null_free, s.accountant)
         ledger.spend(purpose, mechanism, trainer.epsilon_spent(),
                      joint.accountant_delta + (discovery.delta if discovery is not None else 0.0),
                      steps=trainer.steps_done, noise_multiplier=sigma, sample_rate=sample_rate, accountant=s.accountant,
@@ -705,15 +708,16 @@ class _JointBudget:
 def _joint_entry(discovery: ComposedDiscovery | None, discovery_share: float,
                  marginals: MarginalMeasurements | None, null_free: Sequence[str],
                  accountant: str) -> tuple[str, str, dict[str, Any]]:
-    """The purpose, mechanism and details (parameters, no data) of the fit's last ledger entry: domain
-    discovery's Gaussian release when there is one, the DP marginals when measured, and DP-SGD."""
+    """The purpose, mechanism and details (parameters, no data) of the fit's last ledger entry: the
+    Gaussian release of domain discovery or of new categories when there is one (``discovery``, at
+    ``discovery_share`` of the zCDP budget), the DP marginals when measured, and DP-SGD."""
     purposes, mechanisms, details = [], [], {}
     if discovery is not None:
-        purposes.append("domain discovery")
-        mechanisms.append(f"Gaussian release of the domain ({discovery.mechanism}, mu {discovery.mu:.4g})")
-        details["domain_discovery"] = {**discovery.details, "mu": discovery.mu, "zcdp_rho": discovery.mu**2 / 2,
-                                       "delta_thresholds": discovery.delta,
-                                       "zcdp_share": discovery_share if discovery.mu > 0 else 0.0}
+        purposes.append(discovery.purpose)
+        mechanisms.append(f"{discovery.purpose}: one Gaussian release ({discovery.mechanism}, mu {discovery.mu:.4g})")
+        details[discovery.purpose.replace(" ", "_")] = {
+            **discovery.details, "mu": discovery.mu, "zcdp_rho": discovery.mu**2 / 2, "delta_thresholds": discovery.delta,
+            "zcdp_share": discovery_share if discovery.mu > 0 else 0.0}
     if marginals is not None:
         purposes.append("marginals")
         mechanisms.append(f"Gaussian mechanism on {len(marginals.one_way)} one-way and {len(marginals.pairs)} "

@@ -302,7 +302,7 @@ def test_fit_without_schema_or_public_table_reports_discovery_composed_with_trai
     assert main(["fit", str(cps["private"]), "--epsilon", "1", "-o", str(model), *FAST]) == EXIT_OK
     captured = capsys.readouterr()
     assert "30% of the zCDP budget left after the row count" in captured.err
-    assert "DP discovery:    one Gaussian release of the domain" in captured.out
+    assert "DP discovery:    the domain, one Gaussian release of mu" in captured.out
     assert "ledger:          domain discovery, marginals and training:" in captured.out
 
 

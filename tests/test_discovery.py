@@ -22,7 +22,7 @@ from tabsynth import (
     Schema,
 )
 from tabsynth.privacy import DiscoveryWarning, PrivacyLedger, discover_schema, discover_schema_composed
-from tabsynth.privacy.discovery import _numeric_edges, _range_of
+from tabsynth.privacy.discovery import _numeric_edges, _range_of, discover_new_categories_composed
 from tabsynth.privacy.mechanisms import CountNoise, gaussian_threshold, histogram_threshold
 
 EPS_PER_COLUMN = 0.1
@@ -266,6 +266,16 @@ def test_composed_discovery_of_booleans_alone_spends_nothing() -> None:
 def test_composed_discovery_refuses_a_bad_mu_or_delta_by_name(mu: float, delta: float, name: str) -> None:
     with pytest.raises(ValueError, match=f"^{name} must be"):
         discover_schema_composed(people(), mu, delta, np.random.default_rng(1))
+
+
+def test_composed_new_categories_release_a_common_new_value_and_never_a_unique_one() -> None:
+    schema = Schema((CategoricalColumn("city", categories=("Lyon",)),))
+    frame = pd.DataFrame({"city": pd.Series(["Lyon"] * 2000 + ["Paris"] * 2000 + [RARE], dtype="str")})
+    found = discover_new_categories_composed(frame, schema, 0.5, DELTA, np.random.default_rng(1))
+    assert found.schema["city"].categories == ("Lyon", "Paris")
+    assert found.mu == 0.5 and found.delta == DELTA and found.purpose == "new categories"
+    assert found.details["categories"]["threshold"] == pytest.approx(gaussian_threshold(1 / 0.5, DELTA))
+    assert RARE not in json.dumps(found.details) and "Paris" not in json.dumps(found.details)
 
 
 def test_ledger_holds_one_entry_for_the_given_epsilon_without_table_values() -> None:

@@ -140,7 +140,7 @@ def test_privacy_report_names_epsilon_delta_accountant_and_mechanism(fitted: Syn
 
 def test_ledger_splits_the_budget_by_purpose(fitted: Synthesizer) -> None:
     purposes = [e["purpose"] for e in fitted.privacy_report()["ledger"]["entries"]]
-    assert purposes == ["row count", "new categories", "marginals and training"]  # public data: no domain discovery
+    assert purposes == ["row count", "new categories, marginals and training"]  # public data: no domain discovery
 
 
 def test_training_epsilon_recomputes_from_the_reported_mechanism(fitted: Synthesizer) -> None:
@@ -249,6 +249,19 @@ def test_discovery_marginals_and_dp_sgd_compose_as_google_pld_computes_them(cps:
     expected = pld.compose(events).get_epsilon(details["accountant_delta"])
     assert expected <= joint["epsilon"] <= expected + 2 * PRV_EPS_ERROR
     assert joint["delta"] == pytest.approx(details["accountant_delta"] + discovery["delta_thresholds"])
+    assert report["epsilon"] <= 1.0 and report["delta"] <= report["delta_budget"]
+
+
+def test_new_categories_join_the_marginals_and_dp_sgd_in_one_accountant(cps: pd.DataFrame) -> None:
+    synth = Synthesizer(**FAST).fit(cps, epsilon=1.0, public=load_demo("cps_1992"))
+    report = synth.privacy_report()
+    joint = report["ledger"]["entries"][-1]
+    details, release = joint["details"], joint["details"]["new_categories"]
+    rho = zcdp_budget(1.0 - synth.settings.count_fraction, details["accountant_delta"])
+    assert release["zcdp_rho"] == pytest.approx(synth.settings.new_category_fraction * rho, rel=1e-6)
+    assert details["gaussian_noise_multiplier"] == pytest.approx(
+        (release["mu"] ** 2 + details["marginal_noise_multiplier"] ** -2) ** -0.5)
+    assert joint["delta"] == pytest.approx(details["accountant_delta"] + release["delta_thresholds"])
     assert report["epsilon"] <= 1.0 and report["delta"] <= report["delta_budget"]
 
 
@@ -502,8 +515,8 @@ def test_public_data_warm_starts_training_without_spending_budget(cps: pd.DataFr
     synth = Synthesizer(**{**FAST, "warm_start_epochs": 0.1}).fit(cps, epsilon=1.0, public=load_demo("cps_1992"))
     report = synth.privacy_report()
     assert report["warm_start"] == {"public_rows": 7602, "steps": math.ceil(0.1 * 7602 / 64)}
-    assert [e["purpose"] for e in report["ledger"]["entries"]] == ["row count", "new categories",
-                                                                   "marginals and training"]
+    assert [e["purpose"] for e in report["ledger"]["entries"]] == ["row count",
+                                                                   "new categories, marginals and training"]
 
 
 def test_without_public_data_there_is_no_warm_start(cps: pd.DataFrame) -> None:

@@ -51,8 +51,8 @@ from tabsynth.schema import (
     with_point_masses,
 )
 
-__all__ = ["ComposedDiscovery", "DiscoveryWarning", "discover_new_categories", "discover_schema",
-           "discover_schema_composed", "known_rows"]
+__all__ = ["ComposedDiscovery", "DiscoveryWarning", "discover_new_categories", "discover_new_categories_composed",
+           "discover_schema", "discover_schema_composed", "known_rows"]
 
 
 class DiscoveryWarning(UserWarning):
@@ -159,12 +159,14 @@ def discover_schema(
 @dataclass(frozen=True)
 class ComposedDiscovery:
     """A schema discovered by a mu-GDP release that the caller composes with its other Gaussian
-    mechanisms (``discover_schema_composed``): ``mu`` is 0 when no column needed budget, ``delta`` what
-    its thresholds add, ``mechanism`` and ``details`` what the caller's ledger entry records."""
+    mechanisms (``discover_schema_composed``, ``discover_new_categories_composed``): ``mu`` is 0 when
+    nothing needed budget, ``delta`` what its thresholds add; ``purpose``, ``mechanism`` and
+    ``details`` are what the caller's ledger entry records."""
 
     schema: Schema
     mu: float
     delta: float
+    purpose: str
     mechanism: str
     details: dict[str, Any]
 
@@ -189,17 +191,13 @@ def discover_schema_composed(
     it adds to the caller's delta. Nothing is charged here: the caller records the returned details.
     """
     _check_arguments(frame, rng, n_knots, catch_all)
-    mu, delta = float(mu), float(delta)
-    if not (math.isfinite(mu) and mu > 0):
-        raise ValueError(f"mu must be a positive finite number, got {mu!r}")
-    if not 0.0 < delta < 1.0:
-        raise ValueError(f"delta must be in (0, 1), got {delta!r}")
+    mu, delta = _check_composed(mu, delta)
     targets, plans, pair = _column_plans(frame, columns, n_knots, True)
     noise = _composed_noise(plans, mu, delta)
     mechanism, details = _details(plans, noise, n_knots) if noise is not None else ("none", {})
     schema = _discover(frame, targets, plans, pair, noise, rng, n_knots, catch_all, day_columns, f"mu {mu:.3g}")
     return ComposedDiscovery(schema, mu if noise is not None else 0.0, noise.delta if noise is not None else 0.0,
-                             mechanism, details)
+                             PURPOSE, mechanism, details)
 
 
 def _column_plans(frame: pd.DataFrame, columns: Sequence[str] | None, n_knots: int, thresholds: bool
@@ -277,9 +275,38 @@ def discover_new_categories(frame: pd.DataFrame, schema: Schema, ledger: Privacy
     ledger.spend(NEW_CATEGORIES_PURPOSE, release.mechanism, float(epsilon), float(delta),
                  composition=_RELEASE_COMPOSITION[release.mechanism],
                  columns={c.name: {"epsilon": epsilon_each, "delta": delta_each} for c in categorical},
-                 categories=release.details(),
-                 note="private categories missing from the public table; rows holding a category that is "
-                      "neither public nor released are left out of training")
+                 categories=release.details(), note=_NEW_CATEGORIES_NOTE)
+    return _with_new_categories(frame, schema, categorical, release, rng)
+
+
+def discover_new_categories_composed(frame: pd.DataFrame, schema: Schema, mu: float, delta: float,
+                                     rng: np.random.Generator) -> ComposedDiscovery:
+    """``discover_new_categories`` as one mu-GDP Gaussian release for a caller whose accountant composes
+    it with its own Gaussian mechanisms (see ``discover_schema_composed``): the h categorical columns'
+    counts get noise sqrt(h) / mu each, and ``delta`` (> 0), split over the columns, bounds the release
+    of a value held by one row. Nothing is charged here."""
+    mu, delta = _check_composed(mu, delta)
+    categorical = [c for c in schema.columns if isinstance(c, CategoricalColumn)]
+    if not categorical:
+        return ComposedDiscovery(schema, 0.0, 0.0, NEW_CATEGORIES_PURPOSE, "none", {})
+    h = len(categorical)
+    std = math.sqrt(h) / mu
+    release = CategoryRelease(GAUSSIAN_HISTOGRAMS, h, 0.0, delta, std, gaussian_threshold(std, delta / h))
+    categories = release.details()
+    del categories["epsilon"]  # the caller's accountant states it
+    details = {"composition": _COMPOSITION[COMPOSED_PLAN], "columns": [c.name for c in categorical],
+               "categories": categories, "note": _NEW_CATEGORIES_NOTE}
+    return ComposedDiscovery(_with_new_categories(frame, schema, categorical, release, rng), mu, delta,
+                             NEW_CATEGORIES_PURPOSE, release.mechanism, details)
+
+
+_NEW_CATEGORIES_NOTE = ("private categories missing from the public table; rows holding a category that is "
+                        "neither public nor released are left out of training")
+
+
+def _with_new_categories(frame: pd.DataFrame, schema: Schema, categorical: Sequence[CategoricalColumn],
+                         release: CategoryRelease, rng: np.random.Generator) -> Schema:
+    """``schema`` with each categorical column's private values outside its categories that ``release`` lets out."""
     for column in categorical:
         series = frame[column.name].dropna()
         values = series.astype(object) if isinstance(series.dtype, pd.CategoricalDtype) else series
@@ -288,6 +315,16 @@ def discover_new_categories(frame: pd.DataFrame, schema: Schema, ledger: Privacy
         if released:
             schema = schema.replace_column(replace(column, categories=column.categories + tuple(_sorted(list(released)))))
     return schema
+
+
+def _check_composed(mu: Any, delta: Any) -> tuple[float, float]:
+    """A composed release's mu (positive, finite) and delta (in (0, 1)), checked."""
+    mu, delta = float(mu), float(delta)
+    if not (math.isfinite(mu) and mu > 0):
+        raise ValueError(f"mu must be a positive finite number, got {mu!r}")
+    if not 0.0 < delta < 1.0:
+        raise ValueError(f"delta must be in (0, 1), got {delta!r}")
+    return mu, delta
 
 
 def known_rows(schema: Schema) -> Callable[[pd.DataFrame], pd.DataFrame]:
