@@ -265,6 +265,14 @@ def test_new_categories_join_the_marginals_and_dp_sgd_in_one_accountant(cps: pd.
     assert report["epsilon"] <= 1.0 and report["delta"] <= report["delta_budget"]
 
 
+@pytest.mark.parametrize("marginal_fraction", [0.0, 0.99])
+def test_discovery_composes_within_the_budget_with_or_without_marginals(marginal_fraction: float,
+                                                                         cps: pd.DataFrame) -> None:
+    report = Synthesizer(**FAST, marginal_fraction=marginal_fraction).fit(cps, epsilon=0.5).privacy_report()
+    assert 0.9 * 0.5 < report["epsilon"] <= 0.5 and report["delta"] <= report["delta_budget"]
+    assert (report["marginals"] is None) == (marginal_fraction == 0)
+
+
 def test_discovery_takes_its_share_of_the_joint_zcdp_budget(cps: pd.DataFrame) -> None:
     """``discovery_fraction`` of rho to discovery, ``marginal_fraction`` of the rest to the marginals."""
     synth = Synthesizer(**FAST, discovery_fraction=0.2).fit(cps, epsilon=1.0)

@@ -195,7 +195,8 @@ def discover_schema_composed(
     targets, plans, pair = _column_plans(frame, columns, n_knots, True)
     noise = _composed_noise(plans, mu, delta)
     mechanism, details = _details(plans, noise, n_knots) if noise is not None else ("none", {})
-    schema = _discover(frame, targets, plans, pair, noise, rng, n_knots, catch_all, day_columns, f"mu {mu:.3g}")
+    schema = _discover(frame, targets, plans, pair, noise, rng, n_knots, catch_all, day_columns,
+                       f"mu {mu:.3g} (its share of the budget)")
     return ComposedDiscovery(schema, mu if noise is not None else 0.0, noise.delta if noise is not None else 0.0,
                              PURPOSE, mechanism, details)
 
@@ -242,7 +243,8 @@ def _discover(frame: pd.DataFrame, targets: Sequence[str], plans: Sequence[_Plan
                       f"over {noise.columns} column(s) (too few rows for any bin to clear its "
                       f"threshold of about {noise.range_threshold:.0f} rows); their bounds are "
                       f"a guess near 0 (or the busiest region), so their synthetic values will be wrong. Declare "
-                      f"their bounds in a schema, pass a public table, or give discovery more budget",
+                      f"their bounds in a schema, pass a public table, or give discovery more budget "
+                      f"(a larger epsilon, or the Synthesizer's discovery_fraction)",
                       DiscoveryWarning, stacklevel=3)
     if pair is not None:
         lat, lon = pair
