@@ -13,7 +13,7 @@ import math
 import numbers
 import os
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, Sequence
 
@@ -207,8 +207,9 @@ class Synthesizer:
     no public table; ``discovery_fraction``, of the zCDP budget rho left after the row count: one
     Gaussian release the accountant composes with the marginals and DP-SGD) and
     ``new_category_fraction`` (with a public table: private categories the schema lacks, by DP
-    discovery, of rho too and composed likewise; 0 skips it); the DP marginals: ``marginal_fraction`` (share of the zCDP budget left
-    for training that one Gaussian mechanism spends on all one-way and two-way marginals, composed
+    discovery, of rho too and composed likewise; 0 skips it); the DP marginals: ``marginal_fraction``
+    (share of the zCDP budget left after the row count, less a discovery release's share, that one
+    Gaussian mechanism spends on all one-way and two-way marginals, composed
     with DP-SGD by the accountant; 0.95 by default, as the generator learns mostly from them; 0 turns
     them off), ``marginal_pairs`` (None, the default: every pair of
     at most 4,096 cells, coarse where its noise needs it; a number caps them),
@@ -290,9 +291,15 @@ class Synthesizer:
                      note="sets the sampling rate, the step count, the default delta and the default "
                           "number of rows to sample")
 
+        # Whole-table Gaussian mechanisms (a discovery release, the DP marginals) and DP-SGD share what
+        # is left, composed by the accountant (not added up): the releases take shares of its zCDP
+        # budget rho, DP-SGD's noise is calibrated for what they leave.
+        discovering = schema is None and public_frame is None
+        finding_new = public_frame is not None and s.new_category_fraction > 0
+        joint = _JointBudget.left_in(ledger, s.accountant,
+                                     DISCOVERY_THRESHOLD_SHARE if discovering or finding_new else 0.0)
         discovery = None
-        if schema is None and public_frame is None:
-            joint = _JointBudget.left_in(ledger, s.accountant, DISCOVERY_THRESHOLD_SHARE)
+        if discovering:
             discovery = self._discover(source, joint, dp_rows, privacy_rng)
             schema = discovery.schema
         schema = self._resolve_schema(source, schema, public_frame)
@@ -300,19 +307,15 @@ class Synthesizer:
         if public_frame is not None:
             # A domain from public knowledge may lack categories of the private year: DP discovery adds
             # those it can release, and rows holding one it cannot are left out of training (a per-row filter).
-            if s.new_category_fraction > 0:
-                joint = _JointBudget.left_in(ledger, s.accountant, DISCOVERY_THRESHOLD_SHARE)
+            if finding_new:
                 discovery = discover_new_categories_composed(
                     source.sample(DISCOVERY_ROWS / dp_rows, privacy_rng), schema,
                     math.sqrt(2.0 * s.new_category_fraction * joint.rho), joint.threshold_delta, privacy_rng)
                 schema = discovery.schema
             row_filter = known_rows(schema)
-        if discovery is None:
-            joint = _JointBudget.left_in(ledger, s.accountant)
-        # Whole-table Gaussian mechanisms (discovery's release, the DP marginals) and DP-SGD share the
-        # joint budget, composed by the accountant (not added up): discovery and the marginals take
-        # shares of its zCDP budget rho, DP-SGD's noise is calibrated for what they leave.
-        discovery_rho = 0.0 if discovery is None else discovery.mu**2 / 2  # domain discovery's or new categories'
+        if discovery is not None and discovery.delta == 0:  # nothing was thresholded: its delta goes to the accountant
+            joint = joint.without_thresholds()
+        discovery_rho = 0.0 if discovery is None else discovery.mu**2 / 2
         encoder = Encoder(schema, on_invalid=s.on_invalid)
         with contextlib.ExitStack() as stack:
             # Progress shows elapsed time only: a row count, even in a log line, is a private statistic.
@@ -685,12 +688,14 @@ def _clipping_note(schedule: ClippingSchedule) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class _JointBudget:
-    """The budget the fit's last ledger entry composes by the accountant (domain discovery's Gaussian
-    release when there is one, the DP marginals, DP-SGD): ``epsilon`` at ``accountant_delta``, with
-    ``threshold_delta`` held back for discovery's thresholds, and ``rho``, the zCDP budget of one
-    Gaussian mechanism calibrated to (epsilon, accountant_delta), which the Gaussian mechanisms share."""
+    """The budget (``epsilon``, ``delta``) the fit's last ledger entry composes by the accountant (a
+    discovery release when there is one, the DP marginals, DP-SGD): the accountant's
+    ``accountant_delta``, ``threshold_delta`` held back for a discovery release's thresholds (the two
+    sum to at most ``delta``), and ``rho``, the zCDP budget of one Gaussian mechanism calibrated to
+    (epsilon, accountant_delta), which the Gaussian mechanisms share."""
 
     epsilon: float
+    delta: float
     accountant_delta: float
     threshold_delta: float
     rho: float
@@ -702,7 +707,19 @@ class _JointBudget:
         if epsilon <= 0 or delta <= 0:
             raise BudgetExceededError("no budget is left for the marginals and training")
         thresholds = threshold_share * delta
-        return cls(epsilon, delta - thresholds, thresholds, zcdp_budget(epsilon, delta - thresholds, accountant))
+        accountant_delta = delta - thresholds
+        while accountant_delta + thresholds > delta:  # the entry adds them up again: no rounding past delta
+            accountant_delta = math.nextafter(accountant_delta, 0.0)
+        try:
+            rho = zcdp_budget(epsilon, accountant_delta, accountant)
+        except ValueError as exc:
+            raise BudgetExceededError(f"the budget left after the row count (epsilon={epsilon:.4g}, "
+                                      f"delta={delta:.3g}) is too small for the marginals and training: {exc}") from None
+        return cls(epsilon, delta, accountant_delta, thresholds, rho)
+
+    def without_thresholds(self) -> _JointBudget:
+        """This budget with the thresholds' delta given to the accountant (rho kept: it only errs on the safe side)."""
+        return replace(self, accountant_delta=self.delta, threshold_delta=0.0)
 
 
 def _joint_entry(discovery: ComposedDiscovery | None, discovery_share: float,
@@ -712,12 +729,12 @@ def _joint_entry(discovery: ComposedDiscovery | None, discovery_share: float,
     Gaussian release of domain discovery or of new categories when there is one (``discovery``, at
     ``discovery_share`` of the zCDP budget), the DP marginals when measured, and DP-SGD."""
     purposes, mechanisms, details = [], [], {}
-    if discovery is not None:
+    if discovery is not None and discovery.mu > 0:
         purposes.append(discovery.purpose)
         mechanisms.append(f"{discovery.purpose}: one Gaussian release ({discovery.mechanism}, mu {discovery.mu:.4g})")
         details[discovery.purpose.replace(" ", "_")] = {
             **discovery.details, "mu": discovery.mu, "zcdp_rho": discovery.mu**2 / 2, "delta_thresholds": discovery.delta,
-            "zcdp_share": discovery_share if discovery.mu > 0 else 0.0}
+            "zcdp_share": discovery_share}
     if marginals is not None:
         purposes.append("marginals")
         mechanisms.append(f"Gaussian mechanism on {len(marginals.one_way)} one-way and {len(marginals.pairs)} "

@@ -273,6 +273,33 @@ def test_discovery_composes_within_the_budget_with_or_without_marginals(marginal
     assert (report["marginals"] is None) == (marginal_fraction == 0)
 
 
+@pytest.mark.parametrize("public", [False, True])
+def test_a_delta_whose_split_rounds_up_still_fits_within_it(public: bool, cps: pd.DataFrame) -> None:
+    # 3.3e-6 - 0.1 * 3.3e-6 + 0.1 * 3.3e-6 is one floating-point step above 3.3e-6.
+    report = Synthesizer(**FAST).fit(cps, epsilon=1.0, delta=3.3e-6,
+                                     public=load_demo("cps_1992") if public else None).privacy_report()
+    assert report["delta"] <= 3.3e-6 and report["epsilon"] <= 1.0
+
+
+def test_a_release_with_nothing_to_threshold_gives_its_delta_to_the_accountant() -> None:
+    # Booleans alone: discovery spends nothing, the entry names no discovery and the accountant gets all of delta.
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"smoker": rng.random(2000) < 0.3, "insured": rng.random(2000) < 0.8})
+    report = Synthesizer(**FAST).fit(frame, epsilon=1.0, delta=1e-5).privacy_report()
+    joint = report["ledger"]["entries"][-1]
+    assert joint["purpose"] == "marginals and training" and "domain_discovery" not in joint["details"]
+    assert joint["details"]["accountant_delta"] == joint["delta"] == pytest.approx(1e-5, rel=1e-12)
+
+
+def test_a_public_table_without_categorical_columns_spends_nothing_on_new_categories() -> None:
+    rng = np.random.default_rng(0)
+    public, private = (pd.DataFrame({"x": rng.normal(size=2000), "y": rng.normal(size=2000)}) for _ in range(2))
+    report = Synthesizer(**FAST).fit(private, epsilon=1.0, delta=1e-5, public=public).privacy_report()
+    joint = report["ledger"]["entries"][-1]
+    assert joint["purpose"] == "marginals and training" and "new_categories" not in joint["details"]
+    assert joint["details"]["accountant_delta"] == joint["delta"]
+
+
 def test_discovery_takes_its_share_of_the_joint_zcdp_budget(cps: pd.DataFrame) -> None:
     """``discovery_fraction`` of rho to discovery, ``marginal_fraction`` of the rest to the marginals."""
     synth = Synthesizer(**FAST, discovery_fraction=0.2).fit(cps, epsilon=1.0)

@@ -10,7 +10,13 @@ from tabsynth.privacy.accounting import (
     effective_noise_multiplier,
     max_steps,
 )
-from tabsynth.privacy.discovery import ComposedDiscovery, DiscoveryWarning, discover_schema, discover_schema_composed
+from tabsynth.privacy.discovery import (
+    ComposedDiscovery,
+    DiscoveryWarning,
+    discover_new_categories_composed,
+    discover_schema,
+    discover_schema_composed,
+)
 from tabsynth.privacy.ledger import BudgetExceededError, LedgerEntry, PrivacyLedger
 from tabsynth.privacy.mechanisms import (
     default_numeric_candidates,
@@ -33,6 +39,7 @@ __all__ = [
     "calibrate_noise_multiplier",
     "compute_epsilon",
     "default_numeric_candidates",
+    "discover_new_categories_composed",
     "discover_schema",
     "discover_schema_composed",
     "dp_histogram_threshold",

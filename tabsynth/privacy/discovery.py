@@ -106,7 +106,7 @@ class _Plan:
 
     @property
     def needs_budget(self) -> bool:
-        """Whether the column runs a mechanism and so takes a share of epsilon."""
+        """Whether the column runs a mechanism and so takes a share of the budget."""
         return bool(self.mechanisms)
 
 
@@ -296,12 +296,15 @@ def discover_new_categories_composed(frame: pd.DataFrame, schema: Schema, mu: fl
     release = CategoryRelease(GAUSSIAN_HISTOGRAMS, h, 0.0, delta, std, gaussian_threshold(std, delta / h))
     categories = release.details()
     del categories["epsilon"]  # the caller's accountant states it
-    details = {"composition": _COMPOSITION[COMPOSED_PLAN], "columns": [c.name for c in categorical],
+    details = {"composition": _NEW_CATEGORIES_COMPOSITION, "columns": [c.name for c in categorical],
                "categories": categories, "note": _NEW_CATEGORIES_NOTE}
     return ComposedDiscovery(_with_new_categories(frame, schema, categorical, release, rng), mu, delta,
                              NEW_CATEGORIES_PURPOSE, release.mechanism, details)
 
 
+_NEW_CATEGORIES_COMPOSITION = ("one Gaussian mechanism on the categorical columns' counts of values the schema lacks, "
+                                "mu-GDP, composed by the caller's accountant with its other Gaussian mechanisms; "
+                                "delta bounds the release of a value held by one row")
 _NEW_CATEGORIES_NOTE = ("private categories missing from the public table; rows holding a category that is "
                         "neither public nor released are left out of training")
 
@@ -443,7 +446,9 @@ class _NoisePlan:
     mu-GDP (composition of Gaussian mechanisms, adaptive bins included, is exact in GDP) and so
     (epsilon, delta_gaussian)-DP by the Gaussian privacy curve; each categorical column's threshold adds
     the chance delta_t that a value held only by the differing row clears it, so delta = delta_gaussian
-    + h * delta_t. With delta > 0, each of the m numbers and dates spends ``POINT_MASS_PART``
+    + h * delta_t. "composed" (``_composed_noise``): the Gaussian plan at a given mu, not calibrated
+    here; the caller's accountant composes it with its own Gaussian mechanisms and delta bounds the
+    thresholds alone. With delta > 0, each of the m numbers and dates spends ``POINT_MASS_PART``
     of its knots' share on a thresholded release of its values (``point_masses``), another delta_t each:
     delta_t is delta's thresholded part over h + m.
     """
@@ -498,8 +503,6 @@ class _NoisePlan:
         out: dict[str, Any] = {"composition": self.composition, "columns": self.columns}
         if self.composition == GAUSSIAN_PLAN:
             out.update(mu=1.0 / self.sole_noise.scale * math.sqrt(self.columns), delta_gaussian=self.delta_gaussian)
-        elif self.composition == COMPOSED_PLAN:
-            out.update(mu=1.0 / self.sole_noise.scale * math.sqrt(self.columns), delta_thresholds=self.delta)
         for name, noise in (("range_and_knots_histograms", self.range_noise), ("single_histogram", self.sole_noise)):
             out[name] = {"noise": noise.kind, "scale": noise.scale}
         return out
@@ -540,17 +543,22 @@ def _plan_noise(plans: Sequence[_Plan], epsilon: float, delta: float) -> _NoiseP
         for share in (GAUSSIAN_DELTA_SHARES if thresholded else (1.0,)):
             column_std = gaussian_noise_std(epsilon, share * delta, math.sqrt(k))  # std of a column's one histogram
             release = gaussian_category_release(epsilon, delta, h, column_std, share, thresholded) if h else None
-            gaussian_knots = CountNoise("gaussian", column_std / math.sqrt(1 - RANGE_SHARE))
-            mass_std = gaussian_knots.part(POINT_MASS_PART).scale
+            range_noise, knot_noise, sole_noise, mass_std = _gaussian_histograms(column_std)
             gaussian_masses = (CategoryRelease(GAUSSIAN_HISTOGRAMS, m, epsilon, delta, mass_std,
                                                gaussian_threshold(mass_std, (1.0 - share) * delta / thresholded))
                                if m else None)
-            candidates.append(_NoisePlan(
-                GAUSSIAN_PLAN, k, epsilon, delta, CountNoise("gaussian", column_std / math.sqrt(RANGE_SHARE)),
-                gaussian_knots, CountNoise("gaussian", column_std), release, share * delta, gaussian_masses))
+            candidates.append(_NoisePlan(GAUSSIAN_PLAN, k, epsilon, delta, range_noise, knot_noise, sole_noise,
+                                         release, share * delta, gaussian_masses))
     return min(candidates, key=lambda candidate: candidate.score(plans))
 
 
+def _gaussian_histograms(column_std: float) -> tuple[CountNoise, CountNoise, CountNoise, float]:
+    """The Gaussian noise of a column's histograms when its whole share of mu^2 is 1 / column_std^2: its
+    range and knots histograms (half the share each), its sole histogram (all of it; a geo coordinate,
+    a number without knots), and the std of a number's point masses (half of the knots' share)."""
+    knots = CountNoise("gaussian", column_std / math.sqrt(1 - RANGE_SHARE))
+    return (CountNoise("gaussian", column_std / math.sqrt(RANGE_SHARE)), knots, CountNoise("gaussian", column_std),
+            knots.part(POINT_MASS_PART).scale)
 
 
 def _composed_noise(plans: Sequence[_Plan], mu: float, delta: float) -> _NoisePlan | None:
@@ -564,14 +572,13 @@ def _composed_noise(plans: Sequence[_Plan], mu: float, delta: float) -> _NoisePl
     m = sum(POINT_MASS_MECHANISM in p.mechanisms for p in plans)
     each = delta / max(1, h + m)
     column_std = math.sqrt(k) / mu  # a column's share of mu^2 is 1/k
-    knots = CountNoise("gaussian", column_std / math.sqrt(1 - RANGE_SHARE))
-    mass_std = knots.part(POINT_MASS_PART).scale
+    range_noise, knot_noise, sole_noise, mass_std = _gaussian_histograms(column_std)
     release = (CategoryRelease(GAUSSIAN_HISTOGRAMS, h, 0.0, h * each, column_std, gaussian_threshold(column_std, each))
                if h else None)
     masses = (CategoryRelease(GAUSSIAN_HISTOGRAMS, m, 0.0, m * each, mass_std, gaussian_threshold(mass_std, each))
               if m else None)
-    return _NoisePlan(COMPOSED_PLAN, k, 0.0, delta if h + m else 0.0, CountNoise("gaussian", column_std / math.sqrt(RANGE_SHARE)),
-                      knots, CountNoise("gaussian", column_std), release, point_masses=masses)
+    return _NoisePlan(COMPOSED_PLAN, k, 0.0, delta if h + m else 0.0, range_noise, knot_noise, sole_noise, release,
+                      point_masses=masses)
 
 
 def _details(plans: Sequence[_Plan], noise: _NoisePlan, n_knots: int) -> tuple[str, dict[str, Any]]:
