@@ -570,6 +570,18 @@ def test_a_private_category_missing_from_the_public_table_is_discovered_or_left_
     assert set(synth.sample(500, seed=0)["gender"]) <= {"female", "male"}
 
 
+def test_at_default_settings_a_new_category_held_by_a_tenth_of_the_rows_is_found() -> None:
+    # Composed with the marginals, 2% of rho puts CPS's threshold near 190 rows at epsilon 1 (an entry
+    # of its own at 2% of epsilon needed about 1,400).
+    public = load_demo("cps_1992")
+    private = load_demo("cps_2004").copy()
+    private.loc[: len(private) // 10, "degree"] = "doctorate"
+    synth = Synthesizer(**FAST).fit(private, epsilon=1.0, public=public)
+    assert "doctorate" in synth.schema_["degree"].categories
+    threshold = synth.privacy_report()["ledger"]["entries"][-1]["details"]["new_categories"]["categories"]["threshold"]
+    assert threshold < 300
+
+
 def test_a_verbose_fit_shows_the_budget_spent_and_the_generators_loss(capsys: pytest.CaptureFixture[str]) -> None:
     rng = np.random.default_rng(3)
     frame = pd.DataFrame({"x": rng.normal(size=400), "c": pd.Series(rng.choice(["a", "b"], 400), dtype="str")})
