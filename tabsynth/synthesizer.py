@@ -315,7 +315,7 @@ class Synthesizer:
             row_filter = known_rows(schema)
         if discovery is not None and discovery.delta == 0:  # nothing was thresholded: its delta goes to the accountant
             joint = joint.without_thresholds()
-        discovery_rho = 0.0 if discovery is None else discovery.mu**2 / 2
+        discovery_rho = 0.0 if discovery is None else discovery.rho
         encoder = Encoder(schema, on_invalid=s.on_invalid)
         with contextlib.ExitStack() as stack:
             # Progress shows elapsed time only: a row count, even in a log line, is a private statistic.
@@ -384,8 +384,7 @@ class Synthesizer:
                 trainer.run(data, progress, public=public_data, warm_start_steps=warm_start_steps,
                             marginal_steps=marginal_steps)
 
-        share = s.new_category_fraction if public_frame is not None else s.discovery_fraction
-        purpose, mechanism, details = _joint_entry(discovery, share, measurements, null_free, s.accountant)
+        purpose, mechanism, details = _joint_entry(discovery, joint.rho, measurements, null_free, s.accountant)
         ledger.spend(purpose, mechanism, trainer.epsilon_spent(),
                      joint.accountant_delta + (discovery.delta if discovery is not None else 0.0),
                      steps=trainer.steps_done, noise_multiplier=sigma, sample_rate=sample_rate, accountant=s.accountant,
@@ -722,19 +721,19 @@ class _JointBudget:
         return replace(self, accountant_delta=self.delta, threshold_delta=0.0)
 
 
-def _joint_entry(discovery: ComposedDiscovery | None, discovery_share: float,
+def _joint_entry(discovery: ComposedDiscovery | None, rho: float,
                  marginals: MarginalMeasurements | None, null_free: Sequence[str],
                  accountant: str) -> tuple[str, str, dict[str, Any]]:
     """The purpose, mechanism and details (parameters, no data) of the fit's last ledger entry: the
-    Gaussian release of domain discovery or of new categories when there is one (``discovery``, at
-    ``discovery_share`` of the zCDP budget), the DP marginals when measured, and DP-SGD."""
+    Gaussian release of domain discovery or of new categories when there is one (``discovery``, its
+    share of the entry's zCDP budget ``rho`` recorded), the DP marginals when measured, and DP-SGD."""
     purposes, mechanisms, details = [], [], {}
     if discovery is not None and discovery.mu > 0:
         purposes.append(discovery.purpose)
         mechanisms.append(f"{discovery.purpose}: one Gaussian release ({discovery.mechanism}, mu {discovery.mu:.4g})")
         details[discovery.purpose.replace(" ", "_")] = {
-            **discovery.details, "mu": discovery.mu, "zcdp_rho": discovery.mu**2 / 2, "delta_thresholds": discovery.delta,
-            "zcdp_share": discovery_share}
+            **discovery.details, "mu": discovery.mu, "zcdp_rho": discovery.rho, "delta_thresholds": discovery.delta,
+            "zcdp_share": discovery.rho / rho}
     if marginals is not None:
         purposes.append("marginals")
         mechanisms.append(f"Gaussian mechanism on {len(marginals.one_way)} one-way and {len(marginals.pairs)} "

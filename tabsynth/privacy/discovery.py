@@ -25,7 +25,6 @@ from tabsynth.privacy.mechanisms import (
     CountNoise,
     gaussian_category_release,
     gaussian_noise_std,
-    gaussian_threshold,
     histogram_threshold,
     noisy_histogram,
     plan_category_release,
@@ -170,6 +169,11 @@ class ComposedDiscovery:
     mechanism: str
     details: dict[str, Any]
 
+    @property
+    def rho(self) -> float:
+        """The release's zCDP cost, mu^2 / 2."""
+        return self.mu**2 / 2
+
 
 def discover_schema_composed(
     frame: pd.DataFrame,
@@ -291,13 +295,9 @@ def discover_new_categories_composed(frame: pd.DataFrame, schema: Schema, mu: fl
     categorical = [c for c in schema.columns if isinstance(c, CategoricalColumn)]
     if not categorical:
         return ComposedDiscovery(schema, 0.0, 0.0, NEW_CATEGORIES_PURPOSE, "none", {})
-    h = len(categorical)
-    std = math.sqrt(h) / mu
-    release = CategoryRelease(GAUSSIAN_HISTOGRAMS, h, 0.0, delta, std, gaussian_threshold(std, delta / h))
-    categories = release.details()
-    del categories["epsilon"]  # the caller's accountant states it
+    release = gaussian_category_release(0.0, delta, len(categorical), math.sqrt(len(categorical)) / mu, 0.0)
     details = {"composition": _NEW_CATEGORIES_COMPOSITION, "columns": [c.name for c in categorical],
-               "categories": categories, "note": _NEW_CATEGORIES_NOTE}
+               "categories": _composed_release_details(release), "note": _NEW_CATEGORIES_NOTE}
     return ComposedDiscovery(_with_new_categories(frame, schema, categorical, release, rng), mu, delta,
                              NEW_CATEGORIES_PURPOSE, release.mechanism, details)
 
@@ -320,6 +320,11 @@ def _with_new_categories(frame: pd.DataFrame, schema: Schema, categorical: Seque
         if released:
             schema = schema.replace_column(replace(column, categories=column.categories + tuple(_sorted(list(released)))))
     return schema
+
+
+def _composed_release_details(release: CategoryRelease) -> dict[str, Any]:
+    """A composed release's ledger details: without an epsilon, which the caller's accountant states."""
+    return {key: value for key, value in release.details().items() if key != "epsilon"}
 
 
 def _check_composed(mu: Any, delta: Any) -> tuple[float, float]:
@@ -544,9 +549,7 @@ def _plan_noise(plans: Sequence[_Plan], epsilon: float, delta: float) -> _NoiseP
             column_std = gaussian_noise_std(epsilon, share * delta, math.sqrt(k))  # std of a column's one histogram
             release = gaussian_category_release(epsilon, delta, h, column_std, share, thresholded) if h else None
             range_noise, knot_noise, sole_noise, mass_std = _gaussian_histograms(column_std)
-            gaussian_masses = (CategoryRelease(GAUSSIAN_HISTOGRAMS, m, epsilon, delta, mass_std,
-                                               gaussian_threshold(mass_std, (1.0 - share) * delta / thresholded))
-                               if m else None)
+            gaussian_masses = gaussian_category_release(epsilon, delta, m, mass_std, share, thresholded) if m else None
             candidates.append(_NoisePlan(GAUSSIAN_PLAN, k, epsilon, delta, range_noise, knot_noise, sole_noise,
                                          release, share * delta, gaussian_masses))
     return min(candidates, key=lambda candidate: candidate.score(plans))
@@ -570,13 +573,11 @@ def _composed_noise(plans: Sequence[_Plan], mu: float, delta: float) -> _NoisePl
         return None
     k, h = len(budgeted), sum(p.kind == "categorical" for p in plans)
     m = sum(POINT_MASS_MECHANISM in p.mechanisms for p in plans)
-    each = delta / max(1, h + m)
     column_std = math.sqrt(k) / mu  # a column's share of mu^2 is 1/k
     range_noise, knot_noise, sole_noise, mass_std = _gaussian_histograms(column_std)
-    release = (CategoryRelease(GAUSSIAN_HISTOGRAMS, h, 0.0, h * each, column_std, gaussian_threshold(column_std, each))
-               if h else None)
-    masses = (CategoryRelease(GAUSSIAN_HISTOGRAMS, m, 0.0, m * each, mass_std, gaussian_threshold(mass_std, each))
-              if m else None)
+    # No share of delta for a Gaussian curve: all of it bounds the h + m thresholds (epsilon is the caller's).
+    release = gaussian_category_release(0.0, delta, h, column_std, 0.0, h + m) if h else None
+    masses = gaussian_category_release(0.0, delta, m, mass_std, 0.0, h + m) if m else None
     return _NoisePlan(COMPOSED_PLAN, k, 0.0, delta if h + m else 0.0, range_noise, knot_noise, sole_noise, release,
                       point_masses=masses)
 
@@ -614,9 +615,9 @@ def _details(plans: Sequence[_Plan], noise: _NoisePlan, n_knots: int) -> tuple[s
         if noise.composition == BASIC_PLAN:
             entry["epsilon"] = noise.epsilon / noise.columns
         per_column[plan.name] = entry
-    extra = {} if noise.release is None else {"categories": noise.release.details()}
-    if extra and noise.composition == COMPOSED_PLAN:  # its epsilon is the caller's accountant's to state
-        del extra["categories"]["epsilon"]
+    extra = {} if noise.release is None else {
+        "categories": (_composed_release_details(noise.release) if noise.composition == COMPOSED_PLAN
+                       else noise.release.details())}
     return "+".join(sorted(used)), dict(composition=_COMPOSITION[noise.composition], noise=noise.details(),
                                         columns=per_column, **extra)
 
