@@ -10,6 +10,7 @@ from tabsynth.schema import (
     Column,
     ContinuousColumn,
     DatetimeColumn,
+    DurationColumn,
     GeoPointColumn,
     IntegerColumn,
     Schema,
@@ -20,7 +21,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BooleanColumn", "BoundingBox", "CategoricalColumn", "Column", "Condition", "ContinuousColumn",
-    "DatetimeColumn", "DomainError", "Encoder", "GeoPointColumn", "IntegerColumn", "PointSetRegion",
+    "DatetimeColumn", "DomainError", "DurationColumn", "Encoder", "GeoPointColumn", "IntegerColumn", "PointSetRegion",
     "PolygonRegion", "ModelFileError", "Region", "Rule", "RuleError", "RulesUnmetError", "Schema", "SchemaError", "Span",
     "Synthesizer",
 ]

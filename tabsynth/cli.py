@@ -361,7 +361,7 @@ def _schema_lines(schema: Schema) -> list[str]:
             levels = column.levels  # type: ignore[attr-defined]
             shown = ", ".join(repr(v) for v in levels[:6]) + (", ..." if len(levels) > 6 else "")
             domain = f"{len(levels)} categories: {shown}"
-        elif column.kind == "datetime":
+        elif column.kind in ("datetime", "duration"):
             domain = f"[{column.lower}, {column.upper}]"  # type: ignore[attr-defined]
         elif column.kind == "geo":
             domain = f"lat={column.lat}, lon={column.lon}"  # type: ignore[attr-defined]

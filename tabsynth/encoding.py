@@ -32,10 +32,12 @@ from tabsynth.schema import (
     Column,
     ContinuousColumn,
     DatetimeColumn,
+    DurationColumn,
     GeoPointColumn,
     IntegerColumn,
     Schema,
     SchemaError,
+    TickColumn,
     check_columns,
     check_frame,
 )
@@ -599,18 +601,11 @@ class _DatetimeCodec(_NumberCodec):
             raise SchemaError(f"column {self.column.name!r} must hold timestamps: {exc}") from exc
         if getattr(stamps.dt, "tz", None) is not None:
             stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
-        stamps = stamps.to_numpy()  # in pandas' own unit (ns, us, s): dates beyond 1677-2262 need a coarse one
-        ticks = stamps.astype(f"datetime64[{self.column.resolution}]")  # rounds down, before 1970 too
-        finer = int(np.count_nonzero(ticks.astype(stamps.dtype) != stamps))
-        if policy == "raise" and finer:
-            raise DomainError(f"column {self.column.name!r} has {finer} timestamps finer than its resolution "
-                              f"{self.column.resolution!r}; pass on_invalid='clip' to truncate them to it")
-        return ticks.astype(np.int64).astype(np.float64)
+        # In pandas' own unit (ns, us, s): dates beyond 1677-2262 need a coarse one.
+        return _ticks(self.column, stamps.to_numpy(), "datetime64", "timestamps", policy)
 
     def decode(self, block: np.ndarray, missing: np.ndarray) -> dict[str, pd.Series]:
-        ticks = self.numbers(block).astype(np.int64)
-        stamps = pd.Series(ticks.astype(f"datetime64[{self.column.resolution}]"))
-        stamps = stamps.astype("datetime64[s]") if self.column.resolution in ("D", "h", "m") else stamps  # pandas has no D unit
+        stamps = pd.Series(_tick_values(self.numbers(block), "datetime64", self.column.resolution))
         stamps[missing] = pd.NaT
         dtype = self.column.dtype
         if dtype and "," in dtype:  # timezone-aware, e.g. "datetime64[ns, UTC]"
@@ -618,6 +613,46 @@ class _DatetimeCodec(_NumberCodec):
         elif dtype and dtype.startswith("datetime64"):
             stamps = stamps.astype(dtype)
         return {self.column.name: stamps}
+
+
+class _DurationCodec(_NumberCodec):
+    column: DurationColumn
+
+    def __init__(self, column: DurationColumn) -> None:
+        super().__init__(column, column.lower_ticks, column.upper_ticks, column.knots, integral=True)
+
+    def values(self, frame: pd.DataFrame, present: np.ndarray, policy: InvalidPolicy) -> np.ndarray:
+        """Ticks of the column's resolution; a finer span falls to the start of its tick under
+        ``policy`` "clip", an error under "raise"."""
+        series = frame[self.column.name][present]
+        try:
+            spans = pd.to_timedelta(series)
+        except (ValueError, TypeError) as exc:
+            raise SchemaError(f"column {self.column.name!r} must hold durations: {exc}") from exc
+        return _ticks(self.column, spans.to_numpy(), "timedelta64", "durations", policy)
+
+    def decode(self, block: np.ndarray, missing: np.ndarray) -> dict[str, pd.Series]:
+        spans = pd.Series(_tick_values(self.numbers(block), "timedelta64", self.column.resolution))
+        spans[missing] = pd.NaT
+        dtype = self.column.dtype
+        return {self.column.name: spans.astype(dtype) if dtype and dtype.startswith("timedelta64") else spans}
+
+
+def _ticks(column: TickColumn, values: np.ndarray, family: str, what: str, policy: InvalidPolicy) -> np.ndarray:
+    """``values`` (numpy ``family``: datetime64 or timedelta64) as whole ticks of the column's
+    resolution, rounded down; under ``policy`` "raise", a value finer than a tick is an error."""
+    ticks = values.astype(f"{family}[{column.resolution}]")  # rounds down, before 1970 and below 0 too
+    finer = int(np.count_nonzero(ticks.astype(values.dtype) != values))
+    if policy == "raise" and finer:
+        raise DomainError(f"column {column.name!r} has {finer} {what} finer than its resolution "
+                          f"{column.resolution!r}; pass on_invalid='clip' to truncate them to it")
+    return ticks.astype(np.int64).astype(np.float64)
+
+
+def _tick_values(ticks: np.ndarray, family: str, resolution: str) -> np.ndarray:
+    """Whole ``resolution`` ticks as numpy ``family`` values in a unit pandas holds (it has no D, h or m)."""
+    values = ticks.astype(np.int64).astype(f"{family}[{resolution}]")
+    return values.astype(f"{family}[s]") if resolution in ("D", "h", "m") else values
 
 
 class _BinaryCodeCodec(_Codec):
@@ -804,6 +839,8 @@ def _codec_for(column: Column) -> _Codec:
         return _NumberCodec(column, column.lower, column.upper, column.knots, integral=False)
     if isinstance(column, DatetimeColumn):
         return _DatetimeCodec(column)
+    if isinstance(column, DurationColumn):
+        return _DurationCodec(column)
     if isinstance(column, BooleanColumn):
         return _BooleanCodec(column)
     if isinstance(column, CategoricalColumn):

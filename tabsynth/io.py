@@ -199,7 +199,7 @@ def _readable_schema(schema: pa.Schema, argument: str) -> pa.Schema | None:
     unsupported = [f"{f.name!r} ({f.type})" for f in schema if _unsupported(f.type)]
     if unsupported:
         raise TableReadError(f"{argument} has columns of types tabsynth cannot model: {', '.join(unsupported)}; "
-                             f"drop them or convert them to numbers, text, booleans or timestamps")
+                             f"drop them or convert them to numbers, text, booleans, timestamps or durations")
     fields = [f.with_type(pa.timestamp("s")) if pa.types.is_date(f.type)
               else f.with_type(pa.float64()) if pa.types.is_decimal(f.type) else f for f in schema]
     converted = pa.schema(fields, metadata=schema.metadata)
@@ -207,20 +207,20 @@ def _readable_schema(schema: pa.Schema, argument: str) -> pa.Schema | None:
 
 
 def _unsupported(type_: pa.DataType) -> bool:
-    """Arrow types no column kind describes: times of day, durations, bytes, nested values."""
-    return (pa.types.is_time(type_) or pa.types.is_duration(type_) or pa.types.is_binary(type_)
+    """Arrow types no column kind describes: times of day, bytes, nested values, intervals."""
+    return (pa.types.is_time(type_) or pa.types.is_binary(type_)
             or pa.types.is_large_binary(type_) or pa.types.is_fixed_size_binary(type_) or pa.types.is_nested(type_)
             or pa.types.is_interval(type_))
 
 
 _CONVERSIONS = {"date": "pd.to_datetime(df[column])", "datetime": "pd.to_datetime(df[column], utc=True)",
-                "decimal": "df[column].astype(float)"}
+                "decimal": "df[column].astype(float)", "timedelta": "pd.to_timedelta(df[column])"}
 
 
 def check_object_values(frame: pd.DataFrame, argument: str) -> None:
     """Object columns of dates, timestamps (say of mixed time zones), decimals, times or bytes would be
     modelled as categories of unordered labels (and fold into the catch-all); refuse them with the
-    conversion that makes them numbers or timestamps. Strings, mixed labels and missing values pass."""
+    conversion that makes them numbers, timestamps or durations. Strings, mixed labels and missing values pass."""
     for name in frame.columns:
         if frame[name].dtype != object:
             continue
@@ -229,9 +229,9 @@ def check_object_values(frame: pd.DataFrame, argument: str) -> None:
             raise SchemaError(f"{argument} column {name!r} holds Python {inferred} objects, which tabsynth would "
                               f"treat as unordered labels; convert it first: df[column] = "
                               f"{_CONVERSIONS[inferred]} (Parquet files are converted when read)")
-        if inferred in ("time", "bytes", "timedelta", "period", "interval", "complex"):
+        if inferred in ("time", "bytes", "period", "interval", "complex"):
             raise SchemaError(f"{argument} column {name!r} holds {inferred} objects, which no column kind "
-                              f"describes; drop it or convert it to numbers, text, booleans or timestamps")
+                              f"describes; drop it or convert it to numbers, text, booleans, timestamps or durations")
 
 
 def open_table(data: TableLike, argument: str) -> TableSource:

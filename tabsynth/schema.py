@@ -155,21 +155,19 @@ class CategoricalColumn(Column):
 
 
 @dataclass(frozen=True)
-class DatetimeColumn(Column):
-    """A timestamp in [lower, upper] (ISO strings) at a resolution such as 'D' or 's'; timezone-aware dtypes kept."""
+class TickColumn(Column):
+    """A point or span of time, counted in whole ticks of ``resolution``: the shared base of
+    ``DatetimeColumn`` and ``DurationColumn``. Bounds are text; ``knots`` are in ticks."""
 
-    lower: str = "1970-01-01"
-    upper: str = "1970-01-02"
+    lower: str = ""
+    upper: str = ""
     resolution: str = "s"
     knots: tuple[float, ...] | None = None
-    kind: ClassVar[str] = "datetime"
+    bound_text: ClassVar[str] = ""
 
     def ticks(self, value: Any) -> int:
-        """A timestamp as a whole number of resolution units since the epoch (UTC)."""
-        stamp = pd.Timestamp(value)
-        if stamp.tzinfo is not None:
-            stamp = stamp.tz_convert("UTC").tz_localize(None)
-        return int(np.datetime64(stamp.to_datetime64(), self.resolution).astype(np.int64))
+        """``value`` as a whole number of resolution ticks (rounded down)."""
+        raise NotImplementedError
 
     @property
     def lower_ticks(self) -> int:
@@ -186,10 +184,51 @@ class DatetimeColumn(Column):
                               f"got {self.resolution!r}")
         try:
             lower, upper = self.lower_ticks, self.upper_ticks
-        except (ValueError, TypeError) as exc:
-            raise SchemaError(f"column {self.name!r}: bounds must be ISO timestamps: {exc}") from exc
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise SchemaError(f"column {self.name!r}: bounds must be {self.bound_text}: {exc}") from exc
         _check_bounds(self, lower, upper)
         _check_knots(self, self.knots, lower, upper)
+
+
+@dataclass(frozen=True)
+class DatetimeColumn(TickColumn):
+    """A timestamp in [lower, upper] (ISO strings) at a resolution such as 'D' or 's'; timezone-aware dtypes kept."""
+
+    lower: str = "1970-01-01"
+    upper: str = "1970-01-02"
+    kind: ClassVar[str] = "datetime"
+    bound_text: ClassVar[str] = "ISO timestamps"
+
+    def ticks(self, value: Any) -> int:
+        """A timestamp as a whole number of resolution units since the epoch (UTC)."""
+        stamp = pd.Timestamp(value)
+        if stamp.tzinfo is not None:
+            stamp = stamp.tz_convert("UTC").tz_localize(None)
+        return int(np.datetime64(stamp.to_datetime64(), self.resolution).astype(np.int64))
+
+
+@dataclass(frozen=True)
+class DurationColumn(TickColumn):
+    """A span of time in [lower, upper] (text pandas reads as a Timedelta: ISO 8601 such as 'PT90S' or
+    '-P1D', or '90s', '2 days') at a resolution such as 's' or 'D': a length of stay, a call's length."""
+
+    lower: str = "P0D"
+    upper: str = "P1D"
+    kind: ClassVar[str] = "duration"
+    bound_text: ClassVar[str] = "durations (ISO 8601 such as 'PT90S', or '90s', '2 days')"
+
+    def ticks(self, value: Any) -> int:
+        """A span as a whole number of resolution units (rounded down)."""
+        span = pd.Timedelta(value)
+        if span is pd.NaT:
+            raise ValueError(f"{value!r} is not a duration")
+        return int(np.timedelta64(span.to_timedelta64(), self.resolution).astype(np.int64))
+
+
+def duration_text(ticks: int, resolution: str) -> str:
+    """A whole number of ``resolution`` ticks as ISO 8601 duration text that ``DurationColumn`` reads back."""
+    span = pd.Timedelta(np.timedelta64(abs(int(ticks)), resolution))
+    return ("-" if ticks < 0 else "") + span.isoformat()
 
 
 @dataclass(frozen=True)
@@ -222,7 +261,7 @@ class GeoPointColumn(Column):
 
 COLUMN_KINDS: dict[str, type[Column]] = {
     cls.kind: cls for cls in (ContinuousColumn, IntegerColumn, BooleanColumn, CategoricalColumn,
-                              DatetimeColumn, GeoPointColumn)
+                              DatetimeColumn, DurationColumn, GeoPointColumn)
 }
 
 
@@ -632,6 +671,14 @@ def _infer_column(series: pd.Series, kind: str | None, max_categories: int, n_kn
         ticks = np.array([column.ticks(v) for v in (stamps.min(), stamps.max())])
         all_ticks = _datetime_ticks(stamps, resolution)
         return replace(column, knots=_quantile_knots(all_ticks, ticks[0], ticks[1], n_knots, True))
+    if kind == "duration":
+        spans = pd.to_timedelta(values).to_numpy()
+        resolution = next(unit for unit in RESOLUTIONS if _exact_at(spans, unit))
+        ticks = spans.astype(f"timedelta64[{resolution}]").astype(np.int64)
+        column = DurationColumn(**common, lower=duration_text(ticks.min(), resolution),
+                                upper=duration_text(ticks.max(), resolution), resolution=resolution)
+        return replace(column, knots=_inferred_knots(ticks.astype(np.float64), float(ticks.min()),
+                                                     float(ticks.max()), n_knots, True))
     if kind == "categorical":
         # A public categorical dtype declares its levels, in order, used or not (value_counts lists the
         # unused ones too, last); else the values seen, sorted.
@@ -673,6 +720,8 @@ def _guess_kind(series: pd.Series, values: pd.Series, max_categories: int) -> st
         return "boolean"
     if pd.api.types.is_datetime64_any_dtype(series.dtype):
         return "datetime"
+    if pd.api.types.is_timedelta64_dtype(series.dtype):
+        return "duration"
     if isinstance(series.dtype, pd.CategoricalDtype):
         return "categorical"
     if pd.api.types.is_numeric_dtype(series.dtype):
@@ -684,6 +733,11 @@ def _guess_kind(series: pd.Series, values: pd.Series, max_categories: int) -> st
     if distinct <= {True, False}:
         return "boolean"
     return "categorical"
+
+
+def _exact_at(spans: np.ndarray, resolution: str) -> bool:
+    """Whether every timedelta64 of ``spans`` is a whole number of ``resolution`` ticks."""
+    return bool((spans.astype(f"timedelta64[{resolution}]").astype(spans.dtype) == spans).all())
 
 
 def _datetime_ticks(stamps: pd.Series, resolution: str) -> np.ndarray:
@@ -701,6 +755,6 @@ def _sort_key(value: Any) -> tuple[str, Any]:
 
 
 __all__ = [
-    "BooleanColumn", "CategoricalColumn", "Column", "ContinuousColumn", "DatetimeColumn",
+    "BooleanColumn", "CategoricalColumn", "Column", "ContinuousColumn", "DatetimeColumn", "DurationColumn",
     "GeoPointColumn", "IntegerColumn", "Schema", "SchemaError", "check_columns", "check_frame",
 ]

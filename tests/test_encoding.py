@@ -16,6 +16,7 @@ from tabsynth import (
     CategoricalColumn,
     ContinuousColumn,
     DatetimeColumn,
+    DurationColumn,
     DomainError,
     Encoder,
     GeoPointColumn,
@@ -277,6 +278,25 @@ def test_dates_beyond_the_nanosecond_range_encode_and_decode_exactly() -> None:
     dates = np.array(["1600-05-01", "1969-12-31", "2020-03-02", "9999-12-31"], dtype="datetime64[s]")
     encoder = Encoder(schema)
     assert encoder.decode(encoder.encode(pd.DataFrame({"d": dates})))["d"].tolist() == list(pd.to_datetime(dates))
+
+
+def test_durations_encode_and_decode_exactly_with_their_dtype_and_nulls() -> None:
+    spans = pd.Series(pd.to_timedelta([-90, 0, None, 3 * 86400 + 1, 45], unit="s").astype("timedelta64[ms]"))
+    schema = Schema((DurationColumn("wait", nullable=True, lower="-PT2M", upper="P4D", resolution="s",
+                                    knots=(-120.0, 0.0, 0.0, 60.0, 4 * 86400.0), dtype="timedelta64[ms]"),))
+    encoder = Encoder(schema)
+    decoded = encoder.decode(encoder.encode(pd.DataFrame({"wait": spans})))["wait"]
+    assert decoded.dtype == np.dtype("timedelta64[ms]")
+    pd.testing.assert_series_equal(decoded, spans, check_names=False)
+
+
+def test_a_duration_finer_than_the_resolution_raises_or_falls_to_the_start_of_its_tick() -> None:
+    schema = Schema((DurationColumn("wait", lower="-P1D", upper="P1D", resolution="m"),))
+    frame = pd.DataFrame({"wait": pd.to_timedelta(["5min", "-90s", "2min 30s"])})
+    with pytest.raises(DomainError, match="column 'wait' has 2 durations finer than its resolution 'm'"):
+        Encoder(schema).encode(frame)
+    encoder = Encoder(schema, on_invalid="clip")
+    assert encoder.decode(encoder.encode(frame))["wait"].tolist() == list(pd.to_timedelta(["5min", "-2min", "2min"]))
 
 
 def test_unknown_category_raises_without_a_catch_all() -> None:

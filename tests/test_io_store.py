@@ -164,11 +164,22 @@ def test_a_wide_decimal_is_clamped_below_its_largest_value_not_rounded_past_it(t
 
 def test_parquet_columns_no_kind_describes_are_refused_by_name(tmp_path: Path) -> None:
     table = pa.table({"ok": pa.array([1, 2]), "at": pa.array([1, 2], pa.time32("s")),
-                      "tags": pa.array([["a"], ["b", "c"]]), "took": pa.array([1, 2], pa.duration("s"))})
+                      "tags": pa.array([["a"], ["b", "c"]]), "raw": pa.array([b"x", b"y"])})
     pq.write_table(table, tmp_path / "t.parquet")
     with pytest.raises(TableReadError,
-                       match=r"'at' \(time32\[ms\]\), 'tags' \(list<element: string>\), 'took' \(duration\[s\]\)"):
+                       match=r"'at' \(time32\[ms\]\), 'tags' \(list<element: string>\), 'raw' \(binary\)"):
         open_table(tmp_path / "t.parquet", "private table")
+
+
+def test_parquet_durations_are_read_as_timedeltas_and_written_back_as_durations(tmp_path: Path) -> None:
+    pq.write_table(pa.table({"took": pa.array([90, None, 3600], pa.duration("ms"))}), tmp_path / "in.parquet")
+    source = open_table(tmp_path / "in.parquet", "private table")
+    frame = source.read()
+    assert frame["took"].dtype == np.dtype("timedelta64[ms]")
+    write_parquet([frame], tmp_path / "out.parquet", source.arrow_schema)
+    back = pq.read_table(tmp_path / "out.parquet")
+    assert back.schema.field("took").type == pa.duration("ms")
+    assert back["took"].to_pylist() == pq.read_table(tmp_path / "in.parquet")["took"].to_pylist()
 
 
 @pytest.mark.parametrize(("values", "hint"), [
@@ -177,6 +188,7 @@ def test_parquet_columns_no_kind_describes_are_refused_by_name(tmp_path: Path) -
     ([datetime.datetime(2020, 1, 2, tzinfo=datetime.timezone.utc),
       datetime.datetime(2020, 1, 2, tzinfo=datetime.timezone(datetime.timedelta(hours=2)))],
      r"pd.to_datetime\(df\[column\], utc=True\)"),
+    ([datetime.timedelta(hours=1), None], r"pd.to_timedelta\(df\[column\]\)"),
     ([datetime.time(8, 30), datetime.time(9)], "no column kind describes"),
 ])
 def test_object_columns_of_dates_decimals_or_times_are_refused_with_the_conversion(values: list, hint: str) -> None:

@@ -14,6 +14,7 @@ from tabsynth import (
     CategoricalColumn,
     ContinuousColumn,
     DatetimeColumn,
+    DurationColumn,
     Encoder,
     GeoPointColumn,
     IntegerColumn,
@@ -36,6 +37,7 @@ def every_kind_schema() -> Schema:
         BooleanColumn("owner", nullable=True),
         CategoricalColumn("colour", categories=("red", "green"), catch_all="other"),
         DatetimeColumn("visit", lower="2020-01-01", upper="2020-12-31", resolution="D"),
+        DurationColumn("stay", nullable=True, lower="PT0S", upper="P90D", resolution="h"),
         GeoPointColumn("home", lat="home_lat", lon="home_lon", region=PolygonRegion(SQUARE)),
         GeoPointColumn("shop", lat="shop_lat", lon="shop_lon",
                        region=PointSetRegion(np.array([[1.0, 2.0], [3.0, 4.0]]))),
@@ -117,6 +119,28 @@ def test_infer_recognises_each_kind() -> None:
     geo = schema["latitude"]
     assert isinstance(geo, GeoPointColumn) and (geo.lat, geo.lon) == ("latitude", "longitude")
     assert geo.region == BoundingBox(40.4, 52.5, -3.7, 13.4)
+
+
+def test_infer_reads_a_timedelta_column_as_durations_at_the_coarsest_exact_resolution() -> None:
+    public = pd.DataFrame({"stay": pd.to_timedelta([0, 36, 12, None, 5 * 24], unit="h").astype("timedelta64[s]")})
+    stay = Schema.infer(public)["stay"]
+    assert isinstance(stay, DurationColumn) and stay.nullable and stay.dtype == "timedelta64[s]"
+    assert (stay.resolution, stay.lower_ticks, stay.upper_ticks) == ("h", 0, 120)
+    assert pd.Timedelta(stay.upper) == pd.Timedelta(days=5)
+
+
+@pytest.mark.parametrize("lower, upper, fragment", [
+    ("soon", "P1D", "bounds must be durations"),
+    ("P2D", "P1D", "lower bound 172800 exceeds upper bound 86400"),
+])
+def test_a_duration_with_bad_bounds_is_refused_by_name(lower: str, upper: str, fragment: str) -> None:
+    with pytest.raises(SchemaError, match=f"column 'stay': {fragment}"):
+        Schema((DurationColumn("stay", lower=lower, upper=upper),))
+
+
+def test_duration_bounds_read_iso_and_pandas_text_and_negative_spans() -> None:
+    column = DurationColumn("wait", lower="-PT1M30S", upper="2 days 00:00:01", resolution="s")
+    assert (column.lower_ticks, column.upper_ticks) == (-90, 2 * 86400 + 1)
 
 
 def test_infer_finds_the_geo_pair_of_the_quakes_demo_in_0_to_360_longitudes() -> None:

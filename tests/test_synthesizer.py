@@ -116,6 +116,24 @@ def test_columns_whose_dp_count_of_nulls_is_near_zero_are_sampled_without_nulls(
     assert all(loaded[name].isna().sum() == 0 for name in listed)
 
 
+def test_a_duration_column_is_learnt_and_sampled_as_durations_of_its_dtype(tmp_path: Path) -> None:
+    # A length of stay: whole days of a right-skewed law, with gaps, beside a number it drives.
+    rng = np.random.default_rng(1)
+    days = rng.gamma(2.0, 3.0, 4000).round()
+    frame = pd.DataFrame({"stay": pd.Series(pd.to_timedelta(days, unit="D")).astype("timedelta64[s]"),
+                          "cost": days * 1000 + rng.normal(0, 200, 4000)})
+    frame.loc[rng.random(4000) < 0.1, "stay"] = pd.NaT
+    synth = Synthesizer(**{**FAST, "marginal_steps": 300}).fit(frame, epsilon=3.0)
+    sample = synth.sample(4000, seed=0)
+    assert sample["stay"].dtype == np.dtype("timedelta64[s]")
+    assert 0.03 < sample["stay"].isna().mean() < 0.2
+    real_days, synthetic_days = (f["stay"].dt.total_seconds() / 86400 for f in (frame, sample))
+    assert abs(synthetic_days.median() - real_days.median()) <= 2
+    synth.save(tmp_path / "model.tabsynth")
+    pd.testing.assert_frame_equal(Synthesizer.load(tmp_path / "model.tabsynth").sample(50, seed=3),
+                                  synth.sample(50, seed=3))
+
+
 @pytest.fixture(scope="module")
 def fitted(cps: pd.DataFrame) -> Synthesizer:
     return Synthesizer(**FAST).fit(cps, epsilon=1.0, public=load_demo("cps_1992"))

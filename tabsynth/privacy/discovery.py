@@ -10,7 +10,7 @@ import math
 import warnings
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any, Callable, Collection, Sequence
+from typing import Any, Callable, Collection, Sequence, cast
 
 import numpy as np
 import pandas as pd
@@ -40,12 +40,14 @@ from tabsynth.schema import (
     Column,
     ContinuousColumn,
     DatetimeColumn,
+    DurationColumn,
     GeoPointColumn,
     IntegerColumn,
     Schema,
     SchemaError,
     can_hold_null,
     dtype_text,
+    duration_text,
     quantile_knots,
     with_point_masses,
 )
@@ -230,8 +232,9 @@ def _discover(frame: pd.DataFrame, targets: Sequence[str], plans: Sequence[_Plan
                                              dtype=dtype_text(series.dtype))
         elif plan.kind == "categorical":
             specs[plan.name] = _discover_categorical(series, noise.release, rng, catch_all)
-        elif plan.kind in ("integer", "continuous", "datetime"):
+        elif plan.kind in ("integer", "continuous", "datetime", "duration"):
             discover = (partial(_discover_datetime, days=plan.name in day_columns) if plan.kind == "datetime"
+                        else _discover_duration if plan.kind == "duration"
                         else partial(_discover_number, integer=plan.kind == "integer"))
             range_noise, knot_noise = noise.of(plan)
             specs[plan.name], located = discover(series, range_noise=range_noise, knot_noise=knot_noise,
@@ -400,6 +403,8 @@ def _kind_of(name: str, dtype: Any) -> str:
         return "boolean"
     if pd.api.types.is_datetime64_any_dtype(dtype):
         return "datetime"
+    if pd.api.types.is_timedelta64_dtype(dtype):
+        return "duration"
     if pd.api.types.is_integer_dtype(dtype):
         return "integer"
     if pd.api.types.is_float_dtype(dtype):
@@ -407,7 +412,7 @@ def _kind_of(name: str, dtype: Any) -> str:
     if pd.api.types.is_string_dtype(dtype):
         return "categorical"
     raise SchemaError(f"column {name!r}: dtype {dtype} has no discoverable kind; describe it in a schema "
-                      f"or convert it (bool, integer, float, datetime64, string/object or category)")
+                      f"or convert it (bool, integer, float, datetime64, timedelta64, string/object or category)")
 
 
 def _geo_pair(targets: Sequence[str], kinds: dict[str, str]) -> tuple[str, str] | None:
@@ -435,7 +440,7 @@ def _mechanisms(kind: str, n_knots: int, point_masses: bool) -> tuple[str, ...]:
         return (HISTOGRAM_MECHANISM,)
     if kind in ("lat", "lon") or n_knots <= 2:
         return (RANGE_MECHANISM,)
-    if kind in ("integer", "continuous", "datetime") and point_masses:
+    if kind in ("integer", "continuous", "datetime", "duration") and point_masses:
         return (RANGE_MECHANISM, QUANTILE_MECHANISM, POINT_MASS_MECHANISM)
     return (RANGE_MECHANISM, QUANTILE_MECHANISM)
 
@@ -608,7 +613,7 @@ def _details(plans: Sequence[_Plan], noise: _NoisePlan, n_knots: int) -> tuple[s
                 split[POINT_MASS_MECHANISM] = {"noise": kind, "scale": masses[1].noise,
                                                "threshold": masses[1].threshold, "min_share": POINT_MASS_SHARE,
                                                "at_most": MAX_POINT_MASSES}
-            if knot_noise is not None and plan.kind == "integer":  # see _discover_number
+            if knot_noise is not None and plan.kind in ("integer", "duration"):  # see _discover_number
                 split[QUANTILE_MECHANISM]["if_binary_code"] = (
                     f"a second {RANGE_MECHANISM} instead" + (f" of this and {POINT_MASS_MECHANISM}" if masses else ""))
         entry: dict[str, Any] = {"kind": plan.kind, "mechanisms": split}
@@ -874,6 +879,26 @@ def _discover_datetime(series: pd.Series, range_noise: CountNoise, knot_noise: C
         return column, located
     knots = _number_knots(values, lower, upper, knot_noise, masses, n_knots, True, rng, numeric=False)
     return DatetimeColumn(column.name, nullable=True, dtype=column.dtype, lower=column.lower, upper=column.upper,
+                          resolution=unit, knots=knots), located
+
+
+def _discover_duration(series: pd.Series, range_noise: CountNoise, knot_noise: CountNoise | None, n_knots: int,
+                       rng: np.random.Generator, masses: tuple[CountNoise, CategoryRelease] | None = None
+                       ) -> tuple[Column, bool]:
+    """Duration spec: ``_discover_number``'s integer release run on the spans' ticks of their storage
+    unit (the resolution, so that every stored span encodes exactly); and whether the range was located.
+    A range of at most ``MAX_BINARY_CODE_VALUES`` ticks, an integer's binary code, gets every tick as
+    a point mass instead (knots from the bounds alone: post-processing)."""
+    unit = _datetime_unit(series.dtype)
+    spans = series.dropna().to_numpy().astype(f"timedelta64[{unit}]").astype(np.int64)
+    number, located = _discover_number(pd.Series(spans, name=series.name), True, range_noise, knot_noise,
+                                       n_knots, rng, masses)
+    number = cast(IntegerColumn, number)
+    knots = number.knots
+    if knots is None and knot_noise is not None and number.uses_binary_code:
+        knots = quantile_knots(np.repeat(np.arange(number.lower, number.upper + 1, dtype=np.float64), 2), integral=True)
+    return DurationColumn(number.name, nullable=True, dtype=dtype_text(series.dtype),
+                          lower=duration_text(number.lower, unit), upper=duration_text(number.upper, unit),
                           resolution=unit, knots=knots), located
 
 
