@@ -328,18 +328,57 @@ def test_schema_encodes_the_private_frame_and_decodes_to_its_dtypes() -> None:
     assert dict(decoded.dtypes) == dict(frame.dtypes)
 
 
-def test_a_column_stored_as_dates_gets_a_resolution_of_days() -> None:
+def test_a_column_stored_as_dates_gets_days_without_releasing_a_resolution() -> None:
     # Parquet DATE columns are read as midnights at second resolution; days come from the storage type.
     rng = np.random.default_rng(4)
     days = pd.to_timedelta(rng.integers(0, 3000, 5000), unit="D")
     frame = pd.DataFrame({"opened": (pd.to_datetime("2015-01-01") + days).astype("datetime64[s]")})
-    as_dates, _ = discover(frame, day_columns={"opened"})
-    as_stamps, _ = discover(frame)
-    assert (as_dates["opened"].resolution, as_stamps["opened"].resolution) == ("D", "s")
+    as_dates, ledger = discover(frame, day_columns={"opened"})
+    assert as_dates["opened"].resolution == "D"
+    assert "histogram_resolution" not in ledger.entries[0].details["columns"]["opened"]["mechanisms"]
     encoder = Encoder(as_dates, on_invalid="clip")
     decoded = encoder.decode(encoder.encode(frame))
     assert decoded["opened"].dtype == frame["opened"].dtype
     assert (decoded["opened"] == decoded["opened"].dt.floor("D")).all()
+
+
+def stamps_at(unit: str, n: int = 20_000, seed: int = 0) -> pd.Series:
+    """Timestamps of whole ``unit``s (microseconds for "us") stored at microseconds, as pandas makes them."""
+    step = pd.Timedelta(1, unit=unit)
+    ticks = np.random.default_rng(seed).integers(0, pd.Timedelta(days=3000) // step, n)
+    return pd.Series(pd.Timestamp("2015-01-01") + ticks * step).astype("datetime64[us]")
+
+
+@pytest.mark.parametrize("unit", ["D", "h", "m", "s", "us"])
+def test_a_timestamps_resolution_is_its_coarsest_exact_unit_released_under_dp(unit: str) -> None:
+    schema, ledger = discover(pd.DataFrame({"at": stamps_at(unit)}))
+    assert schema["at"].resolution == unit
+    released = ledger.entries[0].details["columns"]["at"]["mechanisms"]["histogram_resolution"]
+    assert released["units"][0] == "D" and released["scale"] > 0
+
+
+def test_a_column_of_dates_with_a_few_times_of_day_is_released_as_dates() -> None:
+    # 0.5% of the records carry a time (a data-entry slip): below the slack, they are floored to their day.
+    stamps = stamps_at("D")
+    stamps[:100] += pd.Timedelta(hours=5, seconds=3)
+    assert discover(pd.DataFrame({"at": stamps}))[0]["at"].resolution == "D"
+
+
+@pytest.mark.parametrize("unit", ["D", "s"])
+def test_a_durations_resolution_is_released_as_a_timestamps_is(unit: str) -> None:
+    step = pd.Timedelta(1, unit=unit)
+    spans = pd.Series(np.random.default_rng(7).integers(0, 5000, 20_000) * step).astype("timedelta64[ns]")
+    column = discover(pd.DataFrame({"took": spans}))[0]["took"]
+    assert column.resolution == unit and 5000 <= column.upper_ticks <= 5000 * 2**0.25  # a range bin spans 2^(1/4)
+
+
+def test_a_timestamp_columns_mu_squared_is_split_between_its_histograms() -> None:
+    # One budgeted column of the composed release: its range, knots, point masses and resolution
+    # histograms' 1 / std^2 add up to mu^2.
+    details = discover_schema_composed(pd.DataFrame({"at": stamps_at("D")}), 0.5, DELTA,
+                                       np.random.default_rng(1)).details
+    mechanisms = details["columns"]["at"]["mechanisms"]
+    assert sum(m["scale"] ** -2 for m in mechanisms.values()) == pytest.approx(0.5**2)
 
 
 @pytest.mark.parametrize("unit", ["s", "ns"])

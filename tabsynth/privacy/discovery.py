@@ -41,6 +41,7 @@ from tabsynth.schema import (
     ContinuousColumn,
     DatetimeColumn,
     DurationColumn,
+    RESOLUTIONS,
     GeoPointColumn,
     IntegerColumn,
     Schema,
@@ -65,6 +66,7 @@ NEW_CATEGORIES_PURPOSE = "new categories"
 RANGE_MECHANISM = "histogram_range"
 QUANTILE_MECHANISM = "histogram_quantiles"
 POINT_MASS_MECHANISM = "thresholded_point_masses"  # a number's values held by many rows, by thresholded counts
+RESOLUTION_MECHANISM = "histogram_resolution"  # a timestamp's or duration's coarsest exact unit, by noisy counts
 HISTOGRAM_MECHANISM = "thresholded_histograms"  # a categorical column's plan: its share of one CategoryRelease
 _RELEASE_COMPOSITION = {
     LAPLACE_HISTOGRAMS: "basic: epsilon and delta split evenly over the categorical columns",
@@ -73,6 +75,11 @@ _RELEASE_COMPOSITION = {
 }
 RANGE_SHARE = 0.5  # of a numeric column's epsilon spent on its range; the rest buys the inner knots
 POINT_MASS_PART = 0.5  # of the knots' share, for a number's point masses (with delta > 0): see _discover_number
+RESOLUTION_PART = 0.1  # of a timestamp's or duration's range share, for its resolution: see _dp_resolution
+# ``_dp_resolution``: the share of a column's rows that may be finer than its released unit (floored to
+# it), beyond what the noise explains: a column of dates keeps the odd record with a time of day.
+RESOLUTION_SLACK = 0.01
+RESOLUTION_STDS = 2.0  # and the noise allowance, in noise stds of the count of rows finer than the unit
 MAX_POINT_MASSES = 64  # a number's most frequent released values that become point masses
 RANGE_FAILURE = 1e-3  # chance that some empty bin or bin group of a range histogram clears its threshold
 RANGE_GROWTH_FAILURE = 0.05  # chance that an empty bin next to the range extends it (see _dp_range)
@@ -102,7 +109,7 @@ class _Plan:
     """What one source column of the private table costs and which mechanisms it runs (from dtypes only)."""
 
     name: str
-    kind: str  # boolean, integer, continuous, datetime, categorical, lat, lon
+    kind: str  # boolean, integer, continuous, datetime, duration, categorical, lat, lon
     mechanisms: tuple[str, ...]
 
     @property
@@ -125,8 +132,7 @@ def discover_schema(
 ) -> Schema:
     """A Schema for the private ``frame`` learnt under (epsilon, delta)-DP and charged to ``ledger`` as one entry.
 
-    Privacy argument (add/remove-one-row adjacency): column kinds, nullability, dtypes and the datetime
-    resolution (the dtype's unit; days for ``day_columns``, which the storage declares dates) come from the
+    Privacy argument (add/remove-one-row adjacency): column kinds, nullability and dtypes come from the
     pandas dtypes and the storage alone, never from values, so neither the row
     count, the presence of nulls nor any value leaks through them; booleans cost nothing. Every other
     source column runs noisy histograms in which each row falls in one bin (sensitivity 1); one row
@@ -138,7 +144,10 @@ def discover_schema(
     bounds, whose noise all the knots share (an integer of at most 128 values needs no knots: its second
     histogram refines its range instead); with delta > 0, part of that half releases the number's point
     masses (values held by many rows) by thresholded noisy counts, as categories are released. A geo
-    coordinate spends its whole share on such a histogram.
+    coordinate spends its whole share on such a histogram. A timestamp or duration first spends
+    ``RESOLUTION_PART`` of its range's share on its resolution: one histogram of each row's coarsest
+    exact unit (days to the storage unit), from which the coarsest unit that holds nearly every row is
+    read (``_dp_resolution``); ``day_columns``, which the storage declares dates, are days for free.
     The h categorical columns release the values whose noisy counts clear a threshold that a value held
     only by the differing row clears with probability at most delta_t each; categories are sorted by a
     data-independent key and a catch-all absorbs every value that was not released. The whole
@@ -148,7 +157,7 @@ def discover_schema(
     _check_arguments(frame, rng, n_knots, catch_all)
     if not isinstance(ledger, PrivacyLedger):
         raise TypeError(f"ledger must be a tabsynth PrivacyLedger, got {type(ledger).__name__}")
-    targets, plans, pair = _column_plans(frame, columns, n_knots, 0.0 < float(delta) < 1.0)
+    targets, plans, pair = _column_plans(frame, columns, n_knots, 0.0 < float(delta) < 1.0, day_columns)
     noise = _plan_noise(plans, epsilon, delta)
     if noise is not None:
         mechanism, details = _details(plans, noise, n_knots)
@@ -198,7 +207,7 @@ def discover_schema_composed(
     """
     _check_arguments(frame, rng, n_knots, catch_all)
     mu, delta = _check_composed(mu, delta)
-    targets, plans, pair = _column_plans(frame, columns, n_knots, True)
+    targets, plans, pair = _column_plans(frame, columns, n_knots, True, day_columns)
     noise = _composed_noise(plans, mu, delta)
     mechanism, details = _details(plans, noise, n_knots) if noise is not None else ("none", {})
     schema = _discover(frame, targets, plans, pair, noise, rng, n_knots, catch_all, day_columns,
@@ -207,15 +216,17 @@ def discover_schema_composed(
                              PURPOSE, mechanism, details)
 
 
-def _column_plans(frame: pd.DataFrame, columns: Sequence[str] | None, n_knots: int, thresholds: bool
-                  ) -> tuple[list[str], list[_Plan], tuple[str, str] | None]:
-    """The columns to discover, what each runs (from dtypes only) and the geo pair among them."""
+def _column_plans(frame: pd.DataFrame, columns: Sequence[str] | None, n_knots: int, thresholds: bool,
+                  day_columns: Collection[str]) -> tuple[list[str], list[_Plan], tuple[str, str] | None]:
+    """The columns to discover, what each runs (from dtypes and storage only) and the geo pair among them."""
     targets = _targets(frame, columns)
     kinds = {name: _kind_of(name, frame[name].dtype) for name in targets}
     pair = _geo_pair(targets, kinds)
     if pair is not None:
         kinds[pair[0]], kinds[pair[1]] = "lat", "lon"
-    return targets, [_Plan(name, kinds[name], _mechanisms(kinds[name], n_knots, thresholds)) for name in targets], pair
+    plans = [_Plan(name, kinds[name], _mechanisms(kinds[name], n_knots, thresholds, name in day_columns))
+             for name in targets]
+    return targets, plans, pair
 
 
 def _discover(frame: pd.DataFrame, targets: Sequence[str], plans: Sequence[_Plan], pair: tuple[str, str] | None,
@@ -233,9 +244,12 @@ def _discover(frame: pd.DataFrame, targets: Sequence[str], plans: Sequence[_Plan
         elif plan.kind == "categorical":
             specs[plan.name] = _discover_categorical(series, noise.release, rng, catch_all)
         elif plan.kind in ("integer", "continuous", "datetime", "duration"):
-            discover = (partial(_discover_datetime, days=plan.name in day_columns) if plan.kind == "datetime"
-                        else _discover_duration if plan.kind == "duration"
-                        else partial(_discover_number, integer=plan.kind == "integer"))
+            if plan.kind in ("datetime", "duration"):
+                resolution = _time_resolution(series, plan.name in day_columns, noise.resolution_of(plan), rng)
+                discover = partial(_discover_datetime if plan.kind == "datetime" else _discover_duration,
+                                   unit=resolution)
+            else:
+                discover = partial(_discover_number, integer=plan.kind == "integer")
             range_noise, knot_noise = noise.of(plan)
             specs[plan.name], located = discover(series, range_noise=range_noise, knot_noise=knot_noise,
                                                  n_knots=n_knots, rng=rng, masses=noise.masses_of(plan))
@@ -431,18 +445,20 @@ def _geo_name(lat: str, taken: set[str]) -> str:
     return name
 
 
-def _mechanisms(kind: str, n_knots: int, point_masses: bool) -> tuple[str, ...]:
+def _mechanisms(kind: str, n_knots: int, point_masses: bool, days: bool = False) -> tuple[str, ...]:
     """The mechanisms a column of ``kind`` runs (none for booleans: both values are known from the dtype);
-    ``point_masses``: whether numbers release theirs (which needs delta > 0)."""
+    ``point_masses``: whether numbers release theirs (which needs delta > 0); ``days``: a column the
+    storage declares dates, whose resolution is known (else a timestamp's or duration's is released)."""
     if kind == "boolean":
         return ()
     if kind == "categorical":
         return (HISTOGRAM_MECHANISM,)
+    resolution = (RESOLUTION_MECHANISM,) if kind in ("datetime", "duration") and not days else ()
     if kind in ("lat", "lon") or n_knots <= 2:
-        return (RANGE_MECHANISM,)
+        return (RANGE_MECHANISM, *resolution)
     if kind in ("integer", "continuous", "datetime", "duration") and point_masses:
-        return (RANGE_MECHANISM, QUANTILE_MECHANISM, POINT_MASS_MECHANISM)
-    return (RANGE_MECHANISM, QUANTILE_MECHANISM)
+        return (RANGE_MECHANISM, QUANTILE_MECHANISM, POINT_MASS_MECHANISM, *resolution)
+    return (RANGE_MECHANISM, QUANTILE_MECHANISM, *resolution)
 
 
 @dataclass(frozen=True)
@@ -476,10 +492,19 @@ class _NoisePlan:
 
     def of(self, plan: _Plan) -> tuple[CountNoise, CountNoise | None]:
         """The noise of ``plan``'s range histogram and of its knots' share (None if it buys no knots):
-        the noise of its knots' histogram, or of its second range histogram if it is a binary code."""
-        if QUANTILE_MECHANISM in plan.mechanisms:
-            return self.range_noise, self.knot_noise
-        return self.sole_noise, None
+        the noise of its knots' histogram, or of its second range histogram if it is a binary code. A
+        timestamp's or duration's range histogram leaves ``RESOLUTION_PART`` of its share to its resolution."""
+        range_noise, knot_noise = ((self.range_noise, self.knot_noise) if QUANTILE_MECHANISM in plan.mechanisms
+                                   else (self.sole_noise, None))
+        if RESOLUTION_MECHANISM in plan.mechanisms:
+            range_noise = range_noise.part(1.0 - RESOLUTION_PART)
+        return range_noise, knot_noise
+
+    def resolution_of(self, plan: _Plan) -> CountNoise | None:
+        """The noise of ``plan``'s resolution histogram (``RESOLUTION_PART`` of its range share), or None."""
+        if RESOLUTION_MECHANISM not in plan.mechanisms:
+            return None
+        return (self.range_noise if QUANTILE_MECHANISM in plan.mechanisms else self.sole_noise).part(RESOLUTION_PART)
 
     def masses_of(self, plan: _Plan) -> tuple[CountNoise, CategoryRelease] | None:
         """For a number that releases point masses: the noise of its knots' histogram beside them (the
@@ -613,9 +638,16 @@ def _details(plans: Sequence[_Plan], noise: _NoisePlan, n_knots: int) -> tuple[s
                 split[POINT_MASS_MECHANISM] = {"noise": kind, "scale": masses[1].noise,
                                                "threshold": masses[1].threshold, "min_share": POINT_MASS_SHARE,
                                                "at_most": MAX_POINT_MASSES}
-            if knot_noise is not None and plan.kind in ("integer", "duration"):  # see _discover_number
+            if knot_noise is not None and plan.kind == "integer":  # see _discover_number
                 split[QUANTILE_MECHANISM]["if_binary_code"] = (
                     f"a second {RANGE_MECHANISM} instead" + (f" of this and {POINT_MASS_MECHANISM}" if masses else ""))
+            if knot_noise is not None and plan.kind == "duration":  # see _discover_duration
+                split[QUANTILE_MECHANISM]["if_at_most_128_ticks"] = "none: every tick a point mass (charged, unspent)"
+            resolution = noise.resolution_of(plan)
+            if resolution is not None:
+                split[RESOLUTION_MECHANISM] = {"noise": resolution.kind, "scale": resolution.scale,
+                                               "units": list(RESOLUTIONS), "slack": RESOLUTION_SLACK,
+                                               "noise_allowance_stds": RESOLUTION_STDS}
         entry: dict[str, Any] = {"kind": plan.kind, "mechanisms": split}
         if noise.composition == BASIC_PLAN:
             entry["epsilon"] = noise.epsilon / noise.columns
@@ -859,13 +891,12 @@ def _datetime_unit(dtype: Any) -> str:
     return unit if unit in ("s", "ms", "us", "ns") else "s"
 
 
-def _discover_datetime(series: pd.Series, range_noise: CountNoise, knot_noise: CountNoise | None, n_knots: int,
-                       rng: np.random.Generator, days: bool = False,
+def _discover_datetime(series: pd.Series, unit: str, range_noise: CountNoise, knot_noise: CountNoise | None,
+                       n_knots: int, rng: np.random.Generator,
                        masses: tuple[CountNoise, CategoryRelease] | None = None) -> tuple[Column, bool]:
-    """Datetime spec: bounds from a DP histogram over month bins 1900-2100, knots from DP quantiles of its
-    ticks and point masses (with ``masses``: ``_number_knots``); and whether the range was located.
-    ``days``: the column holds dates, so its resolution is a day."""
-    unit = "D" if days else _datetime_unit(series.dtype)
+    """Datetime spec at resolution ``unit`` (``_time_resolution``): bounds from a DP histogram over
+    month bins 1900-2100, knots from DP quantiles of its ticks and point masses (with ``masses``:
+    ``_number_knots``); and whether the range was located."""
     stamps = series.dropna()
     if getattr(stamps.dt, "tz", None) is not None:
         stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
@@ -882,14 +913,13 @@ def _discover_datetime(series: pd.Series, range_noise: CountNoise, knot_noise: C
                           resolution=unit, knots=knots), located
 
 
-def _discover_duration(series: pd.Series, range_noise: CountNoise, knot_noise: CountNoise | None, n_knots: int,
-                       rng: np.random.Generator, masses: tuple[CountNoise, CategoryRelease] | None = None
-                       ) -> tuple[Column, bool]:
-    """Duration spec: ``_discover_number``'s integer release run on the spans' ticks of their storage
-    unit (the resolution, so that every stored span encodes exactly); and whether the range was located.
-    A range of at most ``MAX_BINARY_CODE_VALUES`` ticks, an integer's binary code, gets every tick as
-    a point mass instead (knots from the bounds alone: post-processing)."""
-    unit = _datetime_unit(series.dtype)
+def _discover_duration(series: pd.Series, unit: str, range_noise: CountNoise, knot_noise: CountNoise | None,
+                       n_knots: int, rng: np.random.Generator,
+                       masses: tuple[CountNoise, CategoryRelease] | None = None) -> tuple[Column, bool]:
+    """Duration spec at resolution ``unit`` (``_time_resolution``): ``_discover_number``'s integer
+    release run on the spans' ticks; and whether the range was located. A range of at most
+    ``MAX_BINARY_CODE_VALUES`` ticks, an integer's binary code, gets every tick as a point mass
+    instead (knots from the bounds alone: post-processing)."""
     spans = series.dropna().to_numpy().astype(f"timedelta64[{unit}]").astype(np.int64)
     number, located = _discover_number(pd.Series(spans, name=series.name), True, range_noise, knot_noise,
                                        n_knots, rng, masses)
@@ -900,6 +930,43 @@ def _discover_duration(series: pd.Series, range_noise: CountNoise, knot_noise: C
     return DurationColumn(number.name, nullable=True, dtype=dtype_text(series.dtype),
                           lower=duration_text(number.lower, unit), upper=duration_text(number.upper, unit),
                           resolution=unit, knots=knots), located
+
+
+def _time_resolution(series: pd.Series, days: bool, noise: CountNoise | None, rng: np.random.Generator) -> str:
+    """A timestamp's or duration's resolution: days for a column the storage declares dates, the
+    storage unit without ``noise`` (no budget), else ``_dp_resolution``'s release."""
+    unit = _datetime_unit(series.dtype)
+    if days or noise is None:
+        return "D" if days else unit
+    values = series.dropna()
+    if getattr(values.dt, "tz", None) is not None:  # ticks count in UTC, as ``DatetimeColumn.ticks`` does
+        values = values.dt.tz_convert("UTC").dt.tz_localize(None)
+    return _dp_resolution(values.to_numpy().astype(np.int64), unit, noise, rng)
+
+
+def _dp_resolution(ticks: np.ndarray, unit: str, noise: CountNoise, rng: np.random.Generator) -> str:
+    """The coarsest time unit, from days down to the storage ``unit``, that holds all but
+    ``RESOLUTION_SLACK`` of the rows exactly (plus ``RESOLUTION_STDS`` stds of the noise), read off ONE
+    noisy histogram of each row's coarsest exact unit (each row in one bin: sensitivity 1). ``ticks``
+    are whole ``unit``s since the epoch (UTC) or of a span. A column of dates stored as timestamps then
+    decodes to dates, not to random times of day; a column of whole seconds to seconds."""
+    units = RESOLUTIONS[: RESOLUTIONS.index(unit) + 1]
+    per_unit = [int(np.timedelta64(1, u) // np.timedelta64(1, unit)) for u in units]
+    coarsest = np.full(len(ticks), len(units) - 1)
+    for i in range(len(units) - 2, -1, -1):  # coarser units overwrite finer ones
+        coarsest[ticks % per_unit[i] == 0] = i
+    counts = np.bincount(coarsest, minlength=len(units)) + noise.sample(rng, len(units))
+    total = max(float(counts.sum()), 1.0)
+    for i, candidate in enumerate(units):
+        finer = len(units) - 1 - i  # bins of the rows finer than the candidate
+        if counts[i + 1:].sum() <= RESOLUTION_SLACK * total + RESOLUTION_STDS * _sum_std(noise, finer):
+            return candidate
+    return unit
+
+
+def _sum_std(noise: CountNoise, terms: int) -> float:
+    """The std of a sum of ``terms`` independent draws of ``noise``."""
+    return noise.scale * math.sqrt(terms * (1.0 if noise.kind == "gaussian" else 2.0))
 
 
 def _iso(ticks: float, unit: str) -> str:
