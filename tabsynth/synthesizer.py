@@ -224,8 +224,7 @@ class Synthesizer:
     strongly tied columns (a code and its label, a relationship and a marital status) keep their
     structural zeros, which a generator drawing columns independently given its input blurs;
     ``on_invalid`` for values outside a declared domain; ``oversample`` (generator rows drawn per
-    sampled row, for calibration: each row's raking weight stays within a factor ``oversample`` of the
-    mean, and no row is drawn twice) and ``sample_precision`` ("auto": the generator's hidden layers in
+    sampled row, for calibration) and ``sample_precision`` ("auto": the generator's hidden layers in
     bfloat16 when the CPU computes it natively, which doubles sampling speed and leaves fidelity
     unchanged; samples for a seed then repeat on the same kind of CPU); ``fit_precision`` ("auto": the
     generator's steps, which read no private data, multiply matrices in bfloat16 where the device
@@ -562,11 +561,7 @@ class Synthesizer:
         """Indices of ``n`` rows of the compact ``pool`` resampled towards the DP marginals (the first ``n`` without)."""
         if not self.marginal_targets_:
             return np.arange(n)
-        # A weight past ``oversample`` would ask for a row more than once; bounded so, the raking balances
-        # the other rows instead (ACS Massachusetts, eps = 1, three draws: 1-way / 2-way / cat-pair TVD
-        # 0.0230 / 0.0769 / 0.0449 against 0.0255 / 0.0785 / 0.0461 with weights up to 100 and no repeats).
-        weights = rake(self.encoder_.marginal_cells(pool)[0], self.marginal_targets_, max_ratio=self.settings.oversample)
-        return systematic_resample(weights, n, rng)
+        return systematic_resample(rake(self.encoder_.marginal_cells(pool)[0], self.marginal_targets_), n, rng)
 
     def _generate_compact(self, n: int, gen: torch.Generator) -> np.ndarray:
         """``n`` compact rows straight from the generator, in batches of at most ``GENERATOR_BATCH``."""
