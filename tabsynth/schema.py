@@ -218,17 +218,35 @@ class DurationColumn(TickColumn):
     bound_text: ClassVar[str] = "durations (ISO 8601 such as 'PT90S', or '90s', '2 days')"
 
     def ticks(self, value: Any) -> int:
-        """A span as a whole number of resolution units (rounded down)."""
-        span = pd.Timedelta(value)
-        if span is pd.NaT:
-            raise ValueError(f"{value!r} is not a duration")
-        return int(np.timedelta64(span.to_timedelta64(), self.resolution).astype(np.int64))
+        """A span as a whole number of resolution units (rounded down). ``duration_text``'s form is read
+        exactly at any length; other text goes through pandas (spans of at most about 292 years)."""
+        match = _ISO_DURATION.fullmatch(value.strip()) if isinstance(value, str) else None
+        if match:
+            sign, days, hours, minutes, seconds, fraction = match.groups()
+            whole = ((int(days) * 24 + int(hours)) * 60 + int(minutes)) * 60 + int(seconds)
+            nanoseconds = (whole * 10**9 + int((fraction or "").ljust(9, "0"))) * (-1 if sign else 1)
+        else:
+            span = pd.Timedelta(value)
+            if span is pd.NaT:
+                raise ValueError(f"{value!r} is not a duration")
+            nanoseconds = span.value
+        return nanoseconds // NANOSECONDS[self.resolution]
+
+
+NANOSECONDS = {"D": 86_400 * 10**9, "h": 3_600 * 10**9, "m": 60 * 10**9, "s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
+_ISO_DURATION = re.compile(r"(-)?P(\d+)DT(\d+)H(\d+)M(\d+)(?:\.(\d{1,9}))?S")  # ``duration_text``'s form
 
 
 def duration_text(ticks: int, resolution: str) -> str:
-    """A whole number of ``resolution`` ticks as ISO 8601 duration text that ``DurationColumn`` reads back."""
-    span = pd.Timedelta(np.timedelta64(abs(int(ticks)), resolution))
-    return ("-" if ticks < 0 else "") + span.isoformat()
+    """A whole number of ``resolution`` ticks as ISO 8601 duration text (``-P1DT2H3M4.5S``) that
+    ``DurationColumn`` reads back exactly, with integer arithmetic at any length."""
+    rest = abs(int(ticks)) * NANOSECONDS[resolution]
+    days, rest = divmod(rest, NANOSECONDS["D"])
+    hours, rest = divmod(rest, NANOSECONDS["h"])
+    minutes, rest = divmod(rest, NANOSECONDS["m"])
+    seconds, nanoseconds = divmod(rest, NANOSECONDS["s"])
+    fraction = f".{nanoseconds:09d}".rstrip("0") if nanoseconds else ""
+    return f"{'-' if ticks < 0 else ''}P{days}DT{hours}H{minutes}M{seconds}{fraction}S"
 
 
 @dataclass(frozen=True)

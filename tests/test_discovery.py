@@ -372,13 +372,70 @@ def test_a_durations_resolution_is_released_as_a_timestamps_is(unit: str) -> Non
     assert column.resolution == unit and 5000 <= column.upper_ticks <= 5000 * 2**0.25  # a range bin spans 2^(1/4)
 
 
-def test_a_timestamp_columns_mu_squared_is_split_between_its_histograms() -> None:
-    # One budgeted column of the composed release: its range, knots, point masses and resolution
-    # histograms' 1 / std^2 add up to mu^2.
-    details = discover_schema_composed(pd.DataFrame({"at": stamps_at("D")}), 0.5, DELTA,
-                                       np.random.default_rng(1)).details
-    mechanisms = details["columns"]["at"]["mechanisms"]
-    assert sum(m["scale"] ** -2 for m in mechanisms.values()) == pytest.approx(0.5**2)
+def test_a_column_of_dates_with_a_twentieth_of_its_records_at_times_of_day_keeps_them() -> None:
+    stamps = stamps_at("D")
+    stamps[:1000] += pd.Timedelta(hours=5, seconds=3)
+    found = discover_schema_composed(pd.DataFrame({"at": stamps}), 0.5, DELTA, np.random.default_rng(0))
+    assert found.schema["at"].resolution == "s"
+
+
+@pytest.mark.filterwarnings("ignore::tabsynth.privacy.DiscoveryWarning")  # the range is not the point
+def test_noise_that_swamps_the_counts_keeps_the_storage_unit() -> None:
+    # 500 random nanosecond stamps at a tiny budget: the noise allows any unit; nothing shows one holds.
+    stamps = pd.Series(pd.Timestamp("2020-01-01") + pd.to_timedelta(
+        np.random.default_rng(8).integers(0, 10**15, 500), unit="ns")).astype("datetime64[ns]")
+    units = {discover_schema_composed(pd.DataFrame({"at": stamps}), 0.01, DELTA,
+                                      np.random.default_rng(seed)).schema["at"].resolution for seed in range(5)}
+    assert units == {"ns"}
+
+
+def durations_with_placeholders(n: int = 20_000) -> pd.Series:
+    """Stays in days at nanosecond storage, a tenth of them an open-ended placeholder of 100,000 days
+    (near the most nanoseconds hold: a range bin's edge past it would overflow)."""
+    rng = np.random.default_rng(9)
+    days = np.where(rng.random(n) < 0.1, 100_000, rng.integers(0, 60, n))
+    return pd.Series(pd.to_timedelta(days, unit="D")).astype("timedelta64[ns]")
+
+
+def test_a_durations_bounds_stay_within_what_its_dtype_holds() -> None:
+    frame = pd.DataFrame({"stay": durations_with_placeholders()})
+    schema = discover(frame)[0]
+    column = schema["stay"]
+    assert column.resolution == "D" and column.upper_ticks <= (2**63 - 1) // (86_400 * 10**9)
+    encoder = Encoder(schema, on_invalid="clip")
+    decoded = encoder.decode(encoder.encode(frame))["stay"]
+    assert decoded.dtype == frame["stay"].dtype and decoded.max() == pd.Timedelta(days=100_000)
+
+
+@pytest.mark.parametrize("composed", [False, True])
+@pytest.mark.parametrize("frame", [pd.DataFrame({"at": stamps_at("D")}),
+                                   pd.DataFrame({"took": pd.to_timedelta(np.arange(20_000) % 50, unit="s")})],
+                         ids=["timestamps", "short durations"])
+def test_a_time_columns_histograms_spend_exactly_its_share(frame: pd.DataFrame, composed: bool) -> None:
+    # One budgeted column: its histograms' 1 / std^2 add up to mu^2 (composed, Gaussian), their
+    # epsilons to the column's (basic, Laplace); its range and knots histograms stay alike, so that a
+    # binary code's second range histogram can add to the first.
+    if composed:
+        details = discover_schema_composed(frame, 0.5, DELTA, np.random.default_rng(1)).details
+        budget, total = (lambda m: m["scale"] ** -2), 0.5**2
+    else:
+        ledger = discover(frame)[1]
+        details, total = ledger.entries[0].details, EPS_PER_COLUMN
+        assert details["noise"]["composition"] == "basic"
+        budget = lambda m: 1 / m["scale"]  # noqa: E731
+    (mechanisms,) = (column["mechanisms"] for column in details["columns"].values())
+    assert sum(budget(m) for m in mechanisms.values()) == pytest.approx(total)
+
+
+def test_a_short_durations_second_range_histogram_has_its_first_ones_noise() -> None:
+    # A span of at most 128 ticks is an integer's binary code: its knots' share buys a second range
+    # histogram, whose counts add to the first's only if the two have the same noise (delta = 0: no
+    # point masses, so the knots' whole share is that histogram).
+    frame = pd.DataFrame({"took": pd.to_timedelta(np.arange(20_000) % 50, unit="s").astype("timedelta64[s]")})
+    ledger = PrivacyLedger(100.0, 1e-3)
+    discover_schema(frame, ledger, EPS_PER_COLUMN, 0.0, np.random.default_rng(0))
+    mechanisms = ledger.entries[0].details["columns"]["took"]["mechanisms"]
+    assert mechanisms["histogram_range"]["scale"] == pytest.approx(mechanisms["histogram_quantiles"]["scale"])
 
 
 @pytest.mark.parametrize("unit", ["s", "ns"])

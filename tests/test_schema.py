@@ -24,7 +24,7 @@ from tabsynth import (
     SchemaError,
 )
 from tabsynth.datasets import load_demo
-from tabsynth.schema import EVEN_KNOT_PARTS, MAX_KNOTS, with_point_masses
+from tabsynth.schema import EVEN_KNOT_PARTS, MAX_KNOTS, duration_text, with_point_masses
 
 SQUARE = {"type": "Polygon", "coordinates": [[[0, 0], [10, 0], [10, 10], [0, 10], [0, 0]]]}
 
@@ -136,6 +136,12 @@ def test_infer_reads_a_timedelta_column_as_durations_at_the_coarsest_exact_resol
 def test_a_duration_with_bad_bounds_is_refused_by_name(lower: str, upper: str, fragment: str) -> None:
     with pytest.raises(SchemaError, match=f"column 'stay': {fragment}"):
         Schema((DurationColumn("stay", lower=lower, upper=upper),))
+
+
+@pytest.mark.parametrize("ticks, resolution", [(10**8, "D"), (-(2**62), "s"), (-1_500, "ms"), (3, "ns")])
+def test_duration_text_reads_back_exactly_past_what_nanoseconds_hold(ticks: int, resolution: str) -> None:
+    text = duration_text(ticks, resolution)
+    assert DurationColumn("d", lower=text, upper=text, resolution=resolution).lower_ticks == ticks
 
 
 def test_duration_bounds_read_iso_and_pandas_text_and_negative_spans() -> None:

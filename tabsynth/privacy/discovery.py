@@ -33,7 +33,9 @@ from tabsynth.privacy.mechanisms import (
 from tabsynth.schema import (
     _LAT,
     _LON,
+    MAX_BINARY_CODE_VALUES,
     MAX_KNOTS,
+    NANOSECONDS,
     POINT_MASS_SHARE,
     BooleanColumn,
     CategoricalColumn,
@@ -80,6 +82,7 @@ RESOLUTION_PART = 0.1  # of a timestamp's or duration's range share, for its res
 # it), beyond what the noise explains: a column of dates keeps the odd record with a time of day.
 RESOLUTION_SLACK = 0.01
 RESOLUTION_STDS = 2.0  # and the noise allowance, in noise stds of the count of rows finer than the unit
+RESOLUTION_EVIDENCE_STDS = 4.0  # the noisy count of rows exact at a coarser unit must pass this many stds
 MAX_POINT_MASSES = 64  # a number's most frequent released values that become point masses
 RANGE_FAILURE = 1e-3  # chance that some empty bin or bin group of a range histogram clears its threshold
 RANGE_GROWTH_FAILURE = 0.05  # chance that an empty bin next to the range extends it (see _dp_range)
@@ -493,25 +496,33 @@ class _NoisePlan:
     def of(self, plan: _Plan) -> tuple[CountNoise, CountNoise | None]:
         """The noise of ``plan``'s range histogram and of its knots' share (None if it buys no knots):
         the noise of its knots' histogram, or of its second range histogram if it is a binary code. A
-        timestamp's or duration's range histogram leaves ``RESOLUTION_PART`` of its share to its resolution."""
+        timestamp or duration leaves ``RESOLUTION_PART`` of both to its resolution (the two stay alike,
+        as a binary code's sum of them needs)."""
         range_noise, knot_noise = ((self.range_noise, self.knot_noise) if QUANTILE_MECHANISM in plan.mechanisms
                                    else (self.sole_noise, None))
         if RESOLUTION_MECHANISM in plan.mechanisms:
             range_noise = range_noise.part(1.0 - RESOLUTION_PART)
+            knot_noise = None if knot_noise is None else knot_noise.part(1.0 - RESOLUTION_PART)
         return range_noise, knot_noise
 
     def resolution_of(self, plan: _Plan) -> CountNoise | None:
-        """The noise of ``plan``'s resolution histogram (``RESOLUTION_PART`` of its range share), or None."""
+        """The noise of ``plan``'s resolution histogram, or None: ``RESOLUTION_PART`` of the budget of its
+        range histogram and of its knots' histogram (point masses keep theirs)."""
         if RESOLUTION_MECHANISM not in plan.mechanisms:
             return None
-        return (self.range_noise if QUANTILE_MECHANISM in plan.mechanisms else self.sole_noise).part(RESOLUTION_PART)
+        if QUANTILE_MECHANISM not in plan.mechanisms:
+            return self.sole_noise.part(RESOLUTION_PART)
+        knots = (1.0 - RANGE_SHARE) / RANGE_SHARE  # the knots' share over the range's
+        if POINT_MASS_MECHANISM in plan.mechanisms:
+            knots *= 1.0 - POINT_MASS_PART
+        return self.range_noise.part(RESOLUTION_PART * (1.0 + knots))
 
     def masses_of(self, plan: _Plan) -> tuple[CountNoise, CategoryRelease] | None:
         """For a number that releases point masses: the noise of its knots' histogram beside them (the
         rest of the knots' share) and their release; else None."""
         if POINT_MASS_MECHANISM not in plan.mechanisms:
             return None
-        return self.knot_noise.part(1.0 - POINT_MASS_PART), self.point_masses
+        return self.of(plan)[1].part(1.0 - POINT_MASS_PART), self.point_masses
 
     @property
     def range_threshold(self) -> float:
@@ -638,16 +649,15 @@ def _details(plans: Sequence[_Plan], noise: _NoisePlan, n_knots: int) -> tuple[s
                 split[POINT_MASS_MECHANISM] = {"noise": kind, "scale": masses[1].noise,
                                                "threshold": masses[1].threshold, "min_share": POINT_MASS_SHARE,
                                                "at_most": MAX_POINT_MASSES}
-            if knot_noise is not None and plan.kind == "integer":  # see _discover_number
+            if knot_noise is not None and plan.kind in ("integer", "duration"):  # see _discover_number
                 split[QUANTILE_MECHANISM]["if_binary_code"] = (
                     f"a second {RANGE_MECHANISM} instead" + (f" of this and {POINT_MASS_MECHANISM}" if masses else ""))
-            if knot_noise is not None and plan.kind == "duration":  # see _discover_duration
-                split[QUANTILE_MECHANISM]["if_at_most_128_ticks"] = "none: every tick a point mass (charged, unspent)"
             resolution = noise.resolution_of(plan)
             if resolution is not None:
                 split[RESOLUTION_MECHANISM] = {"noise": resolution.kind, "scale": resolution.scale,
                                                "units": list(RESOLUTIONS), "slack": RESOLUTION_SLACK,
-                                               "noise_allowance_stds": RESOLUTION_STDS}
+                                               "noise_allowance_stds": RESOLUTION_STDS,
+                                               "evidence_stds": RESOLUTION_EVIDENCE_STDS}
         entry: dict[str, Any] = {"kind": plan.kind, "mechanisms": split}
         if noise.composition == BASIC_PLAN:
             entry["epsilon"] = noise.epsilon / noise.columns
@@ -919,16 +929,21 @@ def _discover_duration(series: pd.Series, unit: str, range_noise: CountNoise, kn
     """Duration spec at resolution ``unit`` (``_time_resolution``): ``_discover_number``'s integer
     release run on the spans' ticks; and whether the range was located. A range of at most
     ``MAX_BINARY_CODE_VALUES`` ticks, an integer's binary code, gets every tick as a point mass
-    instead (knots from the bounds alone: post-processing)."""
+    instead (knots from the bounds alone: post-processing). The bounds stay within what the column's
+    dtype holds (a range bin's edge can lie past it), so that every synthetic span can be stored."""
     spans = series.dropna().to_numpy().astype(f"timedelta64[{unit}]").astype(np.int64)
     number, located = _discover_number(pd.Series(spans, name=series.name), True, range_noise, knot_noise,
                                        n_knots, rng, masses)
     number = cast(IntegerColumn, number)
+    limit = (2**63 - 1) * NANOSECONDS[_datetime_unit(series.dtype)] // NANOSECONDS[unit]
+    lower, upper = max(number.lower, -limit), min(number.upper, limit)
     knots = number.knots
-    if knots is None and knot_noise is not None and number.uses_binary_code:
-        knots = quantile_knots(np.repeat(np.arange(number.lower, number.upper + 1, dtype=np.float64), 2), integral=True)
+    if knots is None and knot_noise is not None and upper - lower < MAX_BINARY_CODE_VALUES:
+        knots = quantile_knots(np.repeat(np.arange(lower, upper + 1, dtype=np.float64), 2), integral=True)
+    elif knots is not None:
+        knots = quantile_knots(np.clip(np.asarray(knots), lower, upper), integral=True)
     return DurationColumn(number.name, nullable=True, dtype=dtype_text(series.dtype),
-                          lower=duration_text(number.lower, unit), upper=duration_text(number.upper, unit),
+                          lower=duration_text(lower, unit), upper=duration_text(upper, unit),
                           resolution=unit, knots=knots), located
 
 
@@ -957,9 +972,12 @@ def _dp_resolution(ticks: np.ndarray, unit: str, noise: CountNoise, rng: np.rand
         coarsest[ticks % per_unit[i] == 0] = i
     counts = np.bincount(coarsest, minlength=len(units)) + noise.sample(rng, len(units))
     total = max(float(counts.sum()), 1.0)
-    for i, candidate in enumerate(units):
+    for i, candidate in enumerate(units[:-1]):
         finer = len(units) - 1 - i  # bins of the rows finer than the candidate
-        if counts[i + 1:].sum() <= RESOLUTION_SLACK * total + RESOLUTION_STDS * _sum_std(noise, finer):
+        # Few rows finer, and many rows exact at the candidate: under noise that swamps the counts
+        # (a small table, a tiny budget) the storage unit stays, not a coarse unit the noise allowed.
+        if (counts[i + 1:].sum() <= RESOLUTION_SLACK * total + RESOLUTION_STDS * _sum_std(noise, finer)
+                and counts[:i + 1].sum() >= RESOLUTION_EVIDENCE_STDS * _sum_std(noise, i + 1)):
             return candidate
     return unit
 
