@@ -38,6 +38,7 @@ from tabsynth.schema import (
     Schema,
     SchemaError,
     TickColumn,
+    naive_stamps,
     check_columns,
     check_frame,
 )
@@ -599,8 +600,7 @@ class _DatetimeCodec(_NumberCodec):
             stamps = pd.to_datetime(series)
         except (ValueError, TypeError) as exc:
             raise SchemaError(f"column {self.column.name!r} must hold timestamps: {exc}") from exc
-        if getattr(stamps.dt, "tz", None) is not None:
-            stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
+        stamps = naive_stamps(stamps, self.column.local)
         # In pandas' own unit (ns, us, s): dates beyond 1677-2262 need a coarse one.
         return _ticks(self.column, stamps.to_numpy(), "datetime64", "timestamps", policy)
 
@@ -608,7 +608,10 @@ class _DatetimeCodec(_NumberCodec):
         stamps = pd.Series(_tick_values(self.numbers(block), "datetime64", self.column.resolution))
         stamps[missing] = pd.NaT
         dtype = self.column.dtype
-        if dtype and "," in dtype:  # timezone-aware, e.g. "datetime64[ns, UTC]"
+        if dtype and "," in dtype and self.column.local:  # wall-clock times: a time daylight saving skips moves on
+            stamps = stamps.dt.tz_localize(pd.api.types.pandas_dtype(dtype).tz, nonexistent="shift_forward",
+                                           ambiguous=np.zeros(len(stamps), dtype=bool)).astype(dtype)
+        elif dtype and "," in dtype:  # timezone-aware, e.g. "datetime64[ns, UTC]"
             stamps = stamps.dt.tz_localize("UTC").astype(dtype)
         elif dtype and dtype.startswith("datetime64"):
             stamps = stamps.astype(dtype)

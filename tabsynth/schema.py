@@ -192,19 +192,29 @@ class TickColumn(Column):
 
 @dataclass(frozen=True)
 class DatetimeColumn(TickColumn):
-    """A timestamp in [lower, upper] (ISO strings) at a resolution such as 'D' or 's'; timezone-aware dtypes kept."""
+    """A timestamp in [lower, upper] (ISO strings) at a resolution such as 'D' or 's'; timezone-aware dtypes kept.
+    ``local``: a timezone-aware column's ticks count its wall-clock time, not UTC, so that local dates
+    and hours keep their meaning (a local midnight is a whole day; daylight saving moves it in UTC)."""
 
     lower: str = "1970-01-01"
     upper: str = "1970-01-02"
+    local: bool = False
     kind: ClassVar[str] = "datetime"
     bound_text: ClassVar[str] = "ISO timestamps"
 
     def ticks(self, value: Any) -> int:
-        """A timestamp as a whole number of resolution units since the epoch (UTC)."""
+        """A timestamp as a whole number of resolution units since the epoch (UTC, or wall-clock time if ``local``)."""
         stamp = pd.Timestamp(value)
         if stamp.tzinfo is not None:
-            stamp = stamp.tz_convert("UTC").tz_localize(None)
+            stamp = stamp.tz_localize(None) if self.local else stamp.tz_convert("UTC").tz_localize(None)
         return int(np.datetime64(stamp.to_datetime64(), self.resolution).astype(np.int64))
+
+
+def naive_stamps(stamps: pd.Series, local: bool) -> pd.Series:
+    """Timestamps without a time zone: a timezone-aware series' wall-clock times (``local``) or UTC times."""
+    if getattr(stamps.dt, "tz", None) is None:
+        return stamps
+    return stamps.dt.tz_localize(None) if local else stamps.dt.tz_convert("UTC").dt.tz_localize(None)
 
 
 @dataclass(frozen=True)
@@ -681,13 +691,13 @@ def _infer_column(series: pd.Series, kind: str | None, max_categories: int, n_kn
         return BooleanColumn(**common)
     if kind == "datetime":
         stamps = pd.to_datetime(values)
-        utc = stamps.dt.tz_convert("UTC") if getattr(stamps.dt, "tz", None) is not None else stamps
-        midnight = bool((utc == utc.dt.normalize()).all())  # ticks count in UTC: a local midnight is not one
-        resolution = "D" if midnight else "s"
+        local = getattr(stamps.dt, "tz", None) is not None  # a timezone-aware column counts in wall-clock time
+        wall = naive_stamps(stamps, local)
+        resolution = "D" if bool((wall == wall.dt.normalize()).all()) else "s"
         column = DatetimeColumn(**common, lower=stamps.min().isoformat(), upper=stamps.max().isoformat(),
-                                resolution=resolution)
+                                resolution=resolution, local=local)
         ticks = np.array([column.ticks(v) for v in (stamps.min(), stamps.max())])
-        all_ticks = _datetime_ticks(stamps, resolution)
+        all_ticks = wall.to_numpy().astype(f"datetime64[{resolution}]").astype(np.int64).astype(np.float64)
         return replace(column, knots=_quantile_knots(all_ticks, ticks[0], ticks[1], n_knots, True))
     if kind == "duration":
         spans = pd.to_timedelta(values).to_numpy()
@@ -756,12 +766,6 @@ def _guess_kind(series: pd.Series, values: pd.Series, max_categories: int) -> st
 def _exact_at(spans: np.ndarray, resolution: str) -> bool:
     """Whether every timedelta64 of ``spans`` is a whole number of ``resolution`` ticks."""
     return bool((spans.astype(f"timedelta64[{resolution}]").astype(spans.dtype) == spans).all())
-
-
-def _datetime_ticks(stamps: pd.Series, resolution: str) -> np.ndarray:
-    if getattr(stamps.dt, "tz", None) is not None:
-        stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
-    return stamps.to_numpy().astype(f"datetime64[{resolution}]").astype(np.int64).astype(np.float64)
 
 
 def _python_scalar(value: Any) -> Any:

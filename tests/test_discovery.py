@@ -357,6 +357,19 @@ def test_a_timestamps_resolution_is_its_coarsest_exact_unit_released_under_dp(un
     assert released["units"][0] == "D" and released["scale"] > 0
 
 
+def test_a_timezone_aware_column_of_local_dates_is_released_as_local_dates() -> None:
+    # Paris midnights across both daylight-saving changes of 2021: 23:00 or 22:00 the day before in UTC.
+    stamps = (stamps_at("D") - pd.Timestamp("2015-01-01") + pd.Timestamp("2020-06-01")).dt.tz_localize("Europe/Paris")
+    frame = pd.DataFrame({"at": stamps})
+    schema = discover(frame)[0]
+    assert (schema["at"].resolution, schema["at"].local) == ("D", True)
+    encoder = Encoder(schema, on_invalid="clip")
+    decoded = encoder.decode(encoder.encode(frame))["at"]
+    assert decoded.dtype == frame["at"].dtype and (decoded.dt.hour == 0).all()
+    inside = (frame["at"] >= schema["at"].lower) & (frame["at"] < schema["at"].upper)
+    assert (decoded[inside] == frame["at"][inside]).all()
+
+
 def test_a_column_of_dates_with_a_few_times_of_day_is_released_as_dates() -> None:
     # 0.5% of the records carry a time (a data-entry slip): below the slack, they are floored to their day.
     stamps = stamps_at("D")

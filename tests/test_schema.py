@@ -170,11 +170,12 @@ def test_infer_keeps_a_public_categorical_dtypes_levels_in_their_order() -> None
     assert Schema.infer(public)["v"].categories == tuple(levels)
 
 
-def test_infer_keeps_times_of_a_timezone_aware_column_of_local_midnights() -> None:
-    # Ticks count in UTC, where New York's midnights are 05:00: a resolution of days would shift them.
-    public = pd.DataFrame({"d": pd.to_datetime(["2020-03-01", "2020-03-05"]).tz_localize("America/New_York")})
+def test_infer_reads_a_timezone_aware_column_of_local_midnights_as_local_dates() -> None:
+    # In UTC New York's midnights are 05:00, or 04:00 in summer: its ticks count wall-clock time instead.
+    public = pd.DataFrame({"d": pd.to_datetime(["2020-03-01", "2020-03-05", "2020-03-09", "2020-11-02"]
+                                               ).tz_localize("America/New_York")})
     schema = Schema.infer(public)
-    assert schema["d"].resolution == "s"
+    assert (schema["d"].resolution, schema["d"].local) == ("D", True)
     encoder = Encoder(schema.with_dtypes(public))
     assert encoder.decode(encoder.encode(public))["d"].tolist() == public["d"].tolist()
 

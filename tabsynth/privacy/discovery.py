@@ -51,6 +51,7 @@ from tabsynth.schema import (
     can_hold_null,
     dtype_text,
     duration_text,
+    naive_stamps,
     quantile_knots,
     with_point_masses,
 )
@@ -907,20 +908,18 @@ def _discover_datetime(series: pd.Series, unit: str, range_noise: CountNoise, kn
     """Datetime spec at resolution ``unit`` (``_time_resolution``): bounds from a DP histogram over
     month bins 1900-2100, knots from DP quantiles of its ticks and point masses (with ``masses``:
     ``_number_knots``); and whether the range was located."""
-    stamps = series.dropna()
-    if getattr(stamps.dt, "tz", None) is not None:
-        stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
-    values = stamps.to_numpy().astype(f"datetime64[{unit}]").astype(np.int64).astype(np.float64)
+    local = getattr(series.dt, "tz", None) is not None  # a timezone-aware column counts in wall-clock time
+    values = naive_stamps(series.dropna(), local).to_numpy().astype(f"datetime64[{unit}]")
+    values = values.astype(np.int64).astype(np.float64)
     months = pd.date_range("1900-01-01", "2100-01-01", freq="MS").to_numpy()
     edges = months.astype(f"datetime64[{unit}]").astype(np.int64).astype(np.float64)
     lower, upper, located = _dp_range(values, edges, range_noise, rng)
     column = DatetimeColumn(str(series.name), nullable=True, dtype=dtype_text(series.dtype), lower=_iso(lower, unit),
-                            upper=_iso(upper, unit), resolution=unit)
+                            upper=_iso(upper, unit), resolution=unit, local=local)
     if knot_noise is None:
         return column, located
     knots = _number_knots(values, lower, upper, knot_noise, masses, n_knots, True, rng, numeric=False)
-    return DatetimeColumn(column.name, nullable=True, dtype=column.dtype, lower=column.lower, upper=column.upper,
-                          resolution=unit, knots=knots), located
+    return replace(column, knots=knots), located
 
 
 def _discover_duration(series: pd.Series, unit: str, range_noise: CountNoise, knot_noise: CountNoise | None,
@@ -954,8 +953,8 @@ def _time_resolution(series: pd.Series, days: bool, noise: CountNoise | None, rn
     if days or noise is None:
         return "D" if days else unit
     values = series.dropna()
-    if getattr(values.dt, "tz", None) is not None:  # ticks count in UTC, as ``DatetimeColumn.ticks`` does
-        values = values.dt.tz_convert("UTC").dt.tz_localize(None)
+    if isinstance(values.dtype, pd.DatetimeTZDtype):  # wall-clock ticks, as ``_discover_datetime`` counts them
+        values = naive_stamps(values, local=True)
     return _dp_resolution(values.to_numpy().astype(np.int64), unit, noise, rng)
 
 
