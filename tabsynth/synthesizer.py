@@ -51,6 +51,9 @@ MODEL_VERSION = 9  # 4: binary codes up to 128 values, marginal settings; 5: num
 # 6: the generator's latent class; 7: the generator draws binary codes as whole values; 8: conditioning edges;
 # 9: geo coordinates as drawn cells and places
 SAMPLE_CHUNK = 131_072  # rows per sampled batch (and per Parquet row group)
+# Calibration draws at least this many generator rows: from a pool of 1.25 n a sample of 5 rows
+# repeated a heavily weighted row (rows 0 and 1 of a sample of 4 were one generator row).
+MIN_CALIBRATION_POOL = 1024
 GENERATOR_BATCH = 16_384  # rows per generator forward pass: small enough for its buffers to be reused, not page-faulted anew
 DISCOVERY_ROWS = 1_000_000  # DP domain discovery reads a Poisson subsample of about this many rows
 # Of the delta left after the row count, the share that bounds DP discovery's release of a category or
@@ -224,7 +227,7 @@ class Synthesizer:
     strongly tied columns (a code and its label, a relationship and a marital status) keep their
     structural zeros, which a generator drawing columns independently given its input blurs;
     ``on_invalid`` for values outside a declared domain; ``oversample`` (generator rows drawn per
-    sampled row, for calibration) and ``sample_precision`` ("auto": the generator's hidden layers in
+    sampled row, for calibration; at least ``MIN_CALIBRATION_POOL`` in all) and ``sample_precision`` ("auto": the generator's hidden layers in
     bfloat16 when the CPU computes it natively, which doubles sampling speed and leaves fidelity
     unchanged; samples for a seed then repeat on the same kind of CPU); ``fit_precision`` ("auto": the
     generator's steps, which read no private data, multiply matrices in bfloat16 where the device
@@ -536,7 +539,7 @@ class Synthesizer:
         decoded, repaired where a rule can repair them, and only the rows that then satisfy every rule
         are kept (rejection sampling), drawing more until there are enough.
         """
-        wanted = math.ceil(self.settings.oversample * n) if self.marginal_targets_ else n
+        wanted = max(math.ceil(self.settings.oversample * n), MIN_CALIBRATION_POOL) if self.marginal_targets_ else n
         if not self.schema_.rules:
             pool = self._generate_compact(wanted, gen)
             return self.encoder_.decode_compact(pool[self._calibrated_index(pool, n, rng)])
