@@ -162,7 +162,18 @@ class MarginalLoss:
                 cells = width + a * soft + b
             index.append(cells.ravel())
             segment.append(np.full(cells.size, len(sizes) + m))
-        self.index = as_tensor(np.concatenate(index), torch.long)
+        # Each estimate's place among the one-way cells, then the Gram matrix's cells some pair reads and
+        # the drawn products' (each once, ascending): only those are gathered, not the whole matrices.
+        index = np.concatenate(index)
+        gram = (index >= width) & (index < drawn_base)
+        gram_cells, gram_place = np.unique(index[gram] - width, return_inverse=True)
+        drawn_cells, drawn_place = np.unique(index[index >= drawn_base] - drawn_base, return_inverse=True)
+        order = index.copy()
+        order[gram] = width + gram_place
+        order[index >= drawn_base] = width + len(gram_cells) + drawn_place
+        self.gram_cells = as_tensor(gram_cells, torch.long)
+        self.drawn_cells = as_tensor(drawn_cells, torch.long)
+        self.order = as_tensor(order, torch.long)
         self.segment = as_tensor(np.concatenate(segment), torch.long)
         self.targets = as_tensor(np.concatenate([*measured.one_way, *measured.two_way]) / total, torch.float32)
         self.n_marginals = len(sizes) + len(measured.pairs)
@@ -198,12 +209,11 @@ class MarginalLoss:
     def _estimates(self, probs: torch.Tensor, grouped: torch.Tensor | None) -> torch.Tensor:
         if grouped is None:
             return probs.mean(1)
-        soft = grouped[:self.soft_width]
-        products = [soft @ soft.t()]
+        soft, rows = grouped[:self.soft_width], probs.shape[1]
+        parts = [probs.mean(1), (soft @ soft.t()).ravel().index_select(0, self.gram_cells) / rows]
         if self.soft_width < self.pair_width:
-            products.append(grouped[self.soft_width:] @ soft.t())
-        flat = torch.cat([probs.mean(1), *(product.ravel() / probs.shape[1] for product in products)])
-        return flat.index_select(0, self.index)
+            parts.append((grouped[self.soft_width:] @ soft.t()).ravel().index_select(0, self.drawn_cells) / rows)
+        return torch.cat(parts).index_select(0, self.order)
 
     def __call__(self, raw: torch.Tensor, drawn: Mapping[str, DrawnCells] | None = None) -> torch.Tensor:
         """The loss of a batch of at least two rows (its halves' estimates enter the squared term)."""
