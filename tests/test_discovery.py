@@ -172,6 +172,21 @@ def test_a_quantity_centred_on_zero_keeps_both_signs() -> None:
     assert len(located) >= 15 and all(lower < -0.5 and upper > 0.5 for lower, upper in located)
 
 
+@pytest.mark.parametrize("far_stds, joins", [(5.3, False), (6.3, True)])
+def test_a_bin_apart_from_the_range_joins_only_past_a_far_stricter_threshold(far_stds: float, joins: bool) -> None:
+    # A bulk of ages and one bin far out at 2^40: at 5.3 noise stds it clears the ordinary threshold of
+    # one bin among these tests (4.9 stds) but not the one for a bin apart from the range (5.8).
+    edges = _numeric_edges(True)
+    noise = CountNoise("gaussian", 10.0)
+    noisy = np.zeros(len(edges) - 1)
+    bulk = (edges[:-1] >= 16) & (edges[:-1] < 90)
+    noisy[bulk] = 1000.0
+    far = int(np.searchsorted(edges, 2.0**40))
+    noisy[far] = far_stds * noise.scale
+    lower, upper, located = _range_of(noisy, edges, noise, 1, 0, int(np.searchsorted(edges, 0.0)))
+    assert located and lower >= 16 - 1 and (upper > 2.0**39) == joins
+
+
 def test_magnitudes_up_to_two_to_the_62_keep_their_range() -> None:
     # Byte counts, national sums in cents: 1e15-1e18. The fixed bins stopped at 2^40 (~1.1e12) and
     # capped every such value there.
