@@ -608,11 +608,10 @@ class _DatetimeCodec(_NumberCodec):
         stamps = pd.Series(_tick_values(self.numbers(block), "datetime64", self.column.resolution))
         stamps[missing] = pd.NaT
         dtype = self.column.dtype
-        if dtype and "," in dtype and self.column.local:  # wall-clock times: a time daylight saving skips moves on
-            stamps = stamps.dt.tz_localize(pd.api.types.pandas_dtype(dtype).tz, nonexistent="shift_forward",
-                                           ambiguous=np.zeros(len(stamps), dtype=bool)).astype(dtype)
-        elif dtype and "," in dtype:  # timezone-aware, e.g. "datetime64[ns, UTC]"
-            stamps = stamps.dt.tz_localize("UTC").astype(dtype)
+        if dtype and "," in dtype:  # timezone-aware, e.g. "datetime64[ns, UTC]"
+            stamps = (stamps.dt.tz_localize(pd.api.types.pandas_dtype(dtype).tz, nonexistent="shift_forward",
+                                            ambiguous=np.zeros(len(stamps), dtype=bool))  # wall-clock times
+                      if self.column.local else stamps.dt.tz_localize("UTC")).astype(dtype)
         elif dtype and dtype.startswith("datetime64"):
             stamps = stamps.astype(dtype)
         return {self.column.name: stamps}

@@ -247,6 +247,22 @@ NANOSECONDS = {"D": 86_400 * 10**9, "h": 3_600 * 10**9, "m": 60 * 10**9, "s": 10
 _ISO_DURATION = re.compile(r"(-)?P(\d+)DT(\d+)H(\d+)M(\d+)(?:\.(\d{1,9}))?S")  # ``duration_text``'s form
 
 
+def coarsest_exact_units(ticks: np.ndarray, unit: str) -> np.ndarray:
+    """For each of ``ticks`` (whole ``unit``s since the epoch or of a span), the index in ``RESOLUTIONS``
+    of the coarsest unit, days down to ``unit``, that holds it exactly."""
+    units = RESOLUTIONS[: RESOLUTIONS.index(unit) + 1]
+    coarsest = np.full(len(ticks), len(units) - 1)
+    for i in range(len(units) - 2, -1, -1):  # coarser units overwrite finer ones
+        coarsest[ticks % (NANOSECONDS[units[i]] // NANOSECONDS[unit]) == 0] = i
+    return coarsest
+
+
+def _resolution_of(values: np.ndarray) -> str:
+    """The coarsest unit that holds every datetime64 or timedelta64 of ``values`` exactly (public data)."""
+    unit = np.datetime_data(values.dtype)[0]
+    return RESOLUTIONS[int(coarsest_exact_units(values.astype(np.int64), unit).max(initial=0))]
+
+
 def duration_text(ticks: int, resolution: str) -> str:
     """A whole number of ``resolution`` ticks as ISO 8601 duration text (``-P1DT2H3M4.5S``) that
     ``DurationColumn`` reads back exactly, with integer arithmetic at any length."""
@@ -693,7 +709,7 @@ def _infer_column(series: pd.Series, kind: str | None, max_categories: int, n_kn
         stamps = pd.to_datetime(values)
         local = getattr(stamps.dt, "tz", None) is not None  # a timezone-aware column counts in wall-clock time
         wall = naive_stamps(stamps, local)
-        resolution = "D" if bool((wall == wall.dt.normalize()).all()) else "s"
+        resolution = _resolution_of(wall.to_numpy())
         column = DatetimeColumn(**common, lower=stamps.min().isoformat(), upper=stamps.max().isoformat(),
                                 resolution=resolution, local=local)
         ticks = np.array([column.ticks(v) for v in (stamps.min(), stamps.max())])
@@ -701,7 +717,7 @@ def _infer_column(series: pd.Series, kind: str | None, max_categories: int, n_kn
         return replace(column, knots=_quantile_knots(all_ticks, ticks[0], ticks[1], n_knots, True))
     if kind == "duration":
         spans = pd.to_timedelta(values).to_numpy()
-        resolution = next(unit for unit in RESOLUTIONS if _exact_at(spans, unit))
+        resolution = _resolution_of(spans)
         ticks = spans.astype(f"timedelta64[{resolution}]").astype(np.int64)
         column = DurationColumn(**common, lower=duration_text(ticks.min(), resolution),
                                 upper=duration_text(ticks.max(), resolution), resolution=resolution)
@@ -761,11 +777,6 @@ def _guess_kind(series: pd.Series, values: pd.Series, max_categories: int) -> st
     if distinct <= {True, False}:
         return "boolean"
     return "categorical"
-
-
-def _exact_at(spans: np.ndarray, resolution: str) -> bool:
-    """Whether every timedelta64 of ``spans`` is a whole number of ``resolution`` ticks."""
-    return bool((spans.astype(f"timedelta64[{resolution}]").astype(spans.dtype) == spans).all())
 
 
 def _python_scalar(value: Any) -> Any:

@@ -121,6 +121,16 @@ def test_infer_recognises_each_kind() -> None:
     assert geo.region == BoundingBox(40.4, 52.5, -3.7, 13.4)
 
 
+@pytest.mark.parametrize("stamps, resolution", [(["2021-01-01 10:00", "2021-01-02 11:30"], "m"),
+                                                (["2021-01-01 10:00:00.250", "2021-01-02 00:00:00.000"], "ms")])
+def test_infer_reads_timestamps_at_the_coarsest_exact_resolution(stamps: list[str], resolution: str) -> None:
+    public = pd.DataFrame({"at": pd.to_datetime(stamps)})
+    schema = Schema.infer(public)
+    assert schema["at"].resolution == resolution
+    encoder = Encoder(schema.with_dtypes(public))
+    assert encoder.decode(encoder.encode(public))["at"].tolist() == public["at"].tolist()
+
+
 def test_infer_reads_a_timedelta_column_as_durations_at_the_coarsest_exact_resolution() -> None:
     public = pd.DataFrame({"stay": pd.to_timedelta([0, 36, 12, None, 5 * 24], unit="h").astype("timedelta64[s]")})
     stay = Schema.infer(public)["stay"]

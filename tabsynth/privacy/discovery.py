@@ -49,6 +49,7 @@ from tabsynth.schema import (
     Schema,
     SchemaError,
     can_hold_null,
+    coarsest_exact_units,
     dtype_text,
     duration_text,
     naive_stamps,
@@ -970,9 +971,7 @@ def _time_resolution(series: pd.Series, days: bool, noise: CountNoise | None, rn
     unit = _datetime_unit(series.dtype)
     if days or noise is None:
         return "D" if days else unit
-    values = series.dropna()
-    if isinstance(values.dtype, pd.DatetimeTZDtype):  # wall-clock ticks, as ``_discover_datetime`` counts them
-        values = naive_stamps(values, local=True)
+    values = naive_stamps(series.dropna(), local=True)  # wall-clock ticks, as ``_discover_datetime`` counts them
     return _dp_resolution(values.to_numpy().astype(np.int64), unit, noise, rng)
 
 
@@ -983,25 +982,16 @@ def _dp_resolution(ticks: np.ndarray, unit: str, noise: CountNoise, rng: np.rand
     are whole ``unit``s since the epoch (UTC) or of a span. A column of dates stored as timestamps then
     decodes to dates, not to random times of day; a column of whole seconds to seconds."""
     units = RESOLUTIONS[: RESOLUTIONS.index(unit) + 1]
-    per_unit = [int(np.timedelta64(1, u) // np.timedelta64(1, unit)) for u in units]
-    coarsest = np.full(len(ticks), len(units) - 1)
-    for i in range(len(units) - 2, -1, -1):  # coarser units overwrite finer ones
-        coarsest[ticks % per_unit[i] == 0] = i
-    counts = np.bincount(coarsest, minlength=len(units)) + noise.sample(rng, len(units))
+    counts = np.bincount(coarsest_exact_units(ticks, unit), minlength=len(units)) + noise.sample(rng, len(units))
     total = max(float(counts.sum()), 1.0)
     for i, candidate in enumerate(units[:-1]):
         finer = len(units) - 1 - i  # bins of the rows finer than the candidate
         # Few rows finer, and many rows exact at the candidate: under noise that swamps the counts
         # (a small table, a tiny budget) the storage unit stays, not a coarse unit the noise allowed.
-        if (counts[i + 1:].sum() <= RESOLUTION_SLACK * total + RESOLUTION_STDS * _sum_std(noise, finer)
-                and counts[:i + 1].sum() >= RESOLUTION_EVIDENCE_STDS * _sum_std(noise, i + 1)):
+        if (counts[i + 1:].sum() <= RESOLUTION_SLACK * total + RESOLUTION_STDS * noise.sum_std(finer)
+                and counts[:i + 1].sum() >= RESOLUTION_EVIDENCE_STDS * noise.sum_std(i + 1)):
             return candidate
     return unit
-
-
-def _sum_std(noise: CountNoise, terms: int) -> float:
-    """The std of a sum of ``terms`` independent draws of ``noise``."""
-    return noise.scale * math.sqrt(terms * (1.0 if noise.kind == "gaussian" else 2.0))
 
 
 def _iso(ticks: float, unit: str) -> str:

@@ -339,6 +339,10 @@ class CountNoise:
         """``size`` independent draws."""
         return (rng.laplace if self.kind == "laplace" else rng.normal)(0.0, self.scale, size=size)
 
+    def sum_std(self, terms: int) -> float:
+        """The std of a sum of ``terms`` independent draws (a Laplace draw's is scale * sqrt(2))."""
+        return self.scale * math.sqrt(terms * (1.0 if self.kind == "gaussian" else 2.0))
+
     def sum_threshold(self, terms: int, failure: float) -> float:
         """The value that a sum of ``terms`` independent draws exceeds with probability ``failure``: exact
         for a Gaussian; for Laplace from the exact tail of a difference of two Gamma(terms) variables
