@@ -24,7 +24,7 @@ from tabsynth import (
     SchemaError,
 )
 from tabsynth.privacy import DiscoveryWarning, PrivacyLedger, discover_schema, discover_schema_composed
-from tabsynth.privacy.discovery import _numeric_edges, _range_of, discover_new_categories_composed
+from tabsynth.privacy.discovery import TAIL_SHARE, _numeric_edges, _range_of, discover_new_categories_composed
 from tabsynth.privacy.mechanisms import CountNoise, gaussian_threshold, histogram_threshold
 
 EPS_PER_COLUMN = 0.1
@@ -156,6 +156,62 @@ def test_growth_into_a_tail_stops_at_zero_for_negative_values_too() -> None:
     frame = pd.DataFrame({"loss": pd.array(losses, dtype="int64")})
     uppers = [discover(frame, seed=seed)[0]["loss"].upper for seed in range(20)]
     assert max(uppers) <= 0 and sum(upper >= -5 for upper in uppers) >= 12
+
+
+def test_a_small_tables_density_reaching_zero_keeps_its_smallest_values() -> None:
+    # 3,000 rows uniform on [0, 100]: towards 0 the quarter-octave bins hold ever fewer rows, so growth
+    # stopped near 11 (median of 20 seeds) and 10% of the rows fell below the range. The tail that the
+    # last octaves' shape predicts takes the range down to below 1.
+    values = np.random.default_rng(0).uniform(0, 100, 3000)
+    frame = pd.DataFrame({"x": values})
+    columns = [discover(frame, seed=seed)[0]["x"] for seed in range(20)]
+    clipped = [((values < column.lower) | (values > column.upper)).mean() for column in columns]
+    assert np.median([column.lower for column in columns]) < 1.0 and np.mean(clipped) < 0.05
+    assert min(column.lower for column in columns) >= 0.0
+
+
+def test_a_negative_quantitys_range_extends_towards_zero_and_never_past_it() -> None:
+    values = -np.random.default_rng(0).exponential(10, 3000)
+    uppers = [discover(pd.DataFrame({"x": values}), seed=seed)[0]["x"].upper for seed in range(20)]
+    assert np.median(uppers) > -0.5 and max(uppers) <= 0.0  # the median was -0.84, 9.8% of rows above
+
+
+def test_a_dense_end_that_stops_sharply_is_not_extended_towards_zero() -> None:
+    values = np.random.default_rng(0).uniform(1000, 5000, 3000)
+    lowers = [discover(pd.DataFrame({"x": values}), seed=seed)[0]["x"].lower for seed in range(20)]
+    assert min(lowers) > 800  # one octave below, 500, would hold a predicted 375 rows; the histogram shows none
+
+
+@pytest.mark.parametrize("integer", [True, False])
+def test_the_extension_towards_zero_stops_at_one_for_integers_and_near_zero_otherwise(integer: bool) -> None:
+    # Exact counts of 30 rows per integer 1..100 (or 3,000 even values in (0, 100]) under noise too large
+    # for growth to reach their smallest values (it stopped at 13): an integer range stops at 1, as its
+    # bin of 0 is a point mass tested on its own; a real one goes on while the tail beyond holds more
+    # than TAIL_SHARE of the rows.
+    edges = _numeric_edges(integer)
+    zero = int(np.searchsorted(edges, 0.0))
+    values = np.arange(1, 101).repeat(30).astype(float) if integer else np.linspace(0.001, 100, 3000)
+    counts = np.histogram(values, edges)[0].astype(float)
+    lower, upper, located = _range_of(counts, edges, CountNoise("gaussian", 40.0), 1, zero, zero)
+    assert located and upper > 100
+    if integer:
+        assert lower == 1.0
+    else:
+        assert 0.0 < lower and (values < lower).mean() <= TAIL_SHARE
+
+
+def test_a_cluster_beyond_a_sparse_gap_joins_a_coordinate_range_by_a_run_of_16_bins() -> None:
+    # Latitudes in 0.1-degree bins: a bulk from 33.7 to 38, then four sparse bins and a cluster of
+    # eight bins of 35 rows (San Diego beside Los Angeles in 3,000 California rows). Runs of at most 8
+    # bins stopped at the gap; a run of 16 clears its threshold (that of an empty run, RUN_GROWTH_FAILURE).
+    edges = np.round(np.linspace(-90.0, 90.0, 1801), 6)
+    counts = np.zeros(1800)
+    bins = lambda a, b: slice(int(np.searchsorted(edges, a)), int(np.searchsorted(edges, b)))  # noqa: E731
+    counts[bins(33.7, 38.0)] = 50.0
+    counts[bins(33.3, 33.7)] = 5.0
+    counts[bins(32.5, 33.3)] = 35.0
+    lower, upper, located = _range_of(counts, edges, CountNoise("gaussian", 22.0), 1, 0, None)
+    assert located and lower == pytest.approx(32.5) and upper == pytest.approx(38.0)
 
 
 @pytest.mark.filterwarnings("ignore::tabsynth.privacy.DiscoveryWarning")  # a few seeds cannot locate the range at all (allowed below)

@@ -95,7 +95,16 @@ APART_FAILURE = 1e-5
 RANGE_GROWTH_FAILURE = 0.05  # chance that an empty bin next to the range extends it (see _dp_range)
 RANGE_LEVELS = (1, 2, 4, 8, 16)  # bins summed per group when looking for sparse tails
 GROWTH_SIZES = (1, 2, 4, 8)  # bins a range grows by at once into a sparse tail, the finest that clears first
+# The same over even bins (coordinates, months), where a run of 32 bins is a short way (3.2 degrees): in
+# 3,000 California rows, San Diego lies beyond four sparse bins of latitude that runs of 8 did not cross.
+EVEN_GROWTH_SIZES = (1, 2, 4, 8, 16, 32)
 RUN_GROWTH_FAILURE = 0.002  # chance that an empty run of 2, 4 or 8 bins next to the range extends it
+# Tail extrapolation towards 0 (``_tail_extended``): a one-signed range's end nearer 0 moves octave by
+# octave into the tail that its shape predicts, while the predicted mass beyond it exceeds this share
+# of the noisy total.
+TAIL_SHARE = 0.005
+TAIL_RATIO = 0.8  # at most, the predicted ratio of an octave's count to the next one's inwards
+TAIL_STDS = 2.0  # an octave whose noisy count falls this many noise stds short of its prediction stops it
 KNOT_BINS = 32  # even bins of the released range in the knots' histogram
 KNOT_OCTAVES = 8  # and its quarter-octave bins down to 2^-8 of the range
 GEO_STEP = 0.1  # degrees per bin of the latitude/longitude range histograms
@@ -691,11 +700,12 @@ def _dp_range(values: np.ndarray, edges: np.ndarray, noise: CountNoise, rng: np.
     The finest level that clears sets the range; coarser groups lying wholly outside it extend it.
     Then the range grows outwards while the next bin clears a lower threshold, one that an empty bin
     clears with probability ``RANGE_GROWTH_FAILURE``, or else the next 2, 4 or 8 bins together clear
-    theirs (``RUN_GROWTH_FAILURE``): a sparse tail beside the bulk (Adult's ages above 64 at epsilon
-    0.01) is kept, and so is one spread over bins too fine to clear alone (the single-year bins of
-    small integers: children's ages, rare race codes between common ones). When nothing clears, the
-    range starts from the noisy mode of the coarsest level (numbers: see ``_range_of``'s ``zero``,
-    which also takes in a one-signed range's mirror image across 0 when that region clears).
+    theirs (``RUN_GROWTH_FAILURE``; over these even bins also 16 or 32): a sparse tail beside the bulk
+    (Adult's ages above 64 at epsilon 0.01) is kept, and so is one spread over bins too fine to clear
+    alone (the single-year bins of small integers: children's ages, rare race codes between common
+    ones). When nothing clears, the range starts from the noisy mode of the coarsest level (numbers:
+    see ``_range_of``'s ``zero``, which also takes in a one-signed range's mirror image across 0 when
+    that region clears, and extends a range towards 0 by the tail its shape predicts).
     """
     return _range_of(noisy_histogram(values, edges, noise, rng), edges, noise, 1, anchor, None)
 
@@ -760,7 +770,8 @@ def _range_of(noisy: np.ndarray, edges: np.ndarray, noise: CountNoise, copies: i
     # or an amount negative.
     floor = zero if zero is not None and low >= zero else 0
     ceiling = zero + 1 if zero is not None and high <= zero else n_bins
-    low, high = _grown(noisy, low, high, floor, ceiling, noise, copies)
+    sizes = GROWTH_SIZES if zero is not None else EVEN_GROWTH_SIZES
+    low, high = _grown(noisy, low, high, floor, ceiling, noise, copies, sizes)
     # A range of one sign may still have the other beside it (a quantity centred on 0: the bulk of each
     # sign spread over many fine bins near 0 need not clear anywhere at first): the mirror image of the
     # range across 0 joins it if its bins' sum clears the threshold of one test, then grows outwards.
@@ -770,25 +781,83 @@ def _range_of(noisy: np.ndarray, edges: np.ndarray, noise: CountNoise, copies: i
         else:
             start, stop = max(2 * zero - min(high, zero), high), min(2 * zero - low, n_bins)
         if stop > start and noisy[start:stop].sum() >= noise.sum_threshold(copies * (stop - start), RANGE_FAILURE):
-            low, high = _grown(noisy, min(low, start), max(high, stop), 0, n_bins, noise, copies)
+            low, high = _grown(noisy, min(low, start), max(high, stop), 0, n_bins, noise, copies, sizes)
+    if zero is not None and located:
+        low, high = _tail_extended(noisy, edges, low, high, zero, noise, copies)
     return float(edges[low]), float(edges[high]), located
 
 
 def _grown(noisy: np.ndarray, low: int, high: int, floor: int, ceiling: int, noise: CountNoise,
-           copies: int) -> tuple[int, int]:
+           copies: int, sizes: Sequence[int] = GROWTH_SIZES) -> tuple[int, int]:
     """Bins [low, high) grown outwards by ``_growth``, down to ``floor`` and up to ``ceiling`` at most."""
-    while grown := _growth(noisy[floor:low][::-1], noise, copies):
+    while grown := _growth(noisy[floor:low][::-1], noise, copies, sizes):
         low -= grown
-    while grown := _growth(noisy[high:ceiling], noise, copies):
+    while grown := _growth(noisy[high:ceiling], noise, copies, sizes):
         high += grown
     return low, high
 
 
-def _growth(outwards: np.ndarray, noise: CountNoise, copies: int = 1) -> int:
+def _tail_extended(noisy: np.ndarray, edges: np.ndarray, low: int, high: int, zero: int, noise: CountNoise,
+                   copies: int) -> tuple[int, int]:
+    """Bins [low, high) of a one-signed number's range (over ``_numeric_edges``; ``zero``: the bin of 0)
+    extended towards 0 by the tail its shape predicts (post-processing of the noisy histogram).
+
+    Growth stops where the bins beyond hold too few rows to clear a threshold, and towards 0 the
+    quarter-octave bins grow ever finer: in a small table a quantity whose density reaches 0 loses
+    its smallest values (3,000 rows uniform on [0, 100] at eps = 1: 6% below the range on average).
+    The octaves inside the end towards 0, noisy counts c1 (at the end), c2 and c3 where the range holds
+    them, predict the octaves beyond as a geometric run of ratio r = (c1 + c2) / (c2 + c3) (a
+    power-law density near 0; at most ``TAIL_RATIO``), holding c1 * r / (1 - r) rows. While that
+    exceeds ``TAIL_SHARE`` of the noisy total and the next octave's noisy count does not fall
+    ``TAIL_STDS`` stds short of its prediction (a dense end that stops sharply fails there), the end
+    moves one octave towards 0; past the smallest magnitude, to 0 itself (not for integers, whose
+    bin of 0 is a point mass tested on its own). Ends away from 0 are left alone: there a wrong
+    extrapolation would add values far beyond the data, while towards 0 it adds at most the end's
+    own magnitude.
+    """
+    total = max(float(noisy.sum()), 1.0)
+    smallest = float(edges[zero + 1])
+
+    def bins(a: float, b: float) -> tuple[int, int]:
+        """The bins of the values between a and b, as [first, stop)."""
+        return int(np.searchsorted(edges, min(a, b))), int(np.searchsorted(edges, max(a, b)))
+
+    def extended(end: int, upper: bool) -> int:
+        """The end (an edge index; ``upper``: the range's upper end) moved towards 0."""
+        value = float(edges[end])
+        octaves = [bins(value * 2.0**k, value * 2.0**(k + 1)) for k in range(3)]  # from the end inwards
+        inside = [(a, b) for a, b in octaves if low <= a < b <= high]
+        if len(inside) < 2 or inside != octaves[:len(inside)]:
+            return end  # the range spans fewer than two whole octaves from this end
+        counts = [float(noisy[a:b].sum()) for a, b in inside]
+        if not 0.0 < counts[0] < counts[1]:
+            return end  # no density falling off towards 0
+        ratio = min(sum(counts[:-1]) / sum(counts[1:]), TAIL_RATIO)
+        first_std, last, step = noise.sum_std(copies * (inside[0][1] - inside[0][0])), counts[0], 0
+        while last * ratio / (1.0 - ratio) > TAIL_SHARE * total:
+            value = float(edges[end])
+            if abs(value) <= smallest:
+                return end if smallest == 1.0 else zero  # integers keep their point mass at 0 apart
+            first, stop = bins(value, value / 2.0)
+            last, step = last * ratio, step + 1
+            spread = math.hypot(noise.sum_std(copies * (stop - first)), first_std * ratio**step)
+            if float(noisy[first:stop].sum()) < last - TAIL_STDS * spread:
+                return end
+            end = stop if upper else first
+        return end
+
+    if edges[low] > 0.0:
+        return extended(low, False), high
+    if edges[high] < 0.0:
+        return low, extended(high, True)
+    return low, high
+
+
+def _growth(outwards: np.ndarray, noise: CountNoise, copies: int = 1, sizes: Sequence[int] = GROWTH_SIZES) -> int:
     """Bins to grow a range by, given the noisy counts beyond it from the nearest outwards: the first of
-    1, 2, 4, 8 bins whose sum clears its ``_growth_threshold``, and of a run that clears, the prefix
+    ``sizes`` bins whose sum clears its ``_growth_threshold``, and of a run that clears, the prefix
     with the largest noisy sum (empty bins at the run's far end add only noise), or 0."""
-    for size in GROWTH_SIZES:
+    for size in sizes:
         if size <= len(outwards) and outwards[:size].sum() >= _growth_threshold(size, noise, copies):
             return int(np.argmax(np.cumsum(outwards[:size]))) + 1
     return 0
@@ -797,7 +866,7 @@ def _growth(outwards: np.ndarray, noise: CountNoise, copies: int = 1) -> int:
 def _growth_threshold(size: int, noise: CountNoise, copies: int = 1) -> float:
     """Threshold for growing a range by ``size`` bins (of ``copies`` summed histograms): an empty bin
     clears it with probability ``RANGE_GROWTH_FAILURE`` (a false step widens the range by one bin), an
-    empty run of 2, 4 or 8 bins with probability ``RUN_GROWTH_FAILURE``."""
+    empty run of more bins with probability ``RUN_GROWTH_FAILURE``."""
     failure = RANGE_GROWTH_FAILURE if size == 1 else RUN_GROWTH_FAILURE
     return noise.sum_threshold(copies * size, failure)
 
