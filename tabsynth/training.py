@@ -84,6 +84,64 @@ def gan_row_losses(scores: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.nn.functional.softplus(-scores[0]), torch.nn.functional.softplus(scores[1])])
 
 
+class _GramWorkspace:
+    """Square buffers that ``_GatheredGram`` reuses from step to step, by dtype and device: allocating
+    them afresh each step cost more than the products (page faults on tens of megabytes)."""
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+        self._products: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
+        self._gradients: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
+
+    def product(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """A buffer for the Gram matrix (any contents)."""
+        key = (dtype, device)
+        if key not in self._products:
+            self._products[key] = torch.empty((self.width, self.width), dtype=dtype, device=device)
+        return self._products[key]
+
+    def zeros(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """A buffer of zeros, flattened; the caller returns it to zeros after use."""
+        key = (dtype, device)
+        if key not in self._gradients:
+            self._gradients[key] = torch.zeros(self.width * self.width, dtype=dtype, device=device)
+        return self._gradients[key]
+
+
+class _GatheredGram(torch.autograd.Function):
+    """Some cells of ``rows @ rows.T`` (flat indices ``cells``; ``mirrored``: the same cells transposed).
+
+    The backward is one product, ``(grad + grad.T) @ rows`` with the gradient scattered into the
+    workspace's zeros, where autograd's would take two products, a transposed sum and fresh square
+    buffers. Under autocast the products run in the autocast dtype, as autograd's would.
+    """
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, rows: torch.Tensor, cells: torch.Tensor,
+                mirrored: torch.Tensor, workspace: _GramWorkspace) -> torch.Tensor:
+        device = rows.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else rows.dtype
+        with torch.autocast(device, enabled=False):
+            cast = rows.to(dtype)
+            product = torch.mm(cast, cast.t(), out=workspace.product(dtype, rows.device))
+            values = product.view(-1).index_select(0, cells)
+        ctx.save_for_backward(rows, cells, mirrored)
+        ctx.workspace = workspace
+        return values
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        rows, cells, mirrored = ctx.saved_tensors
+        flat = ctx.workspace.zeros(grad.dtype, grad.device)
+        flat.index_put_((cells,), grad, accumulate=True)
+        flat.index_put_((mirrored,), grad, accumulate=True)
+        width = ctx.workspace.width
+        result = torch.mm(flat.view(width, width), rows.to(grad.dtype)).to(rows.dtype)
+        flat.index_fill_(0, cells, 0.0)
+        flat.index_fill_(0, mirrored, 0.0)
+        return result, None, None, None
+
+
 class MarginalLoss:
     """Distance between a batch's soft marginals and the DP-measured ones (post-processing): per
     marginal, the L1 distance plus ``SQUARED_WEIGHT`` times the squared one, averaged over marginals.
@@ -172,6 +230,9 @@ class MarginalLoss:
         order[gram] = width + gram_place
         order[index >= drawn_base] = width + len(gram_cells) + drawn_place
         self.gram_cells = as_tensor(gram_cells, torch.long)
+        self.gram_mirrored = as_tensor(gram_cells % self.soft_width * self.soft_width + gram_cells // self.soft_width,
+                                       torch.long)
+        self._workspace = _GramWorkspace(self.soft_width)
         self.drawn_cells = as_tensor(drawn_cells, torch.long)
         self.order = as_tensor(order, torch.long)
         self.segment = as_tensor(np.concatenate(segment), torch.long)
@@ -210,7 +271,7 @@ class MarginalLoss:
         if grouped is None:
             return probs.mean(1)
         soft, rows = grouped[:self.soft_width], probs.shape[1]
-        parts = [probs.mean(1), (soft @ soft.t()).ravel().index_select(0, self.gram_cells) / rows]
+        parts = [probs.mean(1), _GatheredGram.apply(soft, self.gram_cells, self.gram_mirrored, self._workspace) / rows]
         if self.soft_width < self.pair_width:
             parts.append((grouped[self.soft_width:] @ soft.t()).ravel().index_select(0, self.drawn_cells) / rows)
         return torch.cat(parts).index_select(0, self.order)

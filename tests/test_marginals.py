@@ -461,6 +461,28 @@ def test_the_marginal_loss_estimates_each_pair_as_the_mean_outer_product_of_cell
     torch.testing.assert_close(loss.estimates(raw), expected)
 
 
+def test_the_marginal_losss_gradient_is_that_of_the_plain_outer_products() -> None:
+    # The pairs' Gram matrix has a hand-written backward (one product, buffers reused across steps):
+    # its gradient must be autograd's of the plain estimates, step after step.
+    encoder = Encoder(mixed_schema())
+    sizes = [spec.size for spec in encoder.cell_specs]
+    pairs = [(0, 2), (0, 4), (1, 3), (2, 5), (3, 4)]
+    rng = np.random.default_rng(0)
+    targets = MarginalMeasurements(tuple(sizes), tuple(rng.random(s) for s in sizes), tuple(pairs),
+                                   tuple(rng.random(sizes[a] * sizes[b]) for a, b in pairs), 0.0, 0.0, 1.0,
+                                   ungrouped(sizes))
+    heads, specs = raw_specs(encoder)
+    loss = MarginalLoss(specs, targets, "cpu")
+    for seed in range(3):
+        raw = torch.randn(64, heads.raw_dim, generator=torch.Generator().manual_seed(seed), requires_grad=True)
+        weights = torch.randn(len(loss.targets), generator=torch.Generator().manual_seed(10 + seed))
+        (ours,) = torch.autograd.grad((loss.estimates(raw) * weights).sum(), raw)
+        probs = SoftCells(specs)(raw)
+        plain = torch.cat([p.mean(0) for p in probs] + [(probs[a].t() @ probs[b] / 64).ravel() for a, b in pairs])
+        (expected,) = torch.autograd.grad((plain * weights).sum(), raw)
+        torch.testing.assert_close(ours, expected)
+
+
 def ungrouped(sizes: list[int]) -> tuple[np.ndarray, ...]:
     return tuple(np.arange(s) for s in sizes)
 
