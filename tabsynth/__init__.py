@@ -3,7 +3,7 @@
 from tabsynth.encoding import DomainError, Encoder, Span
 from tabsynth.geo import BoundingBox, PointSetRegion, PolygonRegion, Region
 from tabsynth.rules import Condition, Rule, RuleError, RulesUnmetError
-from tabsynth.synthesizer import ModelFileError, Synthesizer
+from tabsynth.synthesizer import ModelFileError, Synthesizer, TrainingDivergedError
 from tabsynth.schema import (
     BooleanColumn,
     CategoricalColumn,
@@ -23,5 +23,5 @@ __all__ = [
     "BooleanColumn", "BoundingBox", "CategoricalColumn", "Column", "Condition", "ContinuousColumn",
     "DatetimeColumn", "DomainError", "DurationColumn", "Encoder", "GeoPointColumn", "IntegerColumn", "PointSetRegion",
     "PolygonRegion", "ModelFileError", "Region", "Rule", "RuleError", "RulesUnmetError", "Schema", "SchemaError", "Span",
-    "Synthesizer",
+    "Synthesizer", "TrainingDivergedError",
 ]

@@ -74,6 +74,10 @@ class ModelFileError(ValueError):
     """A model file is missing, corrupt, or from an unsupported format version."""
 
 
+class TrainingDivergedError(RuntimeError):
+    """Training ended with a generator whose draws are not finite numbers."""
+
+
 @dataclass(frozen=True)
 class Settings:
     """Training settings; see ``Synthesizer`` for their meaning."""
@@ -393,11 +397,13 @@ class Synthesizer:
                      steps=trainer.steps_done, noise_multiplier=sigma, sample_rate=sample_rate, accountant=s.accountant,
                      accountant_delta=joint.accountant_delta, gaussian_noise_multiplier=gaussian_sigma, **details,
                      **_clipping_note(trainer.schedule))
+        generator = _checked(generator.to("cpu").eval(), encoder,
+                             _precision_dtype(s.sample_precision, torch.device("cpu")))
         # Fitted state is assigned only now, all together: a failed fit leaves the object as it was.
         self.schema_ = schema
         self.encoder_ = encoder
         self.marginal_targets_ = [] if measurements is None else target_distributions(measurements.one_way)
-        self.generator_ = generator.to("cpu").eval()
+        self.generator_ = generator
         self.arrow_schema_ = source.arrow_schema
         warm_start = {"public_rows": len(public_data), "steps": warm_start_steps} if warm_start_steps else None
         self.report_ = _privacy_report(ledger, plan, trainer.groups, trainer.schedule, trainer.steps_done,
@@ -847,6 +853,28 @@ def _default_delta(dp_rows: float) -> float:
     return delta
 
 
+def _checked(generator: Generator, encoder: Encoder, hidden_dtype: torch.dtype) -> Generator:
+    """``generator`` once its weights proved finite and a batch of its rows (drawn with a fixed seed, not
+    the user's) finite and decodable: a fit that diverged fails here, naming the remedies, rather than
+    sampling garbage (a NaN logit still draws some category; the decoder reads NaN numbers as zeros).
+    The batch also warms the sampling path: the first sample call after a fit ran about a third
+    slower than the next (Adult, 32,561 rows: 155-176k against 237-306k rows/s)."""
+    broken = [name for name, tensor in (*generator.named_parameters(), *generator.named_buffers())
+              if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    if not broken:
+        with torch.inference_mode():
+            rows = generator.sample(GENERATOR_BATCH, torch.Generator(device="cpu").manual_seed(0), hidden_dtype,
+                                    GENERATOR_BATCH).numpy()
+        if np.isfinite(rows).all():
+            encoder.decode_compact(rows)
+            return generator
+    where = f"weights {', '.join(broken[:3])}" if broken else "draws"
+    raise TrainingDivergedError(
+        f"training diverged: the generator's {where} hold values that are not finite numbers. Try smaller "
+        "generator_lr and marginal_lr, or fit_precision='float32'. The budget of this fit is spent all the "
+        "same: its DP mechanisms ran.")
+
+
 def _precision_dtype(precision: str, device: torch.device) -> torch.dtype:
     """bfloat16 when asked, or on "auto" when ``device`` has native bfloat16 matrix units; else float32."""
     if precision == "auto":
@@ -867,4 +895,4 @@ def _resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-__all__ = ["ModelFileError", "Settings", "Synthesizer"]
+__all__ = ["ModelFileError", "Settings", "Synthesizer", "TrainingDivergedError"]

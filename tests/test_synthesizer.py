@@ -22,7 +22,7 @@ from tabsynth.synthesizer import _check_same_kinds, _null_free_columns
 from tabsynth.datasets import load_demo
 from tabsynth.privacy.accounting import PRV_EPS_ERROR, zcdp_budget
 from tabsynth.privacy.marginals import measure_marginals
-from tabsynth.synthesizer import ModelFileError
+from tabsynth.synthesizer import ModelFileError, TrainingDivergedError, _checked
 
 from conftest import recomputed_training_epsilon
 
@@ -403,6 +403,17 @@ def test_save_and_load_reproduce_samples_for_a_fixed_seed(fitted: Synthesizer, t
     pd.testing.assert_frame_equal(loaded.sample(500, seed=7), fitted.sample(500, seed=7))
     assert loaded.privacy_report() == fitted.privacy_report()
     assert [p.name for p in tmp_path.iterdir()] == ["cps.tabsynth"]  # no temporary file left behind
+
+
+def test_a_generator_that_draws_non_finite_values_is_refused_as_diverged(fitted: Synthesizer) -> None:
+    # What fit checks before it keeps a generator: the decoder would read the NaNs as zeros.
+    broken = fitted._generator(fitted.encoder_, [tuple(edge) for edge in fitted.generator_.heads.edges])
+    broken.load_state_dict(fitted.generator_.state_dict())
+    with torch.no_grad():
+        next(broken.parameters()).fill_(float("nan"))
+    with pytest.raises(TrainingDivergedError, match="generator's weights .* not finite.*generator_lr"):
+        _checked(broken.eval(), fitted.encoder_, torch.float32)
+    assert _checked(fitted.generator_, fitted.encoder_, torch.float32) is fitted.generator_
 
 
 def test_the_same_seed_gives_the_same_samples_and_different_seeds_differ(fitted: Synthesizer) -> None:
