@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from typing import Callable, Collection, Literal, Mapping, Sequence
 
 import numpy as np
 import torch
+from torch.autograd.function import once_differentiable
 from torch.func import grad
 
 from tabsynth.encoding import CellSpec
@@ -86,10 +88,12 @@ def gan_row_losses(scores: torch.Tensor) -> torch.Tensor:
 
 class _GramWorkspace:
     """Square buffers that ``_GatheredGram`` reuses from step to step, by dtype and device: allocating
-    them afresh each step cost more than the products (page faults on tens of megabytes)."""
+    them afresh each step cost more than the products (page faults on tens of megabytes). One
+    backward at a time uses the zeros (``lock``)."""
 
     def __init__(self, width: int) -> None:
         self.width = width
+        self.lock = threading.Lock()
         self._products: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
         self._gradients: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
 
@@ -101,7 +105,7 @@ class _GramWorkspace:
         return self._products[key]
 
     def zeros(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-        """A buffer of zeros, flattened; the caller returns it to zeros after use."""
+        """A buffer of zeros, flattened; the caller returns it to zeros after use, holding ``lock``."""
         key = (dtype, device)
         if key not in self._gradients:
             self._gradients[key] = torch.zeros(self.width * self.width, dtype=dtype, device=device)
@@ -113,14 +117,16 @@ class _GatheredGram(torch.autograd.Function):
 
     The backward is one product, ``(grad + grad.T) @ rows`` with the gradient scattered into the
     workspace's zeros, where autograd's would take two products, a transposed sum and fresh square
-    buffers. Under autocast the products run in the autocast dtype, as autograd's would.
+    buffers. Under autocast float32 rows are multiplied in the autocast dtype, as autograd's product
+    would be; other dtypes as they are.
     """
 
     @staticmethod
     def forward(ctx: torch.autograd.function.FunctionCtx, rows: torch.Tensor, cells: torch.Tensor,
                 mirrored: torch.Tensor, workspace: _GramWorkspace) -> torch.Tensor:
         device = rows.device.type
-        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else rows.dtype
+        autocast = torch.is_autocast_enabled(device) and rows.dtype == torch.float32
+        dtype = torch.get_autocast_dtype(device) if autocast else rows.dtype
         with torch.autocast(device, enabled=False):
             cast = rows.to(dtype)
             product = torch.mm(cast, cast.t(), out=workspace.product(dtype, rows.device))
@@ -130,15 +136,19 @@ class _GatheredGram(torch.autograd.Function):
         return values
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         rows, cells, mirrored = ctx.saved_tensors
-        flat = ctx.workspace.zeros(grad.dtype, grad.device)
-        flat.index_put_((cells,), grad, accumulate=True)
-        flat.index_put_((mirrored,), grad, accumulate=True)
-        width = ctx.workspace.width
-        result = torch.mm(flat.view(width, width), rows.to(grad.dtype)).to(rows.dtype)
-        flat.index_fill_(0, cells, 0.0)
-        flat.index_fill_(0, mirrored, 0.0)
+        workspace, width = ctx.workspace, ctx.workspace.width
+        with workspace.lock:
+            flat = workspace.zeros(grad.dtype, grad.device)
+            try:
+                flat.index_put_((cells,), grad, accumulate=True)
+                flat.index_put_((mirrored,), grad, accumulate=True)
+                result = torch.mm(flat.view(width, width), rows.to(grad.dtype)).to(rows.dtype)
+            finally:
+                flat.index_fill_(0, cells, 0.0)
+                flat.index_fill_(0, mirrored, 0.0)
         return result, None, None, None
 
 

@@ -22,8 +22,8 @@ from tabsynth.privacy.marginals import (MAX_PAIR_CELLS, PAIR_RESOLUTION, Margina
                                         fine_pair_cells,
                                         measure_marginals, noisy_dependence, pair_counts, pair_groups,
                                         pair_size_bounds, pooled_one_way, public_prior, with_public_pairs)
-from tabsynth.training import (MARGINAL_NOISE_REF, SQUARED_WEIGHT, MarginalLoss, marginal_learning_rate,
-                               marginal_step_count)
+from tabsynth.training import (MARGINAL_NOISE_REF, SQUARED_WEIGHT, MarginalLoss, _GatheredGram, _GramWorkspace,
+                               marginal_learning_rate, marginal_step_count)
 
 
 def mixed_schema() -> Schema:
@@ -481,6 +481,19 @@ def test_the_marginal_losss_gradient_is_that_of_the_plain_outer_products() -> No
         plain = torch.cat([p.mean(0) for p in probs] + [(probs[a].t() @ probs[b] / 64).ravel() for a, b in pairs])
         (expected,) = torch.autograd.grad((plain * weights).sum(), raw)
         torch.testing.assert_close(ours, expected)
+
+
+def test_the_gathered_gram_cells_have_autograds_gradient_diagonal_and_both_triangles_included() -> None:
+    rows = torch.randn(7, 11, dtype=torch.float64, requires_grad=True)
+    cells = torch.tensor([0, 3, 8, 15, 22, 24, 48])  # (0,0) and (3,3) on the diagonal; (1,1)=8; (3,1) and (1,3)
+    mirrored = cells % 7 * 7 + cells // 7
+    workspace = _GramWorkspace(7)
+    weights = torch.randn(len(cells), dtype=torch.float64)
+    for _ in range(2):  # the reused buffer is back to zeros after each backward
+        (ours,) = torch.autograd.grad((_GatheredGram.apply(rows, cells, mirrored, workspace) * weights).sum(), rows)
+        (expected,) = torch.autograd.grad(((rows @ rows.t()).ravel()[cells] * weights).sum(), rows)
+        torch.testing.assert_close(ours, expected)
+    assert not workspace.zeros(torch.float64, rows.device).any()
 
 
 def ungrouped(sizes: list[int]) -> tuple[np.ndarray, ...]:

@@ -405,6 +405,16 @@ def test_save_and_load_reproduce_samples_for_a_fixed_seed(fitted: Synthesizer, t
     assert [p.name for p in tmp_path.iterdir()] == ["cps.tabsynth"]  # no temporary file left behind
 
 
+def test_a_fit_that_diverges_raises_and_leaves_the_synthesizer_unfitted() -> None:
+    frame = pd.DataFrame({"x": np.random.default_rng(0).normal(size=2000),
+                          "c": np.random.default_rng(1).choice(list("abc"), 2000)})
+    synth = Synthesizer(seed=0, epochs=1, marginal_steps=20, generator_lr=1e30, marginal_lr=1e30)
+    with pytest.raises(TrainingDivergedError, match="training diverged.*not finite"):
+        synth.fit(frame, epsilon=1.0)
+    with pytest.raises(RuntimeError, match="fit"):
+        synth.sample(5)
+
+
 def test_a_generator_that_draws_non_finite_values_is_refused_as_diverged(fitted: Synthesizer) -> None:
     # What fit checks before it keeps a generator: the decoder would read the NaNs as zeros.
     broken = fitted._generator(fitted.encoder_, [tuple(edge) for edge in fitted.generator_.heads.edges])

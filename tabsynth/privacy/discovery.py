@@ -98,13 +98,20 @@ GROWTH_SIZES = (1, 2, 4, 8)  # bins a range grows by at once into a sparse tail,
 # The same over even bins (coordinates, months), where a run of 32 bins is a short way (3.2 degrees): in
 # 3,000 California rows, San Diego lies beyond four sparse bins of latitude that runs of 8 did not cross.
 EVEN_GROWTH_SIZES = (1, 2, 4, 8, 16, 32)
-RUN_GROWTH_FAILURE = 0.002  # chance that an empty run of 2, 4 or 8 bins next to the range extends it
+RUN_GROWTH_FAILURE = 0.002  # chance that an empty run of 2 or more bins next to the range extends it
 # Tail extrapolation towards 0 (``_tail_extended``): a one-signed range's end nearer 0 moves octave by
 # octave into the tail that its shape predicts, while the predicted mass beyond it exceeds this share
 # of the noisy total.
 TAIL_SHARE = 0.005
 TAIL_RATIO = 0.8  # at most, the predicted ratio of an octave's count to the next one's inwards
-TAIL_STDS = 2.0  # an octave whose noisy count falls this many noise stds short of its prediction stops it
+# The end passes the next octave whole only if its noisy count reaches this share of its prediction
+# (far nearer it than an empty octave's 0), TAIL_SIGNAL of its own noise std, and falls at most TAIL_STDS
+# stds (its noise and the prediction's) short of the prediction; else it takes the share of the
+# octave's bins that the count bears out, and stops.
+TAIL_EVIDENCE = 0.75
+TAIL_SIGNAL = 2.0
+TAIL_STDS = 2.0
+TAIL_PRECISION = 3.0  # no extrapolation from an end octave whose noisy count is under this many noise stds
 KNOT_BINS = 32  # even bins of the released range in the knots' histogram
 KNOT_OCTAVES = 8  # and its quarter-octave bins down to 2^-8 of the range
 GEO_STEP = 0.1  # degrees per bin of the latitude/longitude range histograms
@@ -762,7 +769,7 @@ def _range_of(noisy: np.ndarray, edges: np.ndarray, noise: CountNoise, copies: i
         _, first = np.unique((np.arange(n_bins) - anchor) // levels[-1], return_index=True)
         mode = int(np.argmax(np.add.reduceat(noisy, first)))
         lower, upper = edges[first[mode]], edges[first[mode + 1] if mode + 1 < len(first) else n_bins]
-    # Sparse tails: grow the range outwards while the next bin, or the next 2, 4 or 8 together, clears
+    # Sparse tails: grow the range outwards while the next bin, or the next run of bins together, clears
     # its growth threshold (``_growth_threshold``).
     low, high = int(np.searchsorted(edges, lower)), int(np.searchsorted(edges, upper))  # bins [low, high)
     # Growth does not cross 0: negative values beside a non-negative range (or positive ones beside a
@@ -804,16 +811,20 @@ def _tail_extended(noisy: np.ndarray, edges: np.ndarray, low: int, high: int, ze
 
     Growth stops where the bins beyond hold too few rows to clear a threshold, and towards 0 the
     quarter-octave bins grow ever finer: in a small table a quantity whose density reaches 0 loses
-    its smallest values (3,000 rows uniform on [0, 100] at eps = 1: 6% below the range on average).
-    The octaves inside the end towards 0, noisy counts c1 (at the end), c2 and c3 where the range holds
-    them, predict the octaves beyond as a geometric run of ratio r = (c1 + c2) / (c2 + c3) (a
-    power-law density near 0; at most ``TAIL_RATIO``), holding c1 * r / (1 - r) rows. While that
-    exceeds ``TAIL_SHARE`` of the noisy total and the next octave's noisy count does not fall
-    ``TAIL_STDS`` stds short of its prediction (a dense end that stops sharply fails there), the end
-    moves one octave towards 0; past the smallest magnitude, to 0 itself (not for integers, whose
-    bin of 0 is a point mass tested on its own). Ends away from 0 are left alone: there a wrong
-    extrapolation would add values far beyond the data, while towards 0 it adds at most the end's
-    own magnitude.
+    its smallest values (3,000 rows uniform on [0, 100], noise std 28 per bin: 6% below the range on
+    average). The octaves inside the end towards 0, noisy counts c1 (at the end), c2 and c3 where the
+    range holds them, predict the octaves beyond as a geometric run of ratio r, the smaller of c1 / c2
+    and (c1 + c2) / (c2 + c3) (a power-law density near 0; at most ``TAIL_RATIO``), holding
+    c1 * r / (1 - r) rows. While that
+    exceeds ``TAIL_SHARE`` of the noisy total, the end moves one octave towards 0 if the next
+    octave's noisy count bears the prediction out (``TAIL_EVIDENCE``, ``TAIL_SIGNAL``, ``TAIL_STDS``);
+    otherwise it takes the share of that octave's bins that the count bears out, and stops: a sharp
+    end (uniform on [1000, 5000]) moves by a bin or none, and under heavy noise no chance walk of
+    whole octaves carries it far. Nothing is extrapolated from an end octave whose count is under
+    ``TAIL_PRECISION`` noise stds. Past the smallest magnitude the end goes to 0 itself (integers
+    stop at 1 or -1: their bin of 0 is a point mass tested on its own). Ends away from 0 are left
+    alone: there a wrong extrapolation would add values far beyond the data, while towards 0 it adds
+    at most the end's own magnitude.
     """
     total = max(float(noisy.sum()), 1.0)
     smallest = float(edges[zero + 1])
@@ -830,19 +841,27 @@ def _tail_extended(noisy: np.ndarray, edges: np.ndarray, low: int, high: int, ze
         if len(inside) < 2 or inside != octaves[:len(inside)]:
             return end  # the range spans fewer than two whole octaves from this end
         counts = [float(noisy[a:b].sum()) for a, b in inside]
-        if not 0.0 < counts[0] < counts[1]:
+        if not 0.0 < counts[0] < counts[1] or sum(counts[1:]) <= 0.0:
             return end  # no density falling off towards 0
-        ratio = min(sum(counts[:-1]) / sum(counts[1:]), TAIL_RATIO)
+        # The local ratio, or the pooled one where it is smaller: a bulk peaking in the second octave
+        # (a normal's left tail) has c1 / c2 small but (c1 + c2) / (c2 + c3) near 1.
+        ratio = min(counts[0] / counts[1], sum(counts[:-1]) / sum(counts[1:]), TAIL_RATIO)
         first_std, last, step = noise.sum_std(copies * (inside[0][1] - inside[0][0])), counts[0], 0
+        if last < TAIL_PRECISION * first_std:
+            return end  # too noisy to extrapolate from
         while last * ratio / (1.0 - ratio) > TAIL_SHARE * total:
             value = float(edges[end])
             if abs(value) <= smallest:
                 return end if smallest == 1.0 else zero  # integers keep their point mass at 0 apart
             first, stop = bins(value, value / 2.0)
             last, step = last * ratio, step + 1
-            spread = math.hypot(noise.sum_std(copies * (stop - first)), first_std * ratio**step)
-            if float(noisy[first:stop].sum()) < last - TAIL_STDS * spread:
-                return end
+            own_std = noise.sum_std(copies * (stop - first))
+            spread = math.hypot(own_std, first_std * ratio**step)
+            observed = float(noisy[first:stop].sum())
+            if observed < max(TAIL_EVIDENCE * last, last - TAIL_STDS * spread, TAIL_SIGNAL * own_std):
+                # The tail ends inside this octave: take the share of its bins that its count bears out.
+                take = int(round((stop - first) * min(max(observed, 0.0) / last, 1.0)))
+                return end + take if upper else end - take
             end = stop if upper else first
         return end
 
