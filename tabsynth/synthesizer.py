@@ -464,7 +464,8 @@ class Synthesizer:
         # A Poisson subsample of the rows: DP on it is DP on the table (subsampling only amplifies).
         rows = source.sample(DISCOVERY_ROWS / dp_rows, rng)
         return discover_schema_composed(rows, math.sqrt(2.0 * self.settings.discovery_fraction * joint.rho),
-                                        joint.threshold_delta, rng, day_columns=source.day_columns)
+                                        joint.threshold_delta, rng, day_columns=source.day_columns,
+                                        expected_rows=min(dp_rows, DISCOVERY_ROWS))
 
     def _resolve_schema(self, source: TableSource, schema: Schema | None, public: pd.DataFrame | None) -> Schema:
         """The declared (or discovered) schema or one inferred from public data, with the storage's dtypes."""

@@ -24,7 +24,8 @@ from tabsynth import (
     SchemaError,
 )
 from tabsynth.privacy import DiscoveryWarning, PrivacyLedger, discover_schema, discover_schema_composed
-from tabsynth.privacy.discovery import _numeric_edges, _range_of, _tail_extended, discover_new_categories_composed
+from tabsynth.privacy.discovery import (GEO_STEPS, _geo_step, _numeric_edges, _range_of, _tail_extended,
+                                       discover_new_categories_composed)
 from tabsynth.privacy.mechanisms import CountNoise, gaussian_threshold, histogram_threshold
 
 EPS_PER_COLUMN = 0.1
@@ -231,6 +232,29 @@ def test_octave_counts_whose_sum_is_not_positive_extrapolate_nothing() -> None:
     noisy[at(8):at(64)] = 1000.0
     lower, upper, located = _range_of(noisy, edges, CountNoise("gaussian", 0.5), 1, zero, zero)
     assert located and 0.0 < lower <= upper
+
+
+@pytest.mark.parametrize("expected_rows, step", [(None, 0.1), (1_000_000, 0.1), (20_000, 0.1), (3_000, 0.5),
+                                                  (1_000, 1.0), (10, 1.0)])
+def test_a_coordinates_bin_width_follows_the_dp_row_estimate(expected_rows: float | None, step: float) -> None:
+    # Noise std 22: 4 stds of rows spread over 10 degrees need bins of 0.044 degree at 20,000 rows,
+    # 0.29 at 3,000 and 0.88 at 1,000 (the next of GEO_STEPS up); without an estimate, the finest.
+    assert _geo_step(CountNoise("gaussian", 22.0), expected_rows) == step and step in GEO_STEPS
+
+
+def test_a_small_tables_coordinates_stay_inside_the_box_given_the_dp_row_estimate() -> None:
+    # 1,000 points spread over 10 x 10 degrees: in 0.1-degree bins the noise swamps every bin and the
+    # box missed 16-74% of them (10 seeds); in bins fitted to about 1,000 rows, none but one seed's 5%.
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"latitude": rng.uniform(32, 42, 1000), "longitude": rng.uniform(-124, -114, 1000),
+                          "x": rng.normal(size=1000)})
+    outside = []
+    for seed in range(10):
+        schema = discover_schema_composed(frame, 0.1433, 9e-7, np.random.default_rng(seed), expected_rows=1000).schema
+        box = schema["location"].region
+        outside.append(((frame.latitude < box.min_lat) | (frame.latitude > box.max_lat)
+                        | (frame.longitude < box.min_lon) | (frame.longitude > box.max_lon)).mean())
+    assert np.mean(outside) < 0.02 and max(outside) < 0.1
 
 
 def test_a_cluster_beyond_a_sparse_gap_joins_a_coordinate_range_by_a_run_of_16_bins() -> None:
