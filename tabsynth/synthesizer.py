@@ -75,7 +75,7 @@ class ModelFileError(ValueError):
 
 
 class TrainingDivergedError(RuntimeError):
-    """Training ended with a generator whose draws are not finite numbers."""
+    """Training ended with a generator whose weights or draws are not finite numbers."""
 
 
 @dataclass(frozen=True)
