@@ -87,29 +87,21 @@ def gan_row_losses(scores: torch.Tensor) -> torch.Tensor:
 
 
 class _GramWorkspace:
-    """Square buffers that ``_GatheredGram`` reuses from step to step, by dtype and device: allocating
-    them afresh each step cost more than the products (page faults on tens of megabytes). One
-    backward at a time uses the zeros (``lock``)."""
+    """Square buffers that ``_GatheredGram`` reuses from step to step, by role, dtype and device:
+    allocating them afresh each step cost more than the products (page faults on tens of megabytes).
+    One backward at a time uses the gradient's (``lock``)."""
 
     def __init__(self, width: int) -> None:
         self.width = width
         self.lock = threading.Lock()
-        self._products: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
-        self._gradients: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
+        self._buffers: dict[tuple[str, torch.dtype, torch.device], torch.Tensor] = {}
 
-    def product(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-        """A buffer for the Gram matrix (any contents)."""
-        key = (dtype, device)
-        if key not in self._products:
-            self._products[key] = torch.empty((self.width, self.width), dtype=dtype, device=device)
-        return self._products[key]
-
-    def zeros(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-        """A buffer of zeros, flattened; the caller returns it to zeros after use, holding ``lock``."""
-        key = (dtype, device)
-        if key not in self._gradients:
-            self._gradients[key] = torch.zeros(self.width * self.width, dtype=dtype, device=device)
-        return self._gradients[key]
+    def buffer(self, role: str, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """A width x width buffer, zeros when first made; the "gradient" one is returned to zeros after use."""
+        key = (role, dtype, device)
+        if key not in self._buffers:
+            self._buffers[key] = torch.zeros((self.width, self.width), dtype=dtype, device=device)
+        return self._buffers[key]
 
 
 class _GatheredGram(torch.autograd.Function):
@@ -129,7 +121,7 @@ class _GatheredGram(torch.autograd.Function):
         dtype = torch.get_autocast_dtype(device) if autocast else rows.dtype
         with torch.autocast(device, enabled=False):
             cast = rows.to(dtype)
-            product = torch.mm(cast, cast.t(), out=workspace.product(dtype, rows.device))
+            product = torch.mm(cast, cast.t(), out=workspace.buffer("product", dtype, rows.device))
             values = product.view(-1).index_select(0, cells)
         ctx.save_for_backward(rows, cells, mirrored)
         ctx.workspace = workspace
@@ -139,13 +131,14 @@ class _GatheredGram(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         rows, cells, mirrored = ctx.saved_tensors
-        workspace, width = ctx.workspace, ctx.workspace.width
+        workspace = ctx.workspace
         with workspace.lock:
-            flat = workspace.zeros(grad.dtype, grad.device)
+            square = workspace.buffer("gradient", grad.dtype, grad.device)
+            flat = square.view(-1)
             try:
                 flat.index_put_((cells,), grad, accumulate=True)
                 flat.index_put_((mirrored,), grad, accumulate=True)
-                result = torch.mm(flat.view(width, width), rows.to(grad.dtype)).to(rows.dtype)
+                result = torch.mm(square, rows.to(grad.dtype)).to(rows.dtype)
             finally:
                 flat.index_fill_(0, cells, 0.0)
                 flat.index_fill_(0, mirrored, 0.0)

@@ -493,7 +493,7 @@ def test_the_gathered_gram_cells_have_autograds_gradient_diagonal_and_both_trian
         (ours,) = torch.autograd.grad((_GatheredGram.apply(rows, cells, mirrored, workspace) * weights).sum(), rows)
         (expected,) = torch.autograd.grad(((rows @ rows.t()).ravel()[cells] * weights).sum(), rows)
         torch.testing.assert_close(ours, expected)
-    assert not workspace.zeros(torch.float64, rows.device).any()
+    assert not workspace.buffer("gradient", torch.float64, rows.device).any()
 
 
 def ungrouped(sizes: list[int]) -> tuple[np.ndarray, ...]:

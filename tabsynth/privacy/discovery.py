@@ -824,9 +824,9 @@ def _tail_extended(noisy: np.ndarray, edges: np.ndarray, low: int, high: int, ze
     average). The octaves inside the end towards 0, noisy counts c1 (at the end), c2 and c3 where the
     range holds them, predict the octaves beyond as a geometric run of ratio r, the smaller of c1 / c2
     and (c1 + c2) / (c2 + c3) (a power-law density near 0; at most ``TAIL_RATIO``), holding
-    c1 * r / (1 - r) rows. While that
-    exceeds ``TAIL_SHARE`` of the noisy total, the end moves one octave towards 0 if the next
-    octave's noisy count bears the prediction out (``TAIL_EVIDENCE``, ``TAIL_SIGNAL``, ``TAIL_STDS``);
+    c1 * r / (1 - r) rows. While that exceeds ``TAIL_SHARE`` of the noisy total, the end moves one
+    octave towards 0 if the next octave's noisy count bears the prediction out (``TAIL_EVIDENCE``,
+    ``TAIL_SIGNAL``, ``TAIL_STDS``);
     otherwise it takes the share of that octave's bins that the count bears out, and stops: a sharp
     end (uniform on [1000, 5000]) moves by a bin or none, and under heavy noise no chance walk of
     whole octaves carries it far. Nothing is extrapolated from an end octave whose count is under
@@ -842,9 +842,11 @@ def _tail_extended(noisy: np.ndarray, edges: np.ndarray, low: int, high: int, ze
         """The bins of the values between a and b, as [first, stop)."""
         return int(np.searchsorted(edges, min(a, b))), int(np.searchsorted(edges, max(a, b)))
 
-    def extended(end: int, upper: bool) -> int:
-        """The end (an edge index; ``upper``: the range's upper end) moved towards 0."""
+    def extended(end: int) -> int:
+        """The end (an edge index: the lower one of a positive range, the upper one of a negative range)
+        moved towards 0."""
         value = float(edges[end])
+        upper = value < 0.0
         octaves = [bins(value * 2.0**k, value * 2.0**(k + 1)) for k in range(3)]  # from the end inwards
         inside = [(a, b) for a, b in octaves if low <= a < b <= high]
         if len(inside) < 2 or inside != octaves[:len(inside)]:
@@ -875,9 +877,9 @@ def _tail_extended(noisy: np.ndarray, edges: np.ndarray, low: int, high: int, ze
         return end
 
     if edges[low] > 0.0:
-        return extended(low, False), high
+        return extended(low), high
     if edges[high] < 0.0:
-        return low, extended(high, True)
+        return low, extended(high)
     return low, high
 
 
