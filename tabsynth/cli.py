@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from tabsynth import __version__
 from tabsynth.datasets import load_demo
-from tabsynth.evaluate import fidelity_report, out_of_domain_fraction, tstr
+from tabsynth.evaluate import fidelity_report, out_of_domain_fraction, sampling_floor, tstr
 from tabsynth.io import PARQUET_SUFFIXES, is_csv, open_table, write_parquet
 from tabsynth.privacy.ledger import BudgetExceededError
 from tabsynth.rules import RulesUnmetError
@@ -483,13 +483,15 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    """tabsynth evaluate REAL SYNTHETIC [--target COL] [--test REAL_TEST]."""
+    """tabsynth evaluate REAL SYNTHETIC [--target COL] [--test REAL_TEST] [--floor]."""
     real = _read_table(args.real, "real table")
     synthetic = _read_table(args.synthetic, "synthetic table")
     result: dict[str, Any] = {
         "fidelity": fidelity_report(real, synthetic),
         "out_of_domain": out_of_domain_fraction(real, synthetic),
     }
+    if args.floor:
+        result["sampling_floor"] = sampling_floor(real, len(synthetic))
     if args.target is not None:
         test = _read_table(args.test, "test table") if args.test else real
         result["tstr"] = tstr(synthetic, test, args.target)
@@ -737,7 +739,8 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate", formatter_class=_Formatter, help="compare a synthetic table with a real one",
         description=_wrap("Print fidelity metrics as JSON: total variation distance of 1-way and 2-way "
                           "marginals and the share of out-of-domain values. With --target, also TSTR (train "
-                          "classifiers on SYNTHETIC, test on --test or else REAL). Metrics computed on private "
+                          "classifiers on SYNTHETIC, test on --test or else REAL); with --floor, the same TVDs "
+                          "for as many rows drawn from REAL itself. Metrics computed on private "
                           "data are not differentially private: do not publish them as such."),
         epilog="examples:\n  tabsynth evaluate private.parquet synthetic.parquet\n"
                "  tabsynth evaluate train.parquet synthetic.parquet --target income --test holdout.parquet\n\n"
@@ -747,6 +750,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--target", metavar="COL", default=None, help="label column for TSTR")
     evaluate.add_argument("--test", metavar="REAL_TEST", default=None,
                           help="held-out real table for TSTR (default: REAL); needs --target")
+    evaluate.add_argument("--floor", action="store_true",
+                          help="also report the sampling floor: the TVDs of as many rows as SYNTHETIC drawn with "
+                               "replacement from REAL (what an i.i.d. sample of the real distribution scores)")
     evaluate.set_defaults(handler=cmd_evaluate)
 
     parser.set_defaults(handler=None, parser=parser)

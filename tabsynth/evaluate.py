@@ -29,6 +29,7 @@ __all__ = [
     "marginal_tvd",
     "out_of_domain_fraction",
     "peak_rss_mb",
+    "sampling_floor",
     "summarize_tvd",
     "trtr",
     "tstr",
@@ -275,6 +276,45 @@ def fidelity_report(
         "n_real": len(real),
         "n_synthetic": len(synthetic),
     }
+
+
+_FLOOR_MEASURES = ("tvd_1way_mean", "tvd_2way_mean", "tvd_2way_cat_mean")
+
+
+def sampling_floor(
+    real: pd.DataFrame,
+    n: int | None = None,
+    bins: int = 20,
+    *,
+    draws: int = 3,
+    seed: int = 0,
+    columns: Iterable[str] | None = None,
+) -> dict[str, Any]:
+    """The marginal fidelity of ``n`` rows drawn from ``real`` itself with replacement (default: as
+    many as it has): ``fidelity_report``'s TVDs, the mean over ``draws`` draws (and their std).
+    An ``n``-row sample of the real distribution lies this far from ``real`` by chance alone (Adult's
+    32,561 training rows: about 0.005 / 0.013 / 0.011 for 1-way / 2-way / categorical pairs at 20
+    bins), so a synthetic table's TVDs read best against it. A reference, not a bound: a sampler
+    that balances its draws (``Synthesizer.sample`` rakes its rows towards the DP one-way
+    marginals) can score below it."""
+    _check_frame(real, "real")
+    n = len(real) if n is None else n
+    for name, value in (("n", n), ("draws", draws)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    rng = np.random.default_rng(seed)
+    reports = [fidelity_report(real, real.iloc[rng.integers(0, len(real), int(n))].reset_index(drop=True), bins,
+                               columns=columns)
+               for _ in range(int(draws))]
+    floor: dict[str, Any] = {}
+    for measure in _FLOOR_MEASURES:
+        values = np.array([report[measure] for report in reports], dtype=np.float64)
+        floor[measure] = float(values.mean())
+        floor[f"{measure}_std"] = float(values.std())
+    floor.update(n=int(n), draws=int(draws), bins=int(bins))
+    return floor
 
 
 # ------------------------------------------------------------------------ TSTR

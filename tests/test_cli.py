@@ -241,7 +241,12 @@ def test_evaluate_prints_json(cps: dict[str, Path], tmp_path: Path, capsys: pyte
     result = json.loads(capsys.readouterr().out)
     for key in ("tvd_1way_mean", "tvd_1way_max", "tvd_2way_mean", "tvd_2way_max"):
         assert 0.0 <= result["fidelity"][key] <= 1.0
-    assert "tstr" not in result
+    assert "tstr" not in result and "sampling_floor" not in result
+
+    assert main(["evaluate", str(cps["private"]), str(synthetic), "--floor"]) == EXIT_OK
+    floor = json.loads(capsys.readouterr().out)["sampling_floor"]
+    assert floor["n"] == 300 and floor["draws"] == 3
+    assert 0.0 < floor["tvd_1way_mean"] < floor["tvd_2way_mean"] < 1.0
 
     assert main(["evaluate", str(cps["private"]), str(synthetic), "--target", "degree",
                  "--test", str(cps["public"])]) == EXIT_OK

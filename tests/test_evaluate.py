@@ -14,6 +14,7 @@ from tabsynth.evaluate import (
     marginal_tvd,
     out_of_domain_fraction,
     peak_rss_mb,
+    sampling_floor,
     summarize_tvd,
     trtr,
     tstr,
@@ -135,6 +136,38 @@ def test_marginal_tvd_validates_arguments(mixed: pd.DataFrame) -> None:
         marginal_tvd(mixed, mixed.iloc[:0])
     table = marginal_tvd(mixed, mixed, way=2, columns=["num", "cat"])
     assert list(table["columns"]) == [("num", "cat")]
+
+
+def test_sampling_floor_of_an_even_binary_column_is_the_binomial_mean_deviation() -> None:
+    # n rows drawn from a 50/50 column: 1-way TVD |X/n - 1/2| with X ~ Binomial(n, 1/2).
+    real = pd.DataFrame({"flag": pd.Series(["a", "b"] * 2_500, dtype="str")})
+    n = 100
+    expected = sum(math.comb(n, k) * abs(k - n / 2) for k in range(n + 1)) / 2**n / n
+    floor = sampling_floor(real, n, draws=400, seed=3)
+    assert floor["tvd_1way_mean"] == pytest.approx(expected, abs=0.004)
+    assert floor["n"] == n and floor["draws"] == 400
+
+
+def test_sampling_floor_falls_as_the_sample_grows(mixed: pd.DataFrame) -> None:
+    small, large = (sampling_floor(mixed, n, draws=4) for n in (200, 20_000))
+    for measure in ("tvd_1way_mean", "tvd_2way_mean", "tvd_2way_cat_mean"):
+        assert large[measure] < small[measure] / 3  # TVD shrinks as 1 / sqrt(n): 100 times the rows, a tenth
+
+
+def test_sampling_floor_is_reproducible_by_seed(mixed: pd.DataFrame) -> None:
+    assert sampling_floor(mixed, 500, seed=7) == sampling_floor(mixed, 500, seed=7)
+    assert sampling_floor(mixed, 500, seed=7) != sampling_floor(mixed, 500, seed=8)
+
+
+def test_sampling_floor_validates_arguments(mixed: pd.DataFrame) -> None:
+    with pytest.raises(ValueError, match="n must be an integer >= 1"):
+        sampling_floor(mixed, 0)
+    with pytest.raises(ValueError, match="draws must be an integer >= 1"):
+        sampling_floor(mixed, draws=0)
+    with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+        sampling_floor(mixed, seed=-1)
+    with pytest.raises(ValueError, match="real has no rows"):
+        sampling_floor(mixed.iloc[:0])
 
 
 # ------------------------------------------------------------------------ TSTR
