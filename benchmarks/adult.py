@@ -389,7 +389,7 @@ def render_markdown(result: dict[str, Any]) -> str:
     lines += [
         "",
         f"TVD and out-of-domain compare against the real training data; the `real train` row "
-        f"compares the real test split with it (the sampling-noise floor) and its TSTR scores are "
+        f"compares the real test split (half as many rows) with it and its TSTR scores are "
         f"train-on-real (TRTR). `sample rows/s` is `sample(n_train)` / "
         f"`sample({settings['large_n']:,})`. See benchmarks/README.md.",
         "",

@@ -752,7 +752,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="held-out real table for TSTR (default: REAL); needs --target")
     evaluate.add_argument("--floor", action="store_true",
                           help="also report the sampling floor: the TVDs of as many rows as SYNTHETIC drawn with "
-                               "replacement from REAL (what an i.i.d. sample of the real distribution scores)")
+                               "replacement from REAL (what an i.i.d. sample of the real distribution scores; "
+                               "a reference, not a lower bound)")
     evaluate.set_defaults(handler=cmd_evaluate)
 
     parser.set_defaults(handler=None, parser=parser)

@@ -243,16 +243,22 @@ def test_evaluate_prints_json(cps: dict[str, Path], tmp_path: Path, capsys: pyte
         assert 0.0 <= result["fidelity"][key] <= 1.0
     assert "tstr" not in result and "sampling_floor" not in result
 
-    assert main(["evaluate", str(cps["private"]), str(synthetic), "--floor"]) == EXIT_OK
-    floor = json.loads(capsys.readouterr().out)["sampling_floor"]
-    assert floor["n"] == 300 and floor["draws"] == 3
-    assert 0.0 < floor["tvd_1way_mean"] < floor["tvd_2way_mean"] < 1.0
-
     assert main(["evaluate", str(cps["private"]), str(synthetic), "--target", "degree",
                  "--test", str(cps["public"])]) == EXIT_OK
     result = json.loads(capsys.readouterr().out)
     assert result["tstr"]["target"] == "degree" and result["tstr"]["n_test"] == 7602
     assert 0.0 <= result["tstr"]["hgb"]["accuracy"] <= 1.0
+
+
+def test_evaluate_floor_reports_the_tvds_of_as_many_rows_drawn_from_the_real_table(
+        cps: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    synthetic = tmp_path / "synthetic.parquet"
+    assert main(["sample", str(cps["model"]), "-n", "300", "-o", str(synthetic), "--seed", "1"]) == EXIT_OK
+    capsys.readouterr()
+    assert main(["evaluate", str(cps["private"]), str(synthetic), "--floor"]) == EXIT_OK
+    floor = json.loads(capsys.readouterr().out)["sampling_floor"]
+    assert floor["n"] == 300 and floor["draws"] == 3
+    assert 0.0 < floor["tvd_1way_mean"] < floor["tvd_2way_mean"] < 1.0
 
 
 def test_usage_errors_exit_2(cps: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
