@@ -35,7 +35,6 @@ REPO = HERE.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-FLOOR_DRAWS = 3  # bootstrap draws of the training data for the baseline row's sampling floor
 TARGET = "income"
 DEFAULT_DATA_DIR = REPO.parent / "shared" / "datasets" / "adult"
 DEFAULT_OUT = HERE / "results"
@@ -217,7 +216,7 @@ def run_single(args: argparse.Namespace) -> dict[str, Any]:
         fidelity = fidelity_report(train, test)  # real test vs real train: sampling noise floor
         ood = out_of_domain_fraction(train, test)
         # What n_train rows drawn from the real distribution itself score: the reference for the DP rows' TVDs.
-        row["sampling_floor"] = sampling_floor(train, len(train), draws=FLOOR_DRAWS, seed=args.seed)
+        row["sampling_floor"] = sampling_floor(train, len(train), seed=args.seed)
     else:
         factory = load_factory(args.synthesizer_factory)
         kwargs = synthesizer_kwargs(args)

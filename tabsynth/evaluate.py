@@ -82,6 +82,12 @@ def _check_frame(frame: Any, name: str) -> None:
         raise ValueError(f"{name} has no rows")
 
 
+def _check_integer(name: str, value: Any, minimum: int) -> None:
+    """Reject anything but an integer (bools included) below ``minimum``, naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
 def _resolve_columns(
     real: pd.DataFrame, synthetic: pd.DataFrame, columns: Iterable[str] | None
 ) -> list[str]:
@@ -188,8 +194,7 @@ def _encode_all(
     """Validate the inputs and encode every compared column once."""
     _check_frame(real, "real")
     _check_frame(synthetic, "synthetic")
-    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 2:
-        raise ValueError(f"bins must be an integer >= 2, got {bins!r}")
+    _check_integer("bins", bins, 2)
     cols = _resolve_columns(real, synthetic, columns)
     return [_encode_column(real[c], synthetic[c], c, int(bins)) for c in cols]
 
@@ -300,11 +305,9 @@ def sampling_floor(
     marginals) can score below it."""
     _check_frame(real, "real")
     n = len(real) if n is None else n
-    for name, value in (("n", n), ("draws", draws)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    _check_integer("n", n, 1)
+    _check_integer("draws", draws, 1)
+    _check_integer("seed", seed, 0)
     if columns is not None:
         columns = list(columns)  # read by every draw: an iterator would be spent after the first
         real = real[_resolve_columns(real, real, columns)]

@@ -89,7 +89,7 @@ def gan_row_losses(scores: torch.Tensor) -> torch.Tensor:
 class _GramWorkspace:
     """Square buffers that ``_GatheredGram`` reuses from step to step, by role, dtype and device:
     allocating them afresh each step cost more than the products (page faults on tens of megabytes).
-    One backward at a time uses the gradient's (``lock``)."""
+    One forward or backward at a time uses them (``lock``)."""
 
     def __init__(self, width: int) -> None:
         self.width = width
@@ -119,7 +119,7 @@ class _GatheredGram(torch.autograd.Function):
         device = rows.device.type
         autocast = torch.is_autocast_enabled(device) and rows.dtype == torch.float32
         dtype = torch.get_autocast_dtype(device) if autocast else rows.dtype
-        with torch.autocast(device, enabled=False):
+        with torch.autocast(device, enabled=False), workspace.lock:
             cast = rows.to(dtype)
             product = torch.mm(cast, cast.t(), out=workspace.buffer("product", dtype, rows.device))
             values = product.view(-1).index_select(0, cells)
