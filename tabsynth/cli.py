@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from tabsynth import __version__
 from tabsynth.datasets import load_demo
 from tabsynth.evaluate import fidelity_report, out_of_domain_fraction, sampling_floor, tstr
-from tabsynth.io import PARQUET_SUFFIXES, is_csv, open_table, write_parquet
+from tabsynth.io import PARQUET_SUFFIXES, is_csv, new_file_mode, open_table, write_parquet
 from tabsynth.privacy.ledger import BudgetExceededError
 from tabsynth.rules import RulesUnmetError
 from tabsynth.schema import Schema, SchemaError
@@ -242,13 +242,6 @@ def _check_output(path: str, inputs: Sequence[str | None], overwrite: bool) -> P
     return out
 
 
-def _umask() -> int:
-    """The process umask (read by setting and restoring it)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 @contextlib.contextmanager
 def _atomic_output(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success, delete it on failure."""
@@ -263,7 +256,7 @@ def _atomic_output(path: Path) -> Iterator[Path]:
     try:
         try:
             yield tmp
-            os.chmod(tmp, 0o666 & ~_umask())
+            os.chmod(tmp, new_file_mode())
             os.replace(tmp, path)
         except OSError as exc:
             raise CLIError(f"cannot write output {path}: {exc.strerror or exc}", EXIT_UNEXPECTED) from exc

@@ -38,9 +38,12 @@ from tabsynth.schema import (
     Schema,
     SchemaError,
     TickColumn,
-    naive_stamps,
     check_columns,
     check_frame,
+    is_duration_dtype,
+    naive_stamps,
+    numpy_temporal,
+    zone_of,
 )
 
 Activation = Literal["tanh", "sigmoid", "softmax"]
@@ -595,7 +598,7 @@ class _DatetimeCodec(_NumberCodec):
     def values(self, frame: pd.DataFrame, present: np.ndarray, policy: InvalidPolicy) -> np.ndarray:
         """Ticks of the column's resolution; a finer timestamp falls to the start of its tick under
         ``policy`` "clip" (a time of day to its date), an error under "raise"."""
-        series = frame[self.column.name][present]
+        series = numpy_temporal(frame[self.column.name][present])
         try:
             stamps = pd.to_datetime(series)
         except (ValueError, TypeError) as exc:
@@ -607,14 +610,15 @@ class _DatetimeCodec(_NumberCodec):
     def decode(self, block: np.ndarray, missing: np.ndarray) -> dict[str, pd.Series]:
         stamps = pd.Series(_tick_values(self.numbers(block), "datetime64", self.column.resolution))
         stamps[missing] = pd.NaT
-        dtype = self.column.dtype
-        if dtype and "," in dtype:  # timezone-aware, e.g. "datetime64[ns, UTC]"
-            stamps = (stamps.dt.tz_localize(pd.api.types.pandas_dtype(dtype).tz, nonexistent="shift_forward",
+        dtype = pd.api.types.pandas_dtype(self.column.dtype) if self.column.dtype else None
+        if dtype is None or not pd.api.types.is_datetime64_any_dtype(dtype):  # e.g. dates read from text
+            return {self.column.name: stamps}
+        zone = zone_of(dtype)
+        if zone is not None:
+            stamps = (stamps.dt.tz_localize(zone, nonexistent="shift_forward",
                                             ambiguous=np.zeros(len(stamps), dtype=bool))  # wall-clock times
-                      if self.column.local else stamps.dt.tz_localize("UTC")).astype(dtype)
-        elif dtype and dtype.startswith("datetime64"):
-            stamps = stamps.astype(dtype)
-        return {self.column.name: stamps}
+                      if self.column.local else stamps.dt.tz_localize("UTC"))
+        return {self.column.name: stamps.astype(dtype)}
 
 
 class _DurationCodec(_NumberCodec):
@@ -626,7 +630,7 @@ class _DurationCodec(_NumberCodec):
     def values(self, frame: pd.DataFrame, present: np.ndarray, policy: InvalidPolicy) -> np.ndarray:
         """Ticks of the column's resolution; a finer span falls to the start of its tick under
         ``policy`` "clip", an error under "raise"."""
-        series = frame[self.column.name][present]
+        series = numpy_temporal(frame[self.column.name][present])
         try:
             spans = pd.to_timedelta(series)
         except (ValueError, TypeError) as exc:
@@ -636,8 +640,8 @@ class _DurationCodec(_NumberCodec):
     def decode(self, block: np.ndarray, missing: np.ndarray) -> dict[str, pd.Series]:
         spans = pd.Series(_tick_values(self.numbers(block), "timedelta64", self.column.resolution))
         spans[missing] = pd.NaT
-        dtype = self.column.dtype
-        return {self.column.name: spans.astype(dtype) if dtype and dtype.startswith("timedelta64") else spans}
+        dtype = pd.api.types.pandas_dtype(self.column.dtype) if self.column.dtype else None
+        return {self.column.name: spans.astype(dtype) if dtype is not None and is_duration_dtype(dtype) else spans}
 
 
 def _ticks(column: TickColumn, values: np.ndarray, family: str, what: str, policy: InvalidPolicy) -> np.ndarray:
@@ -801,8 +805,11 @@ class _GeoCodec(_Codec):
         lon = _numbers(frame, self.column.lon, present)
         finite = np.isfinite(lat) & np.isfinite(lon)
         inside = finite & self.column.region.contains(np.nan_to_num(lat), np.nan_to_num(lon))
+        if not finite.all():
+            raise DomainError(f"geo column {self.column.name!r} has {int((~finite).sum())} points whose coordinates "
+                              f"are not finite numbers (inf); a point has no place to move them to")
         if not inside.all():
-            if policy == "raise" or not finite.all():
+            if policy == "raise":
                 raise DomainError(f"geo column {self.column.name!r} has {int((~inside).sum())} points outside "
                                   f"its region (e.g. lat={lat[~inside][0]}, lon={lon[~inside][0]}); "
                                   f"pass on_invalid='clip' to move them inside")

@@ -43,6 +43,13 @@ def is_csv(path: str | os.PathLike) -> bool:
     return Path(path).name.lower().endswith(CSV_SUFFIXES)
 
 
+def new_file_mode() -> int:
+    """The mode ``open`` gives a new file, 0o666 less the process umask (``tempfile.mkstemp``'s are 0o600)."""
+    mask = os.umask(0o022)  # read by setting and restoring it
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 class TableSource:
     """A table read in batches of DataFrames; ``columns`` and ``dtypes`` are known without reading rows."""
 
@@ -377,4 +384,4 @@ def write_parquet(batches: Iterable[pd.DataFrame], path: Path, schema: pa.Schema
 
 __all__ = ["BATCH_ROWS", "CSV_SUFFIXES", "PARQUET_SUFFIXES", "FrameSource", "ParquetSource", "TableReadError",
            "TableSource", "is_csv", "open_table", "plain_schema", "schema_from_text", "schema_to_text",
-           "to_arrow", "with_iso_timestamps", "write_parquet"]
+           "new_file_mode", "to_arrow", "with_iso_timestamps", "write_parquet"]

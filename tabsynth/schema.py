@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from tabsynth.geo import BoundingBox, Region
 from tabsynth.rules import Rule, RuleError
@@ -118,6 +119,10 @@ class IntegerColumn(Column):
 
     def _check(self) -> None:
         super()._check()
+        info = np.iinfo(np.int64)
+        if self.lower < info.min or self.upper > info.max:
+            raise SchemaError(f"column {self.name!r}: integer bounds [{self.lower}, {self.upper}] lie beyond int64's "
+                              f"range; store such values as text (identifiers) or as floats (magnitudes)")
         _check_bounds(self, self.lower, self.upper)
         if int(self.lower) != self.lower or int(self.upper) != self.upper:
             raise SchemaError(f"column {self.name!r}: integer bounds must be whole numbers")
@@ -208,6 +213,35 @@ class DatetimeColumn(TickColumn):
         if stamp.tzinfo is not None:
             stamp = stamp.tz_localize(None) if self.local else stamp.tz_convert("UTC").tz_localize(None)
         return int(np.datetime64(stamp.to_datetime64(), self.resolution).astype(np.int64))
+
+
+def is_duration_dtype(dtype: Any) -> bool:
+    """Whether a pandas dtype holds spans of time: numpy's timedelta64 or Arrow's duration (pandas'
+    own test knows only the first; its datetime test already knows both kinds of timestamps)."""
+    return pd.api.types.is_timedelta64_dtype(dtype) or (isinstance(dtype, pd.ArrowDtype)
+                                                         and pa.types.is_duration(dtype.pyarrow_dtype))
+
+
+def numpy_temporal(series: pd.Series) -> pd.Series:
+    """An Arrow-backed series of timestamps or durations as pandas' datetime64 (with its zone) or
+    timedelta64 of the same unit, which the encoder and discovery read; any other series as it is.
+    The column's dtype stays the Arrow one: decoding casts back to it."""
+    dtype = series.dtype
+    if not isinstance(dtype, pd.ArrowDtype):
+        return series
+    arrow = dtype.pyarrow_dtype
+    if pa.types.is_timestamp(arrow):
+        return series.astype(pd.DatetimeTZDtype(arrow.unit, arrow.tz) if arrow.tz else np.dtype(f"datetime64[{arrow.unit}]"))
+    if pa.types.is_duration(arrow):
+        return series.astype(np.dtype(f"timedelta64[{arrow.unit}]"))
+    return series
+
+
+def zone_of(dtype: Any) -> Any:
+    """The time zone of a timestamp dtype, numpy-backed or Arrow (None: naive)."""
+    if isinstance(dtype, pd.ArrowDtype):
+        return getattr(dtype.pyarrow_dtype, "tz", None)
+    return getattr(dtype, "tz", None)
 
 
 def naive_stamps(stamps: pd.Series, local: bool) -> pd.Series:
@@ -694,7 +728,7 @@ def with_point_masses(knots: np.ndarray, masses: np.ndarray) -> np.ndarray:
 def _infer_column(series: pd.Series, kind: str | None, max_categories: int, n_knots: int,
                   catch_all: Any) -> Column:
     name, dtype = str(series.name), dtype_text(series.dtype)
-    values = series.dropna()
+    values = numpy_temporal(series.dropna())
     nullable = len(values) < len(series)
     if kind is not None and kind not in COLUMN_KINDS:
         raise SchemaError(f"column {name!r}: unknown kind {kind!r}; expected one of {sorted(COLUMN_KINDS)}")
@@ -764,7 +798,7 @@ def _guess_kind(series: pd.Series, values: pd.Series, max_categories: int) -> st
         return "boolean"
     if pd.api.types.is_datetime64_any_dtype(series.dtype):
         return "datetime"
-    if pd.api.types.is_timedelta64_dtype(series.dtype):
+    if is_duration_dtype(series.dtype):
         return "duration"
     if isinstance(series.dtype, pd.CategoricalDtype):
         return "categorical"
@@ -789,5 +823,6 @@ def _sort_key(value: Any) -> tuple[str, Any]:
 
 __all__ = [
     "BooleanColumn", "CategoricalColumn", "Column", "ContinuousColumn", "DatetimeColumn", "DurationColumn",
-    "GeoPointColumn", "IntegerColumn", "Schema", "SchemaError", "check_columns", "check_frame",
+    "GeoPointColumn", "IntegerColumn", "Schema", "SchemaError", "check_columns", "check_frame", "is_duration_dtype",
+    "numpy_temporal", "zone_of",
 ]

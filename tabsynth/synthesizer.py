@@ -26,7 +26,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from tabsynth.encoding import Encoder
-from tabsynth.io import TableLike, TableSource, open_table, schema_from_text, schema_to_text
+from tabsynth.io import TableLike, TableSource, new_file_mode, open_table, schema_from_text, schema_to_text
 from tabsynth.models import Discriminator, Generator, OutputHeads, init_linear
 from tabsynth.privacy.accounting import (ACCOUNTANTS, DEFAULT_ACCOUNTANT, PRV_MAX_POINTS, calibrate_noise_multiplier,
                                          zcdp_budget)
@@ -41,7 +41,7 @@ from tabsynth.privacy.marginals import (PUBLIC_PAIR_CELLS, MarginalMeasurements,
 from tabsynth.privacy.mechanisms import laplace_count
 from tabsynth.sampling import rake, systematic_resample, target_distributions
 from tabsynth.rules import Rule, RulesUnmetError
-from tabsynth.schema import Schema, SchemaError, column_differences
+from tabsynth.schema import Schema, SchemaError, column_differences, is_duration_dtype
 from tabsynth.store import CompactStore
 from tabsynth.training import (DPGANTrainer, MarginalLoss, TrainingPlan, functional_edges, initial_edge_weights,
                                marginal_learning_rate, marginal_step_count)
@@ -244,9 +244,6 @@ class Synthesizer:
         unknown = sorted(set(settings) - {f for f in Settings.__dataclass_fields__})
         if unknown:
             raise TypeError(f"unknown Synthesizer settings: {unknown}")
-        for key in ("generator_hidden", "discriminator_hidden"):
-            if key in settings and not isinstance(settings[key], tuple):
-                settings[key] = tuple(settings[key])
         self.settings = Settings(**settings).validated()
 
     # --- fitting --------------------------------------------------------------------------
@@ -595,6 +592,8 @@ class Synthesizer:
         """Weights (safetensors) and JSON metadata in one file; written atomically."""
         self._check_fitted()
         path = Path(path)
+        if path.is_dir():
+            raise IsADirectoryError(f"cannot save the model to {str(path)!r}: it is a directory; give a file path")
         settings = asdict(self.settings)
         settings.pop("seed")  # the seed stays with the user; it never travels with a release
         metadata = {"format": MODEL_FORMAT, "version": MODEL_VERSION, "settings": settings,
@@ -609,6 +608,7 @@ class Synthesizer:
         os.close(fd)
         try:
             save_file(tensors, tmp, metadata={"tabsynth": json.dumps(metadata)})
+            os.chmod(tmp, new_file_mode())
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -805,7 +805,7 @@ def _value_kind(dtype: Any) -> str | None:
         return "numbers"
     if pd.api.types.is_datetime64_any_dtype(dtype):
         return "timestamps"
-    if pd.api.types.is_timedelta64_dtype(dtype):
+    if is_duration_dtype(dtype):
         return "durations"
     if pd.api.types.is_string_dtype(dtype) and not pd.api.types.is_object_dtype(dtype):
         return "text"
@@ -815,7 +815,8 @@ def _value_kind(dtype: Any) -> str | None:
 _INFERRED_KINDS = {"string": "text", "integer": "numbers", "floating": "numbers", "mixed-integer-float": "numbers",
                    "decimal": "numbers", "boolean": "booleans", "datetime64": "timestamps", "datetime": "timestamps",
                    "date": "timestamps"}
-_COMPATIBLE_KINDS = ({"numbers", "booleans"}, {"text", "timestamps"})  # 0/1 for booleans; dates read as text
+# 0/1 for booleans; timestamps and durations read from a CSV file as text
+_COMPATIBLE_KINDS = ({"numbers", "booleans"}, {"text", "timestamps"}, {"text", "durations"})
 
 
 def _check_same_kinds(private: pd.DataFrame, public: pd.DataFrame) -> None:

@@ -308,6 +308,23 @@ def test_magnitudes_up_to_two_to_the_62_keep_their_range() -> None:
     assert 1e14 <= column.lower <= 1e17 and 9e17 <= column.upper <= 2.4e18
 
 
+@pytest.mark.parametrize("infinity", [np.inf, -np.inf])
+def test_infinities_do_not_move_a_range(infinity: float) -> None:
+    # A tenth of the rows at +-inf counted in the end bins and stretched the range to 2^62: every real
+    # value then sat in its first knot segment.
+    values = np.random.default_rng(4).normal(50.0, 10.0, size=5000)
+    values[::10] = infinity
+    column = discover(pd.DataFrame({"x": values}))[0]["x"]
+    assert 0.0 <= column.lower < 30.0 and 70.0 < column.upper <= 128.0
+
+
+def test_a_range_at_the_largest_magnitude_is_a_warning_naming_the_column() -> None:
+    # Identifiers past 2^62 are clamped there: the user is told, not left with wrong values.
+    values = np.int64(2**62) + np.arange(5000, dtype=np.int64)
+    with pytest.warns(DiscoveryWarning, match=r"range of column\(s\) \['id'\] at the largest magnitude"):
+        discover(pd.DataFrame({"id": pd.array(values, dtype="int64")}))
+
+
 @pytest.mark.parametrize(("negative_per_bin", "takes_in_the_mirror"), [(0.0, False), (2.0, True)])
 def test_the_mirror_of_a_positive_range_joins_it_when_its_sum_clears_one_test(negative_per_bin: float,
                                                                                takes_in_the_mirror: bool) -> None:

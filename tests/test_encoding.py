@@ -370,6 +370,14 @@ def test_geo_point_outside_its_region_raises_or_moves_inside() -> None:
     assert schema["p"].region.contains(decoded["lat"].to_numpy(), decoded["lon"].to_numpy()).all()
 
 
+def test_a_geo_point_at_infinity_is_refused_whatever_the_policy() -> None:
+    schema = Schema((GeoPointColumn("p", lat="lat", lon="lon", region=PolygonRegion(L_SHAPE)),))
+    frame = pd.DataFrame({"lat": [1.0, np.inf], "lon": [1.0, 1.0]})
+    for policy in ("raise", "clip"):
+        with pytest.raises(DomainError, match="geo column 'p' has 1 points whose coordinates are not finite"):
+            Encoder(schema, on_invalid=policy).encode(frame)
+
+
 def test_a_geo_pair_is_two_drawn_coordinates_each_binned_evenly_in_the_box_with_its_place() -> None:
     schema = Schema((GeoPointColumn("home", nullable=True, lat="lat", lon="lon", region=BoundingBox(30, 40, -120, -110)),))
     encoder = Encoder(schema)

@@ -94,6 +94,15 @@ def test_knots_must_span_the_bounds() -> None:
         Schema((ContinuousColumn("x", lower=0, upper=10, knots=(1.0, 10.0)),))
 
 
+def test_integer_bounds_beyond_int64_are_refused_before_any_training() -> None:
+    # Inferred from a public uint64 column of identifiers past 2^63, they crashed the decoder after the fit.
+    identifiers = pd.DataFrame({"id": np.uint64(2**63) + np.arange(500, dtype=np.uint64)})
+    with pytest.raises(SchemaError, match="column 'id': integer bounds .* beyond int64"):
+        Schema.infer(identifiers)
+    with pytest.raises(SchemaError, match="column 'id'"):
+        Schema((IntegerColumn("id", lower=0, upper=2**64),))
+
+
 def test_a_column_described_twice_is_refused() -> None:
     with pytest.raises(SchemaError, match=r"\['lat'\] are described more than once"):
         Schema((ContinuousColumn("lat", lower=0, upper=1),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -132,6 +133,35 @@ def test_a_duration_column_is_learnt_and_sampled_as_durations_of_its_dtype(tmp_p
     synth.save(tmp_path / "model.tabsynth")
     pd.testing.assert_frame_equal(Synthesizer.load(tmp_path / "model.tabsynth").sample(50, seed=3),
                                   synth.sample(50, seed=3))
+
+
+def arrow_temporal_frame() -> pd.DataFrame:
+    """What ``read_parquet(..., dtype_backend="pyarrow")`` gives for times: Arrow timestamps (naive and
+    zoned) and durations."""
+    rng = np.random.default_rng(2)
+    stamps = pd.Series(pd.Timestamp("2020-01-01") + pd.to_timedelta(rng.integers(0, 10**8, 1500), unit="s"))
+    return pd.DataFrame({
+        "at": stamps.astype(pd.ArrowDtype(pa.timestamp("us"))),
+        "local": stamps.dt.tz_localize("Europe/Berlin", nonexistent="shift_forward", ambiguous=False)
+                       .astype(pd.ArrowDtype(pa.timestamp("us", tz="Europe/Berlin"))),
+        "span": pd.Series(pd.to_timedelta(rng.integers(0, 3600, 1500), unit="s")).astype(pd.ArrowDtype(pa.duration("us"))),
+    })
+
+
+@pytest.mark.parametrize("with_public", [False, True])
+def test_arrow_timestamps_and_durations_are_learnt_and_sampled_in_their_arrow_dtypes(with_public: bool) -> None:
+    frame = arrow_temporal_frame()
+    synth = Synthesizer(**FAST).fit(frame, epsilon=1.0, public=frame if with_public else None)
+    sample = synth.sample(200, seed=0)
+    assert sample.dtypes.to_dict() == frame.dtypes.to_dict()
+    assert sample["at"].between(pd.Timestamp("2019-01-01"), pd.Timestamp("2024-01-01")).all()
+
+
+def test_a_csv_tables_text_durations_fit_a_public_tables_durations(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"span": pd.to_timedelta(np.random.default_rng(3).integers(0, 3600, 1000), unit="s")})
+    frame.to_csv(tmp_path / "private.csv", index=False)
+    sample = Synthesizer(**FAST).fit(tmp_path / "private.csv", epsilon=1.0, public=frame).sample(50, seed=0)
+    assert pd.api.types.is_timedelta64_dtype(sample["span"].dtype)
 
 
 @pytest.fixture(scope="module")
@@ -405,6 +435,21 @@ def test_save_and_load_reproduce_samples_for_a_fixed_seed(fitted: Synthesizer, t
     assert [p.name for p in tmp_path.iterdir()] == ["cps.tabsynth"]  # no temporary file left behind
 
 
+def test_a_saved_model_file_gets_the_umasks_mode_like_any_new_file(fitted: Synthesizer, tmp_path: Path) -> None:
+    mask = os.umask(0o027)
+    try:
+        fitted.save(tmp_path / "model.tabsynth")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "model.tabsynth").stat().st_mode & 0o777 == 0o640  # mkstemp's alone: 0o600
+
+
+def test_saving_onto_a_directory_is_refused_by_name_and_writes_nothing(fitted: Synthesizer, tmp_path: Path) -> None:
+    with pytest.raises(IsADirectoryError, match="cannot save the model to .* it is a directory"):
+        fitted.save(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_fit_that_diverges_raises_and_leaves_the_synthesizer_unfitted() -> None:
     frame = pd.DataFrame({"x": np.random.default_rng(0).normal(size=2000),
                           "c": np.random.default_rng(1).choice(list("abc"), 2000)})
@@ -468,10 +513,15 @@ def test_settings_take_numpy_scalars_as_plain_numbers() -> None:
     ("seed", -1, "seed must be an integer >= 0"), ("seed", 1.5, "seed must be an integer >= 0"),
     ("epochs", "1", "epochs must be a positive number"), ("oversample", True, "oversample must be a number >= 1"),
     ("verbose", "no", "verbose must be True or False"), ("generator_hidden", (16, 0), "generator_hidden must be"),
+    ("generator_hidden", 5, "generator_hidden must be"), ("discriminator_hidden", None, "discriminator_hidden must be"),
 ])
 def test_a_bad_setting_is_named(setting: str, value: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Synthesizer(**{setting: value})
+
+
+def test_network_widths_may_be_any_sequence() -> None:
+    assert Synthesizer(generator_hidden=[64], discriminator_hidden=np.array([8, 8])).settings.discriminator_hidden == (8, 8)
 
 
 @pytest.mark.parametrize("value", [0, -3, 2.5, True])

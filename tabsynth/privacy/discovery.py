@@ -52,7 +52,9 @@ from tabsynth.schema import (
     coarsest_exact_units,
     dtype_text,
     duration_text,
+    is_duration_dtype,
     naive_stamps,
+    numpy_temporal,
     quantile_knots,
     with_point_masses,
 )
@@ -271,6 +273,7 @@ def _discover(frame: pd.DataFrame, targets: Sequence[str], plans: Sequence[_Plan
     specs: dict[str, Column] = {}
     geo_bounds: dict[str, tuple[float, float]] = {}
     unlocated: list[str] = []
+    capped: list[str] = []
     for plan in plans:
         series = frame[plan.name]
         if plan.kind == "boolean":
@@ -280,15 +283,18 @@ def _discover(frame: pd.DataFrame, targets: Sequence[str], plans: Sequence[_Plan
             specs[plan.name] = _discover_categorical(series, noise.release, rng, catch_all)
         elif plan.kind in ("integer", "continuous", "datetime", "duration"):
             if plan.kind in ("datetime", "duration"):
+                series = numpy_temporal(series)  # the spec keeps the frame's dtype (below)
                 resolution = _time_resolution(series, plan.name in day_columns, noise.resolution_of(plan), rng)
                 discover = partial(_discover_datetime if plan.kind == "datetime" else _discover_duration,
                                    unit=resolution)
             else:
                 discover = partial(_discover_number, integer=plan.kind == "integer")
             range_noise, knot_noise = noise.of(plan)
-            specs[plan.name], located = discover(series, range_noise=range_noise, knot_noise=knot_noise,
-                                                 n_knots=n_knots, rng=rng, masses=noise.masses_of(plan))
+            spec, located = discover(series, range_noise=range_noise, knot_noise=knot_noise,
+                                     n_knots=n_knots, rng=rng, masses=noise.masses_of(plan))
+            specs[plan.name] = replace(spec, dtype=dtype_text(frame[plan.name].dtype))
             unlocated += [] if located else [plan.name]
+            capped += [plan.name] if plan.kind in ("integer", "continuous") and _at_largest_magnitude(specs[plan.name]) else []
         else:
             low, high, located = _dp_coordinate_range(series, plan.kind, noise.of(plan)[0], rng, expected_rows)
             geo_bounds[plan.kind] = (low, high)
@@ -302,6 +308,12 @@ def _discover(frame: pd.DataFrame, targets: Sequence[str], plans: Sequence[_Plan
                       f"their bounds in a schema, pass a public table, or give discovery more budget "
                       f"(a larger epsilon, or the Synthesizer's discovery_fraction)",
                       DiscoveryWarning, stacklevel=3)
+    if capped:
+        # Post-processing too: the released bounds say it.
+        warnings.warn(f"DP discovery put the range of column(s) {capped} at the largest magnitude it locates "
+                      f"(2^62, about 4.6e18): larger values are clamped to it, so their synthetic values will be "
+                      f"wrong. Declare their bounds in a schema, or store such identifiers or magnitudes as text "
+                      f"or in smaller units", DiscoveryWarning, stacklevel=3)
     if pair is not None:
         lat, lon = pair
         name = _geo_name(lat, set(specs))
@@ -452,7 +464,7 @@ def _kind_of(name: str, dtype: Any) -> str:
         return "boolean"
     if pd.api.types.is_datetime64_any_dtype(dtype):
         return "datetime"
-    if pd.api.types.is_timedelta64_dtype(dtype):
+    if is_duration_dtype(dtype):
         return "duration"
     if pd.api.types.is_integer_dtype(dtype):
         return "integer"
@@ -976,7 +988,7 @@ def _discover_number(series: pd.Series, integer: bool, range_noise: CountNoise, 
     noise is sqrt(2) smaller relative to the counts.
     """
     name = str(series.name)
-    values = series.dropna().to_numpy(dtype=np.float64)
+    values = _finite_values(series)
     edges = _numeric_edges(integer)
     zero = int(np.searchsorted(edges, 0.0))  # the bin [0, smallest magnitude)
     noisy = noisy_histogram(values, edges, range_noise, rng)
@@ -1007,6 +1019,19 @@ def _discover_number(series: pd.Series, integer: bool, range_noise: CountNoise, 
         return ContinuousColumn(**common, lower=lower, upper=upper), located
     knots = _number_knots(values, lower, upper, knot_noise, masses, n_knots, False, rng)
     return ContinuousColumn(**common, lower=lower, upper=upper, knots=knots), located
+
+
+def _at_largest_magnitude(column: Column) -> bool:
+    """Whether a discovered number's bounds reach the end bins of ``_numeric_edges``, where larger values fall too."""
+    largest = 2.0**62  # an integer's upper bound is its last bin's end - 1: as a float, the end itself
+    return float(column.upper) >= largest or float(column.lower) <= -largest
+
+
+def _finite_values(series: pd.Series) -> np.ndarray:
+    """A number's present values as floats, without +-inf: an infinity has no magnitude for a range or a
+    quantile to locate, and the encoder clamps it to the released bounds like any value beyond them."""
+    values = series.dropna().to_numpy(dtype=np.float64)
+    return values[np.isfinite(values)]
 
 
 def _integer_column(common: dict[str, Any], lower: float, upper: float) -> IntegerColumn:
@@ -1105,8 +1130,7 @@ def _dp_coordinate_range(series: pd.Series, axis: str, noise: CountNoise, rng: n
     low_end, high_end = (-90.0, 90.0) if axis == "lat" else (-180.0, 360.0)
     n_bins = int(round((high_end - low_end) / _geo_step(noise, expected_rows)))
     edges = np.round(np.linspace(low_end, high_end, n_bins + 1), 6)
-    values = series.dropna().to_numpy(dtype=np.float64)
-    return _dp_range(np.clip(values, low_end, high_end), edges, noise, rng)
+    return _dp_range(np.clip(_finite_values(series), low_end, high_end), edges, noise, rng)
 
 
 def _geo_step(noise: CountNoise, expected_rows: float | None) -> float:
