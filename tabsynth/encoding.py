@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, replace
-from typing import Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 import pandas as pd
@@ -43,6 +43,7 @@ from tabsynth.schema import (
     is_duration_dtype,
     naive_stamps,
     numpy_temporal,
+    numpy_temporal_dtype,
     zone_of,
 )
 
@@ -610,7 +611,7 @@ class _DatetimeCodec(_NumberCodec):
     def decode(self, block: np.ndarray, missing: np.ndarray) -> dict[str, pd.Series]:
         stamps = pd.Series(_tick_values(self.numbers(block), "datetime64", self.column.resolution))
         stamps[missing] = pd.NaT
-        dtype = pd.api.types.pandas_dtype(self.column.dtype) if self.column.dtype else None
+        dtype = _recorded_dtype(self.column.dtype)
         if dtype is None or not pd.api.types.is_datetime64_any_dtype(dtype):  # e.g. dates read from text
             return {self.column.name: stamps}
         zone = zone_of(dtype)
@@ -618,7 +619,7 @@ class _DatetimeCodec(_NumberCodec):
             stamps = (stamps.dt.tz_localize(zone, nonexistent="shift_forward",
                                             ambiguous=np.zeros(len(stamps), dtype=bool))  # wall-clock times
                       if self.column.local else stamps.dt.tz_localize("UTC"))
-        return {self.column.name: stamps.astype(dtype)}
+        return {self.column.name: _in_dtype(stamps, dtype)}
 
 
 class _DurationCodec(_NumberCodec):
@@ -640,8 +641,23 @@ class _DurationCodec(_NumberCodec):
     def decode(self, block: np.ndarray, missing: np.ndarray) -> dict[str, pd.Series]:
         spans = pd.Series(_tick_values(self.numbers(block), "timedelta64", self.column.resolution))
         spans[missing] = pd.NaT
-        dtype = pd.api.types.pandas_dtype(self.column.dtype) if self.column.dtype else None
-        return {self.column.name: spans.astype(dtype) if dtype is not None and is_duration_dtype(dtype) else spans}
+        dtype = _recorded_dtype(self.column.dtype)
+        return {self.column.name: _in_dtype(spans, dtype) if dtype is not None and is_duration_dtype(dtype) else spans}
+
+
+def _recorded_dtype(text: str | None) -> Any:
+    """The pandas dtype that a column's recorded dtype text names; None without one, or for text
+    pandas cannot read (a declared schema's "date"), which leaves the decoded values as they are."""
+    try:
+        return pd.api.types.pandas_dtype(text) if text else None
+    except TypeError:
+        return None
+
+
+def _in_dtype(times: pd.Series, dtype: Any) -> pd.Series:
+    """Timestamps or durations in ``dtype``, through pandas' own dtype of its unit first: that cast
+    truncates a finer resolution to the unit, which Arrow's would refuse as a loss of data."""
+    return times.astype(numpy_temporal_dtype(dtype)).astype(dtype)
 
 
 def _ticks(column: TickColumn, values: np.ndarray, family: str, what: str, policy: InvalidPolicy) -> np.ndarray:

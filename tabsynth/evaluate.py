@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 __all__ = [
     "fidelity_report",
@@ -51,11 +52,23 @@ def _is_numeric_dtype(dtype: Any) -> bool:
         pd.api.types.is_numeric_dtype(dtype)
         or pd.api.types.is_datetime64_any_dtype(dtype)
         or pd.api.types.is_timedelta64_dtype(dtype)
+        or _arrow_duration_unit(dtype) is not None
     )
+
+
+def _arrow_duration_unit(dtype: Any) -> str | None:
+    """The unit of an Arrow duration dtype (None for any other dtype), which pandas' tests do not count
+    as a timedelta."""
+    if isinstance(dtype, pd.ArrowDtype) and pa.types.is_duration(dtype.pyarrow_dtype):
+        return str(dtype.pyarrow_dtype.unit)
+    return None
 
 
 def _numeric_values(series: pd.Series, column: str, *, coerce: bool = False) -> np.ndarray:
     """Float64 view of a numeric/datetime column with NaN for nulls (so it can be binned)."""
+    unit = _arrow_duration_unit(series.dtype)
+    if unit is not None:
+        series = series.astype(f"timedelta64[{unit}]")
     dtype = series.dtype
     if pd.api.types.is_datetime64_any_dtype(dtype) or pd.api.types.is_timedelta64_dtype(dtype):
         if isinstance(dtype, pd.DatetimeTZDtype):

@@ -44,9 +44,16 @@ def is_csv(path: str | os.PathLike) -> bool:
 
 
 def new_file_mode() -> int:
-    """The mode ``open`` gives a new file, 0o666 less the process umask (``tempfile.mkstemp``'s are 0o600)."""
-    mask = os.umask(0o022)  # read by setting and restoring it
-    os.umask(mask)
+    """The mode ``open`` gives a new file, 0o666 less the process umask (``tempfile.mkstemp``'s are 0o600).
+
+    Linux states the umask in /proc; elsewhere it is read by setting and restoring it, through the
+    strictest mask, so that a file another thread makes meanwhile is no more open than it would be."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            mask = next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0o077)
+        os.umask(mask)
     return 0o666 & ~mask
 
 

@@ -119,10 +119,11 @@ class IntegerColumn(Column):
 
     def _check(self) -> None:
         super()._check()
-        info = np.iinfo(np.int64)
-        if self.lower < info.min or self.upper > info.max:
-            raise SchemaError(f"column {self.name!r}: integer bounds [{self.lower}, {self.upper}] lie beyond int64's "
-                              f"range; store such values as text (identifiers) or as floats (magnitudes)")
+        # Values decode through float64, which rounds 2^63 - 1 up to 2^63: past int64 on the way back.
+        if not (-2.0**63 <= float(self.lower) and float(self.upper) < 2.0**63):
+            raise SchemaError(f"column {self.name!r}: integer bounds [{self.lower}, {self.upper}] lie beyond int64 as "
+                              f"decoding's float64 holds it (magnitudes below 2^63); store such values as text "
+                              f"(identifiers) or as floats (magnitudes)")
         _check_bounds(self, self.lower, self.upper)
         if int(self.lower) != self.lower or int(self.upper) != self.upper:
             raise SchemaError(f"column {self.name!r}: integer bounds must be whole numbers")
@@ -222,19 +223,32 @@ def is_duration_dtype(dtype: Any) -> bool:
                                                          and pa.types.is_duration(dtype.pyarrow_dtype))
 
 
-def numpy_temporal(series: pd.Series) -> pd.Series:
-    """An Arrow-backed series of timestamps or durations as pandas' datetime64 (with its zone) or
-    timedelta64 of the same unit, which the encoder and discovery read; any other series as it is.
-    The column's dtype stays the Arrow one: decoding casts back to it."""
-    dtype = series.dtype
+def numpy_temporal_dtype(dtype: Any) -> Any:
+    """For an Arrow dtype of timestamps, dates or durations, pandas' own dtype of the same unit (and
+    zone): datetime64 (days as seconds) or timedelta64; any other dtype as it is."""
     if not isinstance(dtype, pd.ArrowDtype):
-        return series
+        return dtype
     arrow = dtype.pyarrow_dtype
     if pa.types.is_timestamp(arrow):
-        return series.astype(pd.DatetimeTZDtype(arrow.unit, arrow.tz) if arrow.tz else np.dtype(f"datetime64[{arrow.unit}]"))
+        return pd.DatetimeTZDtype(arrow.unit, arrow.tz) if arrow.tz else np.dtype(f"datetime64[{arrow.unit}]")
+    if pa.types.is_date(arrow):
+        return np.dtype("datetime64[s]")
     if pa.types.is_duration(arrow):
-        return series.astype(np.dtype(f"timedelta64[{arrow.unit}]"))
-    return series
+        return np.dtype(f"timedelta64[{arrow.unit}]")
+    return dtype
+
+
+def numpy_temporal(series: pd.Series) -> pd.Series:
+    """An Arrow-backed series of timestamps, dates or durations in ``numpy_temporal_dtype``, which the
+    encoder and discovery read; any other series as it is. The column's dtype stays the Arrow one:
+    decoding casts back to it."""
+    target = numpy_temporal_dtype(series.dtype)
+    return series if target is series.dtype else series.astype(target)
+
+
+def is_arrow_date(dtype: Any) -> bool:
+    """Whether a pandas dtype is Arrow's calendar date (date32 / date64): storage that declares days."""
+    return isinstance(dtype, pd.ArrowDtype) and pa.types.is_date(dtype.pyarrow_dtype)
 
 
 def zone_of(dtype: Any) -> Any:
@@ -823,6 +837,6 @@ def _sort_key(value: Any) -> tuple[str, Any]:
 
 __all__ = [
     "BooleanColumn", "CategoricalColumn", "Column", "ContinuousColumn", "DatetimeColumn", "DurationColumn",
-    "GeoPointColumn", "IntegerColumn", "Schema", "SchemaError", "check_columns", "check_frame", "is_duration_dtype",
-    "numpy_temporal", "zone_of",
+    "GeoPointColumn", "IntegerColumn", "Schema", "SchemaError", "check_columns", "check_frame", "is_arrow_date",
+    "is_duration_dtype", "numpy_temporal", "numpy_temporal_dtype", "zone_of",
 ]

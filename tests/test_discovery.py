@@ -8,6 +8,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from scipy.stats import norm
 
@@ -485,6 +486,14 @@ def test_a_column_stored_as_dates_gets_days_without_releasing_a_resolution() -> 
     decoded = encoder.decode(encoder.encode(frame))
     assert decoded["opened"].dtype == frame["opened"].dtype
     assert (decoded["opened"] == decoded["opened"].dt.floor("D")).all()
+
+
+def test_an_arrow_date_column_gets_days_without_releasing_a_resolution() -> None:
+    days = pd.to_timedelta(np.random.default_rng(4).integers(0, 3000, 5000), unit="D")
+    frame = pd.DataFrame({"opened": (pd.to_datetime("2015-01-01") + days).astype(pd.ArrowDtype(pa.date32()))})
+    schema, ledger = discover(frame)
+    assert schema["opened"].resolution == "D" and schema["opened"].dtype == "date32[day][pyarrow]"
+    assert "histogram_resolution" not in ledger.entries[0].details["columns"]["opened"]["mechanisms"]
 
 
 def stamps_at(unit: str, n: int = 20_000, seed: int = 0) -> pd.Series:

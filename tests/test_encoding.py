@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -269,6 +270,23 @@ def test_a_timestamp_finer_than_the_resolution_raises_or_falls_to_its_day() -> N
         Encoder(schema).encode(frame)
     encoder = Encoder(schema, on_invalid="clip")
     assert encoder.decode(encoder.encode(frame))["d"].tolist() == list(pd.to_datetime(["2020-03-01", "2020-03-02"]))
+
+
+def test_a_timestamp_dtype_text_pandas_cannot_read_leaves_decoded_timestamps_as_they_are() -> None:
+    # A declared schema's "date": decoding had ignored it, then read it and failed after the fit.
+    schema = Schema((DatetimeColumn("d", lower="2020-01-01", upper="2020-12-31", resolution="D", dtype="date"),))
+    encoder = Encoder(schema)
+    frame = pd.DataFrame({"d": pd.to_datetime(["2020-03-01", "2020-07-04"])})
+    assert encoder.decode(encoder.encode(frame))["d"].tolist() == frame["d"].tolist()
+
+
+def test_an_arrow_timestamp_coarser_than_the_resolution_decodes_truncated_to_its_unit() -> None:
+    dtype = pd.ArrowDtype(pa.timestamp("s"))
+    schema = Schema((DatetimeColumn("t", lower="2020-01-01", upper="2020-01-02", resolution="ms", dtype=str(dtype)),))
+    encoder = Encoder(schema)
+    stamps = pd.Series(pd.to_datetime(["2020-01-01 10:00:00.250", "2020-01-01 12:00:00.000"]))
+    decoded = encoder.decode(encoder.encode(pd.DataFrame({"t": stamps})))["t"]
+    assert decoded.dtype == dtype and decoded.tolist() == list(pd.to_datetime(["2020-01-01 10:00", "2020-01-01 12:00"]))
 
 
 def test_dates_beyond_the_nanosecond_range_encode_and_decode_exactly() -> None:

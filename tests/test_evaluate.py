@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from tabsynth.evaluate import (
@@ -113,6 +114,17 @@ def test_a_float_column_of_few_values_scores_synthetic_values_by_the_nearest_rea
     assert _tvd(table, ("density",)) == 0.0 and not bool(table["categorical"].iloc[0])
     shifted = pd.DataFrame({"density": np.repeat([16.3, 73.0, 4187.9], [500, 300, 200])})
     assert _tvd(marginal_tvd(real, shifted), ("density",)) == pytest.approx(0.3)
+
+
+def test_arrow_durations_are_binned_as_numbers_like_numpy_timedeltas() -> None:
+    # tabsynth samples an Arrow duration column back as one; scored as labels, every value was its own category.
+    spans = pd.Series(pd.to_timedelta(np.random.default_rng(0).integers(0, 3600, 1000), unit="s"))
+    real = pd.DataFrame({"span": spans})
+    synthetic = pd.DataFrame({"span": (spans * 1.5).astype(pd.ArrowDtype(pa.duration("us")))})
+    table = marginal_tvd(real, synthetic)
+    assert not bool(table["categorical"].iloc[0])
+    assert _tvd(table, ("span",)) == _tvd(marginal_tvd(real, pd.DataFrame({"span": spans * 1.5})), ("span",))
+    assert out_of_domain_fraction(real, synthetic)["overall"] == out_of_domain_fraction(real, pd.DataFrame({"span": spans * 1.5}))["overall"]
 
 
 def test_resample_of_real_has_small_tvd(mixed: pd.DataFrame) -> None:

@@ -103,6 +103,13 @@ def test_integer_bounds_beyond_int64_are_refused_before_any_training() -> None:
         Schema((IntegerColumn("id", lower=0, upper=2**64),))
 
 
+def test_integer_bounds_that_float64_rounds_past_int64_are_refused() -> None:
+    # 2^63 - 1 is 2^63 as a float64: decoded values wrapped to -2^63.
+    with pytest.raises(SchemaError, match=r"column 'id': integer bounds .*magnitudes below 2\^63"):
+        Schema((IntegerColumn("id", lower=0, upper=2**63 - 1),))
+    Schema((IntegerColumn("id", lower=-2**63, upper=2**62),))
+
+
 def test_a_column_described_twice_is_refused() -> None:
     with pytest.raises(SchemaError, match=r"\['lat'\] are described more than once"):
         Schema((ContinuousColumn("lat", lower=0, upper=1),

@@ -145,6 +145,8 @@ def arrow_temporal_frame() -> pd.DataFrame:
         "local": stamps.dt.tz_localize("Europe/Berlin", nonexistent="shift_forward", ambiguous=False)
                        .astype(pd.ArrowDtype(pa.timestamp("us", tz="Europe/Berlin"))),
         "span": pd.Series(pd.to_timedelta(rng.integers(0, 3600, 1500), unit="s")).astype(pd.ArrowDtype(pa.duration("us"))),
+        "day": stamps.dt.normalize().where(rng.random(1500) > 0.1).astype(pd.ArrowDtype(pa.date32())),
+        "second": stamps.astype(pd.ArrowDtype(pa.timestamp("s"))),
     })
 
 
@@ -155,6 +157,8 @@ def test_arrow_timestamps_and_durations_are_learnt_and_sampled_in_their_arrow_dt
     sample = synth.sample(200, seed=0)
     assert sample.dtypes.to_dict() == frame.dtypes.to_dict()
     assert sample["at"].between(pd.Timestamp("2019-01-01"), pd.Timestamp("2024-01-01")).all()
+    assert synth.schema_["day"].resolution == "D" and sample["day"].isna().any()
+
 
 
 def test_a_csv_tables_text_durations_fit_a_public_tables_durations(tmp_path: Path) -> None:

@@ -52,6 +52,7 @@ from tabsynth.schema import (
     coarsest_exact_units,
     dtype_text,
     duration_text,
+    is_arrow_date,
     is_duration_dtype,
     naive_stamps,
     numpy_temporal,
@@ -114,6 +115,8 @@ TAIL_EVIDENCE = 0.75
 TAIL_SIGNAL = 2.0
 TAIL_STDS = 2.0
 TAIL_PRECISION = 3.0  # no extrapolation from an end octave whose noisy count is under this many noise stds
+LARGEST_EXPONENT = 62  # a number's range histogram has quarter-octave bins up to 2^62 in magnitude
+LARGEST_MAGNITUDE = 2.0**LARGEST_EXPONENT  # larger values fall in its end bins (a warning says so)
 KNOT_BINS = 32  # even bins of the released range in the knots' histogram
 KNOT_OCTAVES = 8  # and its quarter-octave bins down to 2^-8 of the range
 # Degrees per bin of the latitude/longitude range histograms: the finest of these at which rows spread
@@ -191,6 +194,7 @@ def discover_schema(
     _check_arguments(frame, rng, n_knots, catch_all)
     if not isinstance(ledger, PrivacyLedger):
         raise TypeError(f"ledger must be a tabsynth PrivacyLedger, got {type(ledger).__name__}")
+    day_columns = _day_columns(frame, day_columns)
     targets, plans, pair = _column_plans(frame, columns, n_knots, 0.0 < float(delta) < 1.0, day_columns)
     noise = _plan_noise(plans, epsilon, delta)
     if noise is not None:
@@ -244,6 +248,7 @@ def discover_schema_composed(
     """
     _check_arguments(frame, rng, n_knots, catch_all)
     mu, delta = _check_composed(mu, delta)
+    day_columns = _day_columns(frame, day_columns)
     targets, plans, pair = _column_plans(frame, columns, n_knots, True, day_columns)
     noise = _composed_noise(plans, mu, delta)
     mechanism, details = _details(plans, noise, n_knots) if noise is not None else ("none", {})
@@ -251,6 +256,11 @@ def discover_schema_composed(
                        f"mu {mu:.3g} (its share of the budget)", expected_rows)
     return ComposedDiscovery(schema, mu if noise is not None else 0.0, noise.delta if noise is not None else 0.0,
                              PURPOSE, mechanism, details)
+
+
+def _day_columns(frame: pd.DataFrame, declared: Collection[str]) -> frozenset[str]:
+    """The columns whose storage declares calendar dates: ``declared`` (a file's) and the frame's Arrow dates."""
+    return frozenset(declared) | {name for name, dtype in frame.dtypes.items() if is_arrow_date(dtype)}
 
 
 def _column_plans(frame: pd.DataFrame, columns: Sequence[str] | None, n_knots: int, thresholds: bool,
@@ -290,9 +300,10 @@ def _discover(frame: pd.DataFrame, targets: Sequence[str], plans: Sequence[_Plan
             else:
                 discover = partial(_discover_number, integer=plan.kind == "integer")
             range_noise, knot_noise = noise.of(plan)
-            spec, located = discover(series, range_noise=range_noise, knot_noise=knot_noise,
-                                     n_knots=n_knots, rng=rng, masses=noise.masses_of(plan))
-            specs[plan.name] = replace(spec, dtype=dtype_text(frame[plan.name].dtype))
+            specs[plan.name], located = discover(series, range_noise=range_noise, knot_noise=knot_noise,
+                                                 n_knots=n_knots, rng=rng, masses=noise.masses_of(plan))
+            if plan.kind in ("datetime", "duration"):
+                specs[plan.name] = replace(specs[plan.name], dtype=dtype_text(frame[plan.name].dtype))
             unlocated += [] if located else [plan.name]
             capped += [plan.name] if plan.kind in ("integer", "continuous") and _at_largest_magnitude(specs[plan.name]) else []
         else:
@@ -311,7 +322,7 @@ def _discover(frame: pd.DataFrame, targets: Sequence[str], plans: Sequence[_Plan
     if capped:
         # Post-processing too: the released bounds say it.
         warnings.warn(f"DP discovery put the range of column(s) {capped} at the largest magnitude it locates "
-                      f"(2^62, about 4.6e18): larger values are clamped to it, so their synthetic values will be "
+                      f"(2^{LARGEST_EXPONENT}, about {LARGEST_MAGNITUDE:.2g}): larger values are clamped to it, so their synthetic values will be "
                       f"wrong. Declare their bounds in a schema, or store such identifiers or magnitudes as text "
                       f"or in smaller units", DiscoveryWarning, stacklevel=3)
     if pair is not None:
@@ -968,9 +979,10 @@ def _knot_edges(lower: float, upper: float, integral: bool, numeric: bool) -> np
 
 
 def _numeric_edges(integer: bool) -> np.ndarray:
-    """Fixed bin edges 0 and +-2^(k/4) for magnitudes 2^-10..2^62 (rounded and deduplicated for integers):
-    up to most of int64's range (byte counts, national sums in cents); larger values fall in the end bins."""
-    magnitudes = 2.0 ** (np.arange(-40, 249) / 4.0)
+    """Fixed bin edges 0 and +-2^(k/4) for magnitudes 2^-10..``LARGEST_MAGNITUDE`` (rounded and deduplicated
+    for integers): up to most of int64's range (byte counts, national sums in cents); larger values
+    fall in the end bins."""
+    magnitudes = 2.0 ** (np.arange(-40, 4 * LARGEST_EXPONENT + 1) / 4.0)
     edges = np.concatenate([-magnitudes[::-1], [0.0], magnitudes])
     return np.unique(np.round(edges) + 0.0) if integer else edges
 
@@ -1023,8 +1035,8 @@ def _discover_number(series: pd.Series, integer: bool, range_noise: CountNoise, 
 
 def _at_largest_magnitude(column: Column) -> bool:
     """Whether a discovered number's bounds reach the end bins of ``_numeric_edges``, where larger values fall too."""
-    largest = 2.0**62  # an integer's upper bound is its last bin's end - 1: as a float, the end itself
-    return float(column.upper) >= largest or float(column.lower) <= -largest
+    # An integer's upper bound is its last bin's end less 1: as a float, the end itself.
+    return float(column.upper) >= LARGEST_MAGNITUDE or float(column.lower) <= -LARGEST_MAGNITUDE
 
 
 def _finite_values(series: pd.Series) -> np.ndarray:
