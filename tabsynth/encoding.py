@@ -308,14 +308,15 @@ class Encoder:
                     raise
                 kind = ("its domain (a value outside its bounds or categories)" if isinstance(exc, DomainError)
                         else "the schema (a missing value where the schema declares none, as a schema "
-                             "inferred from a public table without nulls there does, or a value of the wrong type)")
+                             "inferred from a public table without nulls there does, a point with one coordinate "
+                             "missing under on_invalid='raise', or a value of the wrong type)")
                 raise type(exc)(f"column {codec.column.name!r} of the private table violates {kind}; details "
                                 f"are withheld because they would reveal private values (check the table "
                                 f"locally with tabsynth.Encoder(schema).encode(df))") from None
         return out
 
     def _encode_column(self, codec: "_Codec", frame: pd.DataFrame, out: np.ndarray) -> None:
-        missing = codec.missing_mask(frame)
+        missing = codec.missing_mask(frame, self.on_invalid)
         if missing.any() and not codec.column.nullable:
             raise SchemaError(f"column {codec.column.name!r} holds {int(missing.sum())} missing values "
                               f"(NaN/None) but the schema does not declare it nullable")
@@ -415,7 +416,8 @@ class _Codec:
     def fields(self) -> int:
         return sum(compact_fields(activation, width) for width, activation, _ in self.value_spans())
 
-    def missing_mask(self, frame: pd.DataFrame) -> np.ndarray:
+    def missing_mask(self, frame: pd.DataFrame, policy: InvalidPolicy) -> np.ndarray:
+        """The rows whose value is missing."""
         return frame[self.column.name].isna().to_numpy()
 
     def encode(self, frame: pd.DataFrame, present: np.ndarray, policy: InvalidPolicy) -> np.ndarray:
@@ -451,6 +453,9 @@ def _unit_spec(name: str, index: int, edges: np.ndarray) -> CellSpec:
 
 def _numbers(frame: pd.DataFrame, name: str, present: np.ndarray) -> np.ndarray:
     series = frame[name][present]
+    if pd.api.types.is_datetime64_any_dtype(series.dtype) or is_duration_dtype(series.dtype):
+        # to_numeric would read them as nanoseconds
+        raise SchemaError(f"column {name!r} must be numeric, but holds {series.dtype} values")
     try:
         return pd.to_numeric(series).to_numpy(dtype=np.float64, copy=True)
     except (ValueError, TypeError) as exc:
@@ -600,6 +605,9 @@ class _DatetimeCodec(_NumberCodec):
         """Ticks of the column's resolution; a finer timestamp falls to the start of its tick under
         ``policy`` "clip" (a time of day to its date), an error under "raise"."""
         series = numpy_temporal(frame[self.column.name][present])
+        if pd.api.types.is_numeric_dtype(series.dtype) or is_duration_dtype(series.dtype):
+            # to_datetime would read numbers as nanoseconds since 1970
+            raise SchemaError(f"column {self.column.name!r} must hold timestamps, but holds {series.dtype} values")
         try:
             stamps = pd.to_datetime(series)
         except (ValueError, TypeError) as exc:
@@ -632,6 +640,9 @@ class _DurationCodec(_NumberCodec):
         """Ticks of the column's resolution; a finer span falls to the start of its tick under
         ``policy`` "clip", an error under "raise"."""
         series = numpy_temporal(frame[self.column.name][present])
+        if pd.api.types.is_numeric_dtype(series.dtype) or pd.api.types.is_datetime64_any_dtype(series.dtype):
+            # to_timedelta would read numbers as nanoseconds
+            raise SchemaError(f"column {self.column.name!r} must hold durations, but holds {series.dtype} values")
         try:
             spans = pd.to_timedelta(series)
         except (ValueError, TypeError) as exc:
@@ -807,14 +818,16 @@ class _GeoCodec(_Codec):
     def span_columns(self) -> list[str]:
         return [axis.column.name for axis in self.axes for _ in axis.value_spans()]
 
-    def missing_mask(self, frame: pd.DataFrame) -> np.ndarray:
+    def missing_mask(self, frame: pd.DataFrame, policy: InvalidPolicy) -> np.ndarray:
+        """The rows without a point: both coordinates missing, or (under ``policy`` "clip") either."""
         lat_missing = frame[self.column.lat].isna().to_numpy()
         lon_missing = frame[self.column.lon].isna().to_numpy()
         half = lat_missing != lon_missing
-        if half.any():
+        if half.any() and policy == "raise":
             raise SchemaError(f"geo column {self.column.name!r}: {int(half.sum())} rows have only one of "
-                              f"{self.column.lat!r} and {self.column.lon!r} missing")
-        return lat_missing
+                              f"{self.column.lat!r} and {self.column.lon!r} missing; pass on_invalid='clip' to "
+                              f"count them as missing points")
+        return lat_missing | lon_missing
 
     def encode(self, frame: pd.DataFrame, present: np.ndarray, policy: InvalidPolicy) -> np.ndarray:
         lat = _numbers(frame, self.column.lat, present)

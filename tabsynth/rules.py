@@ -58,6 +58,9 @@ class Condition:
             object.__setattr__(self, "value", tuple(self.value))
         elif self.value is None or (isinstance(self.value, float) and math.isnan(self.value)):
             raise RuleError(f"condition on {self.column!r}: {self.op!r} needs a value (use 'is null' for nulls)")
+        elif isinstance(self.value, (list, tuple, dict, set)):
+            raise RuleError(f"condition on {self.column!r}: {self.op!r} compares with one value, got {self.value!r} "
+                            f"(use 'in' for a list)")
         elif self.op in _COMPARISONS and (isinstance(self.value, bool) or not isinstance(self.value, (int, float))):
             raise RuleError(f"condition on {self.column!r}: {self.op!r} compares with a number, got {self.value!r}")
 

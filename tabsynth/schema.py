@@ -398,6 +398,9 @@ class Schema:
             if rule.then.op == "is null" and target is not None and not target.nullable:
                 raise SchemaError(f"rule '{rule}' makes column {rule.then.column!r} null, but the schema does not "
                                   f"declare it nullable")
+            if rule.then.op == "==" and target is not None and not _holds_value(target, rule.then.value):
+                raise SchemaError(f"rule '{rule}' sets column {rule.then.column!r} to {rule.then.value!r}, which is "
+                                  f"not a value of its domain")
 
     def __getitem__(self, name: str) -> Column:
         for column in self.columns:
@@ -489,7 +492,10 @@ class Schema:
             rules = tuple(Rule.from_dict(raw) for raw in raw_rules)
         except RuleError as exc:
             raise SchemaError(str(exc)) from exc
-        return cls(tuple(_column_from_dict(raw) for raw in raw_columns), tuple(data.get("column_order", ())), rules)
+        column_order = data.get("column_order", [])
+        if not isinstance(column_order, list) or not all(isinstance(name, str) for name in column_order):
+            raise SchemaError(f"schema 'column_order' must be a list of column names, got {column_order!r}")
+        return cls(tuple(_column_from_dict(raw) for raw in raw_columns), tuple(column_order), rules)
 
     @classmethod
     def from_json(cls, text: str) -> "Schema":
@@ -628,6 +634,22 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _holds_value(column: Column, value: Any) -> bool:
+    """Whether a rule may set ``column`` to ``value`` (a category, a number within the bounds, a boolean);
+    timestamps, durations and coordinates are not checked."""
+    if isinstance(column, CategoricalColumn):
+        return any(isinstance(value, (bool, np.bool_)) == isinstance(level, (bool, np.bool_)) and value == level
+                   for level in column.levels)
+    if isinstance(column, BooleanColumn):
+        return isinstance(value, (bool, np.bool_))
+    if isinstance(column, (IntegerColumn, ContinuousColumn)):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+            return False
+        whole = not isinstance(column, IntegerColumn) or float(value).is_integer()
+        return whole and column.lower <= value <= column.upper
+    return True
+
+
 def _column_from_dict(raw: Any) -> Column:
     if not isinstance(raw, Mapping):
         raise SchemaError(f"each schema column must be an object, got {raw!r}")
@@ -640,14 +662,26 @@ def _column_from_dict(raw: Any) -> Column:
     unexpected = sorted(set(raw) - allowed - {"kind"})
     if unexpected:
         raise SchemaError(f"column {name!r}: unexpected fields {unexpected} for kind {kind!r}")
+    # A field left out would take the dataclass's placeholder (bounds [0, 1], 1970-01-01): silently wrong.
+    required = [key for key in ("name", "lower", "upper", "categories", "lat", "lon")
+                if key in allowed and key not in raw]
+    if required:
+        raise SchemaError(f"column {name!r}: missing {required} for kind {kind!r}")
     values = {k: v for k, v in raw.items() if k != "kind"}
+    for key in ("categories", "knots"):
+        if values.get(key) is not None and not isinstance(values[key], list):
+            raise SchemaError(f"column {name!r}: {key!r} must be a list, got {values[key]!r}")
+    if not isinstance(values.get("nullable", False), bool):
+        raise SchemaError(f"column {name!r}: 'nullable' must be true or false, got {values['nullable']!r}")
     try:
         for key in ("categories", "knots"):
             if values.get(key) is not None:
                 values[key] = tuple(values[key])
         if "region" in values:
             values["region"] = Region.from_dict(values["region"])
-        return cls(**values)
+        column = cls(**values)
+        column._check()  # here, where a malformed field is named with its column
+        return column
     except (TypeError, KeyError, ValueError) as exc:
         if isinstance(exc, SchemaError):
             raise

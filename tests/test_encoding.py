@@ -373,6 +373,18 @@ def test_empty_frame_and_duplicate_columns_are_refused() -> None:
         Encoder(simple_schema()).encode(pd.DataFrame([[1, "a", 2]], columns=["age", "c", "age"]))
 
 
+def test_timestamps_in_a_numeric_column_and_numbers_in_a_time_column_are_refused() -> None:
+    # Read as nanoseconds, they had been accepted silently: synthetic times of 1970-01-01 00:00:00.000010.
+    with pytest.raises(SchemaError, match="column 'age' must be numeric, but holds datetime64"):
+        Encoder(simple_schema()).encode(pd.DataFrame({"age": pd.to_datetime(["2020-01-01"]), "c": ["a"]}))
+    schema = Schema((DatetimeColumn("t", lower="2020-01-01", upper="2021-01-01", resolution="D"),
+                     DurationColumn("wait", lower="P0D", upper="P1D", resolution="s")))
+    with pytest.raises(SchemaError, match="column 't' must hold timestamps, but holds int64"):
+        Encoder(schema).encode(pd.DataFrame({"t": [5], "wait": pd.to_timedelta(["1s"])}))
+    with pytest.raises(SchemaError, match="column 'wait' must hold durations, but holds int64"):
+        Encoder(schema).encode(pd.DataFrame({"t": pd.to_datetime(["2020-03-01"]), "wait": [5]}))
+
+
 def test_text_in_a_numeric_column_is_refused() -> None:
     with pytest.raises(SchemaError, match="column 'age' must be numeric"):
         Encoder(simple_schema()).encode(pd.DataFrame({"age": ["old"], "c": ["a"]}))
@@ -386,6 +398,30 @@ def test_geo_point_outside_its_region_raises_or_moves_inside() -> None:
     encoder = Encoder(schema, on_invalid="clip")
     decoded = encoder.decode(encoder.encode(frame))
     assert schema["p"].region.contains(decoded["lat"].to_numpy(), decoded["lon"].to_numpy()).all()
+
+
+def test_points_projected_onto_a_polygon_lie_inside_it_by_its_own_test() -> None:
+    # The nearest boundary point, in floating point, fell just outside for about one point in six,
+    # and then failed the region's own test (an encoder with on_invalid="raise" refused the sample).
+    ring = [[-124.0 + 3.0 * np.cos(t), 37.0 + 2.0 * np.sin(t)] for t in np.linspace(0.0, 2.0 * np.pi, 200)[:-1]]
+    region = PolygonRegion({"type": "Polygon", "coordinates": [ring + [ring[0]]]})
+    rng = np.random.default_rng(0)
+    lat, lon = rng.uniform(33.0, 41.0, 5000), rng.uniform(-129.0, -119.0, 5000)
+    inside = region.contains(lat, lon)
+    moved_lat, moved_lon = region.project(lat, lon)
+    assert region.contains(moved_lat, moved_lon).all()
+    assert np.array_equal(moved_lat[inside], lat[inside]) and np.array_equal(moved_lon[inside], lon[inside])
+
+
+def test_a_point_with_one_coordinate_missing_is_a_missing_point_under_clip_and_an_error_under_raise() -> None:
+    # Discover mode (clip) failed the whole fit with a message about nulls the schema does not declare.
+    schema = Schema((GeoPointColumn("p", nullable=True, lat="lat", lon="lon", region=PolygonRegion(L_SHAPE)),))
+    frame = pd.DataFrame({"lat": [1.0, None, 1.5], "lon": [1.0, 1.0, None]})
+    with pytest.raises(SchemaError, match="geo column 'p': 2 rows have only one of 'lat' and 'lon' missing"):
+        Encoder(schema, on_invalid="raise").encode(frame)
+    encoder = Encoder(schema, on_invalid="clip")
+    decoded = encoder.decode(encoder.encode(frame))
+    assert decoded["lat"].isna().tolist() == [False, True, True] == decoded["lon"].isna().tolist()
 
 
 def test_a_geo_point_at_infinity_is_refused_whatever_the_policy() -> None:

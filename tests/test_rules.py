@@ -46,6 +46,7 @@ def test_an_iff_rule_needs_both_directions_and_an_if_rule_one() -> None:
     (dict(column="age", op="<", value="fifteen"), "compares with a number"),
     (dict(column="age", op="is null", value=3), "takes no value"),
     (dict(column="age", op="in", value=[]), "non-empty list"),
+    (dict(column="age", op="==", value=[3]), "compares with one value"),
 ])
 def test_a_malformed_condition_names_its_column(kwargs: dict, message: str) -> None:
     with pytest.raises(RuleError, match=message) as info:
@@ -121,6 +122,14 @@ def test_a_rule_that_nulls_a_column_the_schema_keeps_non_null_is_refused() -> No
     with pytest.raises(SchemaError, match="not declare it nullable"):
         Schema.infer(load_demo("cps_1992")).with_rules([Rule(Condition("age", "<", 20), Condition("earnings",
                                                                                                    "is null"))])
+
+
+@pytest.mark.parametrize("then", [Condition("age", "==", 500), Condition("age", "==", 30.5), Condition("age", "==", "30"),
+                                  Condition("degree", "==", "zzz"), Condition("degree", "==", 5)])
+def test_a_rule_that_sets_a_value_outside_its_columns_domain_is_refused(then: Condition) -> None:
+    # Accepted, it was applied by the repair after the fit: ages of 500, or a TypeError from pandas.
+    with pytest.raises(SchemaError, match=f"sets column '{then.column}' to .* not a value of its domain"):
+        Schema.infer(load_demo("cps_1992")).with_rules([Rule(Condition("earnings", ">", 1e9), then)])
 
 
 def test_repairable_rules_keep_the_rows_where_their_condition_holds(ruled: Synthesizer) -> None:

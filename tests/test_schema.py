@@ -78,6 +78,21 @@ def test_integer_ranges_of_128_values_or_fewer_use_a_binary_code() -> None:
      "column 'c': unexpected fields ['colour']"),
     ('{"format": "tabsynth.schema", "version": 1, "columns": '
      '[{"kind": "geo", "name": "g", "region": {"type": "blob"}}]}', "column 'g'"),
+    # Left out, the bounds took the dataclass's placeholder [0, 1] and every synthetic income fell in it.
+    ('{"format": "tabsynth.schema", "version": 1, "columns": [{"kind": "continuous", "name": "income"}]}',
+     "column 'income': missing ['lower', 'upper']"),
+    ('{"format": "tabsynth.schema", "version": 1, "columns": [{"kind": "categorical", "name": "sex"}]}',
+     "column 'sex': missing ['categories']"),
+    ('{"format": "tabsynth.schema", "version": 1, "columns": '
+     '[{"kind": "continuous", "name": "x", "lower": "0", "upper": null}]}', "column 'x': malformed continuous spec"),
+    ('{"format": "tabsynth.schema", "version": 1, "columns": '
+     '[{"kind": "categorical", "name": "sex", "categories": "MF"}]}', "column 'sex': 'categories' must be a list"),
+    ('{"format": "tabsynth.schema", "version": 1, "columns": '
+     '[{"kind": "categorical", "name": "c", "categories": [["a"]]}]}', "column 'c': malformed categorical spec"),
+    ('{"format": "tabsynth.schema", "version": 1, "columns": '
+     '[{"kind": "boolean", "name": "b", "nullable": "yes"}]}', "column 'b': 'nullable' must be true or false"),
+    ('{"format": "tabsynth.schema", "version": 1, "columns": [], "column_order": null}',
+     "schema 'column_order' must be a list"),
 ])
 def test_malformed_schema_json_names_the_problem(text: str, fragment: str) -> None:
     with pytest.raises(SchemaError, match=fragment.replace("[", r"\[").replace("]", r"\]")):
