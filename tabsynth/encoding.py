@@ -453,7 +453,7 @@ def _unit_spec(name: str, index: int, edges: np.ndarray) -> CellSpec:
 
 def _numbers(frame: pd.DataFrame, name: str, present: np.ndarray) -> np.ndarray:
     series = frame[name][present]
-    if pd.api.types.is_datetime64_any_dtype(series.dtype) or is_duration_dtype(series.dtype):
+    if len(series) and (pd.api.types.is_datetime64_any_dtype(series.dtype) or is_duration_dtype(series.dtype)):
         # to_numeric would read them as nanoseconds
         raise SchemaError(f"column {name!r} must be numeric, but holds {series.dtype} values")
     try:
@@ -605,7 +605,7 @@ class _DatetimeCodec(_NumberCodec):
         """Ticks of the column's resolution; a finer timestamp falls to the start of its tick under
         ``policy`` "clip" (a time of day to its date), an error under "raise"."""
         series = numpy_temporal(frame[self.column.name][present])
-        if pd.api.types.is_numeric_dtype(series.dtype) or is_duration_dtype(series.dtype):
+        if _holds_numbers(series) or is_duration_dtype(series.dtype):
             # to_datetime would read numbers as nanoseconds since 1970
             raise SchemaError(f"column {self.column.name!r} must hold timestamps, but holds {series.dtype} values")
         try:
@@ -640,7 +640,7 @@ class _DurationCodec(_NumberCodec):
         """Ticks of the column's resolution; a finer span falls to the start of its tick under
         ``policy`` "clip", an error under "raise"."""
         series = numpy_temporal(frame[self.column.name][present])
-        if pd.api.types.is_numeric_dtype(series.dtype) or pd.api.types.is_datetime64_any_dtype(series.dtype):
+        if _holds_numbers(series) or pd.api.types.is_datetime64_any_dtype(series.dtype):
             # to_timedelta would read numbers as nanoseconds
             raise SchemaError(f"column {self.column.name!r} must hold durations, but holds {series.dtype} values")
         try:
@@ -669,6 +669,19 @@ def _in_dtype(times: pd.Series, dtype: Any) -> pd.Series:
     """Timestamps or durations in ``dtype``, through pandas' own dtype of its unit first: that cast
     truncates a finer resolution to the unit, which Arrow's would refuse as a loss of data."""
     return times.astype(numpy_temporal_dtype(dtype)).astype(dtype)
+
+
+def _holds_numbers(series: pd.Series) -> bool:
+    """Whether the present values of ``series`` are numbers (by dtype, or by value in an object or
+    categorical column), which pandas' time parsers would read as nanoseconds."""
+    if not len(series):
+        return False  # an all-null column: a float or Int64 dtype says nothing
+    if pd.api.types.is_numeric_dtype(series.dtype):
+        return True
+    if pd.api.types.is_object_dtype(series.dtype) or isinstance(series.dtype, pd.CategoricalDtype):
+        return pd.api.types.infer_dtype(series, skipna=True) in ("integer", "floating", "mixed-integer-float",
+                                                                 "decimal", "boolean")
+    return False
 
 
 def _ticks(column: TickColumn, values: np.ndarray, family: str, what: str, policy: InvalidPolicy) -> np.ndarray:

@@ -6,6 +6,7 @@ the poles is accepted in exchange for exact agreement with the user's polygons.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -147,7 +148,20 @@ class PolygonRegion(Region):
                 inside = shapely.contains_xy(self.geometry, moved[:, 0], moved[:, 1])
                 index = outside[still][inside]
                 lon[index], lat[index] = moved[inside, 0], moved[inside, 1]
+            # A point within rounding of the boundary has no direction to it: onto the polygon shrunk by
+            # the first step instead, whose boundary lies that far inside.
+            still = outside[~shapely.contains_xy(self.geometry, lon[outside], lat[outside])]
+            if len(still) and not self._shrunk.is_empty:
+                lines = shapely.shortest_line(self._shrunk, shapely.points(lon[still], lat[still]))
+                inner = shapely.get_coordinates(shapely.get_point(lines, 0))
+                inside = shapely.contains_xy(self.geometry, inner[:, 0], inner[:, 1])
+                lon[still[inside]], lat[still[inside]] = inner[inside, 0], inner[inside, 1]
         return lat, lon
+
+    @functools.cached_property
+    def _shrunk(self) -> Any:
+        """The polygons shrunk by the first projection step (empty where they are thinner)."""
+        return self.geometry.buffer(-PROJECTION_STEPS[0])
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": "geojson", "geometry": self.geometry_json, "tolerance": self.tolerance}

@@ -399,8 +399,9 @@ class Schema:
                 raise SchemaError(f"rule '{rule}' makes column {rule.then.column!r} null, but the schema does not "
                                   f"declare it nullable")
             if rule.then.op == "==" and target is not None and not _holds_value(target, rule.then.value):
+                hint = " (a boolean column takes true or false)" if isinstance(target, BooleanColumn) else ""
                 raise SchemaError(f"rule '{rule}' sets column {rule.then.column!r} to {rule.then.value!r}, which is "
-                                  f"not a value of its domain")
+                                  f"not a value of its domain{hint}")
 
     def __getitem__(self, name: str) -> Column:
         for column in self.columns:
@@ -682,7 +683,7 @@ def _column_from_dict(raw: Any) -> Column:
         column = cls(**values)
         column._check()  # here, where a malformed field is named with its column
         return column
-    except (TypeError, KeyError, ValueError) as exc:
+    except (TypeError, KeyError, ValueError, OverflowError) as exc:
         if isinstance(exc, SchemaError):
             raise
         raise SchemaError(f"column {name!r}: malformed {kind} spec: {exc}") from exc

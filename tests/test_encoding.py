@@ -383,6 +383,17 @@ def test_timestamps_in_a_numeric_column_and_numbers_in_a_time_column_are_refused
         Encoder(schema).encode(pd.DataFrame({"t": [5], "wait": pd.to_timedelta(["1s"])}))
     with pytest.raises(SchemaError, match="column 'wait' must hold durations, but holds int64"):
         Encoder(schema).encode(pd.DataFrame({"t": pd.to_datetime(["2020-03-01"]), "wait": [5]}))
+    with pytest.raises(SchemaError, match="column 't' must hold timestamps, but holds object"):
+        Encoder(schema).encode(pd.DataFrame({"t": pd.Series([5], dtype=object), "wait": pd.to_timedelta(["1s"])}))
+
+
+def test_a_nullable_time_column_without_a_value_encodes_whatever_its_dtype() -> None:
+    # An all-blank CSV column reads as float64, a column of pd.NA as Int64: no value to judge.
+    schema = Schema((DatetimeColumn("t", nullable=True, lower="2020-01-01", upper="2021-01-01", resolution="D"),
+                     DurationColumn("wait", nullable=True, lower="P0D", upper="P1D", resolution="s")))
+    frame = pd.DataFrame({"t": [np.nan, np.nan], "wait": pd.array([None, None], dtype="Int64")})
+    encoder = Encoder(schema)
+    assert encoder.decode(encoder.encode(frame)).isna().all().all()
 
 
 def test_text_in_a_numeric_column_is_refused() -> None:
@@ -411,6 +422,11 @@ def test_points_projected_onto_a_polygon_lie_inside_it_by_its_own_test() -> None
     moved_lat, moved_lon = region.project(lat, lon)
     assert region.contains(moved_lat, moved_lon).all()
     assert np.array_equal(moved_lat[inside], lat[inside]) and np.array_equal(moved_lon[inside], lon[inside])
+    # Within rounding of the boundary, the way from a point to its nearest boundary point is noise.
+    angle = rng.uniform(0.0, 2.0 * np.pi, 5000)
+    for distance in (1e-15, 1e-14, 1e-13):
+        near_lat, near_lon = 37.0 + 2.0 * np.sin(angle) * (1 + distance), -124.0 + 3.0 * np.cos(angle) * (1 + distance)
+        assert region.contains(*region.project(near_lat, near_lon)).all()
 
 
 def test_a_point_with_one_coordinate_missing_is_a_missing_point_under_clip_and_an_error_under_raise() -> None:

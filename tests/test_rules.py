@@ -132,6 +132,22 @@ def test_a_rule_that_sets_a_value_outside_its_columns_domain_is_refused(then: Co
         Schema.infer(load_demo("cps_1992")).with_rules([Rule(Condition("earnings", ">", 1e9), then)])
 
 
+def test_a_rule_that_sets_a_value_of_its_columns_domain_is_accepted() -> None:
+    schema = Schema.infer(load_demo("cps_1992")).with_rules([Rule(Condition("earnings", ">", 1e9), Condition("age", "==", 30)),
+                                                             Rule(Condition("age", "<", 26), Condition("degree", "==", "highschool"))])
+    assert len(schema.rules) == 2
+    codes = pd.DataFrame({"OWN_RENT": pd.array([0, 1, 2, 1], dtype="Int64"), "HOUSING_TYPE": pd.array([1, 2, 1, 1], dtype="Int64")})
+    coded = Schema.infer(codes, overrides={"OWN_RENT": "categorical", "HOUSING_TYPE": "categorical"})
+    rule = Rule(Condition("HOUSING_TYPE", "!=", 1), Condition("OWN_RENT", "==", 0), iff=True)  # the ACS benchmark's
+    assert coded.with_rules([rule]).rules == (rule,)
+
+
+def test_a_rule_that_sets_a_boolean_column_to_a_number_says_to_use_true_or_false() -> None:
+    frame = pd.DataFrame({"age": [20, 30, 40], "veteran": [True, False, True]})
+    with pytest.raises(SchemaError, match="a boolean column takes true or false"):
+        Schema.infer(frame).with_rules([Rule(Condition("age", "<", 25), Condition("veteran", "==", 1))])
+
+
 def test_repairable_rules_keep_the_rows_where_their_condition_holds(ruled: Synthesizer) -> None:
     before = ruled.schema_
     ruled.schema_ = before.with_rules([Rule(Condition("degree", "==", "bachelor"), Condition("gender", "==", "female"),

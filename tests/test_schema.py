@@ -91,8 +91,10 @@ def test_integer_ranges_of_128_values_or_fewer_use_a_binary_code() -> None:
      '[{"kind": "categorical", "name": "c", "categories": [["a"]]}]}', "column 'c': malformed categorical spec"),
     ('{"format": "tabsynth.schema", "version": 1, "columns": '
      '[{"kind": "boolean", "name": "b", "nullable": "yes"}]}', "column 'b': 'nullable' must be true or false"),
-    ('{"format": "tabsynth.schema", "version": 1, "columns": [], "column_order": null}',
+    ('{"format": "tabsynth.schema", "version": 1, "columns": [{"kind": "boolean", "name": "b"}], "column_order": null}',
      "schema 'column_order' must be a list"),
+    ('{"format": "tabsynth.schema", "version": 1, "columns": '
+     '[{"kind": "integer", "name": "n", "lower": 0, "upper": ' + "9" * 400 + '}]}', "column 'n': malformed integer spec"),
 ])
 def test_malformed_schema_json_names_the_problem(text: str, fragment: str) -> None:
     with pytest.raises(SchemaError, match=fragment.replace("[", r"\[").replace("]", r"\]")):
