@@ -482,6 +482,11 @@ def tstr(
         if len(frame) == 0:
             raise ValueError(f"{name} has no rows with a non-null target {target!r}")
 
+    values = test[target]
+    if pd.api.types.is_float_dtype(values.dtype) and not np.all(np.mod(values.to_numpy(dtype=np.float64), 1.0) == 0.0):
+        raise ValueError(f"target {target!r} holds fractional numbers in real_test: train-on-synthetic scores "
+                         f"classifiers, so pick a label column (or bin this one into classes)")
+
     # Synthetic labels the real test set never shows (a catch-all, say) cannot be scored, and a class
     # with a single synthetic row breaks stratified early stopping: such training rows are dropped.
     train_labels = train[target].astype(object)

@@ -250,6 +250,15 @@ def test_tstr_validates_arguments() -> None:
         tstr(df.drop(columns="x"), df, "y")
 
 
+def test_tstr_on_a_continuous_target_says_it_scores_classifiers() -> None:
+    # It said no synthetic row held a class the real test shows.
+    df = _toy_classification(0, n=200).assign(y=lambda d: d["x"].fillna(0.0) * 1.5)
+    with pytest.raises(ValueError, match="target 'y' holds fractional numbers .* scores classifiers"):
+        tstr(df, df, "y")
+    whole = df.assign(y=(df["y"] > 0).astype(float))  # 0.0 / 1.0 labels stay a classification target
+    assert tstr(whole, whole, "y", models=("logreg",))["classes"] == [0.0, 1.0]
+
+
 @pytest.fixture(scope="module")
 def adult() -> tuple[pd.DataFrame, pd.DataFrame]:
     if not ADULT.exists():
