@@ -87,14 +87,14 @@ class BoundingBox(Region):
                 "min_lon": self.min_lon, "max_lon": self.max_lon}
 
 
-PROJECTION_STEPS = (1e-9, 1e-7, 1e-5)  # degrees (0.1 mm to 1 m) a projected point may step inside its polygon
+PROJECTION_INSET = 1e-9  # degrees (0.1 mm) inside its polygon that a projected point lands
 
 
 class PolygonRegion(Region):
     """One or more polygons given as a GeoJSON geometry, Feature or FeatureCollection (lon, lat order).
 
     ``tolerance`` (degrees) accepts points that lie just outside, e.g. coastal points of a
-    generalised boundary; projection still lands exactly on the polygons.
+    generalised boundary; projection lands on the polygons, ``PROJECTION_INSET`` inside them.
     """
 
     kind = "geojson"
@@ -132,36 +132,23 @@ class PolygonRegion(Region):
         lon = np.array(lon, dtype=np.float64)
         outside = np.flatnonzero(~shapely.contains_xy(self.geometry, lon, lat))
         if len(outside):
-            lines = shapely.shortest_line(self.geometry, shapely.points(lon[outside], lat[outside]))
-            nearest = shapely.get_coordinates(shapely.get_point(lines, 0))
-            # The nearest boundary point, in floating point, lies on either side of the boundary (about
-            # one in six fell outside by 1e-15 degrees): step on inwards, along the way from the point to
-            # it, by the least of these distances that lands inside.
-            direction = nearest - np.column_stack([lon[outside], lat[outside]])
-            direction /= np.maximum(np.linalg.norm(direction, axis=1, keepdims=True), 1e-300)
+            points = shapely.points(lon[outside], lat[outside])
+            nearest = shapely.get_coordinates(shapely.get_point(shapely.shortest_line(self.geometry, points), 0))
+            # That boundary point, in floating point, lies on either side of the boundary (about one in six
+            # fell outside by 1e-15 degrees): the nearest point of the polygons shrunk by PROJECTION_INSET
+            # lies inside, unless the part it belongs to is thinner than that (then it is far off).
+            if not self._shrunk.is_empty:
+                inner = shapely.get_coordinates(shapely.get_point(shapely.shortest_line(self._shrunk, points), 0))
+                near = np.hypot(*(inner - nearest).T) <= 100 * PROJECTION_INSET  # a sharp corner: further
+                take = near & shapely.contains_xy(self.geometry, inner[:, 0], inner[:, 1])
+                nearest[take] = inner[take]
             lon[outside], lat[outside] = nearest[:, 0], nearest[:, 1]
-            for step in PROJECTION_STEPS:
-                still = ~shapely.contains_xy(self.geometry, lon[outside], lat[outside])
-                if not still.any():
-                    break
-                moved = nearest[still] + step * direction[still]
-                inside = shapely.contains_xy(self.geometry, moved[:, 0], moved[:, 1])
-                index = outside[still][inside]
-                lon[index], lat[index] = moved[inside, 0], moved[inside, 1]
-            # A point within rounding of the boundary has no direction to it: onto the polygon shrunk by
-            # the first step instead, whose boundary lies that far inside.
-            still = outside[~shapely.contains_xy(self.geometry, lon[outside], lat[outside])]
-            if len(still) and not self._shrunk.is_empty:
-                lines = shapely.shortest_line(self._shrunk, shapely.points(lon[still], lat[still]))
-                inner = shapely.get_coordinates(shapely.get_point(lines, 0))
-                inside = shapely.contains_xy(self.geometry, inner[:, 0], inner[:, 1])
-                lon[still[inside]], lat[still[inside]] = inner[inside, 0], inner[inside, 1]
         return lat, lon
 
     @functools.cached_property
     def _shrunk(self) -> Any:
-        """The polygons shrunk by the first projection step (empty where they are thinner)."""
-        return self.geometry.buffer(-PROJECTION_STEPS[0])
+        """The polygons shrunk by ``PROJECTION_INSET`` (empty where they are thinner)."""
+        return self.geometry.buffer(-PROJECTION_INSET)
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": "geojson", "geometry": self.geometry_json, "tolerance": self.tolerance}

@@ -670,14 +670,13 @@ def _column_from_dict(raw: Any) -> Column:
         raise SchemaError(f"column {name!r}: missing {required} for kind {kind!r}")
     values = {k: v for k, v in raw.items() if k != "kind"}
     for key in ("categories", "knots"):
-        if values.get(key) is not None and not isinstance(values[key], list):
-            raise SchemaError(f"column {name!r}: {key!r} must be a list, got {values[key]!r}")
+        if values.get(key) is not None:
+            if not isinstance(values[key], list):
+                raise SchemaError(f"column {name!r}: {key!r} must be a list, got {values[key]!r}")
+            values[key] = tuple(values[key])
     if not isinstance(values.get("nullable", False), bool):
         raise SchemaError(f"column {name!r}: 'nullable' must be true or false, got {values['nullable']!r}")
     try:
-        for key in ("categories", "knots"):
-            if values.get(key) is not None:
-                values[key] = tuple(values[key])
         if "region" in values:
             values["region"] = Region.from_dict(values["region"])
         column = cls(**values)

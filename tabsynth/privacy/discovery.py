@@ -305,7 +305,8 @@ def _discover(frame: pd.DataFrame, targets: Sequence[str], plans: Sequence[_Plan
             if plan.kind in ("datetime", "duration"):
                 specs[plan.name] = replace(specs[plan.name], dtype=dtype_text(frame[plan.name].dtype))
             unlocated += [] if located else [plan.name]
-            capped += [plan.name] if plan.kind in ("integer", "continuous") and _at_largest_magnitude(specs[plan.name]) else []
+            if plan.kind in ("integer", "continuous") and _at_largest_magnitude(specs[plan.name]):
+                capped.append(plan.name)
         else:
             low, high, located = _dp_coordinate_range(series, plan.kind, noise.of(plan)[0], rng, expected_rows)
             geo_bounds[plan.kind] = (low, high)
@@ -322,9 +323,9 @@ def _discover(frame: pd.DataFrame, targets: Sequence[str], plans: Sequence[_Plan
     if capped:
         # Post-processing too: the released bounds say it.
         warnings.warn(f"DP discovery put the range of column(s) {capped} at the largest magnitude it locates "
-                      f"(2^{LARGEST_EXPONENT}, about {LARGEST_MAGNITUDE:.2g}): larger values are clamped to it, so their synthetic values will be "
-                      f"wrong. Declare their bounds in a schema, or store such identifiers or magnitudes as text "
-                      f"or in smaller units", DiscoveryWarning, stacklevel=3)
+                      f"(2^{LARGEST_EXPONENT}, about {LARGEST_MAGNITUDE:.2g}): larger values are clamped to it, so "
+                      f"their synthetic values will be wrong. Declare their bounds in a schema, or store such "
+                      f"identifiers or magnitudes as text or in smaller units", DiscoveryWarning, stacklevel=3)
     if pair is not None:
         lat, lon = pair
         name = _geo_name(lat, set(specs))
