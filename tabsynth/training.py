@@ -87,30 +87,31 @@ def gan_row_losses(scores: torch.Tensor) -> torch.Tensor:
 
 
 class _GramWorkspace:
-    """Square buffers that ``_GatheredGram`` reuses from step to step, by role, dtype and device:
-    allocating them afresh each step cost more than the products (page faults on tens of megabytes).
-    One forward or backward at a time uses them (``lock``)."""
+    """Buffers of square matrices that ``_GatheredGram`` reuses from step to step, by role, dtype,
+    device and count: allocating them afresh each step cost more than the products (page faults on
+    tens of megabytes). One forward or backward at a time uses them (``lock``)."""
 
     def __init__(self, width: int) -> None:
         self.width = width
         self.lock = threading.Lock()
-        self._buffers: dict[tuple[str, torch.dtype, torch.device], torch.Tensor] = {}
+        self._buffers: dict[tuple[str, torch.dtype, torch.device, int], torch.Tensor] = {}
 
-    def buffer(self, role: str, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-        """A width x width buffer, zeros when first made; the "gradient" one is returned to zeros after use."""
-        key = (role, dtype, device)
+    def buffer(self, role: str, dtype: torch.dtype, device: torch.device, count: int = 1) -> torch.Tensor:
+        """``count`` width x width matrices, zeros when first made; the "gradient" ones are returned to zeros after use."""
+        key = (role, dtype, device, count)
         if key not in self._buffers:
-            self._buffers[key] = torch.zeros((self.width, self.width), dtype=dtype, device=device)
+            self._buffers[key] = torch.zeros((count, self.width, self.width), dtype=dtype, device=device)
         return self._buffers[key]
 
 
 class _GatheredGram(torch.autograd.Function):
-    """Some cells of ``rows @ rows.T`` (flat indices ``cells``; ``mirrored``: the same cells transposed).
+    """Some cells of each ``rows[i] @ rows[i].T`` (``rows``: parts x cells x batch rows; flat indices
+    ``cells``, unique; ``mirrored``: the same cells transposed), one row of values per part.
 
-    The backward is one product, ``(grad + grad.T) @ rows`` with the gradient scattered into the
-    workspace's zeros, where autograd's would take two products, a transposed sum and fresh square
-    buffers. Under autocast float32 rows are multiplied in the autocast dtype, as autograd's product
-    would be; other dtypes as they are.
+    The backward is one batched product, ``(grad + grad.T) @ rows`` with the gradient scattered into
+    the workspace's zeros, where autograd's would take two products, a transposed sum and fresh
+    square buffers. Under autocast float32 rows are multiplied in the autocast dtype, as autograd's
+    product would be; other dtypes as they are.
     """
 
     @staticmethod
@@ -121,8 +122,8 @@ class _GatheredGram(torch.autograd.Function):
         dtype = torch.get_autocast_dtype(device) if autocast else rows.dtype
         with torch.autocast(device, enabled=False), workspace.lock:
             cast = rows.to(dtype)
-            product = torch.mm(cast, cast.t(), out=workspace.buffer("product", dtype, rows.device))
-            values = product.view(-1).index_select(0, cells)
+            product = torch.bmm(cast, cast.transpose(1, 2), out=workspace.buffer("product", dtype, rows.device, len(rows)))
+            values = product.view(len(rows), -1).index_select(1, cells)
         ctx.save_for_backward(rows, cells, mirrored)
         ctx.workspace = workspace
         return values
@@ -133,15 +134,15 @@ class _GatheredGram(torch.autograd.Function):
         rows, cells, mirrored = ctx.saved_tensors
         workspace = ctx.workspace
         with workspace.lock:
-            square = workspace.buffer("gradient", grad.dtype, grad.device)
-            flat = square.view(-1)
+            square = workspace.buffer("gradient", grad.dtype, grad.device, len(rows))
+            flat = square.view(len(rows), -1)
             try:
-                flat.index_put_((cells,), grad, accumulate=True)
-                flat.index_put_((mirrored,), grad, accumulate=True)
-                result = torch.mm(square, rows.to(grad.dtype)).to(rows.dtype)
+                flat.index_copy_(1, cells, grad)  # onto zeros: the cells are unique
+                flat.index_add_(1, mirrored, grad)  # a cell on the diagonal, or read both ways, adds up
+                result = torch.bmm(square, rows.to(grad.dtype)).to(rows.dtype)
             finally:
-                flat.index_fill_(0, cells, 0.0)
-                flat.index_fill_(0, mirrored, 0.0)
+                flat.index_fill_(1, cells, 0.0)
+                flat.index_fill_(1, mirrored, 0.0)
         return result, None, None, None
 
 
@@ -186,6 +187,10 @@ class MarginalLoss:
                 axes.setdefault(key, groups)
                 keys.append(key)
             pair_keys.append(keys)
+        # Only the axes some pair reads: a number measured coarse in every pair it enters would
+        # otherwise keep its fine axis in the Gram matrix unread, at a cost quadratic in its width.
+        read = {key for keys in pair_keys for key in keys}
+        axes = {key: groups for key, groups in axes.items() if key in read}
         # Rows of the drawn cells, after the soft cells' rows: one block per marginal drawn in some pair.
         drawn_marginals = list(dict.fromkeys(j for j, _, drawn in axes if drawn))
         self.drawn_names = [names[j] for j in drawn_marginals]
@@ -202,9 +207,11 @@ class MarginalLoss:
             self.soft_width = pair_width
         as_tensor = lambda values, dtype: torch.as_tensor(values, dtype=dtype, device=device)  # noqa: E731
         # Cell probabilities -> pair-cell probabilities: each cell's column on each axis it lies on.
-        source, column = np.concatenate(source), np.concatenate(column)
+        source = np.concatenate(source) if source else np.zeros(0, dtype=np.int64)
+        column = np.concatenate(column) if column else np.zeros(0, dtype=np.int64)
         identity = pair_width == width and np.array_equal(column, np.arange(width))
-        self.pair_source = None if len(source) == width else as_tensor(source, torch.long)  # None: every cell once
+        in_place = np.array_equal(source, np.arange(width))
+        self.pair_source = None if in_place else as_tensor(source, torch.long)  # None: every cell once, in place
         self.pair_column = None if identity else as_tensor(column, torch.long)
         self.pair_width = pair_width
         # The estimates: one-way cells, then the soft axes' Gram matrix, then the drawn axes' products
@@ -245,7 +252,7 @@ class MarginalLoss:
 
     def estimates(self, raw: torch.Tensor, drawn: Mapping[str, DrawnCells] | None = None) -> torch.Tensor:
         """The batch's one-way cells, then every pair's cells, in the order of the targets."""
-        return self._estimates(*self._cell_probabilities(raw, drawn))
+        return self._estimates(*self._cell_probabilities(raw, drawn), parts=1)[0]
 
     def _cell_probabilities(self, raw: torch.Tensor, drawn: Mapping[str, DrawnCells] | None
                             ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -270,21 +277,31 @@ class MarginalLoss:
         source = rows if self.pair_source is None else rows.index_select(0, self.pair_source)
         return probs, probs.new_zeros((self.pair_width, len(raw))).index_add_(0, self.pair_column, source)
 
-    def _estimates(self, probs: torch.Tensor, grouped: torch.Tensor | None) -> torch.Tensor:
+    def _estimates(self, probs: torch.Tensor, grouped: torch.Tensor | None, parts: int) -> torch.Tensor:
+        """The estimates of each of ``parts`` equal parts of the batch's rows (parts x estimates):
+        views of the parts, not copies, whose gradients would each be a zero-filled batch-sized tensor."""
+        size = probs.shape[1] // parts
+
+        def split(cells: torch.Tensor) -> torch.Tensor:  # cells x rows -> parts x cells x rows of a part
+            return cells.view(len(cells), parts, size).transpose(0, 1)
+
+        one_way = split(probs).mean(2)
         if grouped is None:
-            return probs.mean(1)
-        soft, rows = grouped[:self.soft_width], probs.shape[1]
-        parts = [probs.mean(1), _GatheredGram.apply(soft, self.gram_cells, self.gram_mirrored, self._workspace) / rows]
+            return one_way
+        soft = split(grouped[:self.soft_width])
+        estimates = [one_way, _GatheredGram.apply(soft, self.gram_cells, self.gram_mirrored, self._workspace) / size]
         if self.soft_width < self.pair_width:
-            parts.append((grouped[self.soft_width:] @ soft.t()).ravel().index_select(0, self.drawn_cells) / rows)
-        return torch.cat(parts).index_select(0, self.order)
+            products = torch.bmm(split(grouped[self.soft_width:]), soft.transpose(1, 2))
+            estimates.append(products.reshape(parts, -1).index_select(1, self.drawn_cells) / size)
+        return torch.cat(estimates, 1).index_select(1, self.order)
 
     def __call__(self, raw: torch.Tensor, drawn: Mapping[str, DrawnCells] | None = None) -> torch.Tensor:
-        """The loss of a batch of at least two rows (its halves' estimates enter the squared term)."""
+        """The loss of a batch of at least two rows (its halves' estimates enter the squared term; of
+        an odd batch, the last row enters neither)."""
         probs, grouped = self._cell_probabilities(raw, drawn)
-        half = len(raw) // 2
-        first, second = (self._estimates(probs[:, rows], None if grouped is None else grouped[:, rows]) - self.targets
-                         for rows in (slice(None, half), slice(half, None)))
+        if len(raw) % 2:
+            probs, grouped = probs[:, :-1], None if grouped is None else grouped[:, :-1]
+        first, second = self._estimates(probs, grouped, parts=2) - self.targets
         per_cell = ((first + second) / 2).abs() + SQUARED_WEIGHT * first * second
         return torch.zeros(self.n_marginals, device=raw.device).index_add_(0, self.segment, per_cell).mean()
 

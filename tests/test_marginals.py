@@ -484,16 +484,17 @@ def test_the_marginal_losss_gradient_is_that_of_the_plain_outer_products() -> No
 
 
 def test_the_gathered_gram_cells_have_autograds_gradient_diagonal_and_both_triangles_included() -> None:
-    rows = torch.randn(7, 11, dtype=torch.float64, requires_grad=True)
+    rows = torch.randn(2, 7, 11, dtype=torch.float64, requires_grad=True)  # two parts, each its own product
     cells = torch.tensor([0, 3, 8, 15, 22, 24, 48])  # (0,0) and (3,3) on the diagonal; (1,1)=8; (3,1) and (1,3)
     mirrored = cells % 7 * 7 + cells // 7
     workspace = _GramWorkspace(7)
-    weights = torch.randn(len(cells), dtype=torch.float64)
+    weights = torch.randn(2, len(cells), dtype=torch.float64)
     for _ in range(2):  # the reused buffer is back to zeros after each backward
         (ours,) = torch.autograd.grad((_GatheredGram.apply(rows, cells, mirrored, workspace) * weights).sum(), rows)
-        (expected,) = torch.autograd.grad(((rows @ rows.t()).ravel()[cells] * weights).sum(), rows)
+        plain = (rows @ rows.transpose(1, 2)).reshape(2, -1)[:, cells]
+        (expected,) = torch.autograd.grad((plain * weights).sum(), rows)
         torch.testing.assert_close(ours, expected)
-    assert not workspace.buffer("gradient", torch.float64, rows.device).any()
+    assert not workspace.buffer("gradient", torch.float64, rows.device, 2).any()
 
 
 def ungrouped(sizes: list[int]) -> tuple[np.ndarray, ...]:
@@ -657,7 +658,29 @@ def test_the_marginal_loss_estimates_a_coarse_pair_over_its_coarse_groups() -> N
     heads, specs = raw_specs(encoder)
     loss = MarginalLoss(specs, measured, "cpu")
     # One coarse axis each for age and hours; the category enters its coarse pair on its own axis.
-    assert loss.pair_width == sum(sizes) + 2 * PAIR_RESOLUTION
+    # Hours enters no pair at full resolution, so its fine axis is left out of the Gram matrix.
+    assert loss.pair_width == sizes[0] + sizes[2] + sizes[3] + 2 * PAIR_RESOLUTION
+    raw = torch.randn(64, heads.raw_dim, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(loss.estimates(raw), estimates_over_pair_axes(SoftCells(specs)(raw), measured))
+
+
+def test_the_marginal_loss_reads_a_number_that_enters_pairs_only_coarse_from_its_own_cells() -> None:
+    # Hours enters one pair, coarse (99 x 40 cells), age one at full resolution (74 x 40): hours'
+    # fine axis is left out and its coarse axis comes after the category's, so the pairs' axes hold
+    # every cell once, but not in the cells' order.
+    labels = tuple(f"k{i}" for i in range(40))
+    encoder = Encoder(Schema((IntegerColumn("age", lower=0, upper=73), IntegerColumn("hours", lower=0, upper=98),
+                              CategoricalColumn("k", categories=labels))))
+    specs = encoder.cell_specs
+    sizes = [spec.size for spec in specs]
+    rng = np.random.default_rng(0)
+    cells = np.column_stack([rng.integers(0, size, 5000) for size in sizes])
+    measured = measure_marginals([cells], sizes, [(0, 2), (1, 2)], 1.0, rng, coarsen=[False] * 3,
+                                 missing=[False] * 3, ordered=[True, True, False])
+    assert measured.coarse == (False, True)
+    heads, specs = raw_specs(encoder)
+    loss = MarginalLoss(specs, measured, "cpu")
+    assert loss.pair_width == sizes[0] + sizes[2] + PAIR_RESOLUTION
     raw = torch.randn(64, heads.raw_dim, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(loss.estimates(raw), estimates_over_pair_axes(SoftCells(specs)(raw), measured))
 
@@ -696,6 +719,13 @@ def test_the_marginal_loss_adds_the_weighted_squared_error_to_the_l1_error() -> 
     error = torch.tensor([0.2 - 0.5, 0.2 - 0.3, 0.6 - 0.2])
     expected = error.abs().sum() + SQUARED_WEIGHT * (error**2).sum()
     torch.testing.assert_close(loss(rows), expected)
+
+
+def test_the_marginal_loss_of_an_odd_batch_leaves_its_last_row_out_of_both_halves() -> None:
+    loss = one_category_loss((0.5, 0.3, 0.2))
+    rows = torch.randn(11, 3, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(loss(rows), loss(rows[:10]))
+    assert not torch.allclose(loss(rows), loss(rows[1:]))
 
 
 def test_the_marginal_loss_does_not_reward_soft_rows_over_sharp_rows_of_the_same_marginal() -> None:
