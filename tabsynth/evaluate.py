@@ -104,8 +104,12 @@ def _check_integer(name: str, value: Any, minimum: int) -> None:
 def _resolve_columns(
     real: pd.DataFrame, synthetic: pd.DataFrame, columns: Iterable[str] | None
 ) -> list[str]:
-    """Columns to compare: the given ones or all of real's, all present in both tables."""
+    """Columns to compare: the given ones or all of real's, all present in both tables; without
+    ``columns``, synthetic columns that real lacks are named in a warning (they are not scored)."""
     cols = list(real.columns) if columns is None else list(columns)
+    unscored = [c for c in synthetic.columns if c not in real.columns] if columns is None else []
+    if unscored:
+        warnings.warn(f"columns of synthetic that real lacks are not scored: {unscored}", UserWarning, stacklevel=3)
     if not cols:
         raise ValueError("columns must name at least one column")
     if len(set(cols)) != len(cols):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import warnings
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar, Iterable, Mapping, Sequence
 
@@ -37,6 +38,9 @@ POINT_MASS_SHARE = 0.01
 # 0.050. Cutting the range into 16 parts: CPS 0.031 / 0.075 (both seeds), ACS Massachusetts 0.020 /
 # 0.060 and 0.019 / 0.059.
 EVEN_KNOT_PARTS = 8
+# ``Schema.infer`` warns below this many public rows: a number's range from n rows of a like table
+# leaves out about 2 / (n + 1) of its values (clamped to the bounds), 1% at 199 rows.
+SMALL_PUBLIC_ROWS = 199
 RESOLUTIONS = ("D", "h", "m", "s", "ms", "us", "ns")
 
 
@@ -531,6 +535,11 @@ class Schema:
         frequent and fold the rest into ``catch_all`` (default "<other>" then).
         """
         check_frame(public, "public")
+        if len(public) < SMALL_PUBLIC_ROWS:
+            warnings.warn(f"the public table has only {len(public)} rows: a number's bounds from n rows leave out "
+                          f"about 2 / (n + 1) of a like table's values ({2 / (len(public) + 1):.0%} here; clamped to "
+                          f"the bounds), and rare categories are missing; declare the schema or give more public rows",
+                          UserWarning, stacklevel=2)
         overrides = dict(overrides or {})
         unknown = sorted(set(overrides) - set(public.columns) - set((geo or {}).keys()))
         if unknown:

@@ -528,10 +528,12 @@ class Synthesizer:
     def sample_batches(self, n: int | None = None, seed: int | None = None) -> Iterator[pd.DataFrame]:
         """``sample`` as DataFrames of at most ``SAMPLE_CHUNK`` rows each, for bounded memory."""
         self._check_fitted()
-        n = self.row_count_ if n is None else _integer("n", n, 1)
+        n = self.row_count_ if n is None else _integer("n", n, 0)
         # seed None: fresh entropy, also after load()
         rng = np.random.default_rng(None if seed is None else _integer("seed", seed, 0))
         gen = torch.Generator(device="cpu").manual_seed(int(rng.integers(2**63 - 1)))
+        if n == 0:  # no rows, but the columns and dtypes, as ``DataFrame.sample(0)`` gives
+            yield self.encoder_.decode_compact(self._generate_compact(0, gen))
         for start in range(0, int(n), SAMPLE_CHUNK):
             size = min(SAMPLE_CHUNK, int(n) - start)
             yield self._sample_frame(size, gen, rng)

@@ -178,6 +178,13 @@ def test_sampling_floor_reads_only_the_named_columns_given_as_an_iterator(mixed:
     assert floor == sampling_floor(mixed[["cat", "flag"]], 500)
 
 
+def test_a_synthetic_column_that_real_lacks_is_named_in_a_warning_and_not_scored(mixed: pd.DataFrame) -> None:
+    synthetic = mixed.assign(extra=1.0)
+    with pytest.warns(UserWarning, match=r"not scored: \['extra'\]"):
+        report = fidelity_report(mixed, synthetic)
+    assert report["tvd_1way_mean"] == fidelity_report(mixed, mixed)["tvd_1way_mean"]
+
+
 def test_sampling_floor_validates_arguments(mixed: pd.DataFrame) -> None:
     with pytest.raises(ValueError, match="n must be an integer >= 1"):
         sampling_floor(mixed, 0)

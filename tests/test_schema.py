@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -24,7 +25,7 @@ from tabsynth import (
     SchemaError,
 )
 from tabsynth.datasets import load_demo
-from tabsynth.schema import EVEN_KNOT_PARTS, MAX_KNOTS, duration_text, with_point_masses
+from tabsynth.schema import EVEN_KNOT_PARTS, MAX_KNOTS, SMALL_PUBLIC_ROWS, duration_text, with_point_masses
 
 SQUARE = {"type": "Polygon", "coordinates": [[[0, 0], [10, 0], [10, 10], [0, 10], [0, 0]]]}
 
@@ -221,6 +222,17 @@ def test_infer_reads_a_timezone_aware_column_of_local_midnights_as_local_dates()
     assert (schema["d"].resolution, schema["d"].local) == ("D", True)
     encoder = Encoder(schema.with_dtypes(public))
     assert encoder.decode(encoder.encode(public))["d"].tolist() == public["d"].tolist()
+
+
+def test_infer_from_a_public_table_of_few_rows_warns_how_much_its_bounds_may_leave_out() -> None:
+    with pytest.warns(UserWarning, match=r"only 3 rows.*50% here"):
+        Schema.infer(pd.DataFrame({"a": [1.0, 2.0, 3.0]}))
+
+
+def test_infer_from_a_public_table_of_enough_rows_does_not_warn() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Schema.infer(pd.DataFrame({"a": np.arange(SMALL_PUBLIC_ROWS, dtype=float)}))
 
 
 def test_infer_refuses_overrides_for_unknown_columns() -> None:

@@ -180,6 +180,20 @@ def test_samples_have_the_training_tables_columns_order_and_dtypes(fitted: Synth
     assert list(sample.dtypes) == list(cps.dtypes)
 
 
+def test_sampling_no_rows_gives_an_empty_frame_with_the_columns_and_dtypes(fitted: Synthesizer,
+                                                                         cps: pd.DataFrame) -> None:
+    empty = fitted.sample(0, seed=0)
+    assert len(empty) == 0
+    assert list(empty.columns) == list(cps.columns)
+    assert list(empty.dtypes) == list(cps.dtypes)
+
+
+@pytest.mark.parametrize("n", [-1, 2.5, "10"])
+def test_a_bad_row_count_is_refused_by_name(fitted: Synthesizer, n: object) -> None:
+    with pytest.raises((ValueError, TypeError), match=r"\bn\b"):
+        fitted.sample(n)
+
+
 def test_privacy_report_names_epsilon_delta_accountant_and_mechanism(fitted: Synthesizer) -> None:
     report = fitted.privacy_report()
     json.dumps(report)
