@@ -733,9 +733,10 @@ def test_columns_subset_discovers_only_those_in_frame_order() -> None:
     assert set(ledger.entries[0].details["columns"]) == {"income", "age"}
 
 
-def test_no_surviving_category_leaves_only_the_catch_all() -> None:
+def test_no_surviving_category_leaves_only_the_catch_all_and_a_warning_naming_the_column() -> None:
     frame = pd.DataFrame({"id": pd.Series([f"user-{i}" for i in range(500)], dtype="str")})
-    schema, _ = discover(frame)
+    with pytest.warns(DiscoveryWarning, match=r"released no category of column\(s\) \['id'\].*'<other>'"):
+        schema, _ = discover(frame)
     assert schema["id"].categories == () and schema["id"].levels == ("<other>",)
 
 

@@ -65,7 +65,8 @@ __all__ = ["ComposedDiscovery", "DiscoveryWarning", "discover_new_categories", "
 
 
 class DiscoveryWarning(UserWarning):
-    """DP discovery could not locate a column's range at its budget: the bounds are a guess."""
+    """DP discovery could not locate a column's range, or release any of its categories, at its budget:
+    its synthetic values will be wrong."""
 
 
 PURPOSE = "domain discovery"
@@ -284,6 +285,7 @@ def _discover(frame: pd.DataFrame, targets: Sequence[str], plans: Sequence[_Plan
     geo_bounds: dict[str, tuple[float, float]] = {}
     unlocated: list[str] = []
     capped: list[str] = []
+    unreleased: list[str] = []
     for plan in plans:
         series = frame[plan.name]
         if plan.kind == "boolean":
@@ -291,6 +293,7 @@ def _discover(frame: pd.DataFrame, targets: Sequence[str], plans: Sequence[_Plan
                                              dtype=dtype_text(series.dtype))
         elif plan.kind == "categorical":
             specs[plan.name] = _discover_categorical(series, noise.release, rng, catch_all)
+            unreleased += [] if specs[plan.name].categories or series.isna().all() else [plan.name]
         elif plan.kind in ("integer", "continuous", "datetime", "duration"):
             if plan.kind in ("datetime", "duration"):
                 series = numpy_temporal(series)  # the spec keeps the frame's dtype (below)
@@ -320,6 +323,13 @@ def _discover(frame: pd.DataFrame, targets: Sequence[str], plans: Sequence[_Plan
                       f"their bounds in a schema, pass a public table, or give discovery more budget "
                       f"(a larger epsilon, or the Synthesizer's discovery_fraction)",
                       DiscoveryWarning, stacklevel=3)
+    if unreleased:
+        # Post-processing of the thresholded histograms: the released (empty) category lists say it.
+        warnings.warn(f"DP discovery released no category of column(s) {unreleased}: at {budget} over "
+                      f"{noise.columns} column(s) a category needs about {noise.release.threshold:.0f} rows to "
+                      f"clear its threshold, so every synthetic value of theirs is the catch-all {catch_all!r}. "
+                      f"Declare their categories in a schema, pass a public table, or give discovery more budget "
+                      f"(a larger epsilon, or the Synthesizer's discovery_fraction)", DiscoveryWarning, stacklevel=3)
     if capped:
         # Post-processing too: the released bounds say it.
         warnings.warn(f"DP discovery put the range of column(s) {capped} at the largest magnitude it locates "
