@@ -209,9 +209,9 @@ class MarginalLoss:
         # Cell probabilities -> pair-cell probabilities: each cell's column on each axis it lies on.
         source = np.concatenate(source) if source else np.zeros(0, dtype=np.int64)
         column = np.concatenate(column) if column else np.zeros(0, dtype=np.int64)
-        identity = pair_width == width and np.array_equal(column, np.arange(width))
-        in_place = np.array_equal(source, np.arange(width))
-        self.pair_source = None if in_place else as_tensor(source, torch.long)  # None: every cell once, in place
+        in_place = np.array_equal(source, np.arange(width))  # every soft cell once, in place, and no drawn cells
+        identity = in_place and pair_width == width and np.array_equal(column, np.arange(width))
+        self.pair_source = None if in_place else as_tensor(source, torch.long)
         self.pair_column = None if identity else as_tensor(column, torch.long)
         self.pair_width = pair_width
         # The estimates: one-way cells, then the soft axes' Gram matrix, then the drawn axes' products

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tabsynth import BooleanColumn, CategoricalColumn, ContinuousColumn, Encoder, IntegerColumn, Schema, Synthesizer
-from tabsynth.models import Generator, OutputHeads
+from tabsynth.models import Generator, OutputHeads, SoftCells
 from tabsynth.privacy.marginals import (MarginalMeasurements, dependence_stars, functional_map, measure_marginals,
                                         noisy_dependence)
 from tabsynth.training import MarginalLoss
@@ -95,6 +95,26 @@ def test_a_pair_with_an_ancestor_is_estimated_from_the_ancestors_draws(edges: tu
         if (a, b) == (0, 1):  # without the parent's draws, a child and its parent would look independent
             assert np.abs(soft_only[offset:offset + cells].numpy() - expected).max() > 0.03
         offset += cells
+
+
+def test_a_parent_paired_only_with_its_child_is_estimated_from_its_draws() -> None:
+    # No pair reads the parent's own probabilities, so the pairs' axes are the child's cells and the
+    # parent's drawn cells: as wide as the cells, but not the cells themselves.
+    enc = Encoder(Schema((CategoricalColumn("state", categories=("a", "b", "c")),
+                          CategoricalColumn("region", categories=("n", "s", "e", "w")))))
+    heads = conditioned_heads(enc, edges=(("state", "region"),))
+    specs = heads.raw_cell_specs(enc.cell_specs)
+    rng = np.random.default_rng(0)
+    measured = exact_measurements(enc, pd.DataFrame({"state": rng.choice(["a", "b", "c"], 500),
+                                                     "region": rng.choice(["n", "s", "e", "w"], 500)}))
+    loss = MarginalLoss(specs, measured, "cpu", heads.ancestors())
+    raw = torch.randn(64, heads.raw_dim, generator=torch.Generator().manual_seed(1))
+    adjusted, drawn = heads.condition(raw, torch.Generator().manual_seed(2), inverse=True)
+    probs = SoftCells(specs)(adjusted)
+    pair = drawn["state"].cells.t().to(probs[1].dtype) @ probs[1] / len(raw)
+    torch.testing.assert_close(loss.estimates(adjusted, drawn), torch.cat([p.mean(0) for p in probs] + [pair.ravel()]))
+    with pytest.raises(ValueError, match=r"draws of \['state'\]"):
+        loss.estimates(adjusted)
 
 
 @pytest.mark.parametrize("edges, message", [

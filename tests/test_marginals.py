@@ -722,8 +722,16 @@ def test_the_marginal_loss_adds_the_weighted_squared_error_to_the_l1_error() -> 
 
 
 def test_the_marginal_loss_of_an_odd_batch_leaves_its_last_row_out_of_both_halves() -> None:
-    loss = one_category_loss((0.5, 0.3, 0.2))
-    rows = torch.randn(11, 3, generator=torch.Generator().manual_seed(0))
+    encoder = Encoder(mixed_schema())
+    sizes = [spec.size for spec in encoder.cell_specs]
+    pairs = [(0, 2), (0, 4), (1, 3), (2, 5), (3, 4)]
+    rng = np.random.default_rng(0)
+    targets = MarginalMeasurements(tuple(sizes), tuple(rng.random(s) for s in sizes), tuple(pairs),
+                                   tuple(rng.random(sizes[a] * sizes[b]) for a, b in pairs), 0.0, 0.0, 1.0,
+                                   ungrouped(sizes))
+    heads, specs = raw_specs(encoder)
+    loss = MarginalLoss(specs, targets, "cpu")
+    rows = torch.randn(11, heads.raw_dim, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(loss(rows), loss(rows[:10]))
     assert not torch.allclose(loss(rows), loss(rows[1:]))
 
