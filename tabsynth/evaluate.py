@@ -102,14 +102,16 @@ def _check_integer(name: str, value: Any, minimum: int) -> None:
 
 
 def _resolve_columns(
-    real: pd.DataFrame, synthetic: pd.DataFrame, columns: Iterable[str] | None
+    real: pd.DataFrame, synthetic: pd.DataFrame, columns: Iterable[str] | None, stacklevel: int = 3
 ) -> list[str]:
     """Columns to compare: the given ones or all of real's, all present in both tables; without
     ``columns``, synthetic columns that real lacks are named in a warning (they are not scored)."""
     cols = list(real.columns) if columns is None else list(columns)
     unscored = [c for c in synthetic.columns if c not in real.columns] if columns is None else []
     if unscored:
-        warnings.warn(f"columns of synthetic that real lacks are not scored: {unscored}", UserWarning, stacklevel=3)
+        # ``stacklevel``: the caller's caller, a public function's user.
+        warnings.warn(f"columns of synthetic that real lacks are not scored: {unscored}", UserWarning,
+                      stacklevel=stacklevel)
     if not cols:
         raise ValueError("columns must name at least one column")
     if len(set(cols)) != len(cols):
@@ -212,7 +214,7 @@ def _encode_all(
     _check_frame(real, "real")
     _check_frame(synthetic, "synthetic")
     _check_integer("bins", bins, 2)
-    cols = _resolve_columns(real, synthetic, columns)
+    cols = _resolve_columns(real, synthetic, columns, stacklevel=4)
     return [_encode_column(real[c], synthetic[c], c, int(bins)) for c in cols]
 
 

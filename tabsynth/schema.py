@@ -535,11 +535,6 @@ class Schema:
         frequent and fold the rest into ``catch_all`` (default "<other>" then).
         """
         check_frame(public, "public")
-        if len(public) < SMALL_PUBLIC_ROWS:
-            warnings.warn(f"the public table has only {len(public)} rows: a number's bounds from n rows leave out "
-                          f"about 2 / (n + 1) of a like table's values ({2 / (len(public) + 1):.0%} here; clamped to "
-                          f"the bounds), and rare categories are missing; declare the schema or give more public rows",
-                          UserWarning, stacklevel=2)
         overrides = dict(overrides or {})
         unknown = sorted(set(overrides) - set(public.columns) - set((geo or {}).keys()))
         if unknown:
@@ -562,6 +557,14 @@ class Schema:
                 columns.append(override)
             else:
                 columns.append(_infer_column(public[name], override, max_categories, n_knots, catch_all))
+        inferred = [c for c in columns if not any(c is o for o in overrides.values())]
+        gaps = [f"a range from n rows leaves out about 2 / (n + 1) of a like table's values "
+                f"({2 / (len(public) + 1):.0%} here; clamped to the bounds)"] * any(
+            not isinstance(c, (CategoricalColumn, BooleanColumn)) for c in inferred)
+        gaps += ["categories held by few rows are missing"] * any(isinstance(c, CategoricalColumn) for c in inferred)
+        if len(public) < SMALL_PUBLIC_ROWS and gaps:
+            warnings.warn(f"the public table has only {len(public)} rows: {', and '.join(gaps)}; declare the schema "
+                          f"or give more public rows", UserWarning, stacklevel=2)
         return cls(tuple(columns), tuple(public.columns))
 
 

@@ -363,10 +363,20 @@ def test_a_range_too_thin_to_locate_is_a_warning_naming_the_column() -> None:
         discover(frame)
 
 
+def test_timestamps_past_the_located_months_are_a_warning_naming_the_column() -> None:
+    # A fifth of the rows hold a far-future sentinel: the range runs to the grid's last month, and clamps there.
+    stamps = pd.Series(pd.Timestamp("2010-01-01") + pd.to_timedelta(np.arange(20_000) % 3_000, unit="D"))
+    stamps[:4_000] = pd.Timestamp("2262-01-01")
+    with pytest.warns(DiscoveryWarning, match=r"column\(s\) \['joined'\] at an end of the months"):
+        assert discover(pd.DataFrame({"joined": stamps}))[0]["joined"].upper.startswith("2100")
+
+
 def test_a_located_range_gives_no_warning() -> None:
+    joined = pd.Series(pd.Timestamp("1901-06-01") + pd.to_timedelta(np.arange(20_000), unit="D"))
     with warnings.catch_warnings():
         warnings.simplefilter("error", DiscoveryWarning)
         discover(people())
+        discover(pd.DataFrame({"joined": joined}))
 
 
 def test_a_point_mass_at_zero_far_below_the_bulk_joins_the_range() -> None:
@@ -738,6 +748,17 @@ def test_no_surviving_category_leaves_only_the_catch_all_and_a_warning_naming_th
     with pytest.warns(DiscoveryWarning, match=r"released no category of column\(s\) \['id'\].*'<other>'"):
         schema, _ = discover(frame)
     assert schema["id"].categories == () and schema["id"].levels == ("<other>",)
+
+
+def test_the_no_category_warning_follows_the_release_alone() -> None:
+    # An empty column warns as a thin one does (the release cannot tell them apart); a column whose
+    # every value is the catch-all releases it, and does not warn.
+    empty = pd.DataFrame({"code": pd.Series([None] * 500, dtype="str")})
+    with pytest.warns(DiscoveryWarning, match=r"released no category of column\(s\) \['code'\]"):
+        discover(empty)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DiscoveryWarning)
+        discover(pd.DataFrame({"code": pd.Series(["<other>"] * 500, dtype="str")}))
 
 
 def test_only_free_columns_spend_nothing() -> None:

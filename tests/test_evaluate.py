@@ -180,8 +180,9 @@ def test_sampling_floor_reads_only_the_named_columns_given_as_an_iterator(mixed:
 
 def test_a_synthetic_column_that_real_lacks_is_named_in_a_warning_and_not_scored(mixed: pd.DataFrame) -> None:
     synthetic = mixed.assign(extra=1.0)
-    with pytest.warns(UserWarning, match=r"not scored: \['extra'\]"):
+    with pytest.warns(UserWarning, match=r"not scored: \['extra'\]") as caught:
         report = fidelity_report(mixed, synthetic)
+    assert caught[0].filename == __file__  # the caller's line, not the library's
     assert report["tvd_1way_mean"] == fidelity_report(mixed, mixed)["tvd_1way_mean"]
 
 

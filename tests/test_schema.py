@@ -229,6 +229,11 @@ def test_infer_from_a_public_table_of_few_rows_warns_how_much_its_bounds_may_lea
         Schema.infer(pd.DataFrame({"a": [1.0, 2.0, 3.0]}))
 
 
+def test_infer_from_a_public_table_of_few_categories_warns_of_categories_only() -> None:
+    with pytest.warns(UserWarning, match=r"only 3 rows: categories held by few rows are missing;"):
+        Schema.infer(pd.DataFrame({"c": ["a", "b", "a"]}))
+
+
 def test_infer_from_a_public_table_of_enough_rows_does_not_warn() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -118,6 +118,7 @@ TAIL_STDS = 2.0
 TAIL_PRECISION = 3.0  # no extrapolation from an end octave whose noisy count is under this many noise stds
 LARGEST_EXPONENT = 62  # a number's range histogram has quarter-octave bins up to 2^62 in magnitude
 LARGEST_MAGNITUDE = 2.0**LARGEST_EXPONENT  # larger values fall in its end bins (a warning says so)
+DATETIME_GRID = ("1900-01-01", "2100-01-01")  # a timestamp's range histogram has month bins between these (a warning at its ends)
 KNOT_BINS = 32  # even bins of the released range in the knots' histogram
 KNOT_OCTAVES = 8  # and its quarter-octave bins down to 2^-8 of the range
 # Degrees per bin of the latitude/longitude range histograms: the finest of these at which rows spread
@@ -286,14 +287,15 @@ def _discover(frame: pd.DataFrame, targets: Sequence[str], plans: Sequence[_Plan
     unlocated: list[str] = []
     capped: list[str] = []
     unreleased: list[str] = []
+    capped_times: list[str] = []
     for plan in plans:
         series = frame[plan.name]
         if plan.kind == "boolean":
             specs[plan.name] = BooleanColumn(plan.name, nullable=can_hold_null(series.dtype),
                                              dtype=dtype_text(series.dtype))
         elif plan.kind == "categorical":
-            specs[plan.name] = _discover_categorical(series, noise.release, rng, catch_all)
-            unreleased += [] if specs[plan.name].categories or series.isna().all() else [plan.name]
+            specs[plan.name], released = _discover_categorical(series, noise.release, rng, catch_all)
+            unreleased += [] if released else [plan.name]
         elif plan.kind in ("integer", "continuous", "datetime", "duration"):
             if plan.kind in ("datetime", "duration"):
                 series = numpy_temporal(series)  # the spec keeps the frame's dtype (below)
@@ -310,6 +312,8 @@ def _discover(frame: pd.DataFrame, targets: Sequence[str], plans: Sequence[_Plan
             unlocated += [] if located else [plan.name]
             if plan.kind in ("integer", "continuous") and _at_largest_magnitude(specs[plan.name]):
                 capped.append(plan.name)
+            if plan.kind == "datetime" and _at_datetime_grid_end(specs[plan.name]):
+                capped_times.append(plan.name)
         else:
             low, high, located = _dp_coordinate_range(series, plan.kind, noise.of(plan)[0], rng, expected_rows)
             geo_bounds[plan.kind] = (low, high)
@@ -327,7 +331,8 @@ def _discover(frame: pd.DataFrame, targets: Sequence[str], plans: Sequence[_Plan
         # Post-processing of the thresholded histograms: the released (empty) category lists say it.
         warnings.warn(f"DP discovery released no category of column(s) {unreleased}: at {budget} over "
                       f"{noise.columns} column(s) a category needs about {noise.release.threshold:.0f} rows to "
-                      f"clear its threshold, so every synthetic value of theirs is the catch-all {catch_all!r}. "
+                      f"clear its threshold (or the column holds no values), so every synthetic value of theirs "
+                      f"is the catch-all {catch_all!r}. "
                       f"Declare their categories in a schema, pass a public table, or give discovery more budget "
                       f"(a larger epsilon, or the Synthesizer's discovery_fraction)", DiscoveryWarning, stacklevel=3)
     if capped:
@@ -336,6 +341,13 @@ def _discover(frame: pd.DataFrame, targets: Sequence[str], plans: Sequence[_Plan
                       f"(2^{LARGEST_EXPONENT}, about {LARGEST_MAGNITUDE:.2g}): larger values are clamped to it, so "
                       f"their synthetic values will be wrong. Declare their bounds in a schema, or store such "
                       f"identifiers or magnitudes as text or in smaller units", DiscoveryWarning, stacklevel=3)
+    if capped_times:
+        # Post-processing too: the released bounds say it.
+        warnings.warn(f"DP discovery put the range of column(s) {capped_times} at an end of the months it locates "
+                      f"({DATETIME_GRID[0]} to {DATETIME_GRID[1]}): timestamps beyond it (historical dates, a "
+                      f"sentinel such as 9999-12-31), if any, are clamped to it, and their synthetic values will be "
+                      f"wrong. "
+                      f"Declare their bounds in a schema", DiscoveryWarning, stacklevel=3)
     if pair is not None:
         lat, lon = pair
         name = _geo_name(lat, set(specs))
@@ -1050,6 +1062,13 @@ def _at_largest_magnitude(column: Column) -> bool:
     return float(column.upper) >= LARGEST_MAGNITUDE or float(column.lower) <= -LARGEST_MAGNITUDE
 
 
+def _at_datetime_grid_end(column: Column) -> bool:
+    """Whether a discovered timestamp's bounds reach the first or last month of ``DATETIME_GRID``,
+    where earlier or later values fall too."""
+    first, last = pd.date_range(*DATETIME_GRID, freq="MS")[[1, -2]]
+    return pd.Timestamp(column.lower) < first or pd.Timestamp(column.upper) > last
+
+
 def _finite_values(series: pd.Series) -> np.ndarray:
     """A number's present values as floats, without +-inf: an infinity has no magnitude for a range or a
     quantile to locate, and the encoder clamps it to the released bounds like any value beyond them."""
@@ -1077,7 +1096,7 @@ def _discover_datetime(series: pd.Series, unit: str, range_noise: CountNoise, kn
     local = getattr(series.dt, "tz", None) is not None  # a timezone-aware column counts in wall-clock time
     values = naive_stamps(series.dropna(), local).to_numpy().astype(f"datetime64[{unit}]")
     values = values.astype(np.int64).astype(np.float64)
-    months = pd.date_range("1900-01-01", "2100-01-01", freq="MS").to_numpy()
+    months = pd.date_range(*DATETIME_GRID, freq="MS").to_numpy()
     edges = months.astype(f"datetime64[{unit}]").astype(np.int64).astype(np.float64)
     lower, upper, located = _dp_range(values, edges, range_noise, rng)
     column = DatetimeColumn(str(series.name), nullable=True, dtype=dtype_text(series.dtype), lower=_iso(lower, unit),
@@ -1167,8 +1186,9 @@ def _geo_step(noise: CountNoise, expected_rows: float | None) -> float:
 
 
 def _discover_categorical(series: pd.Series, release: CategoryRelease, rng: np.random.Generator,
-                          catch_all: Any) -> Column:
-    """Categorical spec: the values released by the thresholded DP histogram, in a data-independent order."""
+                          catch_all: Any) -> tuple[Column, bool]:
+    """Categorical spec: the values released by the thresholded DP histogram, in a data-independent
+    order; and whether the release held any value (the catch-all's own included)."""
     name = str(series.name)
     present = series.dropna()
     values = present.astype(object).to_numpy() if isinstance(series.dtype, pd.CategoricalDtype) \
@@ -1185,7 +1205,7 @@ def _discover_categorical(series: pd.Series, release: CategoryRelease, rng: np.r
     else:
         categories = _sorted(categories)
     return CategoricalColumn(name, nullable=can_hold_null(series.dtype), dtype=dtype_text(series.dtype),
-                             categories=tuple(categories), catch_all=catch_all)
+                             categories=tuple(categories), catch_all=catch_all), bool(released)
 
 
 def _same(value: Any, other: Any) -> bool:
