@@ -461,9 +461,8 @@ def test_the_marginal_loss_estimates_each_pair_as_the_mean_outer_product_of_cell
     torch.testing.assert_close(loss.estimates(raw), expected)
 
 
-def test_the_marginal_losss_gradient_is_that_of_the_plain_outer_products() -> None:
-    # The pairs' Gram matrix has a hand-written backward (one product, buffers reused across steps):
-    # its gradient must be autograd's of the plain estimates, step after step.
+def mixed_pair_loss() -> tuple[MarginalLoss, OutputHeads, tuple[CellSpec, ...], list[tuple[int, int]]]:
+    """The marginal loss of ``mixed_schema`` with five pairs and random targets, its heads, specs and pairs."""
     encoder = Encoder(mixed_schema())
     sizes = [spec.size for spec in encoder.cell_specs]
     pairs = [(0, 2), (0, 4), (1, 3), (2, 5), (3, 4)]
@@ -473,6 +472,13 @@ def test_the_marginal_losss_gradient_is_that_of_the_plain_outer_products() -> No
                                    ungrouped(sizes))
     heads, specs = raw_specs(encoder)
     loss = MarginalLoss(specs, targets, "cpu")
+    return loss, heads, specs, pairs
+
+
+def test_the_marginal_losss_gradient_is_that_of_the_plain_outer_products() -> None:
+    # The pairs' Gram matrix has a hand-written backward (one product, buffers reused across steps):
+    # its gradient must be autograd's of the plain estimates, step after step.
+    loss, heads, specs, pairs = mixed_pair_loss()
     for seed in range(3):
         raw = torch.randn(64, heads.raw_dim, generator=torch.Generator().manual_seed(seed), requires_grad=True)
         weights = torch.randn(len(loss.targets), generator=torch.Generator().manual_seed(10 + seed))
@@ -722,15 +728,7 @@ def test_the_marginal_loss_adds_the_weighted_squared_error_to_the_l1_error() -> 
 
 
 def test_the_marginal_loss_of_an_odd_batch_leaves_its_last_row_out_of_both_halves() -> None:
-    encoder = Encoder(mixed_schema())
-    sizes = [spec.size for spec in encoder.cell_specs]
-    pairs = [(0, 2), (0, 4), (1, 3), (2, 5), (3, 4)]
-    rng = np.random.default_rng(0)
-    targets = MarginalMeasurements(tuple(sizes), tuple(rng.random(s) for s in sizes), tuple(pairs),
-                                   tuple(rng.random(sizes[a] * sizes[b]) for a, b in pairs), 0.0, 0.0, 1.0,
-                                   ungrouped(sizes))
-    heads, specs = raw_specs(encoder)
-    loss = MarginalLoss(specs, targets, "cpu")
+    loss, heads, _, _ = mixed_pair_loss()
     rows = torch.randn(11, heads.raw_dim, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(loss(rows), loss(rows[:10]))
     assert not torch.allclose(loss(rows), loss(rows[1:]))
