@@ -117,6 +117,64 @@ def test_a_parent_paired_only_with_its_child_is_estimated_from_its_draws() -> No
         loss.estimates(adjusted)
 
 
+def random_conditioned_table(seed: int) -> tuple[Encoder, OutputHeads, MarginalMeasurements]:
+    """A random table of categories, codes and numbers; random conditioning edges between its drawn
+    columns; a random subset of its pairs measured at a random noise (full-resolution, coarse or
+    merged pairs)."""
+    rng = np.random.default_rng(seed)
+    columns = []
+    for j in range(int(rng.integers(2, 6))):
+        kind = rng.choice(["category", "code", "number"])
+        if kind == "category":
+            columns.append(CategoricalColumn(f"k{j}", nullable=bool(rng.random() < 0.3),
+                                             categories=tuple(f"v{i}" for i in range(int(rng.integers(2, 90))))))
+        elif kind == "code":
+            columns.append(IntegerColumn(f"i{j}", lower=0, upper=int(rng.integers(1, 90))))
+        else:
+            columns.append(ContinuousColumn(f"x{j}", lower=0.0, upper=1.0))
+    enc = Encoder(Schema(tuple(columns)))
+    drawable = [c.name for c in columns if not isinstance(c, ContinuousColumn)]
+    edges = tuple((p, c) for i, p in enumerate(drawable) for c in drawable[i + 1:] if rng.random() < 0.5)
+    heads = conditioned_heads(enc, edges=edges)
+    specs = enc.cell_specs
+    sizes = [spec.size for spec in specs]
+    every = [(a, b) for a in range(len(sizes)) for b in range(a + 1, len(sizes))]
+    pairs = [pair for pair in every if rng.random() < rng.uniform(0.2, 1.0)]
+    cells = np.column_stack([rng.integers(0, size, 3000) for size in sizes])
+    measured = measure_marginals([cells], sizes, pairs, float(rng.choice([1e9, 1.0, 0.01])), rng,
+                                 [s.binned for s in specs], [s.missing is not None for s in specs],
+                                 ordered=[s.binned or s.kind == "bits" for s in specs],
+                                 unordered=[s.kind == "softmax" for s in specs])
+    return enc, heads, measured
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_marginal_loss_estimates_each_pair_by_its_definition_on_random_tables(seed: int) -> None:
+    # Each pair: the mean over rows of the outer product of its two columns' cells, each grouped as
+    # the pair was measured; a column enters as its drawn cells where the other is its descendant.
+    enc, heads, measured = random_conditioned_table(seed)
+    specs = heads.raw_cell_specs(enc.cell_specs)
+    names, ancestors = [spec.name for spec in specs], heads.ancestors()
+    loss = MarginalLoss(specs, measured, "cpu", ancestors)
+    raw = torch.randn(33, heads.raw_dim, generator=torch.Generator().manual_seed(seed), requires_grad=True)
+    adjusted, drawn = heads.condition(raw, torch.Generator().manual_seed(seed), inverse=True)
+    probs = SoftCells(specs)(adjusted)
+
+    def cells(j: int, other: int, groups: np.ndarray) -> torch.Tensor:
+        rows = drawn[names[j]].cells.to(probs[j].dtype) if names[j] in ancestors.get(names[other], ()) else probs[j]
+        return rows @ torch.nn.functional.one_hot(torch.as_tensor(groups), int(groups.max()) + 1).to(rows.dtype)
+
+    pairs = [(cells(a, b, measured.pair_axes(m)[0]).t() @ cells(b, a, measured.pair_axes(m)[1]) / len(raw)).ravel()
+             for m, (a, b) in enumerate(measured.pairs)]
+    expected = torch.cat([p.mean(0) for p in probs] + pairs)
+    ours = loss.estimates(adjusted, drawn)
+    torch.testing.assert_close(ours, expected)
+    weights = torch.randn(len(expected), generator=torch.Generator().manual_seed(seed))
+    (gradient,) = torch.autograd.grad((ours * weights).sum(), raw, retain_graph=True)
+    (plain,) = torch.autograd.grad((expected * weights).sum(), raw)
+    torch.testing.assert_close(gradient, plain)
+
+
 @pytest.mark.parametrize("edges, message", [
     ((("c", "small"), ("small", "c")), "cycle"),
     ((("c", "c"),), "itself"),
