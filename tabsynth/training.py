@@ -122,7 +122,8 @@ class _GatheredGram(torch.autograd.Function):
         dtype = torch.get_autocast_dtype(device) if autocast else rows.dtype
         with torch.autocast(device, enabled=False), workspace.lock:
             cast = rows.to(dtype)
-            product = torch.bmm(cast, cast.transpose(1, 2), out=workspace.buffer("product", dtype, rows.device, len(rows)))
+            product = workspace.buffer("product", dtype, rows.device, len(rows))
+            torch.bmm(cast, cast.transpose(1, 2), out=product)
             values = product.view(len(rows), -1).index_select(1, cells)
         ctx.save_for_backward(rows, cells, mirrored)
         ctx.workspace = workspace

@@ -118,7 +118,8 @@ TAIL_STDS = 2.0
 TAIL_PRECISION = 3.0  # no extrapolation from an end octave whose noisy count is under this many noise stds
 LARGEST_EXPONENT = 62  # a number's range histogram has quarter-octave bins up to 2^62 in magnitude
 LARGEST_MAGNITUDE = 2.0**LARGEST_EXPONENT  # larger values fall in its end bins (a warning says so)
-DATETIME_GRID = ("1900-01-01", "2100-01-01")  # a timestamp's range histogram has month bins between these (a warning at its ends)
+# A timestamp's range histogram has month bins between these (a range at either end gets a warning).
+DATETIME_GRID = ("1900-01-01", "2100-01-01")
 KNOT_BINS = 32  # even bins of the released range in the knots' histogram
 KNOT_OCTAVES = 8  # and its quarter-octave bins down to 2^-8 of the range
 # Degrees per bin of the latitude/longitude range histograms: the finest of these at which rows spread
@@ -332,9 +333,9 @@ def _discover(frame: pd.DataFrame, targets: Sequence[str], plans: Sequence[_Plan
         warnings.warn(f"DP discovery released no category of column(s) {unreleased}: at {budget} over "
                       f"{noise.columns} column(s) a category needs about {noise.release.threshold:.0f} rows to "
                       f"clear its threshold (or the column holds no values), so every synthetic value of theirs "
-                      f"is the catch-all {catch_all!r}. "
-                      f"Declare their categories in a schema, pass a public table, or give discovery more budget "
-                      f"(a larger epsilon, or the Synthesizer's discovery_fraction)", DiscoveryWarning, stacklevel=3)
+                      f"is the catch-all {catch_all!r}. Declare their categories in a schema, pass a public table, "
+                      f"or give discovery more budget (a larger epsilon, or the Synthesizer's discovery_fraction)",
+                      DiscoveryWarning, stacklevel=3)
     if capped:
         # Post-processing too: the released bounds say it.
         warnings.warn(f"DP discovery put the range of column(s) {capped} at the largest magnitude it locates "
@@ -346,8 +347,7 @@ def _discover(frame: pd.DataFrame, targets: Sequence[str], plans: Sequence[_Plan
         warnings.warn(f"DP discovery put the range of column(s) {capped_times} at an end of the months it locates "
                       f"({DATETIME_GRID[0]} to {DATETIME_GRID[1]}): timestamps beyond it (historical dates, a "
                       f"sentinel such as 9999-12-31), if any, are clamped to it, and their synthetic values will be "
-                      f"wrong. "
-                      f"Declare their bounds in a schema", DiscoveryWarning, stacklevel=3)
+                      f"wrong. Declare their bounds in a schema", DiscoveryWarning, stacklevel=3)
     if pair is not None:
         lat, lon = pair
         name = _geo_name(lat, set(specs))
