@@ -40,10 +40,13 @@ from tabsynth.schema import (
     TickColumn,
     check_columns,
     check_frame,
+    decimal_storable,
+    is_arrow_decimal,
     is_duration_dtype,
     naive_stamps,
     numpy_temporal,
     numpy_temporal_dtype,
+    read_dtype,
     zone_of,
 )
 
@@ -660,7 +663,7 @@ def _recorded_dtype(text: str | None) -> Any:
     """The pandas dtype that a column's recorded dtype text names; None without one, or for text
     pandas cannot read (a declared schema's "date"), which leaves the decoded values as they are."""
     try:
-        return pd.api.types.pandas_dtype(text) if text else None
+        return read_dtype(text) if text else None
     except TypeError:
         return None
 
@@ -940,9 +943,11 @@ def _restore_categories(codes: np.ndarray, missing: np.ndarray, column: Categori
 def _cast(series: pd.Series, dtype: str, fallback: str) -> pd.Series:
     """Cast to the recorded dtype; one that cannot hold the generated nulls falls back to a nullable one."""
     try:
-        target = pd.api.types.pandas_dtype(dtype)
+        target = read_dtype(dtype)
     except TypeError:
         return series.astype(fallback)
+    if is_arrow_decimal(target) and pd.api.types.is_numeric_dtype(series.dtype):
+        series = decimal_storable(series, target.pyarrow_dtype)
     if series.isna().any() and (getattr(target, "kind", "O") in "iub" and not isinstance(
             target, pd.api.extensions.ExtensionDtype)):
         return series.astype(fallback)

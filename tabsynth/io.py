@@ -13,7 +13,6 @@ floats, and written back with their own Arrow types.
 from __future__ import annotations
 
 import base64
-import decimal
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -25,7 +24,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from tabsynth.schema import SchemaError, check_column_names, check_frame
+from tabsynth.schema import SchemaError, check_column_names, check_frame, decimal_storable
 
 CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.xz", ".csv.zip", ".csv.zst")
 PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
@@ -341,11 +340,7 @@ def _storable(series: pd.Series, type_: pa.DataType) -> pd.Series:
     if pa.types.is_date(type_) and pd.api.types.is_datetime64_any_dtype(series.dtype):
         return series.dt.floor("D")
     if pa.types.is_decimal(type_) and pd.api.types.is_numeric_dtype(series.dtype):
-        exact = decimal.Decimal(10) ** (type_.precision - type_.scale) - decimal.Decimal(10) ** -type_.scale
-        largest = float(exact)
-        if decimal.Decimal(largest) > exact:  # past 15 digits the nearest float may lie above the largest decimal
-            largest = float(np.nextafter(largest, 0.0))
-        return series.clip(-largest, largest).round(type_.scale)
+        return decimal_storable(series, type_)
     return series
 
 

@@ -7,6 +7,7 @@ never read off the private table.
 
 from __future__ import annotations
 
+import decimal
 import json
 import math
 import re
@@ -583,6 +584,37 @@ def dtype_text(dtype: Any) -> str:
     if isinstance(dtype, pd.CategoricalDtype) and dtype.ordered:
         return ORDERED_CATEGORY
     return str(dtype)
+
+
+_ARROW_DECIMAL = re.compile(r"decimal(128|256)\((\d+), (-?\d+)\)\[pyarrow\]")
+
+
+def read_dtype(text: str) -> Any:
+    """The pandas dtype that ``dtype_text`` gave ``text`` for: ``pandas_dtype``'s reading, and an Arrow
+    decimal's (whose parameters pandas does not read from text). TypeError for text that names none."""
+    decimal_type = _ARROW_DECIMAL.fullmatch(text)
+    if decimal_type:
+        bits, precision, scale = decimal_type.groups()
+        return pd.ArrowDtype((pa.decimal128 if bits == "128" else pa.decimal256)(int(precision), int(scale)))
+    try:
+        return pd.api.types.pandas_dtype(text)
+    except NotImplementedError as exc:  # an Arrow type with other parameters
+        raise TypeError(f"dtype {text!r} cannot be read back: {exc}") from exc
+
+
+def is_arrow_decimal(dtype: Any) -> bool:
+    """Whether ``dtype`` is an Arrow decimal (numbers of a fixed scale: learnt and sampled as floats)."""
+    return isinstance(dtype, pd.ArrowDtype) and pa.types.is_decimal(dtype.pyarrow_dtype)
+
+
+def decimal_storable(series: pd.Series, type_: pa.DataType) -> pd.Series:
+    """Numbers ready to cast to the Arrow decimal ``type_``: rounded to its scale and clamped to what its
+    precision holds (a cast would refuse a finer or larger number)."""
+    exact = decimal.Decimal(10) ** (type_.precision - type_.scale) - decimal.Decimal(10) ** -type_.scale
+    largest = float(exact)
+    if decimal.Decimal(largest) > exact:  # past 15 digits the nearest float may lie above the largest decimal
+        largest = float(np.nextafter(largest, 0.0))
+    return series.clip(-largest, largest).round(type_.scale)
 
 
 def can_hold_null(dtype: Any) -> bool:

@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from tabsynth import (
@@ -25,7 +26,8 @@ from tabsynth import (
     SchemaError,
 )
 from tabsynth.datasets import load_demo
-from tabsynth.schema import EVEN_KNOT_PARTS, MAX_KNOTS, SMALL_PUBLIC_ROWS, duration_text, with_point_masses
+from tabsynth.schema import (EVEN_KNOT_PARTS, MAX_KNOTS, SMALL_PUBLIC_ROWS, dtype_text, duration_text, read_dtype,
+                             with_point_masses)
 
 SQUARE = {"type": "Polygon", "coordinates": [[[0, 0], [10, 0], [10, 10], [0, 10], [0, 0]]]}
 
@@ -238,6 +240,17 @@ def test_infer_from_a_public_table_of_enough_rows_does_not_warn() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         Schema.infer(pd.DataFrame({"a": np.arange(SMALL_PUBLIC_ROWS, dtype=float)}))
+
+
+@pytest.mark.parametrize("dtype", [pd.ArrowDtype(pa.decimal128(12, 2)), pd.ArrowDtype(pa.decimal256(40, -3)),
+                                   pd.ArrowDtype(pa.timestamp("us", tz="UTC")), pd.Int64Dtype(), np.dtype("float32")])
+def test_a_dtypes_text_reads_back_as_the_dtype(dtype: object) -> None:
+    assert read_dtype(dtype_text(dtype)) == dtype
+
+
+def test_a_dtype_text_that_names_no_dtype_is_a_type_error() -> None:
+    with pytest.raises(TypeError):
+        read_dtype(dtype_text(pd.ArrowDtype(pa.list_(pa.int64()))))
 
 
 def test_infer_refuses_overrides_for_unknown_columns() -> None:

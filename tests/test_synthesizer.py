@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import decimal
 import json
 import math
 import os
@@ -159,6 +160,20 @@ def test_arrow_timestamps_and_durations_are_learnt_and_sampled_in_their_arrow_dt
     assert sample["at"].between(pd.Timestamp("2019-01-01"), pd.Timestamp("2024-01-01")).all()
     assert synth.schema_["day"].resolution == "D" and sample["day"].isna().any()
 
+
+
+@pytest.mark.parametrize("with_public", [False, True])
+def test_an_arrow_decimal_column_is_learnt_and_sampled_as_decimals_of_its_type(with_public: bool,
+                                                                                 tmp_path: Path) -> None:
+    # As ``read_parquet(..., dtype_backend="pyarrow")`` gives amounts of money: learnt as numbers,
+    # sampled rounded to the type's scale; the dtype's text in the model file reads back as the type.
+    amounts = [decimal.Decimal(f"{v:.2f}") for v in np.random.default_rng(4).lognormal(5, 1, 2000)]
+    frame = pd.DataFrame({"amount": pd.array(amounts, dtype=pd.ArrowDtype(pa.decimal128(12, 2)))})
+    synth = Synthesizer(**FAST).fit(frame, epsilon=1.0, public=frame if with_public else None)
+    synth.save(tmp_path / "model.tabsynth")
+    sample = Synthesizer.load(tmp_path / "model.tabsynth").sample(200, seed=0)
+    assert sample.dtypes.to_dict() == frame.dtypes.to_dict()
+    assert all(value.as_tuple().exponent == -2 for value in sample["amount"].dropna())
 
 
 def test_a_csv_tables_text_durations_fit_a_public_tables_durations(tmp_path: Path) -> None:

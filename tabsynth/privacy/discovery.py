@@ -53,6 +53,7 @@ from tabsynth.schema import (
     dtype_text,
     duration_text,
     is_arrow_date,
+    is_arrow_decimal,
     is_duration_dtype,
     naive_stamps,
     numpy_temporal,
@@ -502,12 +503,13 @@ def _kind_of(name: str, dtype: Any) -> str:
         return "duration"
     if pd.api.types.is_integer_dtype(dtype):
         return "integer"
-    if pd.api.types.is_float_dtype(dtype):
+    if pd.api.types.is_float_dtype(dtype) or is_arrow_decimal(dtype):
         return "continuous"
     if pd.api.types.is_string_dtype(dtype):
         return "categorical"
     raise SchemaError(f"column {name!r}: dtype {dtype} has no discoverable kind; describe it in a schema "
-                      f"or convert it (bool, integer, float, datetime64, timedelta64, string/object or category)")
+                      f"or convert it (bool, integer, float, Arrow decimal, datetime64, timedelta64, string/object or "
+                      f"category)")
 
 
 def _geo_pair(targets: Sequence[str], kinds: dict[str, str]) -> tuple[str, str] | None:
