@@ -575,10 +575,16 @@ class Schema:
 ORDERED_CATEGORY = "category[ordered]"  # dtype text of an ordered categorical
 
 
+ARROW_STRING = "string[arrow]"  # dtype text of Arrow's own string dtype (its str() reads back as pandas')
+
+
 def dtype_text(dtype: Any) -> str:
-    """A pandas dtype as text that ``pandas_dtype`` reads back as the same dtype: ``str(dtype)``, except
-    that a string dtype with NA semantics names its storage ("string" alone would read back as pyarrow's)
+    """A pandas dtype as text that ``read_dtype`` reads back as the same dtype: ``str(dtype)``, except
+    that a string dtype with NA semantics names its storage ("string" alone would read back as pyarrow's),
+    Arrow's own string dtype is ``ARROW_STRING`` ("string[pyarrow]" reads back as pandas' string dtype)
     and an ordered categorical is ``ORDERED_CATEGORY`` (its levels come from the schema)."""
+    if isinstance(dtype, pd.ArrowDtype) and pa.types.is_string(dtype.pyarrow_dtype):
+        return ARROW_STRING
     if isinstance(dtype, pd.StringDtype) and dtype.na_value is pd.NA:
         return f"string[{dtype.storage}]"
     if isinstance(dtype, pd.CategoricalDtype) and dtype.ordered:
@@ -592,6 +598,8 @@ _ARROW_DECIMAL = re.compile(r"decimal(128|256)\((\d+), (-?\d+)\)\[pyarrow\]")
 def read_dtype(text: str) -> Any:
     """The pandas dtype that ``dtype_text`` gave ``text`` for: ``pandas_dtype``'s reading, and an Arrow
     decimal's (whose parameters pandas does not read from text). TypeError for text that names none."""
+    if text == ARROW_STRING:
+        return pd.ArrowDtype(pa.string())
     decimal_type = _ARROW_DECIMAL.fullmatch(text)
     if decimal_type:
         bits, precision, scale = decimal_type.groups()

@@ -243,7 +243,10 @@ def test_infer_from_a_public_table_of_enough_rows_does_not_warn() -> None:
 
 
 @pytest.mark.parametrize("dtype", [pd.ArrowDtype(pa.decimal128(12, 2)), pd.ArrowDtype(pa.decimal256(40, -3)),
-                                   pd.ArrowDtype(pa.timestamp("us", tz="UTC")), pd.Int64Dtype(), np.dtype("float32")])
+                                   pd.ArrowDtype(pa.timestamp("us", tz="UTC")), pd.Int64Dtype(), np.dtype("float32"),
+                                   pd.ArrowDtype(pa.string()), pd.ArrowDtype(pa.large_string()),
+                                   pd.StringDtype("pyarrow"), pd.StringDtype("python"),
+                                   pd.StringDtype("pyarrow", na_value=np.nan)])
 def test_a_dtypes_text_reads_back_as_the_dtype(dtype: object) -> None:
     assert read_dtype(dtype_text(dtype)) == dtype
 

@@ -163,6 +163,17 @@ def test_arrow_timestamps_and_durations_are_learnt_and_sampled_in_their_arrow_dt
 
 
 @pytest.mark.parametrize("with_public", [False, True])
+def test_arrow_string_columns_are_sampled_back_as_arrow_strings(with_public: bool, tmp_path: Path) -> None:
+    labels = np.random.default_rng(5).choice(["north", "south", "east"], 2000)
+    frame = pd.DataFrame({"region": pd.array(labels, dtype=pd.ArrowDtype(pa.string())),
+                          "city": pd.array(labels, dtype=pd.ArrowDtype(pa.large_string()))})
+    synth = Synthesizer(**FAST).fit(frame, epsilon=1.0, public=frame if with_public else None)
+    synth.save(tmp_path / "model.tabsynth")
+    sample = Synthesizer.load(tmp_path / "model.tabsynth").sample(100, seed=0)
+    assert sample.dtypes.to_dict() == frame.dtypes.to_dict()
+
+
+@pytest.mark.parametrize("with_public", [False, True])
 def test_an_arrow_decimal_column_is_learnt_and_sampled_as_decimals_of_its_type(with_public: bool,
                                                                                  tmp_path: Path) -> None:
     # As ``read_parquet(..., dtype_backend="pyarrow")`` gives amounts of money: learnt as numbers,
