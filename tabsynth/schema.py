@@ -558,15 +558,22 @@ class Schema:
                 columns.append(override)
             else:
                 columns.append(_infer_column(public[name], override, max_categories, n_knots, catch_all))
-        inferred = [c for c in columns if not any(c is o for o in overrides.values())]
-        gaps = [f"a range from n rows leaves out about 2 / (n + 1) of a like table's values "
-                f"({2 / (len(public) + 1):.0%} here; clamped to the bounds)"] * any(
-            not isinstance(c, (CategoricalColumn, BooleanColumn)) for c in inferred)
-        gaps += ["categories held by few rows are missing"] * any(isinstance(c, CategoricalColumn) for c in inferred)
-        if len(public) < SMALL_PUBLIC_ROWS and gaps:
-            warnings.warn(f"the public table has only {len(public)} rows: {', and '.join(gaps)}; declare the schema "
-                          f"or give more public rows", UserWarning, stacklevel=2)
+        if len(public) < SMALL_PUBLIC_ROWS:
+            _warn_of_few_rows(len(public), [c for c in columns if not any(c is o for o in overrides.values())])
         return cls(tuple(columns), tuple(public.columns))
+
+
+def _warn_of_few_rows(rows: int, inferred: Sequence[Column]) -> None:
+    """``Schema.infer``'s warning for a public table of few ``rows``: what its ``inferred`` columns may miss."""
+    gaps = []
+    if any(not isinstance(c, (CategoricalColumn, BooleanColumn)) for c in inferred):
+        gaps.append(f"a range from n rows leaves out about 2 / (n + 1) of a like table's values "
+                    f"({2 / (rows + 1):.0%} here; clamped to the bounds)")
+    if any(isinstance(c, CategoricalColumn) for c in inferred):
+        gaps.append("categories held by few rows are missing")
+    if gaps:
+        warnings.warn(f"the public table has only {rows} rows: {', and '.join(gaps)}; declare the schema or give "
+                      f"more public rows", UserWarning, stacklevel=3)
 
 
 # --- table checks shared by the encoder and the synthesizer ---------------------------------
