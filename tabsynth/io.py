@@ -233,18 +233,40 @@ _CONVERSIONS = {"date": "pd.to_datetime(df[column])", "datetime": "pd.to_datetim
 def check_object_values(frame: pd.DataFrame, argument: str) -> None:
     """Object columns of dates, timestamps (say of mixed time zones), decimals, times or bytes would be
     modelled as categories of unordered labels (and fold into the catch-all); refuse them with the
-    conversion that makes them numbers, timestamps or durations. Strings, mixed labels and missing values pass."""
+    conversion that makes them numbers, timestamps or durations. Strings, mixed labels and missing values
+    pass. So do categoricals of labels (strings, numbers, booleans); one of timestamps, durations,
+    periods or intervals is refused, as a model file records its levels as JSON values."""
     for name in frame.columns:
-        if frame[name].dtype != object:
-            continue
-        inferred = pd.api.types.infer_dtype(frame[name], skipna=True)
+        dtype = frame[name].dtype
+        inferred = pd.api.types.infer_dtype(frame[name], skipna=True) if dtype == object else None
+        if isinstance(dtype, np.dtype) and dtype.kind in "SV" or inferred == "bytes":
+            raise SchemaError(f"{argument} column {name!r} holds raw bytes (dtype {dtype}), which no column kind "
+                              f"describes; drop it or decode it to text: df[column] = df[column].str.decode('utf-8')")
+        levels = _level_dtype(dtype)
+        if levels is not None and levels != object and not (pd.api.types.is_numeric_dtype(levels)
+                                                             or pd.api.types.is_bool_dtype(levels)
+                                                             or pd.api.types.is_string_dtype(levels)):
+            raise SchemaError(f"{argument} column {name!r} is a categorical of {levels} values, which a "
+                              f"model file cannot record as labels; convert it to "
+                              + (f"its values, a timestamp or duration column: df[column] = "
+                                 f"df[column].astype('{levels}')" if levels.kind in "mM" else
+                                 "text: df[column] = df[column].astype(str)"))
         if inferred in _CONVERSIONS:
             raise SchemaError(f"{argument} column {name!r} holds Python {inferred} objects, which tabsynth would "
                               f"treat as unordered labels; convert it first: df[column] = "
                               f"{_CONVERSIONS[inferred]} (Parquet files are converted when read)")
-        if inferred in ("time", "bytes", "period", "interval", "complex"):
+        if inferred in ("time", "period", "interval", "complex"):
             raise SchemaError(f"{argument} column {name!r} holds {inferred} objects, which no column kind "
                               f"describes; drop it or convert it to numbers, text, booleans, timestamps or durations")
+
+
+def _level_dtype(dtype: object) -> object:
+    """The dtype of a categorical's or an Arrow dictionary's levels (None for other dtypes)."""
+    if isinstance(dtype, pd.CategoricalDtype):
+        return dtype.categories.dtype
+    if isinstance(dtype, pd.ArrowDtype) and pa.types.is_dictionary(dtype.pyarrow_dtype):
+        return pd.ArrowDtype(dtype.pyarrow_dtype.value_type)
+    return None
 
 
 def open_table(data: TableLike, argument: str) -> TableSource:

@@ -600,21 +600,35 @@ def dtype_text(dtype: Any) -> str:
 
 
 _ARROW_DECIMAL = re.compile(r"decimal(128|256)\((\d+), (-?\d+)\)\[pyarrow\]")
+_ARROW_DICTIONARY = re.compile(r"dictionary<values=(\w+), indices=(\w+), ordered=([01])>\[pyarrow\]")
 
 
 def read_dtype(text: str) -> Any:
     """The pandas dtype that ``dtype_text`` gave ``text`` for: ``pandas_dtype``'s reading, and an Arrow
-    decimal's (whose parameters pandas does not read from text). TypeError for text that names none."""
+    decimal's or dictionary's (whose parameters pandas does not read from text). TypeError for text that
+    names none."""
     if text == ARROW_STRING:
         return pd.ArrowDtype(pa.string())
     decimal_type = _ARROW_DECIMAL.fullmatch(text)
     if decimal_type:
         bits, precision, scale = decimal_type.groups()
         return pd.ArrowDtype((pa.decimal128 if bits == "128" else pa.decimal256)(int(precision), int(scale)))
+    dictionary_type = _ARROW_DICTIONARY.fullmatch(text)
+    if dictionary_type:
+        values, indices, ordered = dictionary_type.groups()
+        try:
+            return pd.ArrowDtype(pa.dictionary(pa.type_for_alias(indices), pa.type_for_alias(values), ordered == "1"))
+        except (ValueError, TypeError) as exc:
+            raise TypeError(f"dtype {text!r} cannot be read back: {exc}") from exc
     try:
         return pd.api.types.pandas_dtype(text)
     except NotImplementedError as exc:  # an Arrow type with other parameters
         raise TypeError(f"dtype {text!r} cannot be read back: {exc}") from exc
+
+
+def is_arrow_dictionary(dtype: Any) -> bool:
+    """Whether ``dtype`` is an Arrow dictionary (labels stored by index: learnt and sampled as categories)."""
+    return isinstance(dtype, pd.ArrowDtype) and pa.types.is_dictionary(dtype.pyarrow_dtype)
 
 
 def is_arrow_decimal(dtype: Any) -> bool:

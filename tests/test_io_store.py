@@ -197,6 +197,28 @@ def test_object_columns_of_dates_decimals_or_times_are_refused_with_the_conversi
         open_table(frame, "private table")
 
 
+@pytest.mark.parametrize(("values", "hint"), [
+    (pd.Categorical(pd.to_datetime(["2020-01-01", "2021-01-01"])), r"timestamp or duration column: df\[column\] = "
+                                                                    r"df\[column\].astype\('datetime64\[us\]'\)"),
+    (pd.array(pa.array([datetime.date(2020, 1, 2)] * 2).dictionary_encode(),
+              dtype=pd.ArrowDtype(pa.dictionary(pa.int32(), pa.date32()))), r"astype\('date32\[day\]\[pyarrow\]'\)"),
+    (pd.cut([0.5, 1.5], [0, 1, 2]), r"text: df\[column\] = df\[column\].astype\(str\)"),
+    (pd.Categorical(pd.period_range("2020-01", periods=2, freq="M")), r"text: df\[column\]"),
+])
+def test_categoricals_of_timestamps_periods_or_intervals_are_refused_with_the_conversion(values: object,
+                                                                                        hint: str) -> None:
+    frame = pd.DataFrame({"label": ["a", "b"], "value": values})
+    with pytest.raises(SchemaError, match=rf"private table column 'value' is a categorical of .*{hint}"):
+        open_table(frame, "private table")
+
+
+@pytest.mark.parametrize("values", [np.array([b"x", b"y"]), pd.Series([b"x", None], dtype=object)])
+def test_a_column_of_raw_bytes_is_refused_with_the_decoding(values: object) -> None:
+    frame = pd.DataFrame({"label": ["a", "b"]}).assign(value=values)
+    with pytest.raises(SchemaError, match=r"column 'value' holds raw bytes \(dtype (\|S1|object)\).*str.decode"):
+        open_table(frame, "private table")
+
+
 def schema() -> Schema:
     return Schema((CategoricalColumn("c", nullable=True, categories=("a", "b", "c")),
                    IntegerColumn("small", lower=0, upper=4),

@@ -246,7 +246,9 @@ def test_infer_from_a_public_table_of_enough_rows_does_not_warn() -> None:
                                    pd.ArrowDtype(pa.timestamp("us", tz="UTC")), pd.Int64Dtype(), np.dtype("float32"),
                                    pd.ArrowDtype(pa.string()), pd.ArrowDtype(pa.large_string()),
                                    pd.StringDtype("pyarrow"), pd.StringDtype("python"),
-                                   pd.StringDtype("pyarrow", na_value=np.nan)])
+                                   pd.StringDtype("pyarrow", na_value=np.nan),
+                                   pd.ArrowDtype(pa.dictionary(pa.int8(), pa.string())),
+                                   pd.ArrowDtype(pa.dictionary(pa.int32(), pa.int64(), ordered=True))])
 def test_a_dtypes_text_reads_back_as_the_dtype(dtype: object) -> None:
     assert read_dtype(dtype_text(dtype)) == dtype
 

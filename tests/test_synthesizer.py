@@ -174,6 +174,21 @@ def test_arrow_string_columns_are_sampled_back_as_arrow_strings(with_public: boo
 
 
 @pytest.mark.parametrize("with_public", [False, True])
+def test_arrow_dictionary_columns_are_learnt_as_categories_and_sampled_back_as_dictionaries(
+        with_public: bool, tmp_path: Path) -> None:
+    # As ``read_parquet(..., dtype_backend="pyarrow")`` gives a Parquet file's dictionary-encoded labels.
+    labels = np.random.default_rng(6).choice(["north", "south", "east", None], 2000, p=[0.4, 0.3, 0.2, 0.1])
+    frame = pd.DataFrame({"region": pd.array(labels, dtype=pd.ArrowDtype(pa.dictionary(pa.int8(), pa.string()))),
+                          "grade": pd.array(np.where(labels == None, "a", labels),  # noqa: E711
+                                            dtype=pd.ArrowDtype(pa.dictionary(pa.int32(), pa.string(), True)))})
+    synth = Synthesizer(**FAST).fit(frame, epsilon=1.0, public=frame if with_public else None)
+    synth.save(tmp_path / "model.tabsynth")
+    sample = Synthesizer.load(tmp_path / "model.tabsynth").sample(500, seed=0)
+    assert sample.dtypes.to_dict() == frame.dtypes.to_dict()
+    assert set(sample["region"].dropna()) <= {"north", "south", "east", "<other>"}
+
+
+@pytest.mark.parametrize("with_public", [False, True])
 def test_an_arrow_decimal_column_is_learnt_and_sampled_as_decimals_of_its_type(with_public: bool,
                                                                                  tmp_path: Path) -> None:
     # As ``read_parquet(..., dtype_backend="pyarrow")`` gives amounts of money: learnt as numbers,

@@ -54,6 +54,7 @@ from tabsynth.schema import (
     duration_text,
     is_arrow_date,
     is_arrow_decimal,
+    is_arrow_dictionary,
     is_duration_dtype,
     naive_stamps,
     numpy_temporal,
@@ -493,7 +494,7 @@ def _targets(frame: pd.DataFrame, columns: Sequence[str] | None) -> list[str]:
 
 def _kind_of(name: str, dtype: Any) -> str:
     """The column kind implied by a pandas dtype (storage metadata, not data)."""
-    if isinstance(dtype, pd.CategoricalDtype):
+    if isinstance(dtype, pd.CategoricalDtype) or is_arrow_dictionary(dtype):
         return "categorical"
     if pd.api.types.is_bool_dtype(dtype):
         return "boolean"
@@ -508,8 +509,8 @@ def _kind_of(name: str, dtype: Any) -> str:
     if pd.api.types.is_string_dtype(dtype):
         return "categorical"
     raise SchemaError(f"column {name!r}: dtype {dtype} has no discoverable kind; describe it in a schema "
-                      f"or convert it (bool, integer, float, Arrow decimal, datetime64, timedelta64, string/object or "
-                      f"category)")
+                      f"or convert it (bool, integer, float, Arrow decimal, datetime64, timedelta64, string/object, "
+                      f"category or Arrow dictionary)")
 
 
 def _geo_pair(targets: Sequence[str], kinds: dict[str, str]) -> tuple[str, str] | None:
