@@ -669,7 +669,7 @@ class Synthesizer:
 
 ACCOUNTANT_NAMES = {"rdp": "Renyi DP (Opacus), converted to (epsilon, delta)",
                     "prv": "privacy random variables (Opacus PRV), upper bound on epsilon (Renyi DP's where "
-                           f"PRV's grid would exceed {PRV_MAX_POINTS:,} points)"}
+                           f"PRV's grid would exceed {PRV_MAX_POINTS:,} points or its discretisation fails)"}
 
 
 def _null_free_columns(encoder: Encoder, measurements: MarginalMeasurements | None

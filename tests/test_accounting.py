@@ -1,6 +1,7 @@
 """Specifications for tabsynth.privacy.accounting."""
 
 import math
+import warnings
 
 import dp_accounting
 import numpy as np
@@ -17,7 +18,7 @@ from tabsynth.privacy import (
     effective_noise_multiplier,
     max_steps,
 )
-from tabsynth.privacy.accounting import PRV_EPS_ERROR
+from tabsynth.privacy.accounting import PRV_EPS_ERROR, zcdp_budget
 
 DELTA = 1e-5
 # Realistic budgets (epsilon below ~10). At large epsilon the optimum moves to small fractional orders,
@@ -99,6 +100,14 @@ def test_prv_falls_back_on_the_rdp_bound_where_its_grid_would_take_gigabytes():
     args = (0.3, 0.002, 1000, 1e-9)
     assert compute_epsilon(*args, "prv", extra_gaussian=0.3) == compute_epsilon(*args, "rdp", extra_gaussian=0.3)
     assert compute_epsilon(1.0, 0.03, 300, DELTA, "prv") < compute_epsilon(1.0, 0.03, 300, DELTA, "rdp")
+
+
+def test_prv_falls_back_on_the_rdp_bound_where_its_discretisation_fails():
+    # A noise multiplier of 0.025 (epsilon near 1,000): Opacus's PRV raises, as its grid loses the mean.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert compute_epsilon(0.025, 1.0, 1, DELTA, "prv") == compute_epsilon(0.025, 1.0, 1, DELTA, "rdp")
+        assert 780 < zcdp_budget(1000.0, DELTA, "prv") < math.inf
 
 
 def test_prv_is_no_looser_than_rdp():

@@ -18,6 +18,7 @@ import numpy as np
 from opacus.accountants import PRVAccountant
 from opacus.accountants.analysis import rdp as rdp_analysis
 from opacus.accountants.analysis.prv import PoissonSubsampledGaussianPRV, compute_safe_domain_size
+from scipy.integrate import IntegrationWarning
 from scipy.optimize import brentq
 
 __all__ = [
@@ -122,7 +123,7 @@ def _epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta: flo
         epsilon = _prv_epsilon(history, delta) if _prv_points(history, delta) <= PRV_MAX_POINTS else math.nan
         if math.isfinite(epsilon):
             return epsilon
-        accountant = "rdp"  # a looser bound, as valid, where PRV's grid would take gigabytes or its sums overflow
+        accountant = "rdp"  # a looser bound, as valid, where PRV's grid would take gigabytes or fails
     if accountant == "rdp":
         # Same value as RDPAccountant.get_epsilon(delta, alphas=RDP_ORDERS) for these history entries, computed
         # here so searches do not recompute the RDP curve nor trigger Opacus's boundary-order warning at
@@ -167,15 +168,20 @@ def _quiet_prv() -> Iterator[None]:
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Optimal order is the (largest|smallest) alpha",
                                 category=UserWarning)
+        warnings.filterwarnings("ignore", category=IntegrationWarning)  # Opacus checks the mean it integrates
         yield
 
 
 def _prv_epsilon(history: list[tuple[float, float, int]], delta: float) -> float:
-    """Opacus's PRV upper bound on epsilon (not its point estimate)."""
+    """Opacus's PRV upper bound on epsilon (not its point estimate); NaN where its discretisation
+    fails (at epsilon near 1,000 the loss distribution's mean is lost on the grid: Opacus raises)."""
     acc = PRVAccountant()
     acc.history = history
     with _quiet_prv():
-        return float(acc.get_epsilon(delta=delta, eps_error=PRV_EPS_ERROR))
+        try:
+            return float(acc.get_epsilon(delta=delta, eps_error=PRV_EPS_ERROR))
+        except RuntimeError:
+            return math.nan
 
 
 def compute_epsilon(
