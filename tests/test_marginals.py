@@ -19,7 +19,7 @@ from tabsynth.models import OutputHeads, SoftCells
 from tabsynth.privacy.accounting import RDP_ORDERS, calibrate_noise_multiplier, compute_epsilon, zcdp_budget
 from tabsynth.encoding import NUMBER_CELLS
 from tabsynth.privacy.marginals import (MAX_PAIR_CELLS, PAIR_RESOLUTION, MarginalMeasurements, choose_pairs, count_chunks,
-                                        fine_pair_cells,
+                                        coarse_resolution, fine_pair_cells,
                                         measure_marginals, noisy_dependence, pair_counts, pair_groups,
                                         pair_size_bounds, pooled_one_way, public_prior, with_public_pairs)
 from tabsynth.training import (MARGINAL_NOISE_REF, SQUARED_WEIGHT, MarginalLoss, _GatheredGram, _GramWorkspace,
@@ -156,6 +156,36 @@ def test_a_pair_too_large_for_its_noise_is_measured_over_runs_of_its_ordered_mar
     assert measured.two_way[0].shape == ((PAIR_RESOLUTION if coarse else 74) * 16,)
     assert measured.fine_cells == fine_pair_cells(measured.two_way_std, measured.total)
     assert (measured.fine_cells < 74 * 16) == coarse
+
+
+def test_a_noisier_coarse_pair_cuts_its_ordered_marginal_into_fewer_runs() -> None:
+    # Noise std near 190 per pair cell on 30,000 rows: about 120 cells may be fine, so the 74-value code
+    # enters its coarse pair in about sqrt(120) runs, not PAIR_RESOLUTION.
+    rng = np.random.default_rng(0)
+    cells = np.column_stack([rng.integers(0, 74, 30_000), rng.integers(0, 16, 30_000)])
+    measured = measure_marginals([cells], [74, 16], [(0, 1)], 2e-5, rng, coarsen=[False, False],
+                                 ordered=[True, False])
+    runs = coarse_resolution(measured.fine_cells)
+    assert measured.coarse == (True,) and runs == math.isqrt(measured.fine_cells) < PAIR_RESOLUTION
+    assert measured.two_way[0].shape == (runs * 16,)
+    assert measured.details()["coarse_two_way_resolution"] == runs
+
+
+def test_an_ordered_marginal_of_few_values_keeps_them_in_a_noisy_coarse_pair() -> None:
+    # A 16-value code (years of education) by 16 categories, measured coarse: merging the code's values
+    # would blur the pairs that tie it to its label, so only marginals of more than PAIR_RESOLUTION merge.
+    rng = np.random.default_rng(0)
+    cells = np.column_stack([rng.integers(0, 16, 30_000), rng.integers(0, 16, 30_000)])
+    measured = measure_marginals([cells], [16, 16], [(0, 1)], 2e-5, rng, coarsen=[False, False],
+                                 ordered=[True, False])
+    assert measured.fine_cells < 16 * 16 and coarse_resolution(measured.fine_cells) < 16
+    assert measured.two_way[0].shape == (16 * 16,)
+
+
+@pytest.mark.parametrize(("fine_cells", "runs"), [(0, 4), (15, 4), (121, 11), (399, 19), (450, 20), (4096, 20)])
+def test_the_coarse_resolution_is_the_square_root_of_the_fine_cells_within_its_bounds(fine_cells: int,
+                                                                                      runs: int) -> None:
+    assert coarse_resolution(fine_cells) == runs
 
 
 def two_years(rows: int, shift: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
