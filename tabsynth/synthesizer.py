@@ -35,7 +35,7 @@ from tabsynth.privacy.discovery import (ComposedDiscovery, discover_new_categori
                                         known_rows)
 from tabsynth.privacy.dp_sgd import ClippingGroups
 from tabsynth.privacy.ledger import BudgetExceededError, PrivacyLedger
-from tabsynth.privacy.marginals import (PUBLIC_PAIR_CELLS, MarginalMeasurements, choose_pairs, dependence_stars,
+from tabsynth.privacy.marginals import (PAIR_RESOLUTION, PUBLIC_PAIR_CELLS, MarginalMeasurements, choose_pairs, dependence_stars,
                                         group_cells, histograms, measure_marginals, pair_groups, pair_size_bounds,
                                         pooled_one_way, public_prior, smoothed, with_public_pairs)
 from tabsynth.privacy.mechanisms import laplace_count
@@ -507,7 +507,8 @@ class Synthesizer:
         pairs = choose_pairs(bounds, s.marginal_pairs, public_cells, coarse_bounds, public_coarse_cells,
                              merged_sizes=merged_bounds)
         chunks = (encoder.marginal_cells(chunk)[0] for chunk in data.chunks())
-        measured = pooled_one_way(measure_marginals(chunks, sizes, pairs, rho, rng, coarsen, missing, ordered, merge))
+        measured = pooled_one_way(measure_marginals(chunks, sizes, pairs, rho, rng, coarsen, missing, ordered, merge,
+                                                    coarse_runs=None if cells is None else PAIR_RESOLUTION))
         if cells is None:
             return smoothed(measured, ordered, missing, codes=[spec.kind == "bits" for spec in specs])
         # Public data is free: the measurements shrink towards it, and pairs left unmeasured (past a

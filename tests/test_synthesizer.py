@@ -162,6 +162,18 @@ def test_arrow_timestamps_and_durations_are_learnt_and_sampled_in_their_arrow_dt
 
 
 
+def test_coarse_pairs_merge_numbers_into_fewer_runs_where_noisy_unless_a_public_table_shapes_them() -> None:
+    # 3,000 rows at epsilon 0.5: a pair cell's noise std is about 100 rows, so a coarse pair of two
+    # 90-value numbers at 20 runs each would hold far more noise than rows.
+    rng = np.random.default_rng(7)
+    frame = pd.DataFrame({name: rng.integers(0, 90, 3000) for name in ("a", "b", "c")})
+    schema = Schema.infer(frame)
+    private = Synthesizer(**FAST).fit(frame, epsilon=0.5, schema=schema).privacy_report()["marginals"]
+    public = Synthesizer(**FAST).fit(frame, epsilon=0.5, public=frame).privacy_report()["marginals"]
+    assert private["coarse_two_way_marginals"] == 3 and 4 <= private["coarse_two_way_resolution"] < 20
+    assert public["coarse_two_way_resolution"] == 20
+
+
 @pytest.mark.parametrize("with_public", [False, True])
 def test_arrow_string_columns_are_sampled_back_as_arrow_strings(with_public: bool, tmp_path: Path) -> None:
     labels = np.random.default_rng(5).choice(["north", "south", "east"], 2000)
