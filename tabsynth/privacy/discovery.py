@@ -336,7 +336,9 @@ def _discover(frame: pd.DataFrame, targets: Sequence[str], plans: Sequence[_Plan
                       f"{noise.columns} column(s) a category needs about {noise.release.threshold:.0f} rows to "
                       f"clear its threshold (or the column holds no values), so every synthetic value of theirs "
                       f"is the catch-all {catch_all!r}. Declare their categories in a schema, pass a public table, "
-                      f"or give discovery more budget (a larger epsilon, or the Synthesizer's discovery_fraction)",
+                      f"or give discovery more budget (a larger epsilon, or the Synthesizer's discovery_fraction); "
+                      f"text that holds numbers or dates is learnt as labels: convert such a column first "
+                      f"(pd.to_numeric, pd.to_datetime)",
                       DiscoveryWarning, stacklevel=3)
     if capped:
         # Post-processing too: the released bounds say it.
