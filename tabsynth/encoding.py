@@ -42,6 +42,7 @@ from tabsynth.schema import (
     check_frame,
     decimal_storable,
     is_arrow_decimal,
+    is_arrow_dictionary,
     is_duration_dtype,
     naive_stamps,
     numpy_temporal,
@@ -931,6 +932,9 @@ def _restore_categories(codes: np.ndarray, missing: np.ndarray, column: Categori
     if column.dtype in ("category", ORDERED_CATEGORY):
         dtype = pd.CategoricalDtype(levels, ordered=column.dtype == ORDERED_CATEGORY)
         return pd.Series(pd.Categorical.from_codes(np.where(missing, -1, codes), dtype=dtype))
+    dictionary = _arrow_dictionary(codes, missing, levels, column.dtype)
+    if dictionary is not None:
+        return dictionary
     with_null = int(missing.any())
     table = pd.Series(levels + [None] * with_null, dtype=object)  # a trailing null for missing rows
     if column.dtype is not None and column.dtype != "object":
@@ -938,6 +942,25 @@ def _restore_categories(codes: np.ndarray, missing: np.ndarray, column: Categori
                                   for v in levels) else "object"
         table = _cast(table, column.dtype, fallback)
     return pd.Series(table.array.take(np.where(missing, len(levels), codes)), dtype=table.dtype)  # object stays object
+
+
+def _arrow_dictionary(codes: np.ndarray, missing: np.ndarray, levels: list[Any], dtype: str | None) -> pd.Series | None:
+    """Codes as an Arrow dictionary column of the recorded type whose dictionary is the levels, in their
+    order (an ordered dictionary's order is its meaning); None when the dtype is no Arrow dictionary or
+    its value type cannot hold every level (numbers and a text catch-all: the caller falls back)."""
+    try:
+        target = read_dtype(dtype) if dtype else None
+    except TypeError:
+        return None
+    if not is_arrow_dictionary(target):
+        return None
+    type_ = target.pyarrow_dtype
+    try:
+        values = pa.array(levels, type=type_.value_type)
+        indices = pa.array(np.where(missing, 0, codes), type=type_.index_type, mask=missing)
+    except (pa.ArrowException, TypeError, ValueError, OverflowError):
+        return None
+    return pd.Series(pd.array(pa.DictionaryArray.from_arrays(indices, values, ordered=type_.ordered), dtype=target))
 
 
 def _cast(series: pd.Series, dtype: str, fallback: str) -> pd.Series:

@@ -13,6 +13,8 @@ floats, and written back with their own Arrow types.
 from __future__ import annotations
 
 import base64
+import datetime
+import decimal
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -24,7 +26,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from tabsynth.schema import SchemaError, check_column_names, check_frame, decimal_storable
+from tabsynth.schema import SchemaError, check_column_names, check_frame, decimal_storable, level_dtype
 
 CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.xz", ".csv.zip", ".csv.zst")
 PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
@@ -242,15 +244,11 @@ def check_object_values(frame: pd.DataFrame, argument: str) -> None:
         if isinstance(dtype, np.dtype) and dtype.kind in "SV" or inferred == "bytes":
             raise SchemaError(f"{argument} column {name!r} holds raw bytes (dtype {dtype}), which no column kind "
                               f"describes; drop it or decode it to text: df[column] = df[column].str.decode('utf-8')")
-        levels = _level_dtype(dtype)
-        if levels is not None and levels != object and not (pd.api.types.is_numeric_dtype(levels)
-                                                             or pd.api.types.is_bool_dtype(levels)
-                                                             or pd.api.types.is_string_dtype(levels)):
-            raise SchemaError(f"{argument} column {name!r} is a categorical of {levels} values, which a "
-                              f"model file cannot record as labels; convert it to "
-                              + (f"its values, a timestamp or duration column: df[column] = "
-                                 f"df[column].astype('{levels}')" if levels.kind in "mM" else
-                                 "text: df[column] = df[column].astype(str)"))
+        problem = _unrecordable_levels(dtype)
+        if problem is not None:
+            described, conversion = problem
+            raise SchemaError(f"{argument} column {name!r} is a categorical of {described}, which a model file "
+                              f"cannot record as labels; convert it to {conversion}")
         if inferred in _CONVERSIONS:
             raise SchemaError(f"{argument} column {name!r} holds Python {inferred} objects, which tabsynth would "
                               f"treat as unordered labels; convert it first: df[column] = "
@@ -260,13 +258,39 @@ def check_object_values(frame: pd.DataFrame, argument: str) -> None:
                               f"describes; drop it or convert it to numbers, text, booleans, timestamps or durations")
 
 
-def _level_dtype(dtype: object) -> object:
-    """The dtype of a categorical's or an Arrow dictionary's levels (None for other dtypes)."""
+_LABEL_TYPES = (str, int, float, np.integer, np.floating, np.bool_)  # bool is an int
+
+
+def _unrecordable_levels(dtype: object) -> tuple[str, str] | None:
+    """For a categorical or Arrow dictionary dtype with a level that a model file cannot record as a JSON
+    label (a timestamp, a decimal, an interval, bytes, an infinite number): what those levels are and
+    the conversion to apply; None when every level can be recorded. An Arrow dictionary's levels are
+    data, so its value type decides."""
     if isinstance(dtype, pd.CategoricalDtype):
-        return dtype.categories.dtype
-    if isinstance(dtype, pd.ArrowDtype) and pa.types.is_dictionary(dtype.pyarrow_dtype):
-        return pd.ArrowDtype(dtype.pyarrow_dtype.value_type)
-    return None
+        level = next((level for level in dtype.categories if not isinstance(level, _LABEL_TYPES)
+                      or isinstance(level, (float, np.floating)) and not np.isfinite(level)), None)
+        described = f"levels such as {level!r}"
+    elif isinstance(dtype, pd.ArrowDtype) and pa.types.is_dictionary(dtype.pyarrow_dtype):
+        value_type = dtype.pyarrow_dtype.value_type
+        labels = (pa.types.is_string(value_type) or pa.types.is_large_string(value_type)
+                  or pa.types.is_integer(value_type) or pa.types.is_floating(value_type)
+                  or pa.types.is_boolean(value_type))
+        level, described = (None if labels else value_type), f"{value_type} values"
+    else:
+        return None
+    if level is None:
+        return None
+    levels = level_dtype(dtype)
+    if getattr(levels, "kind", "O") in "mM":
+        conversion = f"its values, a timestamp or duration column: df[column] = df[column].astype('{levels}')"
+    elif isinstance(level, (datetime.date, datetime.timedelta)):
+        parse = "pd.to_timedelta" if isinstance(level, datetime.timedelta) else "pd.to_datetime"
+        conversion = f"its values: df[column] = {parse}(df[column].astype(object))"
+    elif isinstance(level, decimal.Decimal) or pa.types.is_decimal(getattr(levels, "pyarrow_dtype", pa.null())):
+        conversion = "numbers: df[column] = df[column].astype(float)"
+    else:
+        conversion = "text: df[column] = df[column].astype(str)"
+    return described, conversion
 
 
 def open_table(data: TableLike, argument: str) -> TableSource:

@@ -626,6 +626,27 @@ def read_dtype(text: str) -> Any:
         raise TypeError(f"dtype {text!r} cannot be read back: {exc}") from exc
 
 
+def level_dtype(dtype: Any) -> Any:
+    """The dtype of a categorical's or an Arrow dictionary's levels (None for other dtypes)."""
+    if isinstance(dtype, pd.CategoricalDtype):
+        return dtype.categories.dtype
+    if is_arrow_dictionary(dtype):
+        return pd.ArrowDtype(dtype.pyarrow_dtype.value_type)
+    return None
+
+
+def declared_levels(series: pd.Series) -> list[Any] | None:
+    """The levels a column's dtype declares, in order: a categorical's categories, an ordered Arrow
+    dictionary's values (its batches' dictionaries unified); None for other dtypes (an unordered
+    dictionary's values come in the order the rows first held them, which declares nothing)."""
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        return list(series.dtype.categories)
+    if is_arrow_dictionary(series.dtype) and series.dtype.pyarrow_dtype.ordered:
+        chunks = series.array.__arrow_array__().unify_dictionaries()
+        return chunks.chunk(0).dictionary.to_pylist() if chunks.num_chunks else []
+    return None
+
+
 def is_arrow_dictionary(dtype: Any) -> bool:
     """Whether ``dtype`` is an Arrow dictionary (labels stored by index: learnt and sampled as categories)."""
     return isinstance(dtype, pd.ArrowDtype) and pa.types.is_dictionary(dtype.pyarrow_dtype)
@@ -879,9 +900,9 @@ def _infer_column(series: pd.Series, kind: str | None, max_categories: int, n_kn
         return replace(column, knots=_inferred_knots(ticks.astype(np.float64), float(ticks.min()),
                                                      float(ticks.max()), n_knots, True))
     if kind == "categorical":
-        # A public categorical dtype declares its levels, in order, used or not (value_counts lists the
-        # unused ones too, last); else the values seen, sorted.
-        declared = list(series.dtype.categories) if isinstance(series.dtype, pd.CategoricalDtype) else None
+        # A public categorical dtype (or ordered Arrow dictionary) declares its levels, in order, used or
+        # not (value_counts lists the unused ones too, last); else the values seen, sorted.
+        declared = declared_levels(series)
         counts = values.value_counts(sort=True)
         levels = list(counts.index)
         if len(levels) > max_categories:

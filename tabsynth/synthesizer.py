@@ -41,7 +41,7 @@ from tabsynth.privacy.marginals import (PAIR_RESOLUTION, PUBLIC_PAIR_CELLS, Marg
 from tabsynth.privacy.mechanisms import laplace_count
 from tabsynth.sampling import rake, systematic_resample, target_distributions
 from tabsynth.rules import Rule, RulesUnmetError
-from tabsynth.schema import Schema, SchemaError, column_differences, is_duration_dtype
+from tabsynth.schema import Schema, SchemaError, column_differences, is_duration_dtype, level_dtype
 from tabsynth.store import CompactStore
 from tabsynth.training import (DPGANTrainer, MarginalLoss, TrainingPlan, functional_edges, initial_edge_weights,
                                marginal_learning_rate, marginal_step_count)
@@ -799,9 +799,10 @@ def _check_same_columns(private: TableSource, public: TableSource) -> None:
 
 def _value_kind(dtype: Any) -> str | None:
     """What a dtype holds, as far as the schema cares: "numbers", "booleans", "text", "timestamps" or
-    "durations" (a categorical dtype: what its categories hold); None for object columns, which may hold anything."""
-    if isinstance(dtype, pd.CategoricalDtype):
-        return _value_kind(dtype.categories.dtype)
+    "durations" (a categorical or Arrow dictionary dtype: what its levels hold); None for object columns, which may hold anything."""
+    levels = level_dtype(dtype)
+    if levels is not None:
+        return _value_kind(levels)
     if pd.api.types.is_bool_dtype(dtype):
         return "booleans"
     if pd.api.types.is_numeric_dtype(dtype):

@@ -204,6 +204,10 @@ def test_object_columns_of_dates_decimals_or_times_are_refused_with_the_conversi
               dtype=pd.ArrowDtype(pa.dictionary(pa.int32(), pa.date32()))), r"astype\('date32\[day\]\[pyarrow\]'\)"),
     (pd.cut([0.5, 1.5], [0, 1, 2]), r"text: df\[column\] = df\[column\].astype\(str\)"),
     (pd.Categorical(pd.period_range("2020-01", periods=2, freq="M")), r"text: df\[column\]"),
+    (pd.Categorical([decimal.Decimal("1.5"), decimal.Decimal("2")]), r"numbers: df\[column\] = df\[column\].astype\(float\)"),
+    (pd.array(pa.array([decimal.Decimal("1.5")] * 2).dictionary_encode(),
+              dtype=pd.ArrowDtype(pa.dictionary(pa.int32(), pa.decimal128(3, 1)))), r"decimal128\(3, 1\) values.*numbers"),
+    (pd.Categorical([1.0, np.inf]), r"levels such as inf.*text"),
 ])
 def test_categoricals_of_timestamps_periods_or_intervals_are_refused_with_the_conversion(values: object,
                                                                                         hint: str) -> None:

@@ -182,6 +182,17 @@ def test_an_ordered_marginal_of_few_values_keeps_them_in_a_noisy_coarse_pair() -
     assert measured.two_way[0].shape == (16 * 16,)
 
 
+def test_a_merged_pairs_categories_keep_pair_resolution_runs_however_noisy_the_release() -> None:
+    # Two categoricals of 300 values: too large even coarse, so measured with light categories merged
+    # by mass, into PAIR_RESOLUTION runs each; the fewer runs of a noisy release are for numbers.
+    rng = np.random.default_rng(0)
+    cells = np.column_stack([rng.integers(0, 300, 30_000), rng.integers(0, 300, 30_000)])
+    measured = measure_marginals([cells], [300, 300], [(0, 1)], 2e-5, rng, ordered=[False, False],
+                                 unordered=[True, True])
+    assert measured.merged == (True,) and measured.coarse_resolution < PAIR_RESOLUTION
+    assert measured.two_way[0].shape == (PAIR_RESOLUTION * PAIR_RESOLUTION,)
+
+
 @pytest.mark.parametrize(("fine_cells", "runs"), [(0, 4), (15, 4), (121, 11), (399, 19), (450, 20), (4096, 20)])
 def test_the_coarse_resolution_is_the_square_root_of_the_fine_cells_within_its_bounds(fine_cells: int,
                                                                                       runs: int) -> None:

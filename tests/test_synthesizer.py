@@ -200,6 +200,28 @@ def test_arrow_dictionary_columns_are_learnt_as_categories_and_sampled_back_as_d
     assert set(sample["region"].dropna()) <= {"north", "south", "east", "<other>"}
 
 
+@pytest.mark.parametrize("mode", ["discover", "schema", "public"])
+def test_an_ordered_arrow_dictionary_keeps_its_order_in_the_schema_and_the_sample(mode: str) -> None:
+    codes = pa.array(np.random.default_rng(8).integers(0, 3, 2000), pa.int8())
+    grades = pa.DictionaryArray.from_arrays(codes, pa.array(["low", "mid", "high"]), ordered=True)
+    frame = pd.DataFrame({"grade": pd.array(grades, dtype=pd.ArrowDtype(grades.type))})
+    given = {"discover": {}, "schema": {"schema": Schema.infer(frame)}, "public": {"public": frame}}[mode]
+    synth = Synthesizer(**FAST).fit(frame, epsilon=3.0, **given)
+    sample = synth.sample(200, seed=0)["grade"]
+    assert synth.schema_["grade"].categories == ("low", "mid", "high")
+    assert sample.dtype == frame["grade"].dtype
+    assert sample.array.__arrow_array__().combine_chunks().dictionary.to_pylist()[:3] == ["low", "mid", "high"]
+
+
+def test_a_private_dictionary_of_numbers_and_a_public_one_of_text_are_refused_by_name() -> None:
+    numbers = pa.array(np.arange(300) % 3).dictionary_encode()
+    text = pa.array((np.arange(300) % 3).astype(str)).dictionary_encode()
+    private = pd.DataFrame({"code": pd.array(numbers, dtype=pd.ArrowDtype(numbers.type))})
+    public = pd.DataFrame({"code": pd.array(text, dtype=pd.ArrowDtype(text.type))})
+    with pytest.raises(SchemaError, match=r"column 'code' holds numbers in the private table .* but text in the public"):
+        Synthesizer(**FAST).fit(private, epsilon=1.0, public=public)
+
+
 @pytest.mark.parametrize("with_public", [False, True])
 def test_an_arrow_decimal_column_is_learnt_and_sampled_as_decimals_of_its_type(with_public: bool,
                                                                                  tmp_path: Path) -> None:

@@ -50,6 +50,7 @@ from tabsynth.schema import (
     SchemaError,
     can_hold_null,
     coarsest_exact_units,
+    declared_levels,
     dtype_text,
     duration_text,
     is_arrow_date,
@@ -1204,8 +1205,10 @@ def _discover_categorical(series: pd.Series, release: CategoryRelease, rng: np.r
         raise SchemaError(f"column {name!r}: values must be hashable to be discovered as categories") from exc
     # A released value equal to the catch-all is kept as the catch-all itself: it still decodes to itself.
     categories = [v for v in released if not _same(v, catch_all)]
-    if isinstance(series.dtype, pd.CategoricalDtype) and series.dtype.ordered:  # the dtype's order, a declared one
-        position = {value: i for i, value in enumerate(series.dtype.categories)}
+    ordered = (series.dtype.ordered if isinstance(series.dtype, pd.CategoricalDtype)
+               else is_arrow_dictionary(series.dtype) and series.dtype.pyarrow_dtype.ordered)
+    if ordered:  # the dtype's order, a declared one
+        position = {value: i for i, value in enumerate(declared_levels(series) or [])}
         categories.sort(key=position.__getitem__)
     else:
         categories = _sorted(categories)

@@ -649,8 +649,10 @@ def measure_marginals(chunks: Iterable[np.ndarray], sizes: Sequence[int], pairs:
     coarse = [(c or o) and size - int(m) > PAIR_RESOLUTION
               for c, o, size, m in zip(coarsen, ordered or coarsen, sizes, missing, strict=True)]
     coarse_groups = pair_groups(noisy_one, coarse, missing, resolution=runs, empty=empty)
-    merged_groups = (pair_groups(noisy_one, coarse, missing, resolution=runs, empty=empty, by_mass=unordered)
-                     if unordered else None)
+    merged_groups = None
+    if unordered:  # categories merge by mass into PAIR_RESOLUTION runs whatever the noise; the rest as coarse
+        by_mass = pair_groups(noisy_one, [False] * k, missing, empty=empty, by_mass=unordered)
+        merged_groups = tuple(m if u else c for m, c, u in zip(by_mass, coarse_groups, unordered, strict=True))
     measured = replace(measured, coarse_groups=coarse_groups, merged_groups=merged_groups, fine_cells=fine,
                        coarse_resolution=runs)
     axes = [measured.pair_axes(m) for m in range(len(pairs))]
