@@ -236,8 +236,9 @@ def check_object_values(frame: pd.DataFrame, argument: str) -> None:
     """Object columns of dates, timestamps (say of mixed time zones), decimals, times or bytes would be
     modelled as categories of unordered labels (and fold into the catch-all); refuse them with the
     conversion that makes them numbers, timestamps or durations. Strings, mixed labels and missing values
-    pass. So do categoricals of labels (strings, numbers, booleans); one of timestamps, durations,
-    periods or intervals is refused, as a model file records its levels as JSON values."""
+    pass. So do categoricals and Arrow dictionaries of labels (strings, finite numbers, booleans); one
+    of other levels (timestamps, decimals, intervals, bytes) is refused, as a model file records its
+    levels as JSON values. Raw bytes are refused too."""
     for name in frame.columns:
         dtype = frame[name].dtype
         inferred = pd.api.types.infer_dtype(frame[name], skipna=True) if dtype == object else None
