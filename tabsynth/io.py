@@ -26,7 +26,8 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from tabsynth.schema import SchemaError, check_column_names, check_frame, decimal_storable, level_dtype
+from tabsynth.schema import (SchemaError, check_column_names, check_frame, decimal_storable, is_arrow_dictionary,
+                             level_dtype)
 
 CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.xz", ".csv.zip", ".csv.zst")
 PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
@@ -271,7 +272,7 @@ def _unrecordable_levels(dtype: object) -> tuple[str, str] | None:
         level = next((level for level in dtype.categories if not isinstance(level, _LABEL_TYPES)
                       or isinstance(level, (float, np.floating)) and not np.isfinite(level)), None)
         described = f"levels such as {level!r}"
-    elif isinstance(dtype, pd.ArrowDtype) and pa.types.is_dictionary(dtype.pyarrow_dtype):
+    elif is_arrow_dictionary(dtype):
         value_type = dtype.pyarrow_dtype.value_type
         labels = (pa.types.is_string(value_type) or pa.types.is_large_string(value_type)
                   or pa.types.is_integer(value_type) or pa.types.is_floating(value_type)

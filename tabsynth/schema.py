@@ -637,11 +637,20 @@ def level_dtype(dtype: Any) -> Any:
 
 def declared_levels(series: pd.Series) -> list[Any] | None:
     """The levels a column's dtype declares, in order: a categorical's categories, an ordered Arrow
-    dictionary's values (its batches' dictionaries unified); None for other dtypes (an unordered
-    dictionary's values come in the order the rows first held them, which declares nothing)."""
+    dictionary's values; None for other dtypes (an unordered dictionary's values come in the order the
+    rows first held them, which declares nothing)."""
     if isinstance(series.dtype, pd.CategoricalDtype):
         return list(series.dtype.categories)
-    if is_arrow_dictionary(series.dtype) and series.dtype.pyarrow_dtype.ordered:
+    return ordered_levels(series)
+
+
+def ordered_levels(series: pd.Series) -> list[Any] | None:
+    """The levels of a dtype that declares their order (an ordered categorical, an ordered Arrow
+    dictionary: its batches' dictionaries unified), in that order; None for any other dtype."""
+    dtype = series.dtype
+    if isinstance(dtype, pd.CategoricalDtype):
+        return list(dtype.categories) if dtype.ordered else None
+    if is_arrow_dictionary(dtype) and dtype.pyarrow_dtype.ordered:
         chunks = series.array.__arrow_array__().unify_dictionaries()
         return chunks.chunk(0).dictionary.to_pylist() if chunks.num_chunks else []
     return None

@@ -50,7 +50,6 @@ from tabsynth.schema import (
     SchemaError,
     can_hold_null,
     coarsest_exact_units,
-    declared_levels,
     dtype_text,
     duration_text,
     is_arrow_date,
@@ -59,6 +58,7 @@ from tabsynth.schema import (
     is_duration_dtype,
     naive_stamps,
     numpy_temporal,
+    ordered_levels,
     quantile_knots,
     with_point_masses,
 )
@@ -1205,10 +1205,9 @@ def _discover_categorical(series: pd.Series, release: CategoryRelease, rng: np.r
         raise SchemaError(f"column {name!r}: values must be hashable to be discovered as categories") from exc
     # A released value equal to the catch-all is kept as the catch-all itself: it still decodes to itself.
     categories = [v for v in released if not _same(v, catch_all)]
-    ordered = (series.dtype.ordered if isinstance(series.dtype, pd.CategoricalDtype)
-               else is_arrow_dictionary(series.dtype) and series.dtype.pyarrow_dtype.ordered)
-    if ordered:  # the dtype's order, a declared one
-        position = {value: i for i, value in enumerate(declared_levels(series) or [])}
+    order = ordered_levels(series)
+    if order is not None:  # the dtype's order, a declared one
+        position = {value: i for i, value in enumerate(order)}
         categories.sort(key=position.__getitem__)
     else:
         categories = _sorted(categories)
