@@ -762,6 +762,15 @@ def test_the_no_category_warning_follows_the_release_alone() -> None:
         discover(pd.DataFrame({"code": pd.Series(["<other>"] * 500, dtype="str")}))
 
 
+def test_categories_of_numbers_beside_a_text_catch_all_are_warned_of_by_name() -> None:
+    codes = pd.Series(pd.Categorical([1] * 3000 + [2] * 2000 + [7]), name="code")
+    labels = pd.Series(["a"] * 3000 + ["b"] * 2001, dtype="category", name="label")
+    with pytest.warns(DiscoveryWarning, match=r"column\(s\) \['code'\] hold categories that are not text") as caught:
+        schema, _ = discover(pd.DataFrame({"code": codes, "label": labels}))
+    assert schema["code"].levels == (1, 2, "<other>")
+    assert not any("label" in str(w.message) for w in caught)
+
+
 def test_only_free_columns_spend_nothing() -> None:
     ledger = PrivacyLedger(1.0, 1e-5)
     schema = discover_schema(pd.DataFrame({"flag": [True, False]}), ledger, 0.0, 0.0, np.random.default_rng(0))

@@ -292,6 +292,7 @@ def _discover(frame: pd.DataFrame, targets: Sequence[str], plans: Sequence[_Plan
     capped: list[str] = []
     unreleased: list[str] = []
     capped_times: list[str] = []
+    mixed: list[str] = []
     for plan in plans:
         series = frame[plan.name]
         if plan.kind == "boolean":
@@ -300,6 +301,8 @@ def _discover(frame: pd.DataFrame, targets: Sequence[str], plans: Sequence[_Plan
         elif plan.kind == "categorical":
             specs[plan.name], released = _discover_categorical(series, noise.release, rng, catch_all)
             unreleased += [] if released else [plan.name]
+            if _mixes_types(specs[plan.name]):
+                mixed.append(plan.name)
         elif plan.kind in ("integer", "continuous", "datetime", "duration"):
             if plan.kind in ("datetime", "duration"):
                 series = numpy_temporal(series)  # the spec keeps the frame's dtype (below)
@@ -353,6 +356,14 @@ def _discover(frame: pd.DataFrame, targets: Sequence[str], plans: Sequence[_Plan
                       f"({DATETIME_GRID[0]} to {DATETIME_GRID[1]}): timestamps beyond it (historical dates, a "
                       f"sentinel such as 9999-12-31), if any, are clamped to it, and their synthetic values will be "
                       f"wrong. Declare their bounds in a schema", DiscoveryWarning, stacklevel=3)
+    if mixed:
+        # Post-processing: the released categories and the catch-all say it.
+        warnings.warn(f"column(s) {mixed} hold categories that are not text (numbers, say), and the rows of values "
+                      f"too rare for DP discovery to release are sampled as the catch-all {catch_all!r}: their "
+                      f"synthetic values mix the two types, which a Parquet writer refuses and comparisons with "
+                      f"numbers skip. Convert such a column to text first (astype(str)), or declare its categories "
+                      f"in a schema with a catch-all of their type (CategoricalColumn(..., catch_all=-1))",
+                      DiscoveryWarning, stacklevel=3)
     if pair is not None:
         lat, lon = pair
         name = _geo_name(lat, set(specs))
@@ -1213,6 +1224,12 @@ def _discover_categorical(series: pd.Series, release: CategoryRelease, rng: np.r
         categories = _sorted(categories)
     return CategoricalColumn(name, nullable=can_hold_null(series.dtype), dtype=dtype_text(series.dtype),
                              categories=tuple(categories), catch_all=catch_all), bool(released)
+
+
+def _mixes_types(column: CategoricalColumn) -> bool:
+    """Whether the released categories and the catch-all differ in kind: text against anything else."""
+    text = [isinstance(level, str) for level in column.levels]
+    return any(text) and not all(text)
 
 
 def _same(value: Any, other: Any) -> bool:
