@@ -173,9 +173,10 @@ def _require_input(path: str, what: str) -> Path:
     return p
 
 
-def _read_table(path: str, what: str) -> pd.DataFrame:
-    """A Parquet file, a directory of Parquet files, or a CSV file (by extension) as a DataFrame."""
-    return open_table(_require_input(path, what), what).read()
+def _read_table(path: str, what: str, *, public: bool = False) -> pd.DataFrame:
+    """A Parquet file, a directory of Parquet files, or a CSV file (by extension) as a DataFrame
+    (``public``: see ``open_table``)."""
+    return open_table(_require_input(path, what), what, public=public).read()
 
 
 def _read_text(path: str, what: str) -> tuple[Path, str]:
@@ -381,7 +382,7 @@ def _note(message: str) -> None:
 def cmd_schema_infer(args: argparse.Namespace) -> int:
     """tabsynth schema infer PUBLIC -o SCHEMA."""
     out = _check_output(args.output, [args.public, args.rules], args.overwrite)
-    public = _read_table(args.public, "public table")
+    public = _read_table(args.public, "public table", public=True)
     unknown = sorted(set(args.categorical) - set(public.columns))
     if unknown:
         raise CLIError(f"--categorical names columns {unknown} that are not in {args.public}", EXIT_USAGE)

@@ -462,7 +462,7 @@ def _numbers(frame: pd.DataFrame, name: str, present: np.ndarray) -> np.ndarray:
         raise SchemaError(f"column {name!r} must be numeric, but holds {series.dtype} values")
     try:
         return pd.to_numeric(series).to_numpy(dtype=np.float64, copy=True)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:
         raise SchemaError(f"column {name!r} must be numeric: {exc}") from exc
 
 
@@ -779,7 +779,11 @@ class _CategoricalCodec(_Codec):
             found = pc.index_in(pa.array(series), value_set=self.string_levels)
             return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
         values = series.astype(object) if isinstance(dtype, pd.CategoricalDtype) else series
-        return self.index.get_indexer(values).astype(np.int64)
+        try:
+            return self.index.get_indexer(values).astype(np.int64)
+        except TypeError as exc:  # a list or dict among the values
+            raise SchemaError(f"column {self.column.name!r} must hold labels (text, numbers, booleans): "
+                              f"{exc}") from exc
 
     def codes(self, series: pd.Series, policy: InvalidPolicy) -> np.ndarray:
         codes = self.lookup(series)
@@ -850,10 +854,16 @@ class _GeoCodec(_Codec):
         lat = _numbers(frame, self.column.lat, present)
         lon = _numbers(frame, self.column.lon, present)
         finite = np.isfinite(lat) & np.isfinite(lon)
-        inside = finite & self.column.region.contains(np.nan_to_num(lat), np.nan_to_num(lon))
         if not finite.all():
-            raise DomainError(f"geo column {self.column.name!r} has {int((~finite).sum())} points whose coordinates "
-                              f"are not finite numbers (inf); a point has no place to move them to")
+            if policy == "raise":
+                raise DomainError(f"geo column {self.column.name!r} has {int((~finite).sum())} points whose "
+                                  f"coordinates are not finite numbers (inf); pass on_invalid='clip' to clamp them "
+                                  f"to the region's bounding box, as numbers beyond their bounds are")
+            # As a number's infinity is clamped to its bound: the point then moves into the region like any
+            # other outside it. (Refusing it would let one row fail a fit that declared nothing.)
+            lat = np.clip(lat, self.axes[0].lower, self.axes[0].upper)
+            lon = np.clip(lon, self.axes[1].lower, self.axes[1].upper)
+        inside = self.column.region.contains(lat, lon)
         if not inside.all():
             if policy == "raise":
                 raise DomainError(f"geo column {self.column.name!r} has {int((~inside).sum())} points outside "

@@ -90,6 +90,11 @@ class TableSource:
         """Columns stored as calendar dates (read as timestamps at midnight): storage metadata."""
         return frozenset()
 
+    @property
+    def untyped_columns(self) -> frozenset[str]:
+        """Columns whose storage records no type, read as text: a partitioned dataset's partition fields."""
+        return frozenset()
+
     def sample(self, rate: float, rng: np.random.Generator) -> pd.DataFrame:
         """Each row independently with probability ``rate`` (all rows at rate >= 1)."""
         if rate >= 1.0:
@@ -141,10 +146,19 @@ class ParquetSource(TableSource):
 
     in_memory = False
 
-    def __init__(self, path: Path, argument: str) -> None:
+    def __init__(self, path: Path, argument: str, *, infer_partition_types: bool = False) -> None:
         self.path = path
         try:
             self.dataset = ds.dataset(str(path), format="parquet", partitioning="hive")
+            # A partition field's type would be inferred from its directory names, which are values of
+            # the table (one row's directory could turn a column of numbers into text): unless the table
+            # is public, such fields are read as text, which a schema's kind (declared, or a public
+            # table's) parses like any value.
+            self.partition_fields = () if infer_partition_types else _partition_fields(path, self.dataset)
+            if self.partition_fields:
+                text = pa.schema([pa.field(name, pa.string()) for name in self.partition_fields])
+                self.dataset = ds.dataset(str(path), format="parquet",
+                                          partitioning=ds.partitioning(text, flavor="hive"))
         except (OSError, ValueError, pa.ArrowException) as exc:
             raise TableReadError(f"cannot read {argument} {path} as Parquet: {exc}") from exc
         self._read_schema = _readable_schema(self.dataset.schema, f"{argument} {path}")
@@ -153,7 +167,13 @@ class ParquetSource(TableSource):
             # A field the file declares non-null keeps numpy's dtype: storage metadata, like nullability itself.
             required = [f for f in self.dataset.schema if not f.nullable and f.type in _NULLABLE_DTYPES]
             self._required = {} if self._types is None else {f.name: f.type.to_pandas_dtype() for f in required}
-            self._empty = self._frame(self.dataset.schema.empty_table())
+            try:
+                self._empty = self._frame(self.dataset.schema.empty_table())
+            except TypeError:
+                # pandas metadata naming a dtype pandas cannot read back: an Arrow dictionary's, which pandas
+                # writes for a frame read with dtype_backend="pyarrow" (pd.read_parquet then fails too).
+                self._types = _arrow_dictionary_dtype
+                self._empty = self._frame(self.dataset.schema.empty_table())
         except (OSError, ValueError, pa.ArrowException) as exc:
             raise TableReadError(f"cannot read {argument} {path} as Parquet: {exc}") from exc
         self.columns = list(self._empty.columns)
@@ -199,6 +219,10 @@ class ParquetSource(TableSource):
     def day_columns(self) -> frozenset[str]:
         return frozenset(f.name for f in self.dataset.schema if pa.types.is_date(f.type))
 
+    @property
+    def untyped_columns(self) -> frozenset[str]:
+        return frozenset(self.partition_fields)
+
 
 # pandas' nullable dtype per Arrow integer or boolean type, for files without pandas metadata (pyarrow,
 # Spark, DuckDB): an integer column with nulls then stays integer instead of turning float64 in the
@@ -206,6 +230,21 @@ class ParquetSource(TableSource):
 _NULLABLE_DTYPES = {pa.int8(): pd.Int8Dtype(), pa.int16(): pd.Int16Dtype(), pa.int32(): pd.Int32Dtype(),
                     pa.int64(): pd.Int64Dtype(), pa.uint8(): pd.UInt8Dtype(), pa.uint16(): pd.UInt16Dtype(),
                     pa.uint32(): pd.UInt32Dtype(), pa.uint64(): pd.UInt64Dtype(), pa.bool_(): pd.BooleanDtype()}
+
+
+def _arrow_dictionary_dtype(type_: pa.DataType) -> pd.ArrowDtype | None:
+    """Arrow dictionaries as pandas' Arrow dtype (a ``to_pandas`` types mapper); other types as pandas' metadata says."""
+    return pd.ArrowDtype(type_) if pa.types.is_dictionary(type_) else None
+
+
+def _partition_fields(root: Path, dataset: ds.Dataset) -> tuple[str, ...]:
+    """The Hive partition fields of a dataset under the directory ``root``: the keys of its files'
+    ``key=value`` directories (none for a single file)."""
+    if not root.is_dir():
+        return ()
+    keys = (part.split("=", 1)[0] for file in dataset.files
+            for part in Path(os.path.relpath(file, root)).parts[:-1] if "=" in part)
+    return tuple(name for name in dict.fromkeys(keys) if name in dataset.schema.names)
 
 
 def _readable_schema(schema: pa.Schema, argument: str) -> pa.Schema | None:
@@ -295,8 +334,10 @@ def _unrecordable_levels(dtype: object) -> tuple[str, str] | None:
     return described, conversion
 
 
-def open_table(data: TableLike, argument: str) -> TableSource:
-    """A source for a DataFrame, a Parquet file or directory, or a CSV file (read whole)."""
+def open_table(data: TableLike, argument: str, *, public: bool = False) -> TableSource:
+    """A source for a DataFrame, a Parquet file or directory, or a CSV file (read whole). The types of a
+    partitioned dataset's partition fields are inferred from their directory names only for a
+    ``public`` table; otherwise they are text (``TableSource.untyped_columns``)."""
     if isinstance(data, pd.DataFrame):
         return FrameSource(data, argument)
     if not isinstance(data, (str, os.PathLike)):
@@ -317,7 +358,7 @@ def open_table(data: TableLike, argument: str) -> TableSource:
         except (OSError, pa.ArrowException) as exc:
             raise TableReadError(f"cannot read {argument} {path}: name CSV files *.csv and Parquet files "
                                  f"*.parquet ({exc})") from exc
-    return ParquetSource(path, argument)
+    return ParquetSource(path, argument, infer_partition_types=public)
 
 
 # A date, or a date and time of day (to the minute or finer) with an optional UTC offset: ISO 8601 as

@@ -15,7 +15,7 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal, Sequence
+from typing import Any, Callable, Collection, Iterator, Literal, Sequence
 
 import numpy as np
 import pandas as pd
@@ -258,7 +258,7 @@ class Synthesizer:
         """
         s = self.settings
         source = open_table(df, "df")
-        public_source = open_table(public, "public") if public is not None else None
+        public_source = open_table(public, "public", public=True) if public is not None else None
         if source.types_from_values and schema is None and public_source is None:
             raise SchemaError("df is a CSV file: its column types would be inferred from the private values (one "
                               "record can turn a column of numbers into text, or of integers into floats), "
@@ -280,7 +280,7 @@ class Synthesizer:
         if public_source is not None:
             public_frame = public_source.sample(PUBLIC_ROWS / public_source.count_rows(), rng)[source.columns]
             if schema is None:  # the schema will come from the public table
-                _check_same_kinds(source.empty(), public_frame)
+                _check_same_kinds(source.empty(), public_frame, untyped=source.untyped_columns)
 
         # Row count: a DP estimate, so that q, T and delta's checks depend on the data only through it.
         count_epsilon = s.count_fraction * epsilon
@@ -823,12 +823,15 @@ _INFERRED_KINDS = {"string": "text", "integer": "numbers", "floating": "numbers"
 _COMPATIBLE_KINDS = ({"numbers", "booleans"}, {"text", "timestamps"}, {"text", "durations"})
 
 
-def _check_same_kinds(private: pd.DataFrame, public: pd.DataFrame) -> None:
+def _check_same_kinds(private: pd.DataFrame, public: pd.DataFrame, untyped: Collection[str] = ()) -> None:
     """Each column must hold a compatible kind of values in both tables, as a schema inferred from the
     public one would otherwise fit no private value (a public column of numbers read as text made a
     schema of categories that every private row missed). The private side is judged by its dtype
-    alone (storage metadata, no private value is read); an object column of the public table by its values."""
+    alone (storage metadata, no private value is read); an object column of the public table by its values.
+    ``untyped`` private columns (text whose storage records no type) take the public kind."""
     for name in private.columns:
+        if name in untyped:
+            continue
         public_kind = _value_kind(public[name].dtype) or _INFERRED_KINDS.get(
             pd.api.types.infer_dtype(public[name], skipna=True))
         kinds = _value_kind(private[name].dtype), public_kind

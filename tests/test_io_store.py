@@ -45,6 +45,52 @@ def test_a_parquet_directory_is_read_in_batches_with_the_files_dtypes(tmp_path: 
     pd.testing.assert_frame_equal(source.read(), frame)
 
 
+def hive_dataset(root: Path, groups: dict[str, int]) -> Path:
+    """A Hive-partitioned dataset: ``groups`` maps each directory value of ``grp`` to its row count."""
+    rng = np.random.default_rng(0)
+    for value, rows in groups.items():
+        (root / f"grp={value}").mkdir(parents=True)
+        pq.write_table(pa.table({"x": rng.normal(size=rows)}), root / f"grp={value}" / "part.parquet")
+    return root
+
+
+def test_a_private_datasets_partition_fields_are_text_whatever_their_directory_names(tmp_path: Path) -> None:
+    # pyarrow would infer int32 from "grp=1" and "grp=2", and text once one row sits under "grp=x":
+    # one row would set the column's kind, and with it the model's shape and the output's type.
+    numbers = open_table(hive_dataset(tmp_path / "a", {"1": 300, "2": 200}), "df")
+    one_more = open_table(hive_dataset(tmp_path / "b", {"1": 300, "2": 200, "x": 1}), "df")
+    for source in (numbers, one_more):
+        assert source.untyped_columns == {"grp"}
+        assert source.arrow_schema.field("grp").type == pa.string()
+        assert source.empty()["grp"].dtype == numbers.empty()["grp"].dtype
+    assert sorted(numbers.read()["grp"].unique()) == ["1", "2"]
+
+
+def test_a_public_datasets_partition_fields_keep_their_inferred_types(tmp_path: Path) -> None:
+    source = open_table(hive_dataset(tmp_path, {"1": 300, "2": 200}), "public", public=True)
+    assert source.untyped_columns == frozenset() and pd.api.types.is_integer_dtype(source.empty()["grp"].dtype)
+
+
+def test_partition_fields_read_as_text_take_the_public_tables_kind(tmp_path: Path) -> None:
+    private = hive_dataset(tmp_path, {"1": 300, "2": 200})
+    rng = np.random.default_rng(1)
+    public = pd.DataFrame({"x": rng.normal(size=400), "grp": rng.choice([1, 2], 400)})
+    synth = Synthesizer(seed=0, epochs=1, marginal_steps=5).fit(private, epsilon=1.0, public=public)
+    assert isinstance(synth.schema_["grp"], IntegerColumn)
+    assert set(synth.sample(50, seed=0)["grp"]) <= {1, 2}
+
+
+def test_a_file_pandas_wrote_from_arrow_dictionaries_is_read_although_pandas_cannot(tmp_path: Path) -> None:
+    # A frame read with dtype_backend="pyarrow" and written back: its pandas metadata names a dtype
+    # that pd.read_parquet itself fails on ("data type 'dictionary<...>[pyarrow]' not understood").
+    labels = pa.array(["a", "b", "a", "c"] * 50).dictionary_encode()
+    frame = pd.DataFrame({"d": pd.Series(pd.arrays.ArrowExtensionArray(labels)), "x": np.arange(200.0)})
+    frame.to_parquet(tmp_path / "t.parquet")
+    source = open_table(tmp_path / "t.parquet", "private table")
+    assert source.empty().dtypes.to_dict() == frame.dtypes.to_dict()
+    pd.testing.assert_frame_equal(source.read(), frame)
+
+
 def test_an_integer_column_with_nulls_from_a_file_without_pandas_metadata_stays_integer(tmp_path: Path) -> None:
     # As pyarrow, Spark or DuckDB write it: pandas would read the column as float64 wherever a batch holds a null.
     ages = pa.array([30, None, 41, 52] * 50, pa.int32())
