@@ -161,6 +161,7 @@ class ParquetSource(TableSource):
                                           partitioning=ds.partitioning(text, flavor="hive"))
         except (OSError, ValueError, pa.ArrowException) as exc:
             raise TableReadError(f"cannot read {argument} {path} as Parquet: {exc}") from exc
+        _check_parts_agree(path, self.dataset, argument)
         self._read_schema = _readable_schema(self.dataset.schema, f"{argument} {path}")
         try:
             self._types = _NULLABLE_DTYPES.get if self.dataset.schema.pandas_metadata is None else None
@@ -206,6 +207,10 @@ class ParquetSource(TableSource):
         if self._read_schema is not None:
             table = table.cast(self._read_schema)
         frame = table.to_pandas(types_mapper=self._types)
+        if any(name is not None for name in frame.index.names):
+            # pandas metadata made stored columns the index (a frame saved with a named index): they are
+            # columns of the table like any other, in the file's order.
+            frame = frame.reset_index()[table.schema.names]
         return frame.astype(self._required) if self._required else frame
 
     def empty(self) -> pd.DataFrame:
@@ -230,6 +235,46 @@ class ParquetSource(TableSource):
 _NULLABLE_DTYPES = {pa.int8(): pd.Int8Dtype(), pa.int16(): pd.Int16Dtype(), pa.int32(): pd.Int32Dtype(),
                     pa.int64(): pd.Int64Dtype(), pa.uint8(): pd.UInt8Dtype(), pa.uint16(): pd.UInt16Dtype(),
                     pa.uint32(): pd.UInt32Dtype(), pa.uint64(): pd.UInt64Dtype(), pa.bool_(): pd.BooleanDtype()}
+
+
+def _type_kind(type_: pa.DataType) -> str:
+    """What a column of ``type_`` holds, as far as files of one dataset may differ in it: integers of any
+    width are one kind, as are strings large or not and dictionaries of either."""
+    if pa.types.is_dictionary(type_):
+        type_ = type_.value_type
+    for kind, test in (("integer", pa.types.is_integer), ("float", pa.types.is_floating),
+                       ("text", lambda t: pa.types.is_string(t) or pa.types.is_large_string(t)
+                        or pa.types.is_string_view(t)), ("boolean", pa.types.is_boolean)):
+        if test(type_):
+            return kind
+    return str(type_)
+
+
+def _check_parts_agree(root: Path, dataset: ds.Dataset, argument: str) -> None:
+    """A dataset of several files must hold the same columns of the same kinds in each: pyarrow reads
+    them all by the first file's schema, so a column only some files have was dropped or read as nulls,
+    and a type that disagrees failed mid-scan without naming the column. (File metadata only.)"""
+    if not root.is_dir():
+        return
+    partitions = set(_partition_fields(root, dataset))
+    expected = {f.name: f.type for f in dataset.schema if f.name not in partitions}
+    for fragment in dataset.get_fragments():
+        try:
+            fields = {f.name: f.type for f in fragment.physical_schema}
+        except (OSError, pa.ArrowException) as exc:
+            raise TableReadError(f"cannot read {argument} {root}: {exc}") from exc
+        where = f"{argument} {root}: the file {os.path.relpath(fragment.path, root)}"
+        if set(fields) != set(expected):
+            missing, extra = sorted(set(expected) - set(fields)), sorted(set(fields) - set(expected))
+            raise TableReadError(f"{where} has columns that differ from the first file's ("
+                                 + "; ".join(part for part in (f"lacks {missing}" if missing else "",
+                                                               f"adds {extra}" if extra else "") if part)
+                                 + "); give every file of a dataset the same columns")
+        differing = [f"{name!r} as {fields[name]} (the first file: {type_})" for name, type_ in expected.items()
+                     if _type_kind(fields[name]) != _type_kind(type_)]
+        if differing:
+            raise TableReadError(f"{where} holds {', '.join(differing)}; give every file of a dataset the "
+                                 f"same column types")
 
 
 def _arrow_dictionary_dtype(type_: pa.DataType) -> pd.ArrowDtype | None:
@@ -412,24 +457,51 @@ def to_arrow(frame: pd.DataFrame, schema: pa.Schema | None) -> pa.Table:
         return pa.Table.from_pandas(frame, preserve_index=False)
     columns = [_dictionary_array(frame[f.name], f.type) if pa.types.is_dictionary(f.type)
                else pa.array(_storable(frame[f.name], f.type), from_pandas=True).cast(f.type) for f in schema]
-    # pandas metadata of the synthetic frame (dtypes only) lets pandas restore nullable ints and the like;
-    # dates and decimals as pandas reads them from the input (Python objects).
+    # pandas metadata of the synthetic frame (dtypes only) lets pandas restore nullable ints and the like.
+    # A column whose dtype pandas would store as another Arrow type (dates and decimals, read back as
+    # Python objects; a public table's booleans or time zone beside the input's) is described as the
+    # written column reads, or pandas could not read the file back or would shift its time zone.
     stored = frame.head(1).copy()
+    natural = pa.Schema.from_pandas(stored, preserve_index=False)
     for f, column in zip(schema, columns):
-        if pa.types.is_date(f.type) or pa.types.is_decimal(f.type):
+        if pa.types.is_date(f.type) or pa.types.is_decimal(f.type) or not _same_storage(natural.field(f.name).type,
+                                                                                         f.type):
             # by position: a batch's index need not start at 0
             stored[f.name] = column.slice(0, 1).to_pandas().to_numpy()
     metadata = pa.Schema.from_pandas(stored, preserve_index=False).metadata
     return pa.Table.from_arrays(columns, schema=plain_schema(schema).with_metadata(metadata))
 
 
+def _same_storage(written: pa.DataType, input_type: pa.DataType) -> bool:
+    """Whether pandas' metadata for a column it would store as ``written`` also describes ``input_type``:
+    the same kind of values (integers of any width, strings large or not, any dictionary), and for
+    timestamps the same time zone."""
+    if pa.types.is_dictionary(written) or pa.types.is_dictionary(input_type):
+        return pa.types.is_dictionary(written) and pa.types.is_dictionary(input_type)
+    if pa.types.is_timestamp(written) or pa.types.is_timestamp(input_type):
+        return pa.types.is_timestamp(written) and pa.types.is_timestamp(input_type) and written.tz == input_type.tz
+    return _type_kind(written) == _type_kind(input_type)
+
+
 def _storable(series: pd.Series, type_: pa.DataType) -> pd.Series:
     """A synthetic column ready to cast to the input's Arrow type: timestamps of a date column floored to
-    the day; numbers of a decimal column rounded to its scale and clamped to what its precision holds."""
+    the day; numbers of a decimal column rounded to its scale and clamped to what its precision holds;
+    numbers of an integer column (a public table's or a schema's kind may be real) rounded and clamped to
+    what the type holds; nothing but nulls for a column of Arrow's null type."""
     if pa.types.is_date(type_) and pd.api.types.is_datetime64_any_dtype(series.dtype):
         return series.dt.floor("D")
     if pa.types.is_decimal(type_) and pd.api.types.is_numeric_dtype(series.dtype):
         return decimal_storable(series, type_)
+    if pa.types.is_integer(type_) and pd.api.types.is_numeric_dtype(series.dtype) \
+            and not pd.api.types.is_bool_dtype(series.dtype):
+        limits = np.iinfo(type_.to_pandas_dtype())
+        if pd.api.types.is_integer_dtype(series.dtype):
+            return series.clip(limits.min, limits.max)
+        high = float(limits.max) if int(float(limits.max)) <= limits.max else np.nextafter(float(limits.max), 0.0)
+        values = series.to_numpy(dtype=np.float64, na_value=np.nan)
+        return pd.Series(np.clip(np.round(values), float(limits.min), high), index=series.index)
+    if pa.types.is_null(type_):
+        return pd.Series([None] * len(series), index=series.index, dtype=object)
     return series
 
 

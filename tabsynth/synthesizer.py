@@ -631,6 +631,12 @@ class Synthesizer:
             raise ModelFileError(f"{path} is not a readable tabsynth model file: {exc}") from exc
         if raw is None:
             raise ModelFileError(f"{path} is a safetensors file but not a tabsynth model (no metadata)")
+        # fit saves finite weights only (``_checked``): NaN or inf means the file was damaged, and such a
+        # generator would still draw rows, all alike.
+        broken = sorted(key for key, tensor in tensors.items()
+                        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()))
+        if broken:
+            raise ModelFileError(f"{path} is corrupt: tensors {broken} hold NaN or infinite values")
         try:
             metadata = json.loads(raw)
         except json.JSONDecodeError as exc:

@@ -208,6 +208,60 @@ def test_a_wide_decimal_is_clamped_below_its_largest_value_not_rounded_past_it(t
                       decimal.Decimal("5.50")]
 
 
+def test_real_numbers_for_an_integer_column_are_rounded_and_clamped_to_its_arrow_type(tmp_path: Path) -> None:
+    # A public table or schema may make an int8 column real and wider: the cast failed after training.
+    arrow = pa.schema([pa.field("age", pa.int64()), pa.field("v", pa.int8())])
+    write_parquet([pd.DataFrame({"age": [26.5, 27.4, np.nan], "v": pd.array([142, -3, -900], dtype="Int64")})],
+                  tmp_path / "out.parquet", arrow)
+    back = pq.read_table(tmp_path / "out.parquet")
+    assert plain_schema(back.schema).equals(arrow)
+    assert back["age"].to_pylist() == [26, 27, None] and back["v"].to_pylist() == [127, -3, -128]
+
+
+def test_pandas_reads_an_output_back_in_the_inputs_types_whatever_the_synthetic_dtypes(tmp_path: Path) -> None:
+    # A public table's 0/1 integers beside private booleans wrote metadata pandas could not read back;
+    # its UTC beside the input's Berlin time read back in UTC.
+    arrow = pa.schema([pa.field("flag", pa.bool_()), pa.field("at", pa.timestamp("us", tz="Europe/Berlin"))])
+    synthetic = pd.DataFrame({"flag": pd.array([1, 0], dtype="Int64"),
+                              "at": pd.to_datetime(["2020-01-01 10:00", "2020-06-01 12:00"]).tz_localize("UTC")})
+    write_parquet([synthetic], tmp_path / "out.parquet", arrow)
+    back = pd.read_parquet(tmp_path / "out.parquet")
+    assert back["flag"].tolist() == [True, False]
+    assert str(back["at"].dt.tz) == "Europe/Berlin" and back["at"].iloc[0] == synthetic["at"].iloc[0]
+
+
+def test_a_column_of_arrows_null_type_is_written_as_nulls(tmp_path: Path) -> None:
+    arrow = pa.schema([pa.field("nothing", pa.null()), pa.field("x", pa.float64())])
+    write_parquet([pd.DataFrame({"nothing": ["<other>", None], "x": [1.0, 2.0]})], tmp_path / "out.parquet", arrow)
+    assert pq.read_table(tmp_path / "out.parquet")["nothing"].null_count == 2
+
+
+def test_files_of_a_dataset_with_different_columns_or_kinds_are_refused_naming_the_file(tmp_path: Path) -> None:
+    # pyarrow reads every file by the first one's schema: a column the others lack was dropped
+    # silently, and a kind that disagrees failed mid-scan naming neither column nor file.
+    columns, kinds = tmp_path / "columns", tmp_path / "kinds"
+    columns.mkdir(), kinds.mkdir()
+    pq.write_table(pa.table({"a": [1, 2], "b": ["x", "y"]}), columns / "p1.parquet")
+    pq.write_table(pa.table({"a": [3, 4], "c": ["x", "y"]}), columns / "p2.parquet")
+    with pytest.raises(TableReadError, match=r"the file p2.parquet has columns .* \(lacks \['b'\]; adds \['c'\]\)"):
+        open_table(columns, "private table")
+    pq.write_table(pa.table({"a": pa.array([1, 2], pa.int32())}), kinds / "p1.parquet")
+    pq.write_table(pa.table({"a": pa.array([3, 4], pa.int64())}), kinds / "p2.parquet")
+    assert open_table(kinds, "private table").count_rows() == 4  # integers of two widths are one kind
+    pq.write_table(pa.table({"a": ["u", "v"]}), kinds / "p3.parquet")
+    with pytest.raises(TableReadError, match=r"the file p3.parquet holds 'a' as string \(the first file: int32\)"):
+        open_table(kinds, "private table")
+
+
+def test_a_named_index_pandas_stored_is_a_column_in_the_files_order(tmp_path: Path) -> None:
+    # It was read as the frame's index: the model's columns then missed it and its output failed.
+    frame = pd.DataFrame({"a": [1, 2, 3], "b": ["x", "y", "z"]}, index=pd.Index([7, 8, 9], name="pid"))
+    frame.to_parquet(tmp_path / "t.parquet")
+    source = open_table(tmp_path / "t.parquet", "private table")
+    assert source.columns == source.arrow_schema.names
+    assert source.read()["pid"].tolist() == [7, 8, 9]
+
+
 def test_parquet_columns_no_kind_describes_are_refused_by_name(tmp_path: Path) -> None:
     table = pa.table({"ok": pa.array([1, 2]), "at": pa.array([1, 2], pa.time32("s")),
                       "tags": pa.array([["a"], ["b", "c"]]), "raw": pa.array([b"x", b"y"])})

@@ -578,6 +578,22 @@ def test_a_corrupt_model_file_gives_a_clear_error(fitted: Synthesizer, tmp_path:
         Synthesizer.load(path)
 
 
+def test_a_model_file_whose_weights_were_damaged_to_nan_is_refused_as_corrupt(fitted: Synthesizer,
+                                                                              tmp_path: Path) -> None:
+    # Loaded as it was, it sampled rows all alike without a word.
+    from safetensors.torch import save_file
+    path = tmp_path / "model.tabsynth"
+    fitted.save(path)
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    name = next(key for key in tensors if key.startswith("generator.") and tensors[key].is_floating_point())
+    tensors[name] = torch.full_like(tensors[name], float("nan"))
+    save_file(tensors, str(path), metadata=metadata)
+    with pytest.raises(ModelFileError, match=f"is corrupt: tensors \\['{re.escape(name)}'\\] hold NaN"):
+        Synthesizer.load(path)
+
+
 def test_a_file_that_is_not_a_model_gives_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "junk.bin"
     path.write_bytes(b"\x00" * 100)
