@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from tabsynth import __version__
 from tabsynth.datasets import load_demo
 from tabsynth.evaluate import fidelity_report, out_of_domain_fraction, sampling_floor, tstr
-from tabsynth.io import PARQUET_SUFFIXES, is_csv, new_file_mode, open_table, write_parquet
+from tabsynth.io import PARQUET_SUFFIXES, is_csv, new_file_mode, open_table, storable_frame, write_parquet
 from tabsynth.privacy.ledger import BudgetExceededError
 from tabsynth.rules import RulesUnmetError
 from tabsynth.schema import Schema, SchemaError
@@ -283,8 +283,8 @@ def _write_synthetic(synthesizer: Synthesizer, n: int, seed: int | None, out: Pa
         batches = synthesizer.sample_batches(n, seed=seed)
         if fmt == "parquet":
             write_parquet(batches, tmp, synthesizer.arrow_schema_, on_rows=bar.update)
-        else:  # CSV is for small outputs: one frame
-            frame = pd.concat(list(batches), ignore_index=True)
+        else:  # CSV is for small outputs: one frame, its values as the input's types hold them
+            frame = storable_frame(pd.concat(list(batches), ignore_index=True), synthesizer.arrow_schema_)
             bar.update(len(frame))
             _write_table(frame, tmp, fmt)
 

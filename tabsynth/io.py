@@ -472,6 +472,14 @@ def to_arrow(frame: pd.DataFrame, schema: pa.Schema | None) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=plain_schema(schema).with_metadata(metadata))
 
 
+def storable_frame(frame: pd.DataFrame, schema: pa.Schema | None) -> pd.DataFrame:
+    """A synthetic frame with each column's values as the input's Arrow type stores them (``_storable``),
+    for outputs that keep values but not types (CSV); the frame itself without ``schema``."""
+    if schema is None:
+        return frame
+    return frame.assign(**{f.name: _storable(frame[f.name], f.type) for f in schema if not pa.types.is_dictionary(f.type)})
+
+
 def _same_storage(written: pa.DataType, input_type: pa.DataType) -> bool:
     """Whether pandas' metadata for a column it would store as ``written`` also describes ``input_type``:
     the same kind of values (integers of any width, strings large or not, any dictionary), and for
@@ -547,4 +555,4 @@ def write_parquet(batches: Iterable[pd.DataFrame], path: Path, schema: pa.Schema
 
 __all__ = ["BATCH_ROWS", "CSV_SUFFIXES", "PARQUET_SUFFIXES", "FrameSource", "ParquetSource", "TableReadError",
            "TableSource", "is_csv", "open_table", "plain_schema", "schema_from_text", "schema_to_text",
-           "new_file_mode", "to_arrow", "with_iso_timestamps", "write_parquet"]
+           "new_file_mode", "storable_frame", "to_arrow", "with_iso_timestamps", "write_parquet"]

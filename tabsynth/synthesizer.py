@@ -664,7 +664,9 @@ class Synthesizer:
             if self.row_count_ < 1 or (self.arrow_schema_ is not None
                                        and self.arrow_schema_.names != list(self.schema_.column_order)):
                 raise ValueError("row count or Arrow schema does not match the model")
-        except (SchemaError, KeyError, TypeError, ValueError, RuntimeError, pa.ArrowException) as exc:
+        except KeyError as exc:
+            raise ModelFileError(f"{path}: model file is inconsistent: its metadata or tensors lack {exc}") from exc
+        except (SchemaError, TypeError, ValueError, RuntimeError, pa.ArrowException) as exc:
             raise ModelFileError(f"{path}: model file is inconsistent: {exc}") from exc
         self.generator_.eval()
         return self

@@ -335,6 +335,19 @@ def test_convert_keeps_a_database_exports_dates_and_decimals(tmp_path: Path) -> 
     assert years and years <= set(range(2000, 2030))  # the discovered range is coarse, never absurd
 
 
+def test_a_csv_output_holds_a_decimal_columns_values_at_its_scale(tmp_path: Path) -> None:
+    # The Parquet output rounded them; the CSV wrote the model's floats (305.92355542099745).
+    rng = np.random.default_rng(0)
+    balance = [decimal.Decimal(f"{v:.2f}") for v in rng.gamma(2.0, 50.0, 3000)]
+    pq.write_table(pa.table({"balance": pa.array(balance, pa.decimal128(9, 2)),
+                             "branch": pa.array(rng.choice(["north", "south"], 3000))}), tmp_path / "private.parquet")
+    out = tmp_path / "synthetic.csv"
+    assert main(["convert", str(tmp_path / "private.parquet"), str(out), "--epsilon", "1", "--rows", "500",
+                 *FAST]) == EXIT_OK
+    values = pd.read_csv(out)["balance"].dropna()
+    assert len(values) and np.allclose(values, values.round(2), rtol=0, atol=1e-9)
+
+
 def _dated_table(n: int, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     admitted = pd.Timestamp("2015-01-01") + pd.to_timedelta(rng.integers(0, 2000, n), unit="D")

@@ -594,6 +594,20 @@ def test_a_model_file_whose_weights_were_damaged_to_nan_is_refused_as_corrupt(fi
         Synthesizer.load(path)
 
 
+def test_a_model_file_whose_metadata_lacks_a_key_names_it(fitted: Synthesizer, tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+    path = tmp_path / "model.tabsynth"
+    fitted.save(path)
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    model = json.loads(metadata["tabsynth"])
+    del model["schema"]
+    save_file(tensors, str(path), metadata={**metadata, "tabsynth": json.dumps(model)})
+    with pytest.raises(ModelFileError, match="inconsistent: its metadata or tensors lack 'schema'"):
+        Synthesizer.load(path)
+
+
 def test_a_file_that_is_not_a_model_gives_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "junk.bin"
     path.write_bytes(b"\x00" * 100)
