@@ -861,8 +861,9 @@ class _GeoCodec(_Codec):
                                   f"to the region's bounding box, as numbers beyond their bounds are")
             # As a number's infinity is clamped to its bound: the point then moves into the region like any
             # other outside it. (Refusing it would let one row fail a fit that declared nothing.)
-            lat = np.clip(lat, self.axes[0].lower, self.axes[0].upper)
-            lon = np.clip(lon, self.axes[1].lower, self.axes[1].upper)
+            for values, axis in ((lat, self.axes[0]), (lon, self.axes[1])):  # those values only: per row
+                infinite = ~np.isfinite(values)
+                values[infinite] = np.clip(values[infinite], axis.lower, axis.upper)
         inside = self.column.region.contains(lat, lon)
         if not inside.all():
             if policy == "raise":

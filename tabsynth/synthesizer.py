@@ -257,10 +257,11 @@ class Synthesizer:
         it may be larger than memory.
         """
         s = self.settings
-        source = open_table(df, "df")
+        # A DataFrame is named as the argument; a file as what it is (the CLI passes its path).
+        source = open_table(df, "df" if isinstance(df, pd.DataFrame) else "private table")
         public_source = open_table(public, "public", public=True) if public is not None else None
         if source.types_from_values and schema is None and public_source is None:
-            raise SchemaError("df is a CSV file: its column types would be inferred from the private values (one "
+            raise SchemaError("the private table is a CSV file: its column types would be inferred from the private values (one "
                               "record can turn a column of numbers into text, or of integers into floats), "
                               "which DP discovery cannot account for. Pass schema= (tabsynth.Schema.infer on a "
                               "public table, or declared by hand) or public=, or read the file yourself and "

@@ -450,6 +450,20 @@ def test_a_geo_point_at_infinity_is_refused_under_raise_and_clamped_into_the_reg
     decoded = encoder.decode(encoder.encode(frame))
     lat, lon = decoded["lat"].to_numpy(), decoded["lon"].to_numpy()
     assert np.isfinite(lat).all() and np.isfinite(lon).all() and schema["p"].region.contains(lat, lon).all()
+    max_lat = schema["p"].region.bounds()[1]
+    assert encoder.encode(pd.DataFrame({"lat": [max_lat], "lon": [1.0]})).tolist() == \
+        encoder.encode(frame.iloc[[1]]).tolist()  # +inf is the box's edge
+
+
+def test_an_infinite_coordinate_leaves_the_other_rows_encoding_alone() -> None:
+    # The clamp ran over the whole batch: one row at inf moved every other point outside the region
+    # to the box's edge before its projection, so one row changed how the others were encoded.
+    schema = Schema((GeoPointColumn("p", lat="lat", lon="lon", region=PolygonRegion(L_SHAPE)),))
+    encoder = Encoder(schema, on_invalid="clip")
+    rng = np.random.default_rng(0)
+    points = pd.DataFrame({"lat": rng.uniform(-5.0, 15.0, 500), "lon": rng.uniform(-5.0, 15.0, 500)})
+    with_infinity = pd.concat([points, pd.DataFrame({"lat": [np.inf], "lon": [1.0]})], ignore_index=True)
+    np.testing.assert_array_equal(encoder.encode(with_infinity)[:500], encoder.encode(points))
 
 
 def test_a_geo_pair_is_two_drawn_coordinates_each_binned_evenly_in_the_box_with_its_place() -> None:
