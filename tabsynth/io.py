@@ -15,10 +15,13 @@ from __future__ import annotations
 import base64
 import datetime
 import decimal
+import json
 import os
+import re
+import urllib.parse
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -95,6 +98,11 @@ class TableSource:
         """Columns whose storage records no type, read as text: a partitioned dataset's partition fields."""
         return frozenset()
 
+    def typed_by(self, types: Mapping[str, pa.DataType]) -> "TableSource":
+        """This source with its untyped columns read as ``types`` gives them (public knowledge: a declared
+        schema's or a public table's kinds); itself when that changes nothing."""
+        return self
+
     def sample(self, rate: float, rng: np.random.Generator) -> pd.DataFrame:
         """Each row independently with probability ``rate`` (all rows at rate >= 1)."""
         if rate >= 1.0:
@@ -146,23 +154,47 @@ class ParquetSource(TableSource):
 
     in_memory = False
 
-    def __init__(self, path: Path, argument: str, *, infer_partition_types: bool = False) -> None:
+    def __init__(self, path: Path, argument: str, *, infer_partition_types: bool = False,
+                 partition_types: Mapping[str, pa.DataType] | None = None) -> None:
         self.path = path
+        self.argument = argument
+        self.partition_types = dict(partition_types or {})
+        keys: tuple[str, ...] = ()
         try:
-            self.dataset = ds.dataset(str(path), format="parquet", partitioning="hive")
-            # A partition field's type would be inferred from its directory names, which are values of
-            # the table (one row's directory could turn a column of numbers into text): unless the table
-            # is public, such fields are read as text, which a schema's kind (declared, or a public
-            # table's) parses like any value.
-            self.partition_fields = () if infer_partition_types else _partition_fields(path, self.dataset)
-            if self.partition_fields:
-                text = pa.schema([pa.field(name, pa.string()) for name in self.partition_fields])
-                self.dataset = ds.dataset(str(path), format="parquet",
-                                          partitioning=ds.partitioning(text, flavor="hive"))
+            if infer_partition_types or not path.is_dir():
+                # A single file's partitioning would come from the directories above it: none.
+                self.dataset = ds.dataset(str(path), format="parquet", partitioning="hive" if path.is_dir() else None)
+                self.partition_fields: tuple[str, ...] = ()
+            else:
+                # A partition field's type would be inferred from its directory names, which are values of
+                # the table (one row's directory could turn a column of numbers into text): in a private
+                # table such fields are read as text, or as the type a schema gives them (``typed_by``).
+                # A key the files also hold as a column is that column, typed by the files.
+                self.dataset = ds.dataset(str(path), format="parquet")
+                keys = _directory_keys(path, self.dataset.files)
+                self.partition_fields = tuple(key for key in keys if key not in self.dataset.schema.names)
+                if self.partition_fields:
+                    declared = pa.schema([pa.field(name, self.partition_types.get(name, pa.string()))
+                                          for name in self.partition_fields])
+                    self.dataset = ds.dataset(str(path), format="parquet",
+                                              partitioning=ds.partitioning(declared, flavor="hive"))
+            if infer_partition_types and path.is_dir():
+                keys = _directory_keys(path, self.dataset.files)
         except (OSError, ValueError, pa.ArrowException) as exc:
+            if self.partition_types:  # pyarrow's message would quote the directory name that failed to parse
+                raise TableReadError(f"{argument} {path}: a partition directory's value does not parse as the type "
+                                     f"the schema gives its field ({sorted(self.partition_types)}); details are "
+                                     f"withheld because they would reveal private values") from None
             raise TableReadError(f"cannot read {argument} {path} as Parquet: {exc}") from exc
-        _check_parts_agree(path, self.dataset, argument)
+        unified = _check_parts_agree(path, self.dataset, argument, set(keys))
+        if unified is not None:  # files of one kind per column but of different widths or precisions
+            self.dataset = ds.dataset(str(path), format="parquet", schema=unified,
+                                      partitioning=self.dataset.partitioning)
         self._read_schema = _readable_schema(self.dataset.schema, f"{argument} {path}")
+        # An index pandas stored in the file: a named one is a column of the table like any other (the
+        # frame's index, it was missing from the model's columns and its output failed); an unnamed one
+        # (``__index_level_0__``: row labels of a filtered frame) is no data and is left out.
+        self._unnamed_index, self._unindexed = _without_pandas_index(self.dataset.schema)
         try:
             self._types = _NULLABLE_DTYPES.get if self.dataset.schema.pandas_metadata is None else None
             # A field the file declares non-null keeps numpy's dtype: storage metadata, like nullability itself.
@@ -170,11 +202,15 @@ class ParquetSource(TableSource):
             self._required = {} if self._types is None else {f.name: f.type.to_pandas_dtype() for f in required}
             try:
                 self._empty = self._frame(self.dataset.schema.empty_table())
-            except TypeError:
+            except TypeError as first:
                 # pandas metadata naming a dtype pandas cannot read back: an Arrow dictionary's, which pandas
                 # writes for a frame read with dtype_backend="pyarrow" (pd.read_parquet then fails too).
                 self._types = _arrow_dictionary_dtype
-                self._empty = self._frame(self.dataset.schema.empty_table())
+                try:
+                    self._empty = self._frame(self.dataset.schema.empty_table())
+                except TypeError:
+                    raise TableReadError(f"cannot read {argument} {path}: its pandas metadata names a dtype "
+                                         f"pandas cannot read back ({first})") from first
         except (OSError, ValueError, pa.ArrowException) as exc:
             raise TableReadError(f"cannot read {argument} {path} as Parquet: {exc}") from exc
         self.columns = list(self._empty.columns)
@@ -206,11 +242,9 @@ class ParquetSource(TableSource):
         boolean columns become nullable dtypes unless the file declares them non-null."""
         if self._read_schema is not None:
             table = table.cast(self._read_schema)
+        if self._unindexed is not None:
+            table = table.drop_columns(self._unnamed_index).replace_schema_metadata(self._unindexed)
         frame = table.to_pandas(types_mapper=self._types)
-        if any(name is not None for name in frame.index.names):
-            # pandas metadata made stored columns the index (a frame saved with a named index): they are
-            # columns of the table like any other, in the file's order.
-            frame = frame.reset_index()[table.schema.names]
         return frame.astype(self._required) if self._required else frame
 
     def empty(self) -> pd.DataFrame:
@@ -218,7 +252,8 @@ class ParquetSource(TableSource):
 
     @property
     def arrow_schema(self) -> pa.Schema:
-        return plain_schema(self.dataset.schema)
+        schema = plain_schema(self.dataset.schema)
+        return pa.schema([f for f in schema if f.name not in self._unnamed_index])
 
     @property
     def day_columns(self) -> frozenset[str]:
@@ -226,7 +261,13 @@ class ParquetSource(TableSource):
 
     @property
     def untyped_columns(self) -> frozenset[str]:
-        return frozenset(self.partition_fields)
+        return frozenset(name for name in self.partition_fields if name not in self.partition_types)
+
+    def typed_by(self, types: Mapping[str, pa.DataType]) -> "TableSource":
+        wanted = {name: types[name] for name in self.untyped_columns if name in types}
+        if not wanted:
+            return self
+        return ParquetSource(self.path, self.argument, partition_types={**self.partition_types, **wanted})
 
 
 # pandas' nullable dtype per Arrow integer or boolean type, for files without pandas metadata (pyarrow,
@@ -243,6 +284,8 @@ def _type_kind(type_: pa.DataType) -> str:
     if pa.types.is_dictionary(type_):
         type_ = type_.value_type
     for kind, test in (("integer", pa.types.is_integer), ("float", pa.types.is_floating),
+                       ("decimal", pa.types.is_decimal), ("null", pa.types.is_null),
+                       ("timestamp", pa.types.is_timestamp), ("duration", pa.types.is_duration),
                        ("text", lambda t: pa.types.is_string(t) or pa.types.is_large_string(t)
                         or pa.types.is_string_view(t)), ("boolean", pa.types.is_boolean)):
         if test(type_):
@@ -250,20 +293,26 @@ def _type_kind(type_: pa.DataType) -> str:
     return str(type_)
 
 
-def _check_parts_agree(root: Path, dataset: ds.Dataset, argument: str) -> None:
+def _check_parts_agree(root: Path, dataset: ds.Dataset, argument: str, partitions: set[str]) -> pa.Schema | None:
     """A dataset of several files must hold the same columns of the same kinds in each: pyarrow reads
-    them all by the first file's schema, so a column only some files have was dropped or read as nulls,
-    and a type that disagrees failed mid-scan without naming the column. (File metadata only.)"""
+    them all by the first file's schema, so a column only some files had was dropped or read as nulls,
+    and a type that disagreed failed mid-scan without naming the column (or quoting a private value).
+    Returns the dataset's schema with each column's types unified (the widest integer, the larger
+    decimal, a null column as the others' type) where the files differ in those only; else None.
+    (File metadata only: a file is named with its partition values left out, which are private.)"""
     if not root.is_dir():
-        return
-    partitions = set(_partition_fields(root, dataset))
+        return None
     expected = {f.name: f.type for f in dataset.schema if f.name not in partitions}
+    schemas = []
     for fragment in dataset.get_fragments():
         try:
-            fields = {f.name: f.type for f in fragment.physical_schema}
+            physical = fragment.physical_schema
         except (OSError, pa.ArrowException) as exc:
             raise TableReadError(f"cannot read {argument} {root}: {exc}") from exc
-        where = f"{argument} {root}: the file {os.path.relpath(fragment.path, root)}"
+        fields = {f.name: f.type for f in physical if f.name not in partitions}
+        file = "/".join(part.split("=", 1)[0] + "=..." if "=" in part else part
+                        for part in Path(os.path.relpath(fragment.path, root)).parts)
+        where = f"{argument} {root}: the file {file}"
         if set(fields) != set(expected):
             missing, extra = sorted(set(expected) - set(fields)), sorted(set(fields) - set(expected))
             raise TableReadError(f"{where} has columns that differ from the first file's ("
@@ -271,10 +320,21 @@ def _check_parts_agree(root: Path, dataset: ds.Dataset, argument: str) -> None:
                                                                f"adds {extra}" if extra else "") if part)
                                  + "); give every file of a dataset the same columns")
         differing = [f"{name!r} as {fields[name]} (the first file: {type_})" for name, type_ in expected.items()
-                     if _type_kind(fields[name]) != _type_kind(type_)]
+                     if "null" not in (_type_kind(fields[name]), _type_kind(type_))
+                     and _type_kind(fields[name]) != _type_kind(type_)]
         if differing:
             raise TableReadError(f"{where} holds {', '.join(differing)}; give every file of a dataset the "
                                  f"same column types")
+        schemas.append(pa.schema([physical.field(name) for name in expected]))
+    if all(schema.equals(schemas[0]) for schema in schemas[1:]) and schemas and [
+            f.type for f in schemas[0]] == list(expected.values()):
+        return None
+    try:
+        unified = pa.unify_schemas(schemas, promote_options="permissive")
+    except (pa.ArrowException, TypeError) as exc:
+        raise TableReadError(f"{argument} {root}: its files' column types do not agree: {exc}") from exc
+    partition_fields = [f for f in dataset.schema if f.name in partitions]
+    return pa.schema([unified.field(name) for name in expected] + partition_fields, metadata=dataset.schema.metadata)
 
 
 def _arrow_dictionary_dtype(type_: pa.DataType) -> pd.ArrowDtype | None:
@@ -282,14 +342,25 @@ def _arrow_dictionary_dtype(type_: pa.DataType) -> pd.ArrowDtype | None:
     return pd.ArrowDtype(type_) if pa.types.is_dictionary(type_) else None
 
 
-def _partition_fields(root: Path, dataset: ds.Dataset) -> tuple[str, ...]:
-    """The Hive partition fields of a dataset under the directory ``root``: the keys of its files'
-    ``key=value`` directories (none for a single file)."""
-    if not root.is_dir():
-        return ()
-    keys = (part.split("=", 1)[0] for file in dataset.files
+def _without_pandas_index(schema: pa.Schema) -> tuple[list[str], dict[bytes, bytes] | None]:
+    """The columns of an unnamed index pandas stored, and the schema's metadata with its index
+    described as none (None when pandas stored no index as columns)."""
+    metadata = schema.pandas_metadata
+    stored = [name for name in (metadata or {}).get("index_columns", []) if isinstance(name, str)]
+    if not stored:
+        return [], None
+    unnamed = [name for name in stored if re.fullmatch(r"__index_level_\d+__", name) and name in schema.names]
+    described = {**metadata, "index_columns": [],
+                 "columns": [c for c in metadata.get("columns", []) if c.get("field_name") not in unnamed]}
+    return unnamed, {**(schema.metadata or {}), b"pandas": json.dumps(described).encode()}
+
+
+def _directory_keys(root: Path, files: Iterable[str]) -> tuple[str, ...]:
+    """The keys of the ``key=value`` directories that ``files`` lie in under ``root``, decoded as pyarrow
+    decodes them: a Hive-partitioned dataset's partition fields (and any column the files also hold)."""
+    keys = (urllib.parse.unquote(part.split("=", 1)[0]) for file in files
             for part in Path(os.path.relpath(file, root)).parts[:-1] if "=" in part)
-    return tuple(name for name in dict.fromkeys(keys) if name in dataset.schema.names)
+    return tuple(dict.fromkeys(keys))
 
 
 def _readable_schema(schema: pa.Schema, argument: str) -> pa.Schema | None:
@@ -477,7 +548,11 @@ def storable_frame(frame: pd.DataFrame, schema: pa.Schema | None) -> pd.DataFram
     for outputs that keep values but not types (CSV); the frame itself without ``schema``."""
     if schema is None:
         return frame
-    return frame.assign(**{f.name: _storable(frame[f.name], f.type) for f in schema if not pa.types.is_dictionary(f.type)})
+    stored = frame.copy(deep=False)
+    for f in schema:
+        if not pa.types.is_dictionary(f.type):
+            stored[f.name] = _storable(frame[f.name], f.type)
+    return stored
 
 
 def _same_storage(written: pa.DataType, input_type: pa.DataType) -> bool:
@@ -498,6 +573,9 @@ def _storable(series: pd.Series, type_: pa.DataType) -> pd.Series:
     what the type holds; nothing but nulls for a column of Arrow's null type."""
     if pa.types.is_date(type_) and pd.api.types.is_datetime64_any_dtype(series.dtype):
         return series.dt.floor("D")
+    if (pa.types.is_timestamp(type_) and pd.api.types.is_datetime64_any_dtype(series.dtype)
+            or pa.types.is_duration(type_) and pd.api.types.is_timedelta64_dtype(series.dtype)):
+        return series.dt.floor(type_.unit)  # a public table's finer unit would not cast to the input's
     if pa.types.is_decimal(type_) and pd.api.types.is_numeric_dtype(series.dtype):
         return decimal_storable(series, type_)
     if pa.types.is_integer(type_) and pd.api.types.is_numeric_dtype(series.dtype) \
@@ -507,7 +585,13 @@ def _storable(series: pd.Series, type_: pa.DataType) -> pd.Series:
             return series.clip(limits.min, limits.max)
         high = float(limits.max) if int(float(limits.max)) <= limits.max else np.nextafter(float(limits.max), 0.0)
         values = series.to_numpy(dtype=np.float64, na_value=np.nan)
-        return pd.Series(np.clip(np.round(values), float(limits.min), high), index=series.index)
+        missing = np.isnan(values)
+        whole = np.clip(np.round(np.where(missing, 0.0, values)), float(limits.min), high)
+        integers = whole.astype(np.uint64 if pa.types.is_unsigned_integer(type_) else np.int64)
+        return pd.Series(pd.arrays.IntegerArray(integers, missing), index=series.index)
+    if pa.types.is_boolean(type_) and pd.api.types.is_numeric_dtype(series.dtype) \
+            and not pd.api.types.is_bool_dtype(series.dtype):  # a public table's 0/1 beside private booleans
+        return series.astype("boolean")
     if pa.types.is_null(type_):
         return pd.Series([None] * len(series), index=series.index, dtype=object)
     return series

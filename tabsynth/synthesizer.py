@@ -41,7 +41,8 @@ from tabsynth.privacy.marginals import (PAIR_RESOLUTION, PUBLIC_PAIR_CELLS, Marg
 from tabsynth.privacy.mechanisms import laplace_count
 from tabsynth.sampling import rake, systematic_resample, target_distributions
 from tabsynth.rules import Rule, RulesUnmetError
-from tabsynth.schema import Schema, SchemaError, column_differences, is_duration_dtype, level_dtype
+from tabsynth.schema import (BooleanColumn, CategoricalColumn, ContinuousColumn, IntegerColumn, Schema, SchemaError,
+                             column_differences, is_duration_dtype, level_dtype)
 from tabsynth.store import CompactStore
 from tabsynth.training import (DPGANTrainer, MarginalLoss, TrainingPlan, functional_edges, initial_edge_weights,
                                marginal_learning_rate, marginal_step_count)
@@ -307,7 +308,7 @@ class Synthesizer:
         if discovering:
             discovery = self._discover(source, joint, dp_rows, privacy_rng)
             schema = discovery.schema
-        schema = self._resolve_schema(source, schema, public_frame)
+        source, schema = self._resolve_schema(source, schema, public_frame)
         row_filter = None
         if public_frame is not None:
             # A domain from public knowledge may lack categories of the private year: DP discovery adds
@@ -465,16 +466,19 @@ class Synthesizer:
                                         joint.threshold_delta, rng, day_columns=source.day_columns,
                                         expected_rows=min(dp_rows, DISCOVERY_ROWS))
 
-    def _resolve_schema(self, source: TableSource, schema: Schema | None, public: pd.DataFrame | None) -> Schema:
-        """The declared (or discovered) schema or one inferred from public data, with the storage's dtypes."""
+    def _resolve_schema(self, source: TableSource, schema: Schema | None, public: pd.DataFrame | None
+                        ) -> tuple[TableSource, Schema]:
+        """The declared (or discovered) schema or one inferred from public data, with the storage's dtypes;
+        and the source, its untyped columns (partition fields read as text) typed by that schema."""
         if schema is not None and not isinstance(schema, Schema):
             raise TypeError(f"schema must be a tabsynth.Schema, got {type(schema).__name__}")
         if schema is None and public is not None:
             # Nullability from the private storage, not from the public values: a field newly left blank
             # this year is kept (drawn as nulls only where the DP marginals count enough of them).
             schema = Schema.infer(public).with_storage_nullability(source.empty(), every=source.types_from_values)
+        source = source.typed_by(_storage_types(schema, source.untyped_columns))
         # A CSV's dtypes come from its values: the schema's kinds then set the output dtypes.
-        return schema.with_dtypes(source.empty(), fill=not source.types_from_values)
+        return source, schema.with_dtypes(source.empty(), fill=not source.types_from_values)
 
     def _measure_marginals(self, encoder: Encoder, data: CompactStore, public: CompactStore | None,
                            rho: float, rng: np.random.Generator) -> MarginalMeasurements | None:
@@ -830,6 +834,32 @@ _INFERRED_KINDS = {"string": "text", "integer": "numbers", "floating": "numbers"
                    "date": "timestamps"}
 # 0/1 for booleans; timestamps and durations read from a CSV file as text
 _COMPATIBLE_KINDS = ({"numbers", "booleans"}, {"text", "timestamps"}, {"text", "durations"})
+
+
+def _storage_types(schema: Schema, names: Collection[str]) -> dict[str, pa.DataType]:
+    """The Arrow types in which the schema's kinds store the columns ``names`` (text read from untyped
+    storage): integers, reals, booleans, and categories whose values are all integers, all numbers or
+    all booleans; text (left out) for any other."""
+    types = {}
+    for column in schema.columns:
+        if column.name not in names:
+            continue
+        if isinstance(column, IntegerColumn):
+            types[column.name] = pa.int64()
+        elif isinstance(column, ContinuousColumn):
+            types[column.name] = pa.float64()
+        elif isinstance(column, BooleanColumn):
+            types[column.name] = pa.bool_()
+        elif isinstance(column, CategoricalColumn) and column.categories:
+            levels = column.categories
+            if all(isinstance(v, (bool, np.bool_)) for v in levels):
+                types[column.name] = pa.bool_()
+            elif all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in levels):
+                types[column.name] = pa.int64()
+            elif all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+                     for v in levels):
+                types[column.name] = pa.float64()
+    return types
 
 
 def _check_same_kinds(private: pd.DataFrame, public: pd.DataFrame, untyped: Collection[str] = ()) -> None:

@@ -12,7 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tabsynth import CategoricalColumn, ContinuousColumn, Encoder, IntegerColumn, Schema, SchemaError, Synthesizer
+from tabsynth import (BooleanColumn, CategoricalColumn, ContinuousColumn, Encoder, IntegerColumn, Schema, SchemaError,
+                      Synthesizer)
 from tabsynth.datasets import load_demo
 from tabsynth.io import (FrameSource, ParquetSource, TableReadError, open_table, plain_schema, schema_from_text,
                          schema_to_text, write_parquet)
@@ -89,6 +90,44 @@ def test_a_file_pandas_wrote_from_arrow_dictionaries_is_read_although_pandas_can
     source = open_table(tmp_path / "t.parquet", "private table")
     assert source.empty().dtypes.to_dict() == frame.dtypes.to_dict()
     pd.testing.assert_frame_equal(source.read(), frame)
+
+
+def test_an_unnamed_index_pandas_stored_is_left_out_and_a_named_level_kept(tmp_path: Path) -> None:
+    # The row labels of a filtered frame (__index_level_0__) were in the output's schema but not in the
+    # frame, and the output failed after training.
+    frame = pd.DataFrame({"a": np.arange(10), "b": list("abcdefghij")})
+    frame[frame["a"] % 2 == 0].to_parquet(tmp_path / "filtered.parquet")
+    source = open_table(tmp_path / "filtered.parquet", "private table")
+    assert source.columns == source.arrow_schema.names == ["a", "b"]
+    levels = frame.set_index(["a", pd.Index(range(10))])
+    levels.index = levels.index.set_names(["a", None])
+    levels.to_parquet(tmp_path / "levels.parquet")
+    source = open_table(tmp_path / "levels.parquet", "private table")
+    assert sorted(source.columns) == sorted(source.arrow_schema.names) == ["a", "b"]
+
+
+@pytest.mark.parametrize(("directories", "public_values", "expected"), [
+    (("1", "2"), pd.Categorical([1, 2]), CategoricalColumn),
+    (("true", "false"), [True, False], BooleanColumn),
+])
+def test_partition_fields_take_the_public_tables_categories_of_numbers_and_booleans(
+        tmp_path: Path, directories: tuple[str, str], public_values: object, expected: type) -> None:
+    # Read as text, they matched no category of numbers ('1' is not 1) and no boolean.
+    private = hive_dataset(tmp_path, {directories[0]: 300, directories[1]: 200})
+    public = pd.DataFrame({"x": np.random.default_rng(1).normal(size=400),
+                           "grp": pd.Series(public_values).repeat(200).reset_index(drop=True)})
+    synth = Synthesizer(seed=0, epochs=1, marginal_steps=5).fit(private, epsilon=1.0, public=public)
+    assert isinstance(synth.schema_["grp"], expected)
+    assert set(synth.sample(50, seed=0)["grp"].dropna()) <= set(pd.Series(public_values))
+
+
+def test_a_partition_value_that_does_not_parse_as_its_schema_type_is_refused_without_quoting_it(
+        tmp_path: Path) -> None:
+    private = hive_dataset(tmp_path, {"1": 300, "2": 200, "ZZ_UNIQUE": 1})
+    public = pd.DataFrame({"x": np.random.default_rng(1).normal(size=400), "grp": [1, 2] * 200})
+    with pytest.raises(TableReadError, match="does not parse as the type the schema gives its field") as caught:
+        Synthesizer(seed=0, epochs=1, marginal_steps=5).fit(private, epsilon=1.0, public=public)
+    assert "ZZ_UNIQUE" not in str(caught.value)
 
 
 def test_an_integer_column_with_nulls_from_a_file_without_pandas_metadata_stays_integer(tmp_path: Path) -> None:
