@@ -159,11 +159,11 @@ class ParquetSource(TableSource):
         self.path = path
         self.argument = argument
         self.partition_types = dict(partition_types or {})
-        keys: tuple[str, ...] = ()
         try:
             if infer_partition_types or not path.is_dir():
                 # A single file's partitioning would come from the directories above it: none.
                 self.dataset = ds.dataset(str(path), format="parquet", partitioning="hive" if path.is_dir() else None)
+                keys = _directory_keys(path, self.dataset.files) if path.is_dir() else ()
                 self.partition_fields: tuple[str, ...] = ()
             else:
                 # A partition field's type would be inferred from its directory names, which are values of
@@ -178,8 +178,6 @@ class ParquetSource(TableSource):
                                           for name in self.partition_fields])
                     self.dataset = ds.dataset(str(path), format="parquet",
                                               partitioning=ds.partitioning(declared, flavor="hive"))
-            if infer_partition_types and path.is_dir():
-                keys = _directory_keys(path, self.dataset.files)
         except (OSError, ValueError, pa.ArrowException) as exc:
             if self.partition_types:  # pyarrow's message would quote the directory name that failed to parse
                 raise TableReadError(f"{argument} {path}: a partition directory's value does not parse as the type "
@@ -319,15 +317,14 @@ def _check_parts_agree(root: Path, dataset: ds.Dataset, argument: str, partition
                                  + "; ".join(part for part in (f"lacks {missing}" if missing else "",
                                                                f"adds {extra}" if extra else "") if part)
                                  + "); give every file of a dataset the same columns")
-        differing = [f"{name!r} as {fields[name]} (the first file: {type_})" for name, type_ in expected.items()
-                     if "null" not in (_type_kind(fields[name]), _type_kind(type_))
-                     and _type_kind(fields[name]) != _type_kind(type_)]
+        kinds = {name: (_type_kind(fields[name]), _type_kind(type_)) for name, type_ in expected.items()}
+        differing = [f"{name!r} as {fields[name]} (the first file: {expected[name]})"
+                     for name, (kind, first) in kinds.items() if kind != first and "null" not in (kind, first)]
         if differing:
             raise TableReadError(f"{where} holds {', '.join(differing)}; give every file of a dataset the "
                                  f"same column types")
         schemas.append(pa.schema([physical.field(name) for name in expected]))
-    if all(schema.equals(schemas[0]) for schema in schemas[1:]) and schemas and [
-            f.type for f in schemas[0]] == list(expected.values()):
+    if all(schema.equals(schemas[0]) for schema in schemas[1:]):  # the first file's schema is the dataset's
         return None
     try:
         unified = pa.unify_schemas(schemas, promote_options="permissive")
@@ -529,14 +526,13 @@ def to_arrow(frame: pd.DataFrame, schema: pa.Schema | None) -> pa.Table:
     columns = [_dictionary_array(frame[f.name], f.type) if pa.types.is_dictionary(f.type)
                else pa.array(_storable(frame[f.name], f.type), from_pandas=True).cast(f.type) for f in schema]
     # pandas metadata of the synthetic frame (dtypes only) lets pandas restore nullable ints and the like.
-    # A column whose dtype pandas would store as another Arrow type (dates and decimals, read back as
-    # Python objects; a public table's booleans or time zone beside the input's) is described as the
-    # written column reads, or pandas could not read the file back or would shift its time zone.
+    # A column whose dtype pandas would store as another kind of Arrow type (dates and decimals, read
+    # back as Python objects; a public table's booleans or time zone beside the input's) is described as
+    # the written column reads, or pandas could not read the file back or would shift its time zone.
     stored = frame.head(1).copy()
     natural = pa.Schema.from_pandas(stored, preserve_index=False)
     for f, column in zip(schema, columns):
-        if pa.types.is_date(f.type) or pa.types.is_decimal(f.type) or not _same_storage(natural.field(f.name).type,
-                                                                                         f.type):
+        if not _same_storage(natural.field(f.name).type, f.type):
             # by position: a batch's index need not start at 0
             stored[f.name] = column.slice(0, 1).to_pandas().to_numpy()
     metadata = pa.Schema.from_pandas(stored, preserve_index=False).metadata
