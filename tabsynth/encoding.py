@@ -781,16 +781,21 @@ class _CategoricalCodec(_Codec):
         values = series.astype(object) if isinstance(dtype, pd.CategoricalDtype) else series
         try:
             return self.index.get_indexer(values).astype(np.int64)
-        except TypeError as exc:  # a list or dict among the values
-            raise SchemaError(f"column {self.column.name!r} must hold labels (text, numbers, booleans): "
-                              f"{exc}") from exc
+        except TypeError:  # a list or dict among the values: no level, like any unknown value
+            return np.array([self._position(value) for value in values], dtype=np.int64)
+
+    def _position(self, value: Any) -> int:
+        try:
+            return int(self.index.get_loc(value))
+        except (KeyError, TypeError, pd.errors.InvalidIndexError):
+            return -1
 
     def codes(self, series: pd.Series, policy: InvalidPolicy) -> np.ndarray:
         codes = self.lookup(series)
         unknown = codes < 0
         if unknown.any():
-            examples = list(pd.unique(series[unknown]))[:5]
             if policy == "raise" or self.column.catch_all is None:
+                examples = _distinct(series[unknown].iloc[:1000])[:5]
                 hint = ("; pass on_invalid='clip' to map them to the catch-all"
                         if self.column.catch_all is not None else "; declare a catch_all category to absorb them")
                 raise DomainError(f"column {self.column.name!r} holds {int(unknown.sum())} values outside "
@@ -812,6 +817,14 @@ class _CategoricalCodec(_Codec):
 
     def decode(self, block: np.ndarray, missing: np.ndarray) -> dict[str, pd.Series]:
         return {self.column.name: _restore_categories(self.category_codes(block), missing, self.column)}
+
+
+def _distinct(values: pd.Series) -> list[Any]:
+    """The distinct values; all of them where some are unhashable (lists, dicts)."""
+    try:
+        return list(pd.unique(values))
+    except TypeError:
+        return values.tolist()
 
 
 class _GeoCodec(_Codec):

@@ -30,7 +30,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from tabsynth.schema import (SchemaError, check_column_names, check_frame, decimal_storable, is_arrow_dictionary,
-                             level_dtype)
+                             is_label, level_dtype)
 
 CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.xz", ".csv.zip", ".csv.zst")
 PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
@@ -128,9 +128,10 @@ class TableSource:
 class FrameSource(TableSource):
     """An in-memory DataFrame, served in slices (no copies)."""
 
-    def __init__(self, frame: pd.DataFrame, argument: str, *, types_from_values: bool = False) -> None:
+    def __init__(self, frame: pd.DataFrame, argument: str, *, types_from_values: bool = False,
+                 public: bool = True) -> None:
         check_frame(frame, argument)
-        check_object_values(frame, argument)
+        check_object_values(frame, argument, public=public)
         self.frame = frame
         self.types_from_values = types_from_values
         self.columns = list(frame.columns)
@@ -385,20 +386,24 @@ _CONVERSIONS = {"date": "pd.to_datetime(df[column])", "datetime": "pd.to_datetim
                 "decimal": "df[column].astype(float)", "timedelta": "pd.to_timedelta(df[column])"}
 
 
-def check_object_values(frame: pd.DataFrame, argument: str) -> None:
+def check_object_values(frame: pd.DataFrame, argument: str, *, public: bool = True) -> None:
     """Object columns of dates, timestamps (say of mixed time zones), decimals, times or bytes would be
     modelled as categories of unordered labels (and fold into the catch-all); refuse them with the
     conversion that makes them numbers, timestamps or durations. Strings, mixed labels and missing values
     pass. So do categoricals and Arrow dictionaries of labels (strings, finite numbers, booleans); one
     of other levels (timestamps, decimals, intervals, bytes) is refused, as a model file records its
-    levels as JSON values. Raw bytes are refused too."""
+    levels as JSON values. Raw bytes are refused too.
+
+    A private table (not ``public``) is judged by its dtypes alone: one row of a date in a column of
+    nulls must not decide whether the fit runs. Its object values are left to DP discovery, which
+    refuses the column when it releases such a value (``discovery``), or to the declared schema."""
     for name in frame.columns:
         dtype = frame[name].dtype
-        inferred = pd.api.types.infer_dtype(frame[name], skipna=True) if dtype == object else None
+        inferred = pd.api.types.infer_dtype(frame[name], skipna=True) if public and dtype == object else None
         if isinstance(dtype, np.dtype) and dtype.kind in "SV" or inferred == "bytes":
             raise SchemaError(f"{argument} column {name!r} holds raw bytes (dtype {dtype}), which no column kind "
                               f"describes; drop it or decode it to text: df[column] = df[column].str.decode('utf-8')")
-        problem = _unrecordable_levels(dtype)
+        problem = _unrecordable_levels(dtype, public)
         if problem is not None:
             described, conversion = problem
             raise SchemaError(f"{argument} column {name!r} is a categorical of {described}, which a model file "
@@ -412,18 +417,19 @@ def check_object_values(frame: pd.DataFrame, argument: str) -> None:
                               f"describes; drop it or convert it to numbers, text, booleans, timestamps or durations")
 
 
-_LABEL_TYPES = (str, int, float, np.integer, np.floating, np.bool_)  # bool is an int
-
-
-def _unrecordable_levels(dtype: object) -> tuple[str, str] | None:
+def _unrecordable_levels(dtype: object, public: bool) -> tuple[str, str] | None:
     """For a categorical or Arrow dictionary dtype with a level that a model file cannot record as a JSON
     label (a timestamp, a decimal, an interval, bytes, an infinite number): what those levels are and
     the conversion to apply; None when every level can be recorded. An Arrow dictionary's levels are
-    data, so its value type decides."""
-    if isinstance(dtype, pd.CategoricalDtype):
-        level = next((level for level in dtype.categories if not isinstance(level, _LABEL_TYPES)
-                      or isinstance(level, (float, np.floating)) and not np.isfinite(level)), None)
+    data, so its value type decides; so does a private categorical's levels' dtype (object levels
+    pass: which of them are labels is a fact about the rows)."""
+    if isinstance(dtype, pd.CategoricalDtype) and public:
+        level = next((level for level in dtype.categories if not is_label(level)), None)
         described = f"levels such as {level!r}"
+    elif isinstance(dtype, pd.CategoricalDtype):
+        levels = dtype.categories.dtype
+        labels = levels == object or pd.api.types.is_numeric_dtype(levels) or pd.api.types.is_string_dtype(levels)
+        level, described = (None if labels else levels), f"{levels} levels"
     elif is_arrow_dictionary(dtype):
         value_type = dtype.pyarrow_dtype.value_type
         labels = (pa.types.is_string(value_type) or pa.types.is_large_string(value_type)
@@ -452,7 +458,7 @@ def open_table(data: TableLike, argument: str, *, public: bool = False) -> Table
     partitioned dataset's partition fields are inferred from their directory names only for a
     ``public`` table; otherwise they are text (``TableSource.untyped_columns``)."""
     if isinstance(data, pd.DataFrame):
-        return FrameSource(data, argument)
+        return FrameSource(data, argument, public=public)
     if not isinstance(data, (str, os.PathLike)):
         raise TypeError(f"{argument} must be a pandas DataFrame or the path of a Parquet/CSV table, "
                         f"got {type(data).__name__}")

@@ -7,6 +7,7 @@ never read off the private table.
 
 from __future__ import annotations
 
+import datetime
 import decimal
 import json
 import math
@@ -624,6 +625,29 @@ def read_dtype(text: str) -> Any:
         return pd.api.types.pandas_dtype(text)
     except NotImplementedError as exc:  # an Arrow type with other parameters
         raise TypeError(f"dtype {text!r} cannot be read back: {exc}") from exc
+
+
+def is_label(value: Any) -> bool:
+    """Whether a model file records ``value`` as a category label: text, a finite number or a boolean."""
+    if isinstance(value, (float, np.floating)):
+        return bool(np.isfinite(value))
+    return isinstance(value, (str, int, np.integer, np.bool_))  # bool is an int
+
+
+def label_conversion(value: Any) -> str:
+    """For a value that is no label (``is_label``), the assignment that makes its column one tabsynth models."""
+    if isinstance(value, (pd.Timestamp, np.datetime64, datetime.date)):  # a datetime is a date
+        zoned = getattr(value, "tzinfo", None) is not None
+        return "df[column] = pd.to_datetime(df[column]" + (", utc=True)" if zoned else ")")
+    if isinstance(value, (datetime.timedelta, np.timedelta64)):
+        return "df[column] = pd.to_timedelta(df[column])"
+    if isinstance(value, decimal.Decimal):
+        return "df[column] = df[column].astype(float)"
+    if isinstance(value, (float, np.floating)):
+        return "df[column] = df[column].replace([np.inf, -np.inf], np.nan)"
+    if isinstance(value, bytes):
+        return "df[column] = df[column].str.decode('utf-8')"
+    return "df[column] = df[column].astype(str)"
 
 
 def level_dtype(dtype: Any) -> Any:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import json
 import math
 import warnings
@@ -67,6 +69,33 @@ def test_category_held_by_one_record_is_dropped_common_one_kept() -> None:
     assert RARE not in city.categories
     assert {"Lyon", "Paris"} <= set(city.categories)
     assert city.catch_all == "<other>"
+
+
+@pytest.mark.parametrize(("value", "conversion"), [
+    (datetime.date(2020, 1, 2), r"date values.*pd.to_datetime\(df\[column\]\)"),
+    (decimal.Decimal("1.5"), r"Decimal values.*astype\(float\)"),
+    (datetime.timedelta(hours=1), r"timedelta values.*pd.to_timedelta"),
+    (datetime.time(8, 30), r"time values.*astype\(str\)"),
+])
+def test_a_released_category_that_is_no_label_refuses_the_column_with_the_conversion(value: object,
+                                                                                     conversion: str) -> None:
+    frame = pd.DataFrame({"when": pd.Series([value] * 2_000, dtype=object)})
+    with pytest.raises(SchemaError, match=rf"column 'when': DP discovery released categories that are Python "
+                                          rf"{conversion}"):
+        discover(frame)
+
+
+@pytest.mark.parametrize("odd", [datetime.date(2020, 1, 2), decimal.Decimal("1.5"), ["a", "list"], b"bytes"])
+def test_one_row_of_no_label_is_folded_into_the_catch_all_not_refused(odd: object) -> None:
+    # A refusal would tell of that row; unreleased, it is one more value outside the categories.
+    labels = pd.Series(["a", "b"] * 1_000, dtype=object)
+    for column in (labels, pd.Series([None] * 2_000, dtype=object)):
+        with_odd = pd.DataFrame({"c": pd.concat([pd.Series([odd], dtype=object), column[1:]], ignore_index=True)})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DiscoveryWarning)
+            c = discover(with_odd)[0]["c"]
+        assert isinstance(c, CategoricalColumn) and c.catch_all == "<other>"
+        assert all(isinstance(level, str) for level in c.levels)
 
 
 def test_extreme_value_does_not_set_the_upper_bound() -> None:

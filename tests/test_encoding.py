@@ -480,11 +480,18 @@ def test_a_geo_pair_is_two_drawn_coordinates_each_binned_evenly_in_the_box_with_
     assert np.allclose(decoded[["lat", "lon"]].to_numpy()[:3], frame[["lat", "lon"]].to_numpy()[:3])
 
 
-def test_unhashable_values_in_a_categorical_column_are_a_schema_error_naming_it() -> None:
-    # They escaped as a bare TypeError, which the fit does not redact and the CLI called unexpected.
+def test_unhashable_values_in_a_categorical_column_go_to_the_catch_all_like_unknown_ones() -> None:
+    # They escaped as a bare TypeError; then as a SchemaError, which told of one row in discover mode.
     schema = Schema((CategoricalColumn("c", categories=("a", "b"), catch_all="<other>"),))
-    with pytest.raises(SchemaError, match="column 'c' must hold labels"):
-        Encoder(schema).encode(pd.DataFrame({"c": pd.Series([["a"], "a"], dtype=object)}))
+    frame = pd.DataFrame({"c": pd.Series([["a"], "a", {"b": 1}], dtype=object)})
+    encoder = Encoder(schema, on_invalid="clip")
+    assert encoder.decode(encoder.encode(frame))["c"].tolist() == ["<other>", "a", "<other>"]
+
+
+def test_unhashable_values_under_on_invalid_raise_are_a_domain_error_naming_the_column() -> None:
+    schema = Schema((CategoricalColumn("c", categories=("a", "b"), catch_all="<other>"),))
+    with pytest.raises(DomainError, match="column 'c' holds 1 values outside its categories"):
+        Encoder(schema, on_invalid="raise").encode(pd.DataFrame({"c": pd.Series([["a"], "a"], dtype=object)}))
 
 
 def test_a_number_too_large_for_a_float_is_a_schema_error_naming_its_column() -> None:

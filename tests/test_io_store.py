@@ -330,10 +330,19 @@ def test_parquet_durations_are_read_as_timedeltas_and_written_back_as_durations(
     ([datetime.timedelta(hours=1), None], r"pd.to_timedelta\(df\[column\]\)"),
     ([datetime.time(8, 30), datetime.time(9)], "no column kind describes"),
 ])
-def test_object_columns_of_dates_decimals_or_times_are_refused_with_the_conversion(values: list, hint: str) -> None:
+def test_public_object_columns_of_dates_decimals_or_times_are_refused_with_the_conversion(values: list,
+                                                                                        hint: str) -> None:
     frame = pd.DataFrame({"label": ["a", "b"], "value": pd.Series(values, dtype=object)})
-    with pytest.raises(SchemaError, match=rf"private table column 'value' .*{hint}"):
-        open_table(frame, "private table")
+    with pytest.raises(SchemaError, match=rf"public column 'value' .*{hint}"):
+        open_table(frame, "public", public=True)
+
+
+@pytest.mark.parametrize("values", [[datetime.date(2020, 1, 2), None], [decimal.Decimal("1.5"), "a"],
+                                    [datetime.time(8, 30), None], [["a"], "b"]])
+def test_a_private_tables_object_values_are_not_judged_when_it_is_opened(values: list) -> None:
+    # Whether the fit runs must not depend on one row's type: DP discovery or the schema decides.
+    frame = pd.DataFrame({"label": ["a", "b"], "value": pd.Series(values, dtype=object)})
+    assert open_table(frame, "private table").read() is frame
 
 
 @pytest.mark.parametrize(("values", "hint"), [
@@ -343,10 +352,8 @@ def test_object_columns_of_dates_decimals_or_times_are_refused_with_the_conversi
               dtype=pd.ArrowDtype(pa.dictionary(pa.int32(), pa.date32()))), r"astype\('date32\[day\]\[pyarrow\]'\)"),
     (pd.cut([0.5, 1.5], [0, 1, 2]), r"text: df\[column\] = df\[column\].astype\(str\)"),
     (pd.Categorical(pd.period_range("2020-01", periods=2, freq="M")), r"text: df\[column\]"),
-    (pd.Categorical([decimal.Decimal("1.5"), decimal.Decimal("2")]), r"numbers: df\[column\] = df\[column\].astype\(float\)"),
     (pd.array(pa.array([decimal.Decimal("1.5")] * 2).dictionary_encode(),
               dtype=pd.ArrowDtype(pa.dictionary(pa.int32(), pa.decimal128(3, 1)))), r"decimal128\(3, 1\) values.*numbers"),
-    (pd.Categorical([1.0, np.inf]), r"levels such as inf.*text"),
 ])
 def test_categoricals_of_timestamps_periods_or_intervals_are_refused_with_the_conversion(values: object,
                                                                                         hint: str) -> None:
@@ -355,11 +362,29 @@ def test_categoricals_of_timestamps_periods_or_intervals_are_refused_with_the_co
         open_table(frame, "private table")
 
 
-@pytest.mark.parametrize("values", [np.array([b"x", b"y"]), pd.Series([b"x", None], dtype=object)])
-def test_a_column_of_raw_bytes_is_refused_with_the_decoding(values: object) -> None:
+@pytest.mark.parametrize(("values", "hint"), [
+    (pd.Categorical([decimal.Decimal("1.5"), decimal.Decimal("2")]), r"numbers: df\[column\] = df\[column\].astype\(float\)"),
+    (pd.Categorical([1.0, np.inf]), r"levels such as inf.*text"),
+])
+def test_public_categoricals_of_decimals_or_infinities_are_refused_with_the_conversion(values: object,
+                                                                                      hint: str) -> None:
+    frame = pd.DataFrame({"label": ["a", "b"], "value": values})
+    with pytest.raises(SchemaError, match=rf"public column 'value' is a categorical of .*{hint}"):
+        open_table(frame, "public", public=True)
+
+
+def test_a_private_categoricals_object_levels_are_not_judged_when_it_is_opened() -> None:
+    frame = pd.DataFrame({"label": ["a", "b"], "value": pd.Categorical([decimal.Decimal("1.5"), "x"])})
+    assert open_table(frame, "private table").read() is frame
+
+
+@pytest.mark.parametrize(("values", "public"), [(np.array([b"x", b"y"]), False), (np.array([b"x", b"y"]), True),
+                                               (pd.Series([b"x", None], dtype=object), True)])
+def test_a_column_of_raw_bytes_is_refused_with_the_decoding(values: object, public: bool) -> None:
+    # A private table's dtype of bytes says so without a row; an object column's bytes are its values.
     frame = pd.DataFrame({"label": ["a", "b"]}).assign(value=values)
     with pytest.raises(SchemaError, match=r"column 'value' holds raw bytes \(dtype (\|S1|object)\).*str.decode"):
-        open_table(frame, "private table")
+        open_table(frame, "table", public=public)
 
 
 def schema() -> Schema:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import datetime
 import decimal
 import json
 import math
 import os
 import re
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from tabsynth import (BoundingBox, CategoricalColumn, ContinuousColumn, Encoder,
                       SchemaError, Synthesizer)
 from tabsynth.synthesizer import _check_same_kinds, _null_free_columns
 from tabsynth.datasets import load_demo
+from tabsynth.privacy import DiscoveryWarning
 from tabsynth.privacy.accounting import PRV_EPS_ERROR, zcdp_budget
 from tabsynth.privacy.marginals import measure_marginals
 from tabsynth.synthesizer import ModelFileError, TrainingDivergedError, _checked
@@ -369,6 +372,18 @@ def test_fit_without_schema_or_public_data_discovers_the_domain_under_dp(cps: pd
     assert sum(e["epsilon"] for e in entries) <= 1.0
     sample = synth.sample(200)
     assert set(sample["gender"].dropna()) <= {"male", "female", "<other>"}  # str dtype: nullable
+
+
+@pytest.mark.parametrize("odd", [datetime.date(2020, 1, 2), ["a", "list"]])
+def test_one_row_of_an_odd_type_in_a_null_object_column_does_not_decide_whether_a_discover_fit_runs(
+        cps: pd.DataFrame, odd: object) -> None:
+    # Refused before (a column of nulls and one date read as a column of dates): the failure told of the row.
+    nulls = pd.Series([None] * len(cps), dtype=object)
+    for note in (nulls, pd.concat([pd.Series([odd], dtype=object), nulls[1:]], ignore_index=True)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DiscoveryWarning)
+            sample = Synthesizer(**FAST).fit(cps.assign(note=note), epsilon=1.0).sample(50)
+        assert set(sample["note"].dropna()) <= {"<other>"}
 
 
 def test_discovery_marginals_and_dp_sgd_compose_as_google_pld_computes_them(cps: pd.DataFrame) -> None:

@@ -56,6 +56,8 @@ from tabsynth.schema import (
     is_arrow_decimal,
     is_arrow_dictionary,
     is_duration_dtype,
+    is_label,
+    label_conversion,
     naive_stamps,
     numpy_temporal,
     ordered_levels,
@@ -1212,10 +1214,16 @@ def _discover_categorical(series: pd.Series, release: CategoryRelease, rng: np.r
         else present.to_numpy(dtype=object)
     try:
         released = release.release(values, rng)
-    except TypeError as exc:
-        raise SchemaError(f"column {name!r}: values must be hashable to be discovered as categories") from exc
+    except TypeError:  # unhashable values (lists, dicts) were counted as nothing and drew no noise yet
+        # Refusing them would tell of one row; like any value outside the release, they go to the catch-all.
+        released = release.release(np.array([v for v in values if _hashable(v)], dtype=object), rng)
     # A released value equal to the catch-all is kept as the catch-all itself: it still decodes to itself.
     categories = [v for v in released if not _same(v, catch_all)]
+    unlabelled = next((v for v in categories if not is_label(v)), None)
+    if unlabelled is not None:  # a fact about the release (post-processing), never about one row
+        raise SchemaError(f"column {name!r}: DP discovery released categories that are Python "
+                          f"{type(unlabelled).__name__} values, which a model file cannot record as labels; "
+                          f"convert the column first: {label_conversion(unlabelled)}")
     order = ordered_levels(series)
     if order is not None:  # the dtype's order, a declared one
         position = {value: i for i, value in enumerate(order)}
@@ -1224,6 +1232,14 @@ def _discover_categorical(series: pd.Series, release: CategoryRelease, rng: np.r
         categories = _sorted(categories)
     return CategoricalColumn(name, nullable=can_hold_null(series.dtype), dtype=dtype_text(series.dtype),
                              categories=tuple(categories), catch_all=catch_all), bool(released)
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
 
 
 def _mixes_types(column: CategoricalColumn) -> bool:
