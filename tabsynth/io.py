@@ -302,12 +302,12 @@ def _check_parts_agree(root: Path, dataset: ds.Dataset, argument: str, partition
     if not root.is_dir():
         return None
     expected = {f.name: f.type for f in dataset.schema if f.name not in partitions}
-    schemas = []
-    for fragment in dataset.get_fragments():
-        try:
-            physical = fragment.physical_schema
-        except (OSError, pa.ArrowException) as exc:
-            raise TableReadError(f"cannot read {argument} {root}: {exc}") from exc
+    fragments = list(dataset.get_fragments())
+    physicals = [_physical_schema(fragment, f"{argument} {root}") for fragment in fragments]
+    distinct: list[pa.Schema] = []
+    for fragment, physical in zip(fragments, physicals):
+        if any(physical.equals(seen) for seen in distinct):
+            continue
         fields = {f.name: f.type for f in physical if f.name not in partitions}
         file = "/".join(part.split("=", 1)[0] + "=..." if "=" in part else part
                         for part in Path(os.path.relpath(fragment.path, root)).parts)
@@ -324,7 +324,8 @@ def _check_parts_agree(root: Path, dataset: ds.Dataset, argument: str, partition
         if differing:
             raise TableReadError(f"{where} holds {', '.join(differing)}; give every file of a dataset the "
                                  f"same column types")
-        schemas.append(pa.schema([physical.field(name) for name in expected]))
+        distinct.append(physical)
+    schemas = [pa.schema([physical.field(name) for name in expected]) for physical in distinct]
     if all(schema.equals(schemas[0]) for schema in schemas[1:]):  # the first file's schema is the dataset's
         return None
     try:
@@ -333,6 +334,13 @@ def _check_parts_agree(root: Path, dataset: ds.Dataset, argument: str, partition
         raise TableReadError(f"{argument} {root}: its files' column types do not agree: {exc}") from exc
     partition_fields = [f for f in dataset.schema if f.name in partitions]
     return pa.schema([unified.field(name) for name in expected] + partition_fields, metadata=dataset.schema.metadata)
+
+
+def _physical_schema(fragment: ds.Fragment, argument: str) -> pa.Schema:
+    try:
+        return fragment.physical_schema
+    except (OSError, pa.ArrowException) as exc:
+        raise TableReadError(f"cannot read {argument}: {exc}") from exc
 
 
 def _arrow_dictionary_dtype(type_: pa.DataType) -> pd.ArrowDtype | None:
@@ -356,8 +364,9 @@ def _without_pandas_index(schema: pa.Schema) -> tuple[list[str], dict[bytes, byt
 def _directory_keys(root: Path, files: Iterable[str]) -> tuple[str, ...]:
     """The keys of the ``key=value`` directories that ``files`` lie in under ``root``, decoded as pyarrow
     decodes them: a Hive-partitioned dataset's partition fields (and any column the files also hold)."""
-    keys = (urllib.parse.unquote(part.split("=", 1)[0]) for file in files
-            for part in Path(os.path.relpath(file, root)).parts[:-1] if "=" in part)
+    directories = dict.fromkeys(os.path.dirname(file) for file in files)
+    keys = (urllib.parse.unquote(part.split("=", 1)[0]) for directory in directories
+            for part in Path(os.path.relpath(directory, root)).parts if "=" in part)
     return tuple(dict.fromkeys(keys))
 
 
