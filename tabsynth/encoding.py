@@ -422,7 +422,7 @@ class _Codec:
 
     def missing_mask(self, frame: pd.DataFrame, policy: InvalidPolicy) -> np.ndarray:
         """The rows whose value is missing."""
-        return frame[self.column.name].isna().to_numpy()
+        return missing_values(frame[self.column.name])
 
     def encode(self, frame: pd.DataFrame, present: np.ndarray, policy: InvalidPolicy) -> np.ndarray:
         """Compact fields (rows x ``fields``) of the present values."""
@@ -476,6 +476,15 @@ def _whole(name: str, values: np.ndarray, policy: InvalidPolicy) -> np.ndarray:
         raise DomainError(f"column {name!r} is an integer column but holds {int(fractional.sum())} fractional "
                           f"values; pass on_invalid='clip' to round them")
     return np.round(values)  # halves to even
+
+
+def missing_values(series: pd.Series) -> np.ndarray:
+    """The rows whose value is null, or NaN in an Arrow or masked float column: there NaN is a value that
+    ``isna`` does not count, and as a number it would pass every clamp into training (and fail it)."""
+    missing = np.asarray(series.isna(), dtype=bool)
+    if not isinstance(series.dtype, np.dtype) and pd.api.types.is_float_dtype(series.dtype):
+        missing = missing | np.isnan(series.to_numpy(dtype=np.float64, na_value=np.nan))
+    return missing
 
 
 def _enforce_range(name: str, values: np.ndarray, lower: float, upper: float,
@@ -854,8 +863,8 @@ class _GeoCodec(_Codec):
 
     def missing_mask(self, frame: pd.DataFrame, policy: InvalidPolicy) -> np.ndarray:
         """The rows without a point: both coordinates missing, or (under ``policy`` "clip") either."""
-        lat_missing = frame[self.column.lat].isna().to_numpy()
-        lon_missing = frame[self.column.lon].isna().to_numpy()
+        lat_missing = missing_values(frame[self.column.lat])
+        lon_missing = missing_values(frame[self.column.lon])
         half = lat_missing != lon_missing
         if half.any() and policy == "raise":
             raise SchemaError(f"geo column {self.column.name!r}: {int(half.sum())} rows have only one of "

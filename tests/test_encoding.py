@@ -498,3 +498,17 @@ def test_a_number_too_large_for_a_float_is_a_schema_error_naming_its_column() ->
     schema = Schema((IntegerColumn("n", lower=0, upper=10),))
     with pytest.raises(SchemaError, match="column 'n' must be numeric"):
         Encoder(schema).encode(pd.DataFrame({"n": pd.Series([10**400, 1], dtype=object)}))
+
+
+@pytest.mark.parametrize("values", [
+    pd.array(pa.array([2.5, float("nan"), None], pa.float64(), from_pandas=False), dtype=pd.ArrowDtype(pa.float64())),
+    pd.arrays.FloatingArray(np.array([2.5, np.nan, 0.0]), mask=np.array([False, False, True])),
+])
+def test_nan_in_an_arrow_or_masked_float_column_is_missing_not_a_number(values: object) -> None:
+    # There isna() does not count NaN: it passed the clamp into training, and one such row failed a fit.
+    frame = pd.DataFrame({"x": values})
+    assert frame["x"].isna().tolist() == [False, False, True]
+    encoder = Encoder(Schema((ContinuousColumn("x", nullable=True, lower=0, upper=10),)), on_invalid="clip")
+    encoded = np.asarray(encoder.encode(frame))
+    assert np.isfinite(encoded).all()
+    assert encoder.decode(encoded)["x"].isna().tolist() == [False, True, True]
