@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 import torch
 
 from tabsynth.schema import (
+    is_null,
     ORDERED_CATEGORY,
     BooleanColumn,
     CategoricalColumn,
@@ -481,7 +482,10 @@ def _whole(name: str, values: np.ndarray, policy: InvalidPolicy) -> np.ndarray:
 def missing_values(series: pd.Series) -> np.ndarray:
     """The rows whose value is null, or NaN in an Arrow or masked float column: there NaN is a value that
     ``isna`` does not count, and as a number it would pass every clamp into training (and fail it)."""
-    missing = np.asarray(series.isna(), dtype=bool)
+    try:
+        missing = np.asarray(series.isna(), dtype=bool)
+    except (TypeError, ValueError, ArithmeticError):  # a value isna cannot judge (a signalling decimal NaN)
+        missing = np.array([is_null(value) for value in series], dtype=bool)
     if not isinstance(series.dtype, np.dtype) and pd.api.types.is_float_dtype(series.dtype):
         missing = missing | np.isnan(series.to_numpy(dtype=np.float64, na_value=np.nan))
     return missing
@@ -790,13 +794,13 @@ class _CategoricalCodec(_Codec):
         values = series.astype(object) if isinstance(dtype, pd.CategoricalDtype) else series
         try:
             return self.index.get_indexer(values).astype(np.int64)
-        except TypeError:  # a list or dict among the values: no level, like any unknown value
+        except (TypeError, ValueError, ArithmeticError):  # an unhashable value (a list): no level, as if unknown
             return np.array([self._position(value) for value in values], dtype=np.int64)
 
     def _position(self, value: Any) -> int:
         try:
             return int(self.index.get_loc(value))
-        except (KeyError, TypeError, pd.errors.InvalidIndexError):
+        except (KeyError, TypeError, ValueError, ArithmeticError, pd.errors.InvalidIndexError):
             return -1
 
     def codes(self, series: pd.Series, policy: InvalidPolicy) -> np.ndarray:

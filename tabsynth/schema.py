@@ -162,7 +162,7 @@ class CategoricalColumn(Column):
             raise SchemaError(f"column {self.name!r}: a categorical column needs at least one category")
         if len(set(self.levels)) != len(self.levels):
             raise SchemaError(f"column {self.name!r}: categories (and the catch-all) must be distinct")
-        if any(_is_missing(c) for c in self.levels):
+        if any(is_null(c) for c in self.levels):
             raise SchemaError(f"column {self.name!r}: a category cannot be null; use nullable=True instead")
 
 
@@ -743,10 +743,12 @@ def check_columns(schema: Schema, frame: pd.DataFrame, argument: str = "table") 
 # --- helpers ----------------------------------------------------------------------------------
 
 
-def _is_missing(value: Any) -> bool:
+def is_null(value: Any) -> bool:
+    """Whether one value is null (None, NaN, NaT, NA); False for a value ``pd.isna`` cannot judge
+    (an array, a signalling decimal NaN, an object whose comparison raises)."""
     try:
         return bool(pd.isna(value))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, ArithmeticError):
         return False
 
 

@@ -85,7 +85,8 @@ def test_a_released_category_that_is_no_label_refuses_the_column_with_the_conver
         discover(frame)
 
 
-@pytest.mark.parametrize("odd", [datetime.date(2020, 1, 2), decimal.Decimal("1.5"), ["a", "list"], b"bytes"])
+@pytest.mark.parametrize("odd", [datetime.date(2020, 1, 2), decimal.Decimal("1.5"), ["a", "list"], b"bytes",
+                                 decimal.Decimal("sNaN")])
 def test_one_row_of_no_label_is_folded_into_the_catch_all_not_refused(odd: object) -> None:
     # A refusal would tell of that row; unreleased, it is one more value outside the categories.
     labels = pd.Series(["a", "b"] * 1_000, dtype=object)

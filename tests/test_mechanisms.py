@@ -1,5 +1,6 @@
 """Specifications for tabsynth.privacy.mechanisms."""
 
+import decimal
 import math
 
 import numpy as np
@@ -78,6 +79,26 @@ def test_histogram_excludes_nulls_and_sorts_by_noisy_count():
     out = dp_histogram_threshold(values, 1.0, 1e-6, np.random.default_rng(0))
     assert list(out) == ["a", "b"]
     assert out["a"] == pytest.approx(300, abs=20) and out["b"] == pytest.approx(200, abs=20)
+
+
+@pytest.mark.parametrize("first", [True, 1.0, np.int8(1), decimal.Decimal(1), None])
+def test_a_released_values_type_does_not_depend_on_which_equal_value_comes_first(first: object) -> None:
+    # pandas merges 1, 1.0 and True and keeps the first: one row put first decided the released type.
+    values = np.array([first] + [1] * 500 + ["a"] * 500, dtype=object)
+    out = dp_histogram_threshold(values, 1.0, 1e-6, np.random.default_rng(0))
+    assert out.keys() == {1, "a"} and type(next(k for k in out if k == 1)) is int
+
+
+def test_equal_values_of_different_types_that_both_clear_the_threshold_are_released_as_the_more_frequent():
+    values = np.array([True] * 300 + [1] * 600, dtype=object)
+    out = dp_histogram_threshold(values, 1.0, 1e-6, np.random.default_rng(0))
+    assert list(out) == [1] and type(next(iter(out))) is int and out[1] == pytest.approx(600, abs=20)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, object])
+def test_negative_zero_is_counted_as_zero(dtype: type) -> None:
+    out = dp_histogram_threshold(np.array([-0.0] + [0.0] * 500, dtype=dtype), 1.0, 1e-6, np.random.default_rng(0))
+    assert [math.copysign(1.0, value) for value in out] == [1.0]
 
 
 def test_histogram_min_count_only_raises_the_threshold():

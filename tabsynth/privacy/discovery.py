@@ -57,6 +57,7 @@ from tabsynth.schema import (
     is_arrow_dictionary,
     is_duration_dtype,
     is_label,
+    is_null,
     label_conversion,
     naive_stamps,
     numpy_temporal,
@@ -480,7 +481,7 @@ def _check_arguments(frame: Any, rng: Any, n_knots: Any, catch_all: Any) -> None
         raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
     if isinstance(n_knots, bool) or not isinstance(n_knots, (int, np.integer)) or not 2 <= n_knots <= MAX_KNOTS:
         raise ValueError(f"n_knots must be an integer in [2, {MAX_KNOTS}], got {n_knots!r}")
-    if catch_all is None or _is_null(catch_all):
+    if catch_all is None or is_null(catch_all):
         raise ValueError("catch_all must be a non-null value (it labels categories that were not released)")
     names = list(frame.columns)
     non_strings = [n for n in names if not isinstance(n, str)]
@@ -1209,13 +1210,15 @@ def _discover_categorical(series: pd.Series, release: CategoryRelease, rng: np.r
     """Categorical spec: the values released by the thresholded DP histogram, in a data-independent
     order; and whether the release held any value (the catch-all's own included)."""
     name = str(series.name)
-    present = series.dropna()
-    values = present.astype(object).to_numpy() if isinstance(series.dtype, pd.CategoricalDtype) \
-        else present.to_numpy(dtype=object)
+    values = series.to_numpy(dtype=object)
+    try:
+        values = values[~pd.isna(values)]
+    except (TypeError, ValueError, ArithmeticError):  # a value isna cannot judge (a signalling decimal NaN)
+        values = np.array([v for v in values if not is_null(v)], dtype=object)
     try:
         released = release.release(values, rng)
-    except TypeError:  # unhashable values (lists, dicts) were counted as nothing and drew no noise yet
-        # Refusing them would tell of one row; like any value outside the release, they go to the catch-all.
+    except (TypeError, ValueError, ArithmeticError):  # a value that cannot be hashed; no noise was drawn yet
+        # Refusing it would tell of one row; like any value outside the release, it goes to the catch-all.
         released = release.release(np.array([v for v in values if _hashable(v)], dtype=object), rng)
     # A released value equal to the catch-all is kept as the catch-all itself: it still decodes to itself.
     categories = [v for v in released if not _same(v, catch_all)]
@@ -1237,7 +1240,7 @@ def _discover_categorical(series: pd.Series, release: CategoryRelease, rng: np.r
 def _hashable(value: Any) -> bool:
     try:
         hash(value)
-    except TypeError:
+    except (TypeError, ValueError, ArithmeticError):
         return False
     return True
 
@@ -1263,8 +1266,4 @@ def _sorted(values: list[Any]) -> list[Any]:
         return sorted(values, key=lambda v: (type(v).__name__, repr(v)))
 
 
-def _is_null(value: Any) -> bool:
-    try:
-        return bool(pd.isna(value))
-    except (TypeError, ValueError):
-        return False
+

@@ -114,12 +114,48 @@ def _thresholded_counts(values: Any, sample: Any, scale: float, tau: float) -> d
     arr = np.asarray(values, dtype=object) if not isinstance(values, np.ndarray) else values
     if arr.ndim != 1:
         raise ValueError(f"values must be 1-D, got shape {arr.shape}")
-    codes, uniques = pd.factorize(arr, use_na_sentinel=True)  # order of first appearance: reproducible
+    codes, uniques = _typed_factorize(arr)
     counts = np.bincount(codes[codes >= 0], minlength=len(uniques))
     noisy = counts + sample(0.0, scale, size=counts.size)
     keep = np.flatnonzero(noisy >= tau)
     keep = keep[np.argsort(-noisy[keep], kind="stable")]
-    return {_as_python(uniques[i]): float(noisy[i]) for i in keep}
+    released: dict[Any, float] = {}
+    for i in keep:  # of released values that compare equal (1, 1.0, True) the most frequent stands for all
+        released.setdefault(_as_python(uniques[i]), float(noisy[i]))
+    return released
+
+
+_SAME_TYPE = ("string", "integer", "boolean", "decimal", "empty")  # object arrays of one type, no float
+
+
+def _typed_factorize(arr: np.ndarray) -> tuple[np.ndarray, list[Any]]:
+    """Codes of the non-null values (-1 for nulls) and the values, in order of first appearance.
+
+    Values that compare equal but differ in type (1, 1.0, True) are counted apart, and -0.0 as 0.0:
+    pandas would merge the first group and keep whichever came first, so one row put before the
+    others would decide a released value's type or sign."""
+    if arr.dtype.kind == "f":
+        arr = arr + 0.0  # -0.0 + 0.0 is 0.0
+    elif arr.dtype == object and pd.api.types.infer_dtype(arr, skipna=True) not in _SAME_TYPE:
+        present = ~pd.isna(arr)
+        keys = np.empty(len(arr), dtype=object)  # filled one by one: numpy would unpack a list of pairs
+        for i in np.flatnonzero(present):
+            keys[i] = _typed_key(arr[i])
+        codes, uniques = pd.factorize(keys, use_na_sentinel=True)
+        return codes, [key[1] for key in uniques]
+    codes, uniques = pd.factorize(arr, use_na_sentinel=True)
+    return codes, list(uniques)
+
+
+def _typed_key(value: Any) -> tuple[str, Any]:
+    """A value with its type: Python's and numpy's scalars of one kind are one type."""
+    if isinstance(value, (bool, np.bool_)):
+        return "bool", bool(value)
+    if isinstance(value, (int, np.integer)):
+        return "int", int(value)
+    if isinstance(value, (float, np.floating)):
+        return "float", float(value) + 0.0
+    return type(value).__name__, value
 
 
 def gaussian_delta(epsilon: float, std: float, sensitivity: float = 1.0) -> float:
