@@ -26,7 +26,8 @@ import pyarrow.compute as pc
 import torch
 
 from tabsynth.schema import (
-    is_null,
+    missing_values,
+    positions_in,
     ORDERED_CATEGORY,
     BooleanColumn,
     CategoricalColumn,
@@ -308,16 +309,20 @@ class Encoder:
         for codec in self._codecs:
             try:
                 self._encode_column(codec, frame, out)
+                continue
             except SchemaError as exc:
                 if not redact:
                     raise
-                kind = ("its domain (a value outside its bounds or categories)" if isinstance(exc, DomainError)
-                        else "the schema (a missing value where the schema declares none, as a schema "
-                             "inferred from a public table without nulls there does, a point with one coordinate "
-                             "missing under on_invalid='raise', or a value of the wrong type)")
-                raise type(exc)(f"column {codec.column.name!r} of the private table violates {kind}; details "
-                                f"are withheld because they would reveal private values (check the table "
-                                f"locally with tabsynth.Encoder(schema).encode(df))") from None
+                failure = type(exc)
+            # Raised outside the handler: the original error (its values, the batch in its frames) is
+            # then not even the redacted one's __context__.
+            kind = ("its domain (a value outside its bounds or categories)" if issubclass(failure, DomainError)
+                    else "the schema (a missing value where the schema declares none, as a schema "
+                         "inferred from a public table without nulls there does, a point with one coordinate "
+                         "missing under on_invalid='raise', or a value of the wrong type)")
+            raise failure(f"column {codec.column.name!r} of the private table violates {kind}; details "
+                          f"are withheld because they would reveal private values (check the table "
+                          f"locally with tabsynth.Encoder(schema).encode(df))")
         return out
 
     def _encode_column(self, codec: "_Codec", frame: pd.DataFrame, out: np.ndarray) -> None:
@@ -477,18 +482,6 @@ def _whole(name: str, values: np.ndarray, policy: InvalidPolicy) -> np.ndarray:
         raise DomainError(f"column {name!r} is an integer column but holds {int(fractional.sum())} fractional "
                           f"values; pass on_invalid='clip' to round them")
     return np.round(values)  # halves to even
-
-
-def missing_values(series: pd.Series) -> np.ndarray:
-    """The rows whose value is null, or NaN in an Arrow or masked float column: there NaN is a value that
-    ``isna`` does not count, and as a number it would pass every clamp into training (and fail it)."""
-    try:
-        missing = np.asarray(series.isna(), dtype=bool)
-    except (TypeError, ValueError, ArithmeticError):  # a value isna cannot judge (a signalling decimal NaN)
-        missing = np.array([is_null(value) for value in series], dtype=bool)
-    if not isinstance(series.dtype, np.dtype) and pd.api.types.is_float_dtype(series.dtype):
-        missing = missing | np.isnan(series.to_numpy(dtype=np.float64, na_value=np.nan))
-    return missing
 
 
 def _enforce_range(name: str, values: np.ndarray, lower: float, upper: float,
@@ -791,17 +784,7 @@ class _CategoricalCodec(_Codec):
         if self.string_levels is not None and isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow":
             found = pc.index_in(pa.array(series), value_set=self.string_levels)
             return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-        values = series.astype(object) if isinstance(dtype, pd.CategoricalDtype) else series
-        try:
-            return self.index.get_indexer(values).astype(np.int64)
-        except (TypeError, ValueError, ArithmeticError):  # an unhashable value (a list): no level, as if unknown
-            return np.array([self._position(value) for value in values], dtype=np.int64)
-
-    def _position(self, value: Any) -> int:
-        try:
-            return int(self.index.get_loc(value))
-        except (KeyError, TypeError, ValueError, ArithmeticError, pd.errors.InvalidIndexError):
-            return -1
+        return positions_in(self.index, series.astype(object) if isinstance(dtype, pd.CategoricalDtype) else series)
 
     def codes(self, series: pd.Series, policy: InvalidPolicy) -> np.ndarray:
         codes = self.lookup(series)

@@ -30,7 +30,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from tabsynth.schema import (SchemaError, check_column_names, check_frame, decimal_storable, is_arrow_dictionary,
-                             is_label, level_dtype)
+                             is_label, is_null, label_conversion, level_dtype)
 
 CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.xz", ".csv.zip", ".csv.zst")
 PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
@@ -129,7 +129,7 @@ class FrameSource(TableSource):
     """An in-memory DataFrame, served in slices (no copies)."""
 
     def __init__(self, frame: pd.DataFrame, argument: str, *, types_from_values: bool = False,
-                 public: bool = True) -> None:
+                 public: bool = False) -> None:
         check_frame(frame, argument)
         check_object_values(frame, argument, public=public)
         self.frame = frame
@@ -155,13 +155,14 @@ class ParquetSource(TableSource):
 
     in_memory = False
 
-    def __init__(self, path: Path, argument: str, *, infer_partition_types: bool = False,
+    def __init__(self, path: Path, argument: str, *, public: bool = False,
                  partition_types: Mapping[str, pa.DataType] | None = None) -> None:
         self.path = path
         self.argument = argument
+        self.public = public
         self.partition_types = dict(partition_types or {})
         try:
-            if infer_partition_types or not path.is_dir():
+            if public or not path.is_dir():
                 # A single file's partitioning would come from the directories above it: none.
                 self.dataset = ds.dataset(str(path), format="parquet", partitioning="hive" if path.is_dir() else None)
                 keys = _directory_keys(path, self.dataset.files) if path.is_dir() else ()
@@ -180,11 +181,20 @@ class ParquetSource(TableSource):
                     self.dataset = ds.dataset(str(path), format="parquet",
                                               partitioning=ds.partitioning(declared, flavor="hive"))
         except (OSError, ValueError, pa.ArrowException) as exc:
-            if self.partition_types:  # pyarrow's message would quote the directory name that failed to parse
-                raise TableReadError(f"{argument} {path}: a partition directory's value does not parse as the type "
-                                     f"the schema gives its field ({sorted(self.partition_types)}); details are "
-                                     f"withheld because they would reveal private values") from None
-            raise TableReadError(f"cannot read {argument} {path} as Parquet: {exc}") from exc
+            if public or not path.is_dir():
+                raise TableReadError(f"cannot read {argument} {path} as Parquet: {exc}") from exc
+            failure = type(exc).__name__
+        else:
+            failure = None
+        # Raised outside the handler, so that pyarrow's message is not even the __context__: it names the
+        # directory that failed to parse, or a file's path, whose key=value directories are private values.
+        if failure is not None and self.partition_types:
+            raise TableReadError(f"{argument} {path}: a partition directory's value does not parse as the type "
+                                 f"the schema gives its field ({sorted(self.partition_types)}); details are "
+                                 f"withheld because they would reveal private values")
+        if failure is not None:
+            raise TableReadError(f"cannot read {argument} {path} as a Parquet dataset ({failure}); details are "
+                                 f"withheld because a file's path names private partition values")
         unified = _check_parts_agree(path, self.dataset, argument, set(keys))
         if unified is not None:  # files of one kind per column but of different widths or precisions
             self.dataset = ds.dataset(str(path), format="parquet", schema=unified,
@@ -233,8 +243,16 @@ class ParquetSource(TableSource):
                 if batch.num_rows:
                     # Through a table so that the dataset's pandas metadata restores nullable ints, categories.
                     yield self._frame(pa.Table.from_batches([batch], schema=self.dataset.schema))
+            return
         except (OSError, pa.ArrowException) as exc:
-            raise TableReadError(f"cannot read {self.path}: {exc}") from exc
+            if self.public:
+                raise TableReadError(f"cannot read {self.path}: {exc}") from exc
+            # pyarrow's message quotes the value that failed (one past an integer type or a timestamp unit
+            # the files' types were unified to): withheld, and unchained, as it is a private value.
+            failure = type(exc).__name__
+        raise TableReadError(f"cannot read {self.argument} {self.path} ({failure}: a value does not convert to the "
+                             f"dataset's type, or a file is unreadable); details are withheld because they could "
+                             f"reveal private values: check the files' types and integrity")
 
     def _frame(self, table: pa.Table) -> pd.DataFrame:
         """``table`` as pandas: the dataset's pandas metadata restores its dtypes; without it, integer and
@@ -266,7 +284,8 @@ class ParquetSource(TableSource):
         wanted = {name: types[name] for name in self.untyped_columns if name in types}
         if not wanted:
             return self
-        return ParquetSource(self.path, self.argument, partition_types={**self.partition_types, **wanted})
+        return ParquetSource(self.path, self.argument, public=self.public,
+                             partition_types={**self.partition_types, **wanted})
 
 
 # pandas' nullable dtype per Arrow integer or boolean type, for files without pandas metadata (pyarrow,
@@ -302,15 +321,14 @@ def _check_parts_agree(root: Path, dataset: ds.Dataset, argument: str, partition
     if not root.is_dir():
         return None
     expected = {f.name: f.type for f in dataset.schema if f.name not in partitions}
-    fragments = list(dataset.get_fragments())
-    physicals = [_physical_schema(fragment, f"{argument} {root}") for fragment in fragments]
-    distinct: list[pa.Schema] = []
-    for fragment, physical in zip(fragments, physicals):
-        if any(physical.equals(seen) for seen in distinct):
+    distinct: dict[tuple, pa.Schema] = {}  # by fields, metadata aside (pandas' differs from file to file)
+    for fragment in dataset.get_fragments():
+        file = _file_name(fragment.path, root)
+        physical = _physical_schema(fragment, f"{argument} {root}: the file {file}")
+        fields_key = tuple((f.name, f.type, f.nullable) for f in physical)
+        if fields_key in distinct:
             continue
         fields = {f.name: f.type for f in physical if f.name not in partitions}
-        file = "/".join(part.split("=", 1)[0] + "=..." if "=" in part else part
-                        for part in Path(os.path.relpath(fragment.path, root)).parts)
         where = f"{argument} {root}: the file {file}"
         if set(fields) != set(expected):
             missing, extra = sorted(set(expected) - set(fields)), sorted(set(fields) - set(expected))
@@ -324,8 +342,8 @@ def _check_parts_agree(root: Path, dataset: ds.Dataset, argument: str, partition
         if differing:
             raise TableReadError(f"{where} holds {', '.join(differing)}; give every file of a dataset the "
                                  f"same column types")
-        distinct.append(physical)
-    schemas = [pa.schema([physical.field(name) for name in expected]) for physical in distinct]
+        distinct[fields_key] = physical
+    schemas = [pa.schema([physical.field(name) for name in expected]) for physical in distinct.values()]
     if all(schema.equals(schemas[0]) for schema in schemas[1:]):  # the first file's schema is the dataset's
         return None
     try:
@@ -336,11 +354,19 @@ def _check_parts_agree(root: Path, dataset: ds.Dataset, argument: str, partition
     return pa.schema([unified.field(name) for name in expected] + partition_fields, metadata=dataset.schema.metadata)
 
 
-def _physical_schema(fragment: ds.Fragment, argument: str) -> pa.Schema:
+def _file_name(path: str, root: Path) -> str:
+    """A dataset file's path under ``root`` with its partition values left out (they are private)."""
+    return "/".join(part.split("=", 1)[0] + "=..." if "=" in part else part
+                    for part in Path(os.path.relpath(path, root)).parts)
+
+
+def _physical_schema(fragment: ds.Fragment, where: str) -> pa.Schema:
+    """A file's schema, read from its footer; pyarrow's message on failure names the file's whole path."""
     try:
         return fragment.physical_schema
     except (OSError, pa.ArrowException) as exc:
-        raise TableReadError(f"cannot read {argument}: {exc}") from exc
+        failure = type(exc).__name__
+    raise TableReadError(f"cannot read {where}: not a readable Parquet file ({failure})")
 
 
 def _arrow_dictionary_dtype(type_: pa.DataType) -> pd.ArrowDtype | None:
@@ -391,11 +417,9 @@ def _unsupported(type_: pa.DataType) -> bool:
             or pa.types.is_interval(type_))
 
 
-_CONVERSIONS = {"date": "pd.to_datetime(df[column])", "datetime": "pd.to_datetime(df[column], utc=True)",
-                "decimal": "df[column].astype(float)", "timedelta": "pd.to_timedelta(df[column])"}
 
 
-def check_object_values(frame: pd.DataFrame, argument: str, *, public: bool = True) -> None:
+def check_object_values(frame: pd.DataFrame, argument: str, *, public: bool) -> None:
     """Object columns of dates, timestamps (say of mixed time zones), decimals, times or bytes would be
     modelled as categories of unordered labels (and fold into the catch-all); refuse them with the
     conversion that makes them numbers, timestamps or durations. Strings, mixed labels and missing values
@@ -417,10 +441,11 @@ def check_object_values(frame: pd.DataFrame, argument: str, *, public: bool = Tr
             described, conversion = problem
             raise SchemaError(f"{argument} column {name!r} is a categorical of {described}, which a model file "
                               f"cannot record as labels; convert it to {conversion}")
-        if inferred in _CONVERSIONS:
+        if inferred in ("date", "datetime", "decimal", "timedelta"):
+            example = next(value for value in frame[name] if not is_null(value))
             raise SchemaError(f"{argument} column {name!r} holds Python {inferred} objects, which tabsynth would "
-                              f"treat as unordered labels; convert it first: df[column] = "
-                              f"{_CONVERSIONS[inferred]} (Parquet files are converted when read)")
+                              f"treat as unordered labels; convert it first: {label_conversion(example)} "
+                              f"(Parquet files are converted when read)")
         if inferred in ("time", "period", "interval", "complex"):
             raise SchemaError(f"{argument} column {name!r} holds {inferred} objects, which no column kind "
                               f"describes; drop it or convert it to numbers, text, booleans, timestamps or durations")
@@ -476,17 +501,17 @@ def open_table(data: TableLike, argument: str, *, public: bool = False) -> Table
         raise TableReadError(f"{argument} not found: {path}")
     if path.is_file() and is_csv(path):
         try:
-            frame = with_iso_timestamps(pd.read_csv(path))
+            frame = with_iso_timestamps(pd.read_csv(path, low_memory=False))  # types from all rows: no DtypeWarning
         except (OSError, ValueError) as exc:
             raise TableReadError(f"cannot read {argument} {path} as CSV: {exc}") from exc
-        return FrameSource(frame, f"{argument} {path}", types_from_values=True)
+        return FrameSource(frame, f"{argument} {path}", types_from_values=True, public=public)
     if path.is_file() and not path.name.lower().endswith(PARQUET_SUFFIXES):
         try:
             pq.read_metadata(path)
         except (OSError, pa.ArrowException) as exc:
             raise TableReadError(f"cannot read {argument} {path}: name CSV files *.csv and Parquet files "
                                  f"*.parquet ({exc})") from exc
-    return ParquetSource(path, argument, infer_partition_types=public)
+    return ParquetSource(path, argument, public=public)
 
 
 # A date, or a date and time of day (to the minute or finer) with an optional UTC offset: ISO 8601 as

@@ -752,6 +752,34 @@ def is_null(value: Any) -> bool:
         return False
 
 
+def missing_values(series: pd.Series) -> np.ndarray:
+    """The rows whose value is null, or NaN in an Arrow or masked float column: there NaN is a value that
+    ``isna`` does not count, and as a number it would pass every clamp into training (and fail it)."""
+    try:
+        missing = np.asarray(series.isna(), dtype=bool)
+    except (TypeError, ValueError, ArithmeticError):  # a value isna cannot judge (a signalling decimal NaN)
+        missing = np.fromiter(map(is_null, series), bool, len(series))
+    if not isinstance(series.dtype, np.dtype) and pd.api.types.is_float_dtype(series.dtype):
+        missing = missing | np.isnan(series.to_numpy(dtype=np.float64, na_value=np.nan))
+    return missing
+
+
+def positions_in(levels: pd.Index, values: Any) -> np.ndarray:
+    """Each value's position among ``levels``, -1 where it is none of them (a value that cannot be
+    hashed, a list, included: like any unknown value)."""
+    try:
+        return levels.get_indexer(values).astype(np.int64)
+    except (TypeError, ValueError, ArithmeticError):
+        return np.fromiter((_position_in(levels, value) for value in values), np.int64, len(values))
+
+
+def _position_in(levels: pd.Index, value: Any) -> int:
+    try:
+        return int(levels.get_loc(value))
+    except (KeyError, TypeError, ValueError, ArithmeticError, pd.errors.InvalidIndexError):
+        return -1
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, Region):
         return value.to_dict()

@@ -38,7 +38,7 @@ from tabsynth.privacy.ledger import BudgetExceededError, PrivacyLedger
 from tabsynth.privacy.marginals import (PAIR_RESOLUTION, PUBLIC_PAIR_CELLS, MarginalMeasurements, choose_pairs, dependence_stars,
                                         group_cells, histograms, measure_marginals, pair_groups, pair_size_bounds,
                                         pooled_one_way, public_prior, smoothed, with_public_pairs)
-from tabsynth.privacy.mechanisms import laplace_count
+from tabsynth.privacy.mechanisms import discrete_laplace_count
 from tabsynth.sampling import rake, systematic_resample, target_distributions
 from tabsynth.rules import Rule, RulesUnmetError
 from tabsynth.schema import (BooleanColumn, CategoricalColumn, ContinuousColumn, IntegerColumn, Schema, SchemaError,
@@ -286,14 +286,14 @@ class Synthesizer:
 
         # Row count: a DP estimate, so that q, T and delta's checks depend on the data only through it.
         count_epsilon = s.count_fraction * epsilon
-        dp_rows = max(1.0, laplace_count(source.count_rows(), count_epsilon, privacy_rng))
+        dp_rows = float(max(1, discrete_laplace_count(source.count_rows(), count_epsilon, privacy_rng)))
         if delta is None:
             delta = _default_delta(dp_rows)
         elif delta >= 1.0 / dp_rows:
             raise ValueError(f"delta={delta} is not below 1/n for this table; such a delta permits "
                              f"releasing whole records. Use delta <= 1e-5 and well below 1/n")
         ledger = PrivacyLedger(epsilon, delta)
-        ledger.spend("row count", "laplace", count_epsilon, 0.0, value=round(dp_rows),
+        ledger.spend("row count", "discrete laplace", count_epsilon, 0.0, value=round(dp_rows),
                      note="sets the sampling rate, the step count, the default delta and the default "
                           "number of rows to sample")
 

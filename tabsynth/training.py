@@ -394,29 +394,32 @@ class DPGANTrainer:
         self.marginal_optimizer = torch.optim.Adam(generator.parameters(), lr=marginal_lr, betas=betas)
         self.steps_done = 0
 
-    def noise(self, n: int, device: torch.device) -> torch.Tensor:
-        return torch.randn((n, self.generator.noise_dim), generator=self.torch_generator, device=device)
+    def noise(self, n: int, device: torch.device, rng: torch.Generator | None = None) -> torch.Tensor:
+        return torch.randn((n, self.generator.noise_dim), generator=rng or self.torch_generator, device=device)
 
     def rows(self, store: CompactStore, index: np.ndarray) -> torch.Tensor:
         """Encoded rows of ``store`` at ``index`` as the networks see them (no places in cells), on the device."""
         return self.layout.expand(torch.from_numpy(store.take(index)).to(self.device), places=False)
 
-    def _paired(self, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``real`` rows, each paired with its own fake, and the interpolation weights of WGAN-GP.
+    def _paired(self, real: torch.Tensor, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``real`` rows, each paired with its own fake, and the interpolation weights of WGAN-GP, drawn
+        from ``rng``.
 
         The fakes are drawn in eval mode: no fake (and no stored batch-norm statistic) depends on
-        the realised, data-dependent batch size.
+        the realised, data-dependent batch size. For a private batch ``rng`` is the privacy generator
+        (secret, like the noise): a private batch's realised size decides how many draws it takes, and
+        from the seeded generator that would shift every later fake and generator step by it.
         """
         self.generator.eval()
         with torch.no_grad():
-            fake = self.generator(self.noise(len(real), self.device), self.torch_generator)
+            fake = self.generator(self.noise(len(real), self.device, rng), rng)
         self.generator.train()
-        alpha = torch.rand((len(real), 1), generator=self.torch_generator, device=self.device)
+        alpha = torch.rand((len(real), 1), generator=rng, device=self.device)
         return real, fake, alpha
 
-    def _per_example(self, real: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _per_example(self, real: torch.Tensor, rng: torch.Generator) -> dict[str, torch.Tensor]:
         """Per-example discriminator gradients for ``real`` rows and their fakes."""
-        return per_example_gradients(self.discriminator, self.loss, *self._paired(real))
+        return per_example_gradients(self.discriminator, self.loss, *self._paired(real, rng))
 
     def _apply(self, gradients: dict[str, torch.Tensor]) -> None:
         for name, parameter in self.discriminator.named_parameters():
@@ -427,12 +430,12 @@ class DPGANTrainer:
         """One DP-SGD step on a Poisson batch of the private rows; returns what it released."""
         real = self.rows(data, poisson_sample(len(data), self.plan.sample_rate, self.privacy_rng))
         if self.objective == "gan":  # linear layers and a loss of two rows per example: no per-example gradients
-            real, fake, _ = self._paired(real)
+            real, fake, _ = self._paired(real, self.privacy_generator)
             released = privatize_linear(self.discriminator, gan_row_losses, torch.stack([real, fake]), self.groups,
                                         self.plan.expected_batch_size, self.privacy_generator)
         else:
-            released = privatize(self._per_example(real), self.groups, self.plan.expected_batch_size,
-                                 self.privacy_generator)
+            released = privatize(self._per_example(real, self.privacy_generator), self.groups,
+                                 self.plan.expected_batch_size, self.privacy_generator)
         self._apply(released.gradients)
         self.steps_done += 1
         return released
@@ -444,17 +447,18 @@ class DPGANTrainer:
     def public_discriminator_step(self, public: CompactStore, batch_size: int) -> None:
         """An ordinary (non-private) discriminator step on public rows: no clipping, no noise, no budget."""
         self.d_optimizer.zero_grad(set_to_none=True)
-        mean_loss(self.discriminator, self.loss, *self._paired(self._public_batch(public, batch_size))).backward()
+        mean_loss(self.discriminator, self.loss,
+                  *self._paired(self._public_batch(public, batch_size), self.torch_generator)).backward()
         self.d_optimizer.step()
 
     def public_group_norms(self, public: CompactStore, names: tuple[tuple[str, ...], ...]) -> np.ndarray:
         """Mean per-example gradient norm of each group on a public batch: clipping bounds at no privacy cost."""
         real = self._public_batch(public, PUBLIC_NORM_BATCH)
         if self.objective == "gan":
-            real, fake, _ = self._paired(real)
+            real, fake, _ = self._paired(real, self.torch_generator)
             norms = linear_group_norms(self.discriminator, gan_row_losses, torch.stack([real, fake]), names)
         else:
-            norms = group_norms(self._per_example(real), names)
+            norms = group_norms(self._per_example(real, self.torch_generator), names)
         return norms.mean(0).cpu().numpy()
 
     def _groups_for(self, step: int, bounds: tuple[float, ...], public: CompactStore | None) -> ClippingGroups:

@@ -925,3 +925,23 @@ def test_the_gaussian_release_is_within_its_budget_by_an_independent_accountant(
     thresholds = [m for m in histograms if "threshold" in m]
     singleton = sum(float(norm.sf((m["threshold"] - 1.0) / m["scale"])) for m in thresholds)
     assert pld.get_delta_for_epsilon(epsilon) + singleton <= delta * 1.001
+
+
+@pytest.mark.parametrize("odd", [["a", "list"], decimal.Decimal("sNaN")])
+def test_one_row_no_histogram_can_count_neither_fails_new_category_discovery_nor_known_rows(odd: object) -> None:
+    public, private = public_and_private()
+    private["region"] = private["region"].astype(object)
+    private.at[2, "region"] = odd
+    schema = Schema.infer(public, overrides={"industry": "categorical"})
+    released = discover_new_categories(private, schema, PrivacyLedger(10.0, 1e-5), 2.0, 1e-6,
+                                       np.random.default_rng(0))
+    assert released["region"].categories == ("north", "south")
+    assert 2 not in known_rows(released)(private).index
+
+
+@pytest.mark.parametrize("with_list", [False, True])
+def test_equal_tuples_beside_one_list_are_counted_not_unpacked_into_a_matrix(with_list: bool) -> None:
+    # The list's fallback made the tuples a 2-D array, which failed the release: one row decided the error.
+    values = pd.Series([("x", 1)] * 1_000 + [None] * 500 + ([["a"]] if with_list else []), dtype=object)
+    with pytest.raises(SchemaError, match="released categories that are Python tuple values"):
+        discover(pd.DataFrame({"pair": values}))

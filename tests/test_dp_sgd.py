@@ -169,3 +169,33 @@ def test_ghost_group_norms_equal_the_norms_of_materialised_per_example_gradients
     names = ClippingGroups.build(model, 1.0, grouping="clustered").names
     expected = group_norms(per_example_gradients(model, gan_loss, real, fake, alpha), names)
     torch.testing.assert_close(linear_group_norms(model, gan_row_losses, torch.stack([real, fake]), names), expected)
+
+
+@pytest.mark.parametrize("objective", ["wgan-gp", "gan"])
+def test_a_dp_step_draws_its_fakes_from_the_privacy_generator_not_the_seeded_one(objective: str) -> None:
+    # A private batch's realised size decides how many fakes it draws: from the seeded generator, every
+    # later fake and generator step would shift with it, outside what the accountant sees.
+    import pandas as pd
+
+    from tabsynth import CategoricalColumn, ContinuousColumn, Encoder, Schema
+    from tabsynth.models import Generator
+    from tabsynth.store import CompactStore
+    from tabsynth.training import DPGANTrainer, TrainingPlan
+
+    schema = Schema((ContinuousColumn("x", lower=0, upper=1), CategoricalColumn("c", categories=("a", "b"))))
+    encoder = Encoder(schema)
+    rng = np.random.default_rng(0)
+    rows = encoder.encode_compact(pd.DataFrame({"x": rng.random(200), "c": rng.choice(["a", "b"], 200)}))
+    generator = Generator(8, encoder.layout, (16,), 0.2, 4, [])
+    discriminator = Discriminator(encoder.dim, (16,))
+    init = torch.Generator().manual_seed(0)
+    init_linear(generator, init)
+    init_linear(discriminator, init)
+    seeded = torch.Generator().manual_seed(1)
+    trainer = DPGANTrainer(generator, discriminator, ClippingGroups.build(discriminator, 1.0),
+                           TrainingPlan(2, 0.25, 50.0, 1.0, 1e-5, "prv"), objective=objective, gp_weight=10.0,
+                           generator_steps=1, generator_lr=1e-3, discriminator_lr=1e-3, torch_generator=seeded,
+                           privacy_rng=np.random.default_rng(), privacy_generator=torch.Generator().manual_seed(2))
+    before = seeded.get_state()
+    trainer.discriminator_step(CompactStore(rows=rows))
+    assert torch.equal(seeded.get_state(), before)

@@ -512,3 +512,23 @@ def test_nan_in_an_arrow_or_masked_float_column_is_missing_not_a_number(values: 
     encoded = np.asarray(encoder.encode(frame))
     assert np.isfinite(encoded).all()
     assert encoder.decode(encoded)["x"].isna().tolist() == [False, True, True]
+
+
+def test_a_redacted_encoding_error_does_not_carry_the_original_as_its_context() -> None:
+    # "from None" only hid it when printed: exc.__context__ still held "e.g. ['zzz']" for any caller to log.
+    schema = Schema((CategoricalColumn("c", categories=("a", "b")),))
+    with pytest.raises(DomainError, match="details are withheld") as caught:
+        Encoder(schema).encode_compact(pd.DataFrame({"c": ["a", "zzz"]}), redact=True)
+    assert caught.value.__context__ is None and caught.value.__cause__ is None
+
+
+def test_nan_in_an_arrow_coordinate_is_a_missing_point() -> None:
+    schema = Schema((GeoPointColumn("shop", nullable=True, lat="lat", lon="lon",
+                                    region=PointSetRegion(np.array([[1.0, 2.0], [3.0, 4.0]]))),))
+    arrow = pd.ArrowDtype(pa.float64())
+    frame = pd.DataFrame({"lat": pd.array(pa.array([1.0, float("nan")], from_pandas=False), dtype=arrow),
+                          "lon": pd.array(pa.array([2.0, 4.0]), dtype=arrow)})
+    encoder = Encoder(schema, on_invalid="clip")
+    encoded = np.asarray(encoder.encode(frame))
+    assert np.isfinite(encoded).all()
+    assert encoder.decode(encoded)["lat"].isna().tolist() == [False, True]

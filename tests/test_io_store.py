@@ -292,6 +292,24 @@ def test_files_of_a_dataset_with_different_columns_or_kinds_are_refused_naming_t
         open_table(kinds, "private table")
 
 
+def test_a_private_value_past_the_datasets_unified_type_is_not_quoted_in_the_read_error(tmp_path: Path) -> None:
+    # pyarrow's cast error quoted it ("Integer value 18446744073709551000 not in range"), and the CLI printed it.
+    pq.write_table(pa.table({"a": pa.array([1, 2], pa.int64())}), tmp_path / "p1.parquet")
+    pq.write_table(pa.table({"a": pa.array([3, 18_446_744_073_709_551_000], pa.uint64())}), tmp_path / "p2.parquet")
+    with pytest.raises(TableReadError, match="details are withheld") as caught:
+        open_table(tmp_path, "private table").read()
+    assert "18446744073709551000" not in str(caught.value) and caught.value.__context__ is None
+
+
+def test_an_unreadable_file_of_a_private_dataset_is_named_without_its_partition_values(tmp_path: Path) -> None:
+    (tmp_path / "city=Zanzibar").mkdir()
+    pq.write_table(pa.table({"a": [1, 2]}), tmp_path / "city=Zanzibar" / "p1.parquet")
+    (tmp_path / "city=Zanzibar" / "p2.parquet").write_bytes(b"not parquet")
+    with pytest.raises(TableReadError) as caught:
+        open_table(tmp_path, "private table")
+    assert "Zanzibar" not in str(caught.value) and caught.value.__context__ is None
+
+
 def test_a_named_index_pandas_stored_is_a_column_in_the_files_order(tmp_path: Path) -> None:
     # It was read as the frame's index: the model's columns then missed it and its output failed.
     frame = pd.DataFrame({"a": [1, 2, 3], "b": ["x", "y", "z"]}, index=pd.Index([7, 8, 9], name="pid"))

@@ -11,10 +11,10 @@ from scipy.stats import norm
 
 from tabsynth.privacy import (
     default_numeric_candidates,
+    discrete_laplace_count,
     dp_histogram_threshold,
     dp_quantiles,
     histogram_threshold,
-    laplace_count,
 )
 from tabsynth.privacy.mechanisms import (
     GAUSSIAN_HISTOGRAMS,
@@ -27,21 +27,36 @@ from tabsynth.privacy.mechanisms import (
 )
 
 
-def test_laplace_count_has_scale_one_over_epsilon():
+def test_discrete_laplace_count_is_an_integer_with_the_laplace_law_of_its_scale():
     rng = np.random.default_rng(0)
-    noise = np.array([laplace_count(100, 0.5, rng) for _ in range(20_000)]) - 100
+    counts = np.array([discrete_laplace_count(100, 0.5, rng) for _ in range(40_000)])
+    assert counts.dtype.kind == "i"
+    noise = counts - 100
     assert abs(noise.mean()) < 0.1
-    assert np.mean(np.abs(noise)) == pytest.approx(2.0, rel=0.05)  # E|Lap(b)| = b
+    for k in (0, 1, 3):  # P(k) = (1 - r) / (1 + r) r^|k|, r = e^-epsilon
+        r = math.exp(-0.5)
+        assert np.mean(noise == k) == pytest.approx((1 - r) / (1 + r) * r**k, rel=0.06)
+        assert np.mean(noise == -k) == pytest.approx((1 - r) / (1 + r) * r**k, rel=0.06)
 
 
-def test_laplace_count_validates_arguments():
+def test_discrete_laplace_counts_of_neighbouring_tables_differ_in_probability_by_at_most_e_epsilon():
+    # Every output has the same support under n and n + 1, at likelihood ratios within e^epsilon.
+    epsilon, rng = 1.0, np.random.default_rng(1)
+    a = np.array([discrete_laplace_count(50, epsilon, rng) for _ in range(100_000)])
+    b = np.array([discrete_laplace_count(51, epsilon, rng) for _ in range(100_000)])
+    for value in range(48, 54):
+        ratio = np.mean(a == value) / np.mean(b == value)
+        assert math.exp(-epsilon) * 0.9 <= ratio <= math.exp(epsilon) * 1.1
+
+
+def test_discrete_laplace_count_validates_arguments():
     rng = np.random.default_rng(0)
     with pytest.raises(ValueError, match="true_count"):
-        laplace_count(-1, 1.0, rng)
+        discrete_laplace_count(-1, 1.0, rng)
     with pytest.raises(ValueError, match="epsilon"):
-        laplace_count(3, 0.0, rng)
+        discrete_laplace_count(3, 0.0, rng)
     with pytest.raises(ValueError, match="rng"):
-        laplace_count(3, 1.0, np.random.RandomState(0))
+        discrete_laplace_count(3, 1.0, np.random.RandomState(0))
 
 
 def test_histogram_threshold_formula():

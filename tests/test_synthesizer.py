@@ -502,7 +502,7 @@ def numbers_in(value: object) -> list[float]:
 def test_only_the_dp_row_count_is_in_the_report(cps: pd.DataFrame, fitted: Synthesizer) -> None:
     report = fitted.privacy_report()
     row_count = next(e for e in report["ledger"]["entries"] if e["purpose"] == "row count")
-    assert row_count["mechanism"] == "laplace" and row_count["details"]["value"] == report["dp_row_count"]
+    assert row_count["mechanism"] == "discrete laplace" and row_count["details"]["value"] == report["dp_row_count"]
     # The DP estimate equals the exact count only by chance (about 1 run in 200); nothing else shows it,
     # as a number or as a whole number inside a text (digits inside other numbers are no leak).
     exact, released = len(cps), report["dp_row_count"]

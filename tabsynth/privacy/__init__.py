@@ -23,7 +23,7 @@ from tabsynth.privacy.mechanisms import (
     dp_histogram_threshold,
     dp_quantiles,
     histogram_threshold,
-    laplace_count,
+    discrete_laplace_count,
 )
 
 __all__ = [
@@ -46,6 +46,6 @@ __all__ = [
     "dp_quantiles",
     "effective_noise_multiplier",
     "histogram_threshold",
-    "laplace_count",
+    "discrete_laplace_count",
     "max_steps",
 ]

@@ -58,9 +58,11 @@ from tabsynth.schema import (
     is_duration_dtype,
     is_label,
     is_null,
+    missing_values,
     label_conversion,
     naive_stamps,
     numpy_temporal,
+    positions_in,
     ordered_levels,
     quantile_knots,
     with_point_masses,
@@ -430,12 +432,11 @@ def _with_new_categories(frame: pd.DataFrame, schema: Schema, categorical: Seque
                          release: CategoryRelease, rng: np.random.Generator) -> Schema:
     """``schema`` with each categorical column's private values outside its categories that ``release`` lets out."""
     for column in categorical:
-        series = frame[column.name].dropna()
-        values = series.astype(object) if isinstance(series.dtype, pd.CategoricalDtype) else series
-        unknown = pd.Index(column.levels, dtype=object).get_indexer(values) < 0
-        released = release.release(values[unknown].to_numpy(dtype=object), rng)
+        values = frame[column.name].to_numpy(dtype=object)
+        unknown = positions_in(pd.Index(column.levels, dtype=object), values) < 0  # and nulls, left out by the release
+        released = _labels(column.name, list(release.release(values[unknown], rng)))
         if released:
-            schema = schema.replace_column(replace(column, categories=column.categories + tuple(_sorted(list(released)))))
+            schema = schema.replace_column(replace(column, categories=column.categories + tuple(_sorted(released))))
     return schema
 
 
@@ -464,7 +465,7 @@ def known_rows(schema: Schema) -> Callable[[pd.DataFrame], pd.DataFrame]:
         for name, levels in checks:
             series = frame[name]
             values = series.astype(object) if isinstance(series.dtype, pd.CategoricalDtype) else series
-            mask &= series.isna().to_numpy() | (levels.get_indexer(values) >= 0)
+            mask &= missing_values(series) | (positions_in(levels, values) >= 0)
         return frame if mask.all() else frame[mask]
 
     return keep
@@ -1210,23 +1211,10 @@ def _discover_categorical(series: pd.Series, release: CategoryRelease, rng: np.r
     """Categorical spec: the values released by the thresholded DP histogram, in a data-independent
     order; and whether the release held any value (the catch-all's own included)."""
     name = str(series.name)
-    values = series.to_numpy(dtype=object)
-    try:
-        values = values[~pd.isna(values)]
-    except (TypeError, ValueError, ArithmeticError):  # a value isna cannot judge (a signalling decimal NaN)
-        values = np.array([v for v in values if not is_null(v)], dtype=object)
-    try:
-        released = release.release(values, rng)
-    except (TypeError, ValueError, ArithmeticError):  # a value that cannot be hashed; no noise was drawn yet
-        # Refusing it would tell of one row; like any value outside the release, it goes to the catch-all.
-        released = release.release(np.array([v for v in values if _hashable(v)], dtype=object), rng)
+    # Nulls and values no histogram can count (a list) are left out by the release, unrefused.
+    released = release.release(series.to_numpy(dtype=object), rng)
     # A released value equal to the catch-all is kept as the catch-all itself: it still decodes to itself.
-    categories = [v for v in released if not _same(v, catch_all)]
-    unlabelled = next((v for v in categories if not is_label(v)), None)
-    if unlabelled is not None:  # a fact about the release (post-processing), never about one row
-        raise SchemaError(f"column {name!r}: DP discovery released categories that are Python "
-                          f"{type(unlabelled).__name__} values, which a model file cannot record as labels; "
-                          f"convert the column first: {label_conversion(unlabelled)}")
+    categories = _labels(name, [v for v in released if not _same(v, catch_all)])
     order = ordered_levels(series)
     if order is not None:  # the dtype's order, a declared one
         position = {value: i for i, value in enumerate(order)}
@@ -1237,12 +1225,15 @@ def _discover_categorical(series: pd.Series, release: CategoryRelease, rng: np.r
                              categories=tuple(categories), catch_all=catch_all), bool(released)
 
 
-def _hashable(value: Any) -> bool:
-    try:
-        hash(value)
-    except (TypeError, ValueError, ArithmeticError):
-        return False
-    return True
+def _labels(name: str, released: list[Any]) -> list[Any]:
+    """Released values, refused where one is no label (a date, a decimal): many rows hold such values,
+    and the refusal is a fact about the release (post-processing), never about one row."""
+    unlabelled = next((v for v in released if not is_label(v)), None)
+    if unlabelled is not None:
+        raise SchemaError(f"column {name!r}: DP discovery released categories that are Python "
+                          f"{type(unlabelled).__name__} values, which a model file cannot record as labels; "
+                          f"convert the column first: {label_conversion(unlabelled)}")
+    return released
 
 
 def _mixes_types(column: CategoricalColumn) -> bool:

@@ -16,6 +16,8 @@ from scipy import integrate, special
 from scipy.optimize import brentq
 from scipy.stats import norm
 
+from tabsynth.schema import is_null
+
 __all__ = [
     "CategoryRelease",
     "CountNoise",
@@ -28,7 +30,7 @@ __all__ = [
     "gaussian_threshold",
     "histogram_quantiles",
     "histogram_threshold",
-    "laplace_count",
+    "discrete_laplace_count",
     "laplace_histogram",
     "noisy_histogram",
     "plan_category_release",
@@ -53,15 +55,19 @@ def _check_rng(rng: np.random.Generator) -> np.random.Generator:
     return rng
 
 
-def laplace_count(true_count: int, epsilon: float, rng: np.random.Generator) -> float:
-    """epsilon-DP count: true_count + Laplace(1/epsilon).
+def discrete_laplace_count(true_count: int, epsilon: float, rng: np.random.Generator) -> int:
+    """epsilon-DP count: true_count + discrete Laplace noise, P(k) proportional to exp(-epsilon |k|).
 
-    Sensitivity 1: adding or removing one row changes a count by at most 1.
+    Sensitivity 1: adding or removing one row changes a count by at most 1. The noise is an integer
+    (the difference of two geometric draws): a continuous Laplace sample in floating point leaves
+    gaps in its outputs that can tell which count it came from (Mironov 2012).
     """
     if isinstance(true_count, bool) or not isinstance(true_count, (int, np.integer)) or true_count < 0:
         raise ValueError(f"true_count must be a non-negative integer, got {true_count!r}")
     epsilon = _check_epsilon(epsilon)
-    return float(true_count) + float(_check_rng(rng).laplace(0.0, 1.0 / epsilon))
+    rng = _check_rng(rng)
+    success = -math.expm1(-epsilon)  # 1 - e^-epsilon
+    return int(true_count) + int(rng.geometric(success)) - int(rng.geometric(success))
 
 
 def histogram_threshold(epsilon: float, delta: float) -> float:
@@ -110,52 +116,85 @@ def dp_histogram_threshold(
 
 def _thresholded_counts(values: Any, sample: Any, scale: float, tau: float) -> dict[Any, float]:
     """Each non-null value's count plus ``sample(0, scale, size)`` noise, kept where it reaches ``tau``,
-    most frequent first."""
+    most frequent first. A value no histogram can count (unhashable: a list, a signalling decimal NaN)
+    counts in no bin, like a null: refusing it would tell of its row."""
     arr = np.asarray(values, dtype=object) if not isinstance(values, np.ndarray) else values
     if arr.ndim != 1:
         raise ValueError(f"values must be 1-D, got shape {arr.shape}")
-    codes, uniques = _typed_factorize(arr)
+    try:
+        codes, uniques = _typed_factorize(arr)
+    except (TypeError, ValueError, ArithmeticError):  # a value that cannot be hashed: counted nowhere
+        arr = _present(arr)
+        codes, uniques = _typed_factorize(arr[np.fromiter(map(_hashable, arr), bool, len(arr))])
     counts = np.bincount(codes[codes >= 0], minlength=len(uniques))
     noisy = counts + sample(0.0, scale, size=counts.size)
     keep = np.flatnonzero(noisy >= tau)
     keep = keep[np.argsort(-noisy[keep], kind="stable")]
     released: dict[Any, float] = {}
     for i in keep:  # of released values that compare equal (1, 1.0, True) the most frequent stands for all
-        released.setdefault(_as_python(uniques[i]), float(noisy[i]))
+        released.setdefault(uniques[i], float(noisy[i]))
     return released
 
 
-_SAME_TYPE = ("string", "integer", "boolean", "decimal", "empty")  # object arrays of one type, no float
+def _present(arr: np.ndarray) -> np.ndarray:
+    """The non-null values of an object array (judged one by one where ``isna`` fails on one: a
+    signalling decimal NaN)."""
+    try:
+        return arr[~pd.isna(arr)]
+    except (TypeError, ValueError, ArithmeticError):
+        return arr[~np.fromiter(map(is_null, arr), bool, len(arr))]
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except (TypeError, ValueError, ArithmeticError):
+        return False
+    return True
+
+
+_ONE_TYPE = ("string", "integer", "boolean", "decimal", "empty")  # kinds whose equal values are alike
 
 
 def _typed_factorize(arr: np.ndarray) -> tuple[np.ndarray, list[Any]]:
-    """Codes of the non-null values (-1 for nulls) and the values, in order of first appearance.
+    """Codes of the non-null values (nulls get -1 or are left out) and the values as Python scalars, in
+    order of first appearance.
 
-    Values that compare equal but differ in type (1, 1.0, True) are counted apart, and -0.0 as 0.0:
-    pandas would merge the first group and keep whichever came first, so one row put before the
+    Values that compare equal but differ in kind (1, 1.0, True) are counted apart, and -0.0 as 0.0:
+    pandas would merge each such group and keep whichever came first, so one row put before the
     others would decide a released value's type or sign."""
+    kind = pd.api.types.infer_dtype(arr, skipna=True) if arr.dtype == object else None
+    if kind == "floating":
+        arr = np.where(pd.isna(arr), np.nan, arr).astype(np.float64)
     if arr.dtype.kind == "f":
         arr = arr + 0.0  # -0.0 + 0.0 is 0.0
-    elif arr.dtype == object and pd.api.types.infer_dtype(arr, skipna=True) not in _SAME_TYPE:
-        present = ~pd.isna(arr)
-        keys = np.empty(len(arr), dtype=object)  # filled one by one: numpy would unpack a list of pairs
-        for i in np.flatnonzero(present):
-            keys[i] = _typed_key(arr[i])
-        codes, uniques = pd.factorize(keys, use_na_sentinel=True)
-        return codes, [key[1] for key in uniques]
-    codes, uniques = pd.factorize(arr, use_na_sentinel=True)
-    return codes, list(uniques)
+    if arr.dtype != object or kind in _ONE_TYPE:
+        codes, uniques = pd.factorize(arr, use_na_sentinel=True)
+        return codes, [_as_python(value) for value in uniques]
+    arr = _present(arr)
+    value_codes, _ = pd.factorize(arr)
+    kind_codes, kinds = pd.factorize(_scalar_kinds(arr))
+    codes, _ = pd.factorize(value_codes.astype(np.int64) * len(kinds) + kind_codes)
+    firsts = np.unique(codes, return_index=True)[1]  # codes run 0, 1, ... in order of first appearance
+    return codes, [_without_sign_of_zero(_as_python(arr[i])) for i in firsts]
 
 
-def _typed_key(value: Any) -> tuple[str, Any]:
-    """A value with its type: Python's and numpy's scalars of one kind are one type."""
+def _without_sign_of_zero(value: Any) -> Any:
+    return value + 0.0 if isinstance(value, float) else value
+
+
+def _scalar_kind(value: Any) -> str:
+    """A value's type, Python's and numpy's scalars of one kind alike."""
     if isinstance(value, (bool, np.bool_)):
-        return "bool", bool(value)
+        return "bool"
     if isinstance(value, (int, np.integer)):
-        return "int", int(value)
+        return "int"
     if isinstance(value, (float, np.floating)):
-        return "float", float(value) + 0.0
-    return type(value).__name__, value
+        return "float"
+    return type(value).__name__
+
+
+_scalar_kinds = np.frompyfunc(_scalar_kind, 1, 1)
 
 
 def gaussian_delta(epsilon: float, std: float, sensitivity: float = 1.0) -> float:
