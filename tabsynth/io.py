@@ -21,7 +21,7 @@ import re
 import urllib.parse
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Mapping
+from typing import Callable, Collection, Iterable, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -129,12 +129,27 @@ class FrameSource(TableSource):
     """An in-memory DataFrame, served in slices (no copies)."""
 
     def __init__(self, frame: pd.DataFrame, argument: str, *, types_from_values: bool = False,
-                 public: bool = False) -> None:
+                 public: bool = False, untyped: Collection[str] = ()) -> None:
         check_frame(frame, argument)
         check_object_values(frame, argument, public=public)
         self.frame = frame
+        self.argument = argument
         self.types_from_values = types_from_values
         self.columns = list(frame.columns)
+        self._untyped = frozenset(untyped)
+
+    @property
+    def untyped_columns(self) -> frozenset[str]:
+        """A private CSV's columns, read as text (``open_table``)."""
+        return self._untyped
+
+    def typed_by(self, types: Mapping[str, pa.DataType]) -> "TableSource":
+        wanted = {name: types[name] for name in self._untyped if name in types}
+        if not wanted:
+            return self
+        typed = self.frame.assign(**{name: _parsed(self.frame[name], type_) for name, type_ in wanted.items()})
+        return FrameSource(typed, self.argument, types_from_values=self.types_from_values,
+                           untyped=self._untyped - set(wanted))
 
     def count_rows(self) -> int:
         return len(self.frame)
@@ -281,7 +296,9 @@ class ParquetSource(TableSource):
         return frozenset(name for name in self.partition_fields if name not in self.partition_types)
 
     def typed_by(self, types: Mapping[str, pa.DataType]) -> "TableSource":
-        wanted = {name: types[name] for name in self.untyped_columns if name in types}
+        # Partition fields take numbers and booleans; a time stays text, as pyarrow would parse it.
+        wanted = {name: types[name] for name in self.untyped_columns
+                  if name in types and not pa.types.is_temporal(types[name])}
         if not wanted:
             return self
         return ParquetSource(self.path, self.argument, public=self.public,
@@ -500,11 +517,7 @@ def open_table(data: TableLike, argument: str, *, public: bool = False) -> Table
     if not path.exists():
         raise TableReadError(f"{argument} not found: {path}")
     if path.is_file() and is_csv(path):
-        try:
-            frame = with_iso_timestamps(pd.read_csv(path, low_memory=False))  # types from all rows: no DtypeWarning
-        except (OSError, ValueError) as exc:
-            raise TableReadError(f"cannot read {argument} {path} as CSV: {exc}") from exc
-        return FrameSource(frame, f"{argument} {path}", types_from_values=True, public=public)
+        return _csv_source(path, argument, public)
     if path.is_file() and not path.name.lower().endswith(PARQUET_SUFFIXES):
         try:
             pq.read_metadata(path)
@@ -519,6 +532,44 @@ def open_table(data: TableLike, argument: str, *, public: bool = False) -> Table
 _ISO_TIME = r"[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?"
 _ISO_OFFSET = r"(?:Z|[+-]\d{2}(?::?\d{2})?)"
 _ISO_TIMESTAMP = rf"\d{{4}}-\d{{2}}-\d{{2}}(?:{_ISO_TIME}{_ISO_OFFSET}?)?"
+
+
+def _csv_source(path: Path, argument: str, public: bool) -> FrameSource:
+    """A CSV file, read whole. A public one's types come from its values (ISO 8601 text as timestamps).
+    A private one is read as text: its types would come from its values too, and one row could turn a
+    column of numbers or dates into text; the schema or public table types it (``typed_by``)."""
+    try:
+        frame = pd.read_csv(path, low_memory=False, **({} if public else {"dtype": str}))
+    except (OSError, ValueError) as exc:
+        if public:
+            raise TableReadError(f"cannot read {argument} {path} as CSV: {exc}") from exc
+        failure = type(exc).__name__
+    else:
+        if public:
+            return FrameSource(with_iso_timestamps(frame), f"{argument} {path}", types_from_values=True, public=True)
+        return FrameSource(frame, f"{argument} {path}", types_from_values=True, untyped=frame.columns)
+    raise TableReadError(f"cannot read {argument} {path} as CSV ({failure}); details are withheld because they "
+                         f"could quote private rows")
+
+
+_BOOLEAN_TEXT = {"true": True, "t": True, "1": True, "yes": True, "false": False, "f": False, "0": False,
+                 "no": False}
+
+
+def _parsed(text: pd.Series, type_: pa.DataType) -> pd.Series:
+    """A private CSV column's text as ``type_`` (the schema's kind) holds it; text that does not parse
+    is missing, an outcome for that row alone (refusing it would tell of the row)."""
+    if pa.types.is_boolean(type_):
+        return text.str.strip().str.lower().map(_BOOLEAN_TEXT).astype("boolean")
+    if pa.types.is_integer(type_) or pa.types.is_floating(type_):
+        numbers = pd.to_numeric(text, errors="coerce")  # integers: rounded as they are encoded
+        return pd.Series(numbers.to_numpy(dtype=np.float64, na_value=np.nan), index=text.index, name=text.name)
+    if pa.types.is_timestamp(type_):
+        stamps = pd.to_datetime(text, errors="coerce", format="ISO8601", utc=True)
+        return stamps.dt.tz_convert(type_.tz) if type_.tz else stamps.dt.tz_localize(None)
+    if pa.types.is_duration(type_):
+        return pd.to_timedelta(text, errors="coerce")
+    return text
 
 
 def with_iso_timestamps(frame: pd.DataFrame) -> pd.DataFrame:

@@ -41,8 +41,9 @@ from tabsynth.privacy.marginals import (PAIR_RESOLUTION, PUBLIC_PAIR_CELLS, Marg
 from tabsynth.privacy.mechanisms import discrete_laplace_count
 from tabsynth.sampling import rake, systematic_resample, target_distributions
 from tabsynth.rules import Rule, RulesUnmetError
-from tabsynth.schema import (BooleanColumn, CategoricalColumn, ContinuousColumn, IntegerColumn, Schema, SchemaError,
-                             column_differences, is_duration_dtype, level_dtype)
+from tabsynth.schema import (BooleanColumn, CategoricalColumn, ContinuousColumn, DatetimeColumn, DurationColumn,
+                             IntegerColumn, Schema, SchemaError, column_differences, is_duration_dtype, level_dtype,
+                             read_dtype, zone_of)
 from tabsynth.store import CompactStore
 from tabsynth.training import (DPGANTrainer, MarginalLoss, TrainingPlan, functional_edges, initial_edge_weights,
                                marginal_learning_rate, marginal_step_count)
@@ -838,8 +839,8 @@ _COMPATIBLE_KINDS = ({"numbers", "booleans"}, {"text", "timestamps"}, {"text", "
 
 def _storage_types(schema: Schema, names: Collection[str]) -> dict[str, pa.DataType]:
     """The Arrow types in which the schema's kinds store the columns ``names`` (text read from untyped
-    storage): integers, reals, booleans, and categories whose values are all integers, all numbers or
-    all booleans; text (left out) for any other."""
+    storage): integers, reals, booleans, timestamps, durations, and categories whose values are all
+    integers, all numbers or all booleans; text (left out) for any other."""
     types = {}
     for column in schema.columns:
         if column.name not in names:
@@ -850,6 +851,11 @@ def _storage_types(schema: Schema, names: Collection[str]) -> dict[str, pa.DataT
             types[column.name] = pa.float64()
         elif isinstance(column, BooleanColumn):
             types[column.name] = pa.bool_()
+        elif isinstance(column, DatetimeColumn):
+            zone = zone_of(read_dtype(column.dtype)) if column.dtype else None
+            types[column.name] = pa.timestamp("ns", tz=None if zone is None else str(zone))
+        elif isinstance(column, DurationColumn):
+            types[column.name] = pa.duration("ns")
         elif isinstance(column, CategoricalColumn) and column.categories:
             levels = column.categories
             if all(isinstance(v, (bool, np.bool_)) for v in levels):

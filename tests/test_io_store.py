@@ -411,18 +411,35 @@ def schema() -> Schema:
                    ContinuousColumn("x", lower=0.0, upper=1.0)))
 
 
-def test_csv_columns_of_iso_dates_and_timestamps_are_read_as_timestamps(tmp_path: Path) -> None:
+def test_a_public_csvs_columns_of_iso_dates_and_timestamps_are_read_as_timestamps(tmp_path: Path) -> None:
     pd.DataFrame({"day": ["2020-01-03", "2021-12-31", None], "time": ["2020-01-03 10:00", "2020-01-03T11:30:05",
                                                                       "2020-02-01 00:00:01.5"],
                   "utc": ["2020-01-03T10:00:00+02:00", "2020-01-03T10:00:00Z", None],
                   "label": ["2020-01-03", "soon", "2020-01-01"], "month_13": ["2020-13-01", "2020-01-01", None]}
                  ).to_csv(tmp_path / "t.csv", index=False)
-    frame = open_table(tmp_path / "t.csv", "table").read()
+    frame = open_table(tmp_path / "t.csv", "public", public=True).read()
     assert frame["day"].tolist()[:2] == [pd.Timestamp("2020-01-03"), pd.Timestamp("2021-12-31")]
     assert pd.isna(frame["day"].iloc[2]) and frame["time"].iloc[2] == pd.Timestamp("2020-02-01 00:00:01.5")
     assert frame["utc"].iloc[0] == pd.Timestamp("2020-01-03 08:00", tz="UTC")
     assert not pd.api.types.is_datetime64_any_dtype(frame["label"])  # one value is no date: text
     assert not pd.api.types.is_datetime64_any_dtype(frame["month_13"])
+
+
+def test_a_private_csv_is_read_as_text_and_typed_by_the_schemas_kinds(tmp_path: Path) -> None:
+    # Its types came from its values: one row of "A17" among zip codes of digits turned them into text.
+    pd.DataFrame({"zip": ["02139", "A17", None], "n": ["1", "2.5", "x"], "day": ["2020-01-03", "soon", None],
+                  "flag": ["True", "false", "maybe"], "took": ["1 hours", "30s", "?"]}).to_csv(tmp_path / "t.csv",
+                                                                                           index=False)
+    source = open_table(tmp_path / "t.csv", "private table")
+    assert source.untyped_columns == {"zip", "n", "day", "flag", "took"}
+    assert source.read()["zip"].tolist()[:2] == ["02139", "A17"]
+    typed = source.typed_by({"n": pa.float64(), "day": pa.timestamp("ns"), "flag": pa.bool_(),
+                             "took": pa.duration("ns")}).read()
+    assert typed["n"].tolist()[:2] == [1.0, 2.5] and pd.isna(typed["n"].iloc[2])  # text that does not parse: missing
+    assert typed["day"].iloc[0] == pd.Timestamp("2020-01-03") and typed["day"].isna().tolist()[1:] == [True, True]
+    assert typed["flag"].tolist()[:2] == [True, False] and pd.isna(typed["flag"].iloc[2])
+    assert typed["took"].iloc[0] == pd.Timedelta(hours=1) and pd.isna(typed["took"].iloc[2])
+    assert typed["zip"].tolist()[:2] == ["02139", "A17"]
 
 
 def test_a_null_a_declared_schema_forbids_names_the_column_and_the_likely_cause_but_no_count() -> None:

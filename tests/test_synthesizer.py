@@ -246,6 +246,23 @@ def test_a_csv_tables_text_durations_fit_a_public_tables_durations(tmp_path: Pat
     assert pd.api.types.is_timedelta64_dtype(sample["span"].dtype)
 
 
+@pytest.mark.parametrize("odd_row", [False, True])
+def test_one_row_of_a_private_csv_does_not_decide_whether_it_fits_beside_a_public_table(tmp_path: Path,
+                                                                                       odd_row: bool) -> None:
+    # Its value-inferred dtypes were checked against the public kinds: digits alone made numbers (refused
+    # beside the public text), one "A17" made text (accepted).
+    rng = np.random.default_rng(4)
+    public = pd.DataFrame({"zip": pd.Series(rng.choice(["02139", "10001"], 800), dtype="str"),
+                           "n": rng.integers(0, 9, 800)})
+    private = public.copy()
+    if odd_row:
+        private.loc[0, "zip"] = "A17"
+    private.to_csv(tmp_path / "private.csv", index=False)
+    sample = Synthesizer(**FAST).fit(tmp_path / "private.csv", epsilon=1.0, public=public).sample(50, seed=0)
+    assert set(sample["zip"].dropna()) <= {"02139", "10001", "<other>"}
+    assert sample["n"].dtype == public["n"].dtype
+
+
 @pytest.fixture(scope="module")
 def fitted(cps: pd.DataFrame) -> Synthesizer:
     return Synthesizer(**FAST).fit(cps, epsilon=1.0, public=load_demo("cps_1992"))
