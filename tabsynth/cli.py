@@ -478,8 +478,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """tabsynth evaluate REAL SYNTHETIC [--target COL] [--test REAL_TEST] [--floor]."""
-    real = _read_table(args.real, "real table")
-    synthetic = _read_table(args.synthetic, "synthetic table")
+    # An evaluation is read by the steward, not released: the tables' types come from their values.
+    real = _read_table(args.real, "real table", public=True)
+    synthetic = _read_table(args.synthetic, "synthetic table", public=True)
     result: dict[str, Any] = {
         "fidelity": fidelity_report(real, synthetic),
         "out_of_domain": out_of_domain_fraction(real, synthetic),
@@ -487,7 +488,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.floor:
         result["sampling_floor"] = sampling_floor(real, len(synthetic))
     if args.target is not None:
-        test = _read_table(args.test, "test table") if args.test else real
+        test = _read_table(args.test, "test table", public=True) if args.test else real
         result["tstr"] = tstr(synthetic, test, args.target)
     _print(_dumps(result))
     return EXIT_OK

@@ -539,7 +539,9 @@ def _csv_source(path: Path, argument: str, public: bool) -> FrameSource:
     A private one is read as text: its types would come from its values too, and one row could turn a
     column of numbers or dates into text; the schema or public table types it (``typed_by``)."""
     try:
-        frame = pd.read_csv(path, low_memory=False, **({} if public else {"dtype": str}))
+        # A private CSV's only null is an empty field: "NA" or "null" may be a category's label.
+        frame = pd.read_csv(path, low_memory=False,
+                            **({} if public else {"dtype": str, "keep_default_na": False, "na_values": [""]}))
     except (OSError, ValueError) as exc:
         if public:
             raise TableReadError(f"cannot read {argument} {path} as CSV: {exc}") from exc
@@ -564,9 +566,16 @@ def _parsed(text: pd.Series, type_: pa.DataType) -> pd.Series:
     if pa.types.is_integer(type_) or pa.types.is_floating(type_):
         numbers = pd.to_numeric(text, errors="coerce")  # integers: rounded as they are encoded
         return pd.Series(numbers.to_numpy(dtype=np.float64, na_value=np.nan), index=text.index, name=text.name)
-    if pa.types.is_timestamp(type_):
-        stamps = pd.to_datetime(text, errors="coerce", format="ISO8601", utc=True)
-        return stamps.dt.tz_convert(type_.tz) if type_.tz else stamps.dt.tz_localize(None)
+    if pa.types.is_timestamp(type_):  # text with an offset is that instant; text without, a wall-clock time
+        offset = text.str.contains(f"{_ISO_TIME}{_ISO_OFFSET}$", regex=True).fillna(False).astype(bool)
+        instants = pd.to_datetime(text.where(offset), errors="coerce", format="ISO8601", utc=True)
+        wall = pd.to_datetime(text.where(~offset), errors="coerce", format="ISO8601")
+        if type_.tz:
+            instants = instants.dt.tz_convert(type_.tz)
+            wall = wall.dt.tz_localize(type_.tz, ambiguous="NaT", nonexistent="NaT")
+        else:
+            instants = instants.dt.tz_localize(None)
+        return wall.where(~offset, instants)
     if pa.types.is_duration(type_):
         return pd.to_timedelta(text, errors="coerce")
     return text

@@ -38,7 +38,7 @@ from tabsynth.privacy.ledger import BudgetExceededError, PrivacyLedger
 from tabsynth.privacy.marginals import (PAIR_RESOLUTION, PUBLIC_PAIR_CELLS, MarginalMeasurements, choose_pairs, dependence_stars,
                                         group_cells, histograms, measure_marginals, pair_groups, pair_size_bounds,
                                         pooled_one_way, public_prior, smoothed, with_public_pairs)
-from tabsynth.privacy.mechanisms import discrete_laplace_count
+from tabsynth.privacy.mechanisms import MIN_COUNT_EPSILON, discrete_laplace_count
 from tabsynth.sampling import rake, systematic_resample, target_distributions
 from tabsynth.rules import Rule, RulesUnmetError
 from tabsynth.schema import (BooleanColumn, CategoricalColumn, ContinuousColumn, DatetimeColumn, DurationColumn,
@@ -287,6 +287,9 @@ class Synthesizer:
 
         # Row count: a DP estimate, so that q, T and delta's checks depend on the data only through it.
         count_epsilon = s.count_fraction * epsilon
+        if count_epsilon < MIN_COUNT_EPSILON:
+            raise BudgetExceededError(f"epsilon={epsilon:.4g} is too small: its share for the row count "
+                                      f"(count_fraction={s.count_fraction:g}) is below {MIN_COUNT_EPSILON:g}")
         dp_rows = float(max(1, discrete_laplace_count(source.count_rows(), count_epsilon, privacy_rng)))
         if delta is None:
             delta = _default_delta(dp_rows)

@@ -250,6 +250,15 @@ def test_evaluate_prints_json(cps: dict[str, Path], tmp_path: Path, capsys: pyte
     assert 0.0 <= result["tstr"]["hgb"]["accuracy"] <= 1.0
 
 
+def test_evaluate_reads_csv_tables_types_from_their_values(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # An evaluation is no release: a real CSV read as text (as a private fit reads it) had no numbers.
+    frame = pd.DataFrame({"x": np.random.default_rng(0).normal(size=200), "c": ["a", "b"] * 100})
+    frame.to_csv(tmp_path / "real.csv", index=False)
+    frame.to_csv(tmp_path / "synthetic.csv", index=False)
+    assert main(["evaluate", str(tmp_path / "real.csv"), str(tmp_path / "synthetic.csv")]) == EXIT_OK
+    assert json.loads(capsys.readouterr().out)["fidelity"]["numeric_columns"] == ["x"]
+
+
 def test_evaluate_floor_reports_the_tvds_of_as_many_rows_drawn_from_the_real_table(
         cps: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     synthetic = tmp_path / "synthetic.parquet"

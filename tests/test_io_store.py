@@ -442,6 +442,22 @@ def test_a_private_csv_is_read_as_text_and_typed_by_the_schemas_kinds(tmp_path: 
     assert typed["zip"].tolist()[:2] == ["02139", "A17"]
 
 
+def test_a_private_csvs_text_in_a_zoned_column_is_wall_clock_time_unless_it_carries_an_offset(tmp_path: Path) -> None:
+    pd.DataFrame({"at": ["2020-06-01", "2020-06-01T12:00:00+00:00", "2020-03-29T02:30"]}).to_csv(tmp_path / "t.csv",
+                                                                                                 index=False)
+    typed = open_table(tmp_path / "t.csv", "private table").typed_by({"at": pa.timestamp("ns", "Europe/Berlin")})
+    at = typed.read()["at"]
+    assert at.iloc[0] == pd.Timestamp("2020-06-01", tz="Europe/Berlin")  # was read as UTC: 02:00 in Berlin
+    assert at.iloc[1] == pd.Timestamp("2020-06-01 14:00", tz="Europe/Berlin")
+    assert pd.isna(at.iloc[2])  # a wall-clock time the clocks skipped
+
+
+def test_a_private_csvs_only_null_is_an_empty_field(tmp_path: Path) -> None:
+    pd.DataFrame({"code": ["NA", "null", None, "x"]}).to_csv(tmp_path / "t.csv", index=False)
+    assert open_table(tmp_path / "t.csv", "private table").read()["code"].tolist()[:2] == ["NA", "null"]
+    assert pd.isna(open_table(tmp_path / "t.csv", "private table").read()["code"].iloc[2])
+
+
 def test_a_null_a_declared_schema_forbids_names_the_column_and_the_likely_cause_but_no_count() -> None:
     public = pd.DataFrame({"x": [1.0, 2.0, 3.0] * 20, "c": ["a", "b", "a"] * 20})
     private = public.copy()

@@ -49,6 +49,12 @@ def test_discrete_laplace_counts_of_neighbouring_tables_differ_in_probability_by
         assert math.exp(-epsilon) * 0.9 <= ratio <= math.exp(epsilon) * 1.1
 
 
+def test_discrete_laplace_count_refuses_an_epsilon_whose_noise_no_integer_holds():
+    # numpy caps geometric draws at 2**63 - 1: at epsilon 1e-20 both draws hit the cap and cancel.
+    with pytest.raises(ValueError, match="too small for a count"):
+        discrete_laplace_count(10, 1e-20, np.random.default_rng(0))
+
+
 def test_discrete_laplace_count_validates_arguments():
     rng = np.random.default_rng(0)
     with pytest.raises(ValueError, match="true_count"):

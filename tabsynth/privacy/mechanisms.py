@@ -65,9 +65,15 @@ def discrete_laplace_count(true_count: int, epsilon: float, rng: np.random.Gener
     if isinstance(true_count, bool) or not isinstance(true_count, (int, np.integer)) or true_count < 0:
         raise ValueError(f"true_count must be a non-negative integer, got {true_count!r}")
     epsilon = _check_epsilon(epsilon)
+    if epsilon < MIN_COUNT_EPSILON:  # numpy caps a geometric draw at 2**63 - 1: both draws would cancel
+        raise ValueError(f"epsilon {epsilon!r} is too small for a count (below {MIN_COUNT_EPSILON}): its noise "
+                         f"would pass what an integer holds")
     rng = _check_rng(rng)
     success = -math.expm1(-epsilon)  # 1 - e^-epsilon
     return int(true_count) + int(rng.geometric(success)) - int(rng.geometric(success))
+
+
+MIN_COUNT_EPSILON = 1e-9  # noise of mean magnitude 1e9: no count is released at a smaller epsilon
 
 
 def histogram_threshold(epsilon: float, delta: float) -> float:
