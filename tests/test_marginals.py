@@ -143,6 +143,15 @@ def test_the_released_counts_carry_noise_of_the_stated_std() -> None:
     assert math.isclose(zcdp_budget(1.0, 1e-5), 1 / (2 * z**2))
 
 
+def test_the_released_counts_lie_on_a_power_of_two_grid_finer_than_a_64th_of_their_noise() -> None:
+    # The low-order bits of a floating-point Gaussian sample can tell which count it came from.
+    measured = measure_marginals([np.zeros((10, 2), dtype=np.int64)], [400, 500], [(0, 1)], 0.02,
+                                 np.random.default_rng(1))
+    for counts, std in ((measured.one_way[0], measured.one_way_std), (measured.two_way[0], measured.two_way_std)):
+        grid = 2.0 ** math.floor(math.log2(std / 64))
+        assert np.array_equal(counts / grid, np.round(counts / grid)) and grid > std / 128
+
+
 @pytest.mark.parametrize(("rho", "coarse"), [(0.0005, True), (10.0, False)])
 def test_a_pair_too_large_for_its_noise_is_measured_over_runs_of_its_ordered_marginal(rho: float,
                                                                                       coarse: bool) -> None:
