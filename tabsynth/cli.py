@@ -797,11 +797,28 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+_NEGATIVE_NUMBER = re.compile(r"-(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|-inf(?:inity)?|-nan", re.IGNORECASE)
+
+
+def _negative_numbers_attached(argv: list[str]) -> list[str]:
+    """``--delta -1e-5`` as ``--delta=-1e-5``: argparse takes "-1e-5" for an option (its pattern of
+    negative numbers has no exponent) and says only "expected one argument"; attached, the value
+    reaches the option's own check, which names the range it needs."""
+    out: list[str] = []
+    for token in argv:
+        if out and out[-1].startswith("--") and out[-1] != "--" and "=" not in out[-1] \
+                and _NEGATIVE_NUMBER.fullmatch(token):
+            out[-1] = f"{out[-1]}={token}"
+        else:
+            out.append(token)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line with ``argv`` (default: sys.argv[1:]) and return the exit code."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(_negative_numbers_attached(sys.argv[1:] if argv is None else list(argv)))
     except SystemExit as exc:  # --help, --version, usage errors: argparse already printed
         return exc.code if isinstance(exc.code, int) else (EXIT_OK if exc.code is None else EXIT_USAGE)
     handler: Callable[[argparse.Namespace], int] | None = args.handler

@@ -233,6 +233,15 @@ def test_demo_rejects_epsilon_zero(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--epsilon" in _error_line(capsys)
 
 
+@pytest.mark.parametrize("value", ["-1e-5", "-0.5", "-2"])
+def test_a_negative_number_after_an_option_gets_the_options_own_check(value: str, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    # argparse took "-1e-5" for an option and said only "expected one argument".
+    assert main(["convert", str(tmp_path / "in.parquet"), str(tmp_path / "out.parquet"), "--epsilon", "1",
+                 "--delta", value]) != EXIT_OK
+    assert "--delta must lie strictly between 0 and 1" in _error_line(capsys)
+
+
 def test_evaluate_prints_json(cps: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     synthetic = tmp_path / "synthetic.parquet"
     assert main(["sample", str(cps["model"]), "-n", "300", "-o", str(synthetic), "--seed", "1"]) == EXIT_OK
