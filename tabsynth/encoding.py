@@ -776,6 +776,11 @@ class _CategoricalCodec(_Codec):
         self.width = len(self.levels)
         self.index = pd.Index(self.levels, dtype=object)
         self.string_levels = pa.array(self.levels, pa.string()) if all(isinstance(v, str) for v in self.levels) else None
+        # Levels mixing text and numbers or booleans, read from storage of text (a private CSV, a partition
+        # field): a text value that is no level matches a non-text level by its text ("1" matches 1).
+        texts = {str(v): i for i, v in enumerate(self.levels) if not isinstance(v, str)}
+        self.level_texts = texts if self.string_levels is None and any(isinstance(v, str) for v in self.levels) \
+            and len(texts) == len(self.levels) - sum(isinstance(v, str) for v in self.levels) else None
 
     def lookup(self, series: pd.Series) -> np.ndarray:
         """Each value's index among the levels, -1 where it is not one (Arrow strings: looked up in Arrow,
@@ -784,7 +789,12 @@ class _CategoricalCodec(_Codec):
         if self.string_levels is not None and isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow":
             found = pc.index_in(pa.array(series), value_set=self.string_levels)
             return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-        return positions_in(self.index, series.astype(object) if isinstance(dtype, pd.CategoricalDtype) else series)
+        positions = positions_in(self.index, series.astype(object) if isinstance(dtype, pd.CategoricalDtype) else series)
+        if self.level_texts is not None and pd.api.types.is_string_dtype(dtype) and (positions < 0).any():
+            unknown = np.flatnonzero(positions < 0)
+            positions[unknown] = [self.level_texts.get(value, -1) if isinstance(value, str) else -1
+                                  for value in series.iloc[unknown]]
+        return positions
 
     def codes(self, series: pd.Series, policy: InvalidPolicy) -> np.ndarray:
         codes = self.lookup(series)

@@ -532,3 +532,11 @@ def test_nan_in_an_arrow_coordinate_is_a_missing_point() -> None:
     encoded = np.asarray(encoder.encode(frame))
     assert np.isfinite(encoded).all()
     assert encoder.decode(encoded)["lat"].isna().tolist() == [False, True]
+
+
+def test_text_matches_a_number_or_boolean_level_by_its_text_where_levels_mix_kinds() -> None:
+    # A private CSV or a partition field is read as text: "1" matched no category 1 of a mixed list.
+    schema = Schema((CategoricalColumn("c", categories=(7, 2.5, "a"), catch_all="<other>"),))
+    encoder = Encoder(schema, on_invalid="clip")
+    frame = pd.DataFrame({"c": pd.Series(["7", "a", "2.5", "2"], dtype="str")})
+    assert encoder.decode(encoder.encode(frame))["c"].tolist() == [7, "a", 2.5, "<other>"]
