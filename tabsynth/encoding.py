@@ -26,8 +26,6 @@ import pyarrow.compute as pc
 import torch
 
 from tabsynth.schema import (
-    missing_values,
-    positions_in,
     ORDERED_CATEGORY,
     BooleanColumn,
     CategoricalColumn,
@@ -46,9 +44,11 @@ from tabsynth.schema import (
     is_arrow_decimal,
     is_arrow_dictionary,
     is_duration_dtype,
+    missing_values,
     naive_stamps,
     numpy_temporal,
     numpy_temporal_dtype,
+    positions_in,
     read_dtype,
     zone_of,
 )
@@ -778,9 +778,10 @@ class _CategoricalCodec(_Codec):
         self.string_levels = pa.array(self.levels, pa.string()) if all(isinstance(v, str) for v in self.levels) else None
         # Levels mixing text and numbers or booleans, read from storage of text (a private CSV, a partition
         # field): a text value that is no level matches a non-text level by its text ("1" matches 1).
-        texts = {str(v): i for i, v in enumerate(self.levels) if not isinstance(v, str)}
-        self.level_texts = texts if self.string_levels is None and any(isinstance(v, str) for v in self.levels) \
-            and len(texts) == len(self.levels) - sum(isinstance(v, str) for v in self.levels) else None
+        others = [(str(v), i) for i, v in enumerate(self.levels) if not isinstance(v, str)]
+        texts = dict(others)
+        mixed = 0 < len(others) < len(self.levels)
+        self.level_texts = texts if mixed and len(texts) == len(others) else None
 
     def lookup(self, series: pd.Series) -> np.ndarray:
         """Each value's index among the levels, -1 where it is not one (Arrow strings: looked up in Arrow,

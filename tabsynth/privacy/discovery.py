@@ -58,12 +58,12 @@ from tabsynth.schema import (
     is_duration_dtype,
     is_label,
     is_null,
-    missing_values,
     label_conversion,
+    missing_values,
     naive_stamps,
     numpy_temporal,
-    positions_in,
     ordered_levels,
+    positions_in,
     quantile_knots,
     with_point_masses,
 )
@@ -1255,6 +1255,3 @@ def _sorted(values: list[Any]) -> list[Any]:
         return sorted(values, key=lambda v: (type(v).__name__, v))
     except TypeError:
         return sorted(values, key=lambda v: (type(v).__name__, repr(v)))
-
-
-

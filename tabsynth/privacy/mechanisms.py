@@ -16,7 +16,7 @@ from scipy import integrate, special
 from scipy.optimize import brentq
 from scipy.stats import norm
 
-from tabsynth.schema import is_null
+from tabsynth.schema import missing_values
 
 __all__ = [
     "CategoryRelease",
@@ -143,12 +143,8 @@ def _thresholded_counts(values: Any, sample: Any, scale: float, tau: float) -> d
 
 
 def _present(arr: np.ndarray) -> np.ndarray:
-    """The non-null values of an object array (judged one by one where ``isna`` fails on one: a
-    signalling decimal NaN)."""
-    try:
-        return arr[~pd.isna(arr)]
-    except (TypeError, ValueError, ArithmeticError):
-        return arr[~np.fromiter(map(is_null, arr), bool, len(arr))]
+    """The non-null values of an object array."""
+    return arr[~missing_values(pd.Series(arr, dtype=object, copy=False))]
 
 
 def _hashable(value: Any) -> bool:
