@@ -30,6 +30,7 @@ from tabsynth.privacy import DiscoveryWarning, PrivacyLedger, discover_schema, d
 from tabsynth.privacy.discovery import (GEO_STEPS, _geo_step, _numeric_edges, _range_of, _tail_extended,
                                        discover_new_categories_composed)
 from tabsynth.privacy.mechanisms import CountNoise, gaussian_threshold, histogram_threshold
+from tabsynth.schema import knot_levels
 
 EPS_PER_COLUMN = 0.1
 DELTA = 1e-6
@@ -117,14 +118,28 @@ def test_a_sparse_tail_next_to_the_bulk_widens_the_range() -> None:
 
 
 def test_a_smooth_columns_knots_are_distinct_and_near_its_quantiles() -> None:
-    # Distinct knots: a repeated one would read as a point mass. 15 inner knots at 0.05 each side.
+    # Distinct knots: a repeated one would read as a point mass. 15 inner knots and a tail knot at each
+    # end (17 knots by default), each at 0.05 of its level.
     frame = people()
     income = discover(frame)[0]["income"]
     inner = np.array(income.knots[1:-1])
-    levels = np.linspace(0, 1, len(income.knots))[1:-1]
+    levels = knot_levels(17)
+    assert len(inner) == len(levels) == 17
     ranks = np.searchsorted(np.sort(frame["income"]), inner) / len(frame)
     assert len(np.unique(income.knots)) == len(income.knots)
     assert np.abs(ranks - levels).max() < 0.05
+
+
+def test_a_numbers_outer_knot_segments_hold_its_tails_not_the_slack_past_them() -> None:
+    # Temperatures in kelvin: the range histogram's quarter-octave bins near 290 are about 50 wide, so
+    # the bounds lie far past the data. The knots next to the bounds are the DP quantiles at 1/64 and
+    # 63/64: the outer segments hold that much of the data, not 1/16 spread over the slack. (At this
+    # noise, empty bins' noise clipped at 0 sometimes puts them in the slack: medians of 10 releases.)
+    temps = np.sort(np.random.default_rng(0).normal(290.0, 5.0, 20_000))
+    releases = [discover(pd.DataFrame({"kelvin": temps}), seed=seed)[0]["kelvin"].knots for seed in range(10)]
+    lower_shares = [np.searchsorted(temps, knots[1]) / len(temps) for knots in releases]
+    upper_shares = [1 - np.searchsorted(temps, knots[-2]) / len(temps) for knots in releases]
+    assert 0.003 < np.median(lower_shares) < 0.04 and 0.003 < np.median(upper_shares) < 0.04
 
 
 @pytest.mark.parametrize("dtype", ["int64", "float64"])

@@ -48,6 +48,7 @@ from tabsynth.schema import (
     IntegerColumn,
     Schema,
     SchemaError,
+    bounded_knots,
     can_hold_null,
     coarsest_exact_units,
     dtype_text,
@@ -58,6 +59,7 @@ from tabsynth.schema import (
     is_duration_dtype,
     is_label,
     is_null,
+    knot_levels,
     label_conversion,
     missing_values,
     naive_stamps,
@@ -972,18 +974,18 @@ def _dp_knots(values: np.ndarray, lower: float, upper: float, noise: CountNoise,
               rng: np.random.Generator, numeric: bool = True) -> tuple[tuple[float, ...] | None, float]:
     """Knots [lower, DP inner quantiles..., upper] read off ONE noisy histogram over ``_knot_edges`` of the
     bounds (each row in one bin, so sensitivity 1), all knots sharing its noise; and the histogram's
-    noisy total.
+    noisy total. The quantiles are at ``knot_levels`` (the tail ones keep the outer segments from
+    spreading rows over the slack between the data and its bounds).
 
     A quantile inside the bin that holds 0 alone is 0, so that a point mass at 0 (zero-inflated amounts)
     repeats among the knots and the encoder keeps it one cell.
     """
-    levels = np.linspace(0.0, 1.0, n_knots)[1:-1]
     edges = _knot_edges(lower, upper, integral, numeric)
     noisy = noisy_histogram(np.clip(values, lower, upper), edges, noise, rng)
-    inner = quantiles_of_counts(noisy, edges, levels, integer=integral)
+    inner = quantiles_of_counts(noisy, edges, knot_levels(n_knots), integer=integral)
     if numeric and lower <= 0.0 < upper:
         inner[(inner >= 0.0) & (inner < edges[np.searchsorted(edges, 0.0) + 1])] = 0.0
-    return quantile_knots(np.concatenate([[lower], inner, [upper]]), integral=integral), float(noisy.sum())
+    return quantile_knots(bounded_knots(lower, upper, inner, n_knots), integral=integral), float(noisy.sum())
 
 
 def _number_knots(values: np.ndarray, lower: float, upper: float, knot_noise: CountNoise,
@@ -1064,10 +1066,9 @@ def _discover_number(series: pd.Series, integer: bool, range_noise: CountNoise, 
                 return column, located
             # Wider than a code after all (a sparse tail found): knots read off the same two histograms.
             low, high = int(np.searchsorted(edges, lower)), int(np.searchsorted(edges, upper))
-            levels = np.linspace(0.0, 1.0, n_knots)[1:-1]
-            inner = np.clip(quantiles_of_counts(noisy[low:high], edges[low:high + 1], levels, integer=True),
-                            column.lower, column.upper)
-            return replace(column, knots=quantile_knots(np.concatenate([[column.lower], inner, [column.upper]]),
+            inner = np.clip(quantiles_of_counts(noisy[low:high], edges[low:high + 1], knot_levels(n_knots),
+                                                integer=True), column.lower, column.upper)
+            return replace(column, knots=quantile_knots(bounded_knots(column.lower, column.upper, inner, n_knots),
                                                         integral=True)), located
         knots = _number_knots(values, column.lower, column.upper, knot_noise, masses, n_knots, True, rng)
         return replace(column, knots=knots), located
