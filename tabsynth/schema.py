@@ -40,15 +40,6 @@ POINT_MASS_SHARE = 0.01
 # 0.050. Cutting the range into 16 parts: CPS 0.031 / 0.075 (both seeds), ACS Massachusetts 0.020 /
 # 0.060 and 0.019 / 0.059.
 EVEN_KNOT_PARTS = 8
-# A number's knots also hold the quantiles at this share from each end. The generator places a value
-# inside its knot segment with little guidance, so an outer segment, which runs from the 1/16
-# quantile (DP discovery's 17 knots) out to a bound well past the data, spread its rows over that
-# whole slack: 1.6% to 6% of synthetic values lay beyond the real extremes (birth years back to
-# 1723 for a column of 1950-2005), and at epsilon = 1000 eight correlated normals had a 1-way TVD of
-# 0.045. With these knots, 0.017 there, and 0.016-0.020 against 0.034-0.041 at epsilon = 1 (three
-# noise seeds). A share of 1/128 or 1/256 put more rows past the extremes at epsilon = 1 (its
-# noisy quantile falls in the slack more often), 1/32 helped less.
-TAIL_KNOT_SHARE = 1.0 / 64.0
 # ``Schema.infer`` warns below this many public rows: a number's range from n rows of a like table
 # leaves out about 2 / (n + 1) of its values (clamped to the bounds), 1% at 199 rows.
 SMALL_PUBLIC_ROWS = 199
@@ -540,11 +531,10 @@ class Schema:
 
         ``overrides`` maps a column name to a full Column spec or to a kind name ("categorical",
         "integer", ...) to infer with; ``geo`` maps a pair name to (lat, lon) columns. Numeric columns
-        get ``n_knots`` quantile knots (and the tail ones of ``knot_levels``) plus knots cutting their
-        range into ``EVEN_KNOT_PARTS`` even parts (robust to a later year's shift) and each value held
-        by ``POINT_MASS_SHARE`` of their rows as a point mass (decoded exactly; dates too); strings with
-        more than ``max_categories`` levels keep the most frequent and fold the rest into
-        ``catch_all`` (default "<other>" then).
+        get ``n_knots`` quantile knots plus knots cutting their range into ``EVEN_KNOT_PARTS`` even
+        parts (robust to a later year's shift) and each value held by ``POINT_MASS_SHARE`` of their
+        rows as a point mass (decoded exactly; dates too); strings with more than ``max_categories`` levels keep the most
+        frequent and fold the rest into ``catch_all`` (default "<other>" then).
         """
         check_frame(public, "public")
         overrides = dict(overrides or {})
@@ -908,36 +898,15 @@ def quantile_knots(quantiles: np.ndarray, integral: bool = False) -> tuple[float
     return tuple(float(k) for k in knots)
 
 
-def knot_levels(n_knots: int) -> np.ndarray:
-    """Quantile levels of a number's inner knots: those of ``n_knots`` evenly spaced knots (the ends
-    are the bounds) and, where finer, ``TAIL_KNOT_SHARE`` from each end."""
-    levels = np.linspace(0.0, 1.0, n_knots)[1:-1]
-    if len(levels) and TAIL_KNOT_SHARE < levels[0]:
-        levels = np.concatenate([[TAIL_KNOT_SHARE], levels, [1.0 - TAIL_KNOT_SHARE]])
-    return levels
-
-
-def bounded_knots(lower: float, upper: float, inner: np.ndarray, n_knots: int) -> np.ndarray:
-    """[lower, *inner, upper] for ``inner`` quantiles at ``knot_levels(n_knots)``, less a tail knot
-    equal to its bound or to the next knot inwards: repeated, it would make a point mass of a value
-    that no count showed to be heavy (and it adds no cell)."""
-    knots = np.concatenate([[lower], np.asarray(inner, dtype=np.float64), [upper]])
-    if len(knots) == n_knots:  # no tail knots
-        return knots
-    keep = np.ones(len(knots), dtype=bool)
-    keep[1] = knots[0] < knots[1] < knots[2]
-    keep[-2] = knots[-3] < knots[-2] < knots[-1]
-    return knots[keep]
-
-
 def _quantile_knots(values: np.ndarray, lower: float, upper: float, n_knots: int,
                     integral: bool = False) -> tuple[float, ...] | None:
-    """Public knots of a number or datetime: quantiles at ``knot_levels(n_knots)``, knots cutting the
-    range into ``EVEN_KNOT_PARTS`` even parts, and each value held by ``POINT_MASS_SHARE`` of the rows
-    as a point mass (the heaviest first, as many as fit under ``MAX_KNOTS``)."""
+    """Public knots of a number or datetime: ``n_knots`` quantiles, knots cutting the range into
+    ``EVEN_KNOT_PARTS`` even parts, and each value held by ``POINT_MASS_SHARE`` of the rows as a point
+    mass (the heaviest first, as many as fit under ``MAX_KNOTS``)."""
     if n_knots < 2 or lower == upper:
         return None
-    knots = bounded_knots(lower, upper, np.quantile(values, knot_levels(n_knots)), n_knots)
+    knots = np.quantile(values, np.linspace(0, 1, n_knots))
+    knots[0], knots[-1] = lower, upper
     even = np.linspace(lower, upper, EVEN_KNOT_PARTS + 1)
     even = np.round(even) if integral else even
     # Sorted in among the quantiles; a repeated quantile knot (a point mass) stays repeated.

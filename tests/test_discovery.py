@@ -27,10 +27,10 @@ from tabsynth import (
     SchemaError,
 )
 from tabsynth.privacy import DiscoveryWarning, PrivacyLedger, discover_schema, discover_schema_composed
-from tabsynth.privacy.discovery import (GEO_STEPS, _geo_step, _numeric_edges, _range_of, _tail_extended,
+from tabsynth.privacy.discovery import (GEO_STEPS, TAIL_KNOT_SHARE, _geo_step, _numeric_edges, _range_of,
+                                       _tail_extended, bounded_knots, knot_levels,
                                        discover_new_categories_composed)
 from tabsynth.privacy.mechanisms import CountNoise, gaussian_threshold, histogram_threshold
-from tabsynth.schema import knot_levels
 
 EPS_PER_COLUMN = 0.1
 DELTA = 1e-6
@@ -128,6 +128,20 @@ def test_a_smooth_columns_knots_are_distinct_and_near_its_quantiles() -> None:
     ranks = np.searchsorted(np.sort(frame["income"]), inner) / len(frame)
     assert len(np.unique(income.knots)) == len(income.knots)
     assert np.abs(ranks - levels).max() < 0.05
+
+
+def test_knot_levels_add_a_tail_level_at_each_end_where_it_is_finer() -> None:
+    assert np.allclose(knot_levels(17), [TAIL_KNOT_SHARE, *np.linspace(0, 1, 17)[1:-1], 1 - TAIL_KNOT_SHARE])
+    assert np.allclose(knot_levels(129), np.linspace(0, 1, 129)[1:-1])
+
+
+def test_bounded_knots_drop_a_tail_knot_that_repeats_its_bound_or_the_next_knot() -> None:
+    # Repeated knots make a point mass; a tail quantile equal to its neighbour is no evidence of one.
+    inner = np.array([0.0, 0.0, 5.0, 7.0, 9.0, 9.0])  # at knot_levels(6): a tail, 4 quantiles, a tail
+    assert bounded_knots(0.0, 10.0, inner, 6).tolist() == [0.0, 0.0, 5.0, 7.0, 9.0, 10.0]
+    assert bounded_knots(-1.0, 10.0, inner + 0.5, 6).tolist() == [-1.0, 0.5, 5.5, 7.5, 9.5, 10.0]
+    assert bounded_knots(-1.0, 11.0, np.array([-0.5, 0.0, 5.0, 7.0, 9.0, 10.0]), 6).tolist() == [
+        -1.0, -0.5, 0.0, 5.0, 7.0, 9.0, 10.0, 11.0]
 
 
 def test_a_numbers_outer_knot_segments_hold_its_tails_not_the_slack_past_them() -> None:

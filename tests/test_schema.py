@@ -26,8 +26,8 @@ from tabsynth import (
     SchemaError,
 )
 from tabsynth.datasets import load_demo
-from tabsynth.schema import (EVEN_KNOT_PARTS, MAX_KNOTS, SMALL_PUBLIC_ROWS, TAIL_KNOT_SHARE, bounded_knots, dtype_text,
-                             duration_text, knot_levels, read_dtype, with_point_masses)
+from tabsynth.schema import (EVEN_KNOT_PARTS, MAX_KNOTS, SMALL_PUBLIC_ROWS, dtype_text, duration_text, read_dtype,
+                             with_point_masses)
 
 SQUARE = {"type": "Polygon", "coordinates": [[[0, 0], [10, 0], [10, 10], [0, 10], [0, 0]]]}
 
@@ -320,27 +320,6 @@ def test_infer_makes_every_value_of_a_column_of_few_values_a_point_mass(values: 
     encoder = Encoder(Schema((column,)))
     decoded = encoder.decode(encoder.encode(frame))["density"]
     np.testing.assert_array_equal(decoded.to_numpy(dtype=float), frame["density"].to_numpy(dtype=float))
-
-
-def test_knot_levels_add_a_tail_level_at_each_end_where_it_is_finer() -> None:
-    assert np.allclose(knot_levels(17), [TAIL_KNOT_SHARE, *np.linspace(0, 1, 17)[1:-1], 1 - TAIL_KNOT_SHARE])
-    assert np.allclose(knot_levels(129), np.linspace(0, 1, 129)[1:-1])
-
-
-def test_bounded_knots_drop_a_tail_knot_that_repeats_its_bound_or_the_next_knot() -> None:
-    # Repeated knots make a point mass; a tail quantile equal to its neighbour is no evidence of one.
-    inner = np.array([0.0, 0.0, 5.0, 7.0, 9.0, 9.0])  # at knot_levels(6): a tail, 4 quantiles, a tail
-    assert bounded_knots(0.0, 10.0, inner, 6).tolist() == [0.0, 0.0, 5.0, 7.0, 9.0, 10.0]
-    assert bounded_knots(-1.0, 10.0, inner + 0.5, 6).tolist() == [-1.0, 0.5, 5.5, 7.5, 9.5, 10.0]
-    assert bounded_knots(-1.0, 11.0, np.array([-0.5, 0.0, 5.0, 7.0, 9.0, 10.0]), 6).tolist() == [
-        -1.0, -0.5, 0.0, 5.0, 7.0, 9.0, 10.0, 11.0]
-
-
-def test_infer_puts_a_knot_at_each_tail_quantile() -> None:
-    values = np.random.default_rng(0).normal(290.0, 5.0, 10_000)
-    knots = Schema.infer(pd.DataFrame({"kelvin": values}))["kelvin"].knots
-    for level in (TAIL_KNOT_SHARE, 1 - TAIL_KNOT_SHARE):
-        assert np.isclose(knots, np.quantile(values, level)).any()
 
 
 def test_infer_splits_integer_knot_segments_too_wide_for_float32() -> None:
