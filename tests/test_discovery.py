@@ -135,13 +135,22 @@ def test_knot_levels_add_a_tail_level_at_each_end_where_it_is_finer() -> None:
     assert np.allclose(knot_levels(129), np.linspace(0, 1, 129)[1:-1])
 
 
+def test_bounded_knots_keep_a_tail_knot_inside_an_outer_segment_longer_than_the_next() -> None:
+    inner = np.array([-0.5, 0.0, 5.0, 7.0, 9.0, 10.0])  # at knot_levels(6): a tail, 4 quantiles, a tail
+    assert bounded_knots(-20.0, 30.0, inner, 6).tolist() == [-20.0, -0.5, 0.0, 5.0, 7.0, 9.0, 10.0, 30.0]
+
+
+def test_bounded_knots_drop_a_tail_knot_where_the_outer_segment_is_no_longer_than_the_next() -> None:
+    # [-1, 0] is shorter than [0, 5]; [9, 11] is as long as [7, 9].
+    inner = np.array([-0.5, 0.0, 5.0, 7.0, 9.0, 10.0])
+    assert bounded_knots(-1.0, 11.0, inner, 6).tolist() == [-1.0, 0.0, 5.0, 7.0, 9.0, 11.0]
+
+
 def test_bounded_knots_drop_a_tail_knot_that_repeats_its_bound_or_the_next_knot() -> None:
     # Repeated knots make a point mass; a tail quantile equal to its neighbour is no evidence of one.
-    inner = np.array([0.0, 0.0, 5.0, 7.0, 9.0, 9.0])  # at knot_levels(6): a tail, 4 quantiles, a tail
-    assert bounded_knots(0.0, 10.0, inner, 6).tolist() == [0.0, 0.0, 5.0, 7.0, 9.0, 10.0]
-    assert bounded_knots(-1.0, 10.0, inner + 0.5, 6).tolist() == [-1.0, 0.5, 5.5, 7.5, 9.5, 10.0]
-    assert bounded_knots(-1.0, 11.0, np.array([-0.5, 0.0, 5.0, 7.0, 9.0, 10.0]), 6).tolist() == [
-        -1.0, -0.5, 0.0, 5.0, 7.0, 9.0, 10.0, 11.0]
+    inner = np.array([0.0, 0.0, 5.0, 7.0, 9.0, 9.0])
+    assert bounded_knots(0.0, 30.0, inner, 6).tolist() == [0.0, 0.0, 5.0, 7.0, 9.0, 30.0]
+    assert bounded_knots(-20.0, 30.0, inner + 0.5, 6).tolist() == [-20.0, 0.5, 5.5, 7.5, 9.5, 30.0]
 
 
 def test_a_numbers_outer_knot_segments_hold_its_tails_not_the_slack_past_them() -> None:

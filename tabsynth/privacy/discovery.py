@@ -138,7 +138,8 @@ KNOT_BINS = 32  # even bins of the released range in the knots' histogram
 # 0.034-0.041 at epsilon = 1 (three noise seeds). At 1/128 or 1/256 more rows lay past the extremes
 # at epsilon = 1 (the noisy quantile falls in the slack more often); 1/32 helped less. A public
 # table's knots (``Schema.infer``) have exact bounds and finer outer segments: there they measured
-# no better on CPS (three noise seeds) and are left out.
+# no better on CPS (three noise seeds) and are left out. Only where an outer segment is long: see
+# ``bounded_knots``.
 TAIL_KNOT_SHARE = 1.0 / 64.0
 KNOT_OCTAVES = 8  # and its quarter-octave bins down to 2^-8 of the range
 # Degrees per bin of the latitude/longitude range histograms: the finest of these at which rows spread
@@ -1007,15 +1008,18 @@ def knot_levels(n_knots: int) -> np.ndarray:
 
 
 def bounded_knots(lower: float, upper: float, inner: np.ndarray, n_knots: int) -> np.ndarray:
-    """[lower, *inner, upper] for ``inner`` quantiles at ``knot_levels(n_knots)``, less a tail knot
-    equal to its bound or to the next knot inwards: repeated, it would make a point mass of a value
-    that no count showed to be heavy (and it adds no cell)."""
+    """[lower, *inner, upper] for ``inner`` quantiles at ``knot_levels(n_knots)``, with a tail knot only
+    where the outer segment without it is longer than the next one inwards (a thin tail, or slack
+    past the data) and the knot lies strictly inside it: a repeated knot would make a point mass of a
+    value that no count showed to be heavy. Where the data ends about where its bound lies (Adult's
+    fnlwgt at its lower end), a tail knot measured worse: fnlwgt's 1-way TVD 0.0293 with it, 0.0252
+    without, against 0.0250 before tail knots (three noise seeds each)."""
     knots = np.concatenate([[lower], np.asarray(inner, dtype=np.float64), [upper]])
     if len(knots) == n_knots:  # no tail knots
         return knots
     keep = np.ones(len(knots), dtype=bool)
-    keep[1] = knots[0] < knots[1] < knots[2]
-    keep[-2] = knots[-3] < knots[-2] < knots[-1]
+    keep[1] = knots[0] < knots[1] < knots[2] and knots[2] - knots[0] > knots[3] - knots[2]
+    keep[-2] = knots[-3] < knots[-2] < knots[-1] and knots[-1] - knots[-3] > knots[-3] - knots[-4]
     return knots[keep]
 
 
