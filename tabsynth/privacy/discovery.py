@@ -754,7 +754,10 @@ def _details(plans: Sequence[_Plan], noise: _NoisePlan, n_knots: int) -> tuple[s
             masses = noise.masses_of(plan)
             if knot_noise is not None:
                 knots = knot_noise if masses is None else masses[0]
-                split[QUANTILE_MECHANISM] = {"noise": knots.kind, "scale": knots.scale, "quantiles": n_knots - 2}
+                tails = plan.kind in ("integer", "continuous")
+                split[QUANTILE_MECHANISM] = {"noise": knots.kind, "scale": knots.scale,
+                                             "quantiles": len(knot_levels(n_knots, tails)),
+                                             "tail_quantiles_kept": "where an outer segment is long" if tails else "none"}
             if masses is not None:
                 kind = "gaussian" if masses[1].mechanism == GAUSSIAN_HISTOGRAMS else "laplace"
                 split[POINT_MASS_MECHANISM] = {"noise": kind, "scale": masses[1].noise,
@@ -992,17 +995,18 @@ def _dp_knots(values: np.ndarray, lower: float, upper: float, noise: CountNoise,
     """
     edges = _knot_edges(lower, upper, integral, numeric)
     noisy = noisy_histogram(np.clip(values, lower, upper), edges, noise, rng)
-    inner = quantiles_of_counts(noisy, edges, knot_levels(n_knots), integer=integral)
+    inner = quantiles_of_counts(noisy, edges, knot_levels(n_knots, tails=numeric), integer=integral)
     if numeric and lower <= 0.0 < upper:
         inner[(inner >= 0.0) & (inner < edges[np.searchsorted(edges, 0.0) + 1])] = 0.0
     return quantile_knots(bounded_knots(lower, upper, inner, n_knots), integral=integral), float(noisy.sum())
 
 
-def knot_levels(n_knots: int) -> np.ndarray:
+def knot_levels(n_knots: int, tails: bool = True) -> np.ndarray:
     """Quantile levels of a number's inner DP knots: those of ``n_knots`` evenly spaced knots (the ends
-    are the bounds) and, where finer, ``TAIL_KNOT_SHARE`` from each end."""
+    are the bounds) and, with ``tails`` and where finer, ``TAIL_KNOT_SHARE`` from each end (numbers
+    only: the tail knots were not measured on datetimes and durations, whose bins are even)."""
     levels = np.linspace(0.0, 1.0, n_knots)[1:-1]
-    if len(levels) and TAIL_KNOT_SHARE < levels[0]:
+    if tails and len(levels) and TAIL_KNOT_SHARE < levels[0]:
         levels = np.concatenate([[TAIL_KNOT_SHARE], levels, [1.0 - TAIL_KNOT_SHARE]])
     return levels
 
@@ -1017,9 +1021,10 @@ def bounded_knots(lower: float, upper: float, inner: np.ndarray, n_knots: int) -
     knots = np.concatenate([[lower], np.asarray(inner, dtype=np.float64), [upper]])
     if len(knots) == n_knots:  # no tail knots
         return knots
+    even = np.concatenate([knots[:1], knots[2:-2], knots[-1:]])  # the knots without the tail ones
     keep = np.ones(len(knots), dtype=bool)
-    keep[1] = knots[0] < knots[1] < knots[2] and knots[2] - knots[0] > knots[3] - knots[2]
-    keep[-2] = knots[-3] < knots[-2] < knots[-1] and knots[-1] - knots[-3] > knots[-3] - knots[-4]
+    keep[1] = knots[0] < knots[1] < knots[2] and even[1] - even[0] > even[2] - even[1]
+    keep[-2] = knots[-3] < knots[-2] < knots[-1] and even[-1] - even[-2] > even[-2] - even[-3]
     return knots[keep]
 
 
