@@ -340,13 +340,12 @@ def _check_parts_agree(root: Path, dataset: ds.Dataset, argument: str, partition
     expected = {f.name: f.type for f in dataset.schema if f.name not in partitions}
     distinct: dict[tuple, pa.Schema] = {}  # by fields, metadata aside (pandas' differs from file to file)
     for fragment in dataset.get_fragments():
-        file = _file_name(fragment.path, root)
-        physical = _physical_schema(fragment, f"{argument} {root}: the file {file}")
+        where = f"{argument} {root}: the file {_file_name(fragment.path, root)}"
+        physical = _physical_schema(fragment, where)
         fields_key = tuple((f.name, f.type, f.nullable) for f in physical)
         if fields_key in distinct:
             continue
         fields = {f.name: f.type for f in physical if f.name not in partitions}
-        where = f"{argument} {root}: the file {file}"
         if set(fields) != set(expected):
             missing, extra = sorted(set(expected) - set(fields)), sorted(set(fields) - set(expected))
             raise TableReadError(f"{where} has columns that differ from the first file's ("
@@ -432,8 +431,6 @@ def _unsupported(type_: pa.DataType) -> bool:
     return (pa.types.is_time(type_) or pa.types.is_binary(type_)
             or pa.types.is_large_binary(type_) or pa.types.is_fixed_size_binary(type_) or pa.types.is_nested(type_)
             or pa.types.is_interval(type_))
-
-
 
 
 def check_object_values(frame: pd.DataFrame, argument: str, *, public: bool) -> None:

@@ -20,10 +20,10 @@ from tabsynth.privacy.discovery import (
 from tabsynth.privacy.ledger import BudgetExceededError, LedgerEntry, PrivacyLedger
 from tabsynth.privacy.mechanisms import (
     default_numeric_candidates,
+    discrete_laplace_count,
     dp_histogram_threshold,
     dp_quantiles,
     histogram_threshold,
-    discrete_laplace_count,
 )
 
 __all__ = [
@@ -42,10 +42,10 @@ __all__ = [
     "discover_new_categories_composed",
     "discover_schema",
     "discover_schema_composed",
+    "discrete_laplace_count",
     "dp_histogram_threshold",
     "dp_quantiles",
     "effective_noise_multiplier",
     "histogram_threshold",
-    "discrete_laplace_count",
     "max_steps",
 ]

@@ -129,6 +129,7 @@ LARGEST_MAGNITUDE = 2.0**LARGEST_EXPONENT  # larger values fall in its end bins 
 # A timestamp's range histogram has month bins between these (a range at either end gets a warning).
 DATETIME_GRID = ("1900-01-01", "2100-01-01")
 KNOT_BINS = 32  # even bins of the released range in the knots' histogram
+KNOT_OCTAVES = 8  # and its quarter-octave bins down to 2^-8 of the range
 # A number's knots also hold its quantiles at this share from each end. The generator places a value
 # inside its knot segment with little guidance, and the released bounds lie past the data (a
 # quarter-octave bin near 290 is about 50 wide), so an outer segment, from the 1/16 quantile (17
@@ -141,7 +142,6 @@ KNOT_BINS = 32  # even bins of the released range in the knots' histogram
 # no better on CPS (three noise seeds) and are left out. Only where an outer segment is long: see
 # ``bounded_knots``.
 TAIL_KNOT_SHARE = 1.0 / 64.0
-KNOT_OCTAVES = 8  # and its quarter-octave bins down to 2^-8 of the range
 # Degrees per bin of the latitude/longitude range histograms: the finest of these at which rows spread
 # evenly over GEO_SPREAD degrees would put GEO_BIN_STDS noise stds in a bin, given the caller's DP
 # estimate of the rows (``expected_rows``); without one, the finest. At 0.1 degree, 3,000 California

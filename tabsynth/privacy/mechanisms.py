@@ -22,6 +22,7 @@ __all__ = [
     "CategoryRelease",
     "CountNoise",
     "default_numeric_candidates",
+    "discrete_laplace_count",
     "dp_histogram_threshold",
     "dp_quantiles",
     "gaussian_category_release",
@@ -30,7 +31,6 @@ __all__ = [
     "gaussian_threshold",
     "histogram_quantiles",
     "histogram_threshold",
-    "discrete_laplace_count",
     "laplace_histogram",
     "noisy_histogram",
     "plan_category_release",
@@ -55,6 +55,9 @@ def _check_rng(rng: np.random.Generator) -> np.random.Generator:
     return rng
 
 
+MIN_COUNT_EPSILON = 1e-9  # noise of mean magnitude 1e9: no count is released at a smaller epsilon
+
+
 def discrete_laplace_count(true_count: int, epsilon: float, rng: np.random.Generator) -> int:
     """epsilon-DP count: true_count + discrete Laplace noise, P(k) proportional to exp(-epsilon |k|).
 
@@ -71,9 +74,6 @@ def discrete_laplace_count(true_count: int, epsilon: float, rng: np.random.Gener
     rng = _check_rng(rng)
     success = -math.expm1(-epsilon)  # 1 - e^-epsilon
     return int(true_count) + int(rng.geometric(success)) - int(rng.geometric(success))
-
-
-MIN_COUNT_EPSILON = 1e-9  # noise of mean magnitude 1e9: no count is released at a smaller epsilon
 
 
 def histogram_threshold(epsilon: float, delta: float) -> float:
